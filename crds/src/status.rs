@@ -1,0 +1,84 @@
+//! What the operator and coordinator report about a `MultimodalJob`; bounded in size by design.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Observed state of a job. Per-item state lives in object storage and rates in metrics, so this
+/// stays small however large the job.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct MultimodalJobStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<JobPhase>,
+    /// kstatus-style: Ready, Progressing, Complete, Failed, Suspended.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<Progress>,
+    /// Per pool (`cpu`, `gpu`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub replicas: BTreeMap<String, PoolReplicas>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<CheckpointStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_time: Option<Time>,
+    /// A human-readable summary of the last transition or failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// Where a job is in its life.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum JobPhase {
+    Pending,
+    Running,
+    Suspended,
+    Succeeded,
+    Failed,
+}
+
+/// How far a job has come.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Progress {
+    pub units_done: u64,
+    pub units_total: u64,
+    pub rows_in: u64,
+    pub rows_out: u64,
+    pub rows_failed: u64,
+    pub bytes_in: u64,
+    /// e.g. `42%`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percent: Option<String>,
+    /// e.g. `3m20s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eta: Option<String>,
+}
+
+/// Replicas of one pool, and the autoscaler's view of them.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct PoolReplicas {
+    pub desired: i32,
+    pub ready: i32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recommended: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// The last checkpoint commit.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckpointStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_commit_time: Option<Time>,
+    pub units_committed: u64,
+}

@@ -1,0 +1,553 @@
+//! Pipeline steps: one serde config struct per `op`, and the step list's structural CRD schema.
+//!
+//! Adding a step means one struct here (with `step_config!`), one line in [`StepSpec`] and
+//! [`StepSpec::config`], and its runtime `build()` in the worker.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// What every step config can say about itself, for planning and validation.
+pub trait StepConfig {
+    /// Columns this step reads (top-level names).
+    fn inputs(&self) -> Vec<&str>;
+    /// The column this step adds or replaces, if any.
+    fn output(&self) -> Option<&str>;
+    /// The pool the step asked for.
+    fn pool(&self) -> Option<PoolName>;
+    /// Morsels processed at once, if set.
+    fn concurrency(&self) -> Option<u32>;
+}
+
+/// A worker pool name.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum PoolName {
+    Cpu,
+    Gpu,
+}
+
+/// Declares a step config struct with the fields every step shares (`pool`, `concurrency`).
+macro_rules! step_config {
+    ($(#[$meta:meta])* $name:ident { $($(#[$fmeta:meta])* $field:ident : $ty:ty),* $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+        #[serde(rename_all = "camelCase", deny_unknown_fields)]
+        pub struct $name {
+            $($(#[$fmeta])* pub $field: $ty,)*
+            /// Pool this step runs on; default `cpu` (model steps: `gpu` when the job has a gpu pool).
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub pool: Option<PoolName>,
+            /// Morsels this step works on at once; default one per core.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            #[schemars(range(min = 1, max = 1024))]
+            pub concurrency: Option<u32>,
+        }
+    };
+}
+
+/// Implements [`StepConfig`] from the struct's input fields and output expression.
+macro_rules! impl_step_config {
+    ($name:ident, inputs($s:ident) => $inputs:expr, output($o:ident) => $output:expr) => {
+        impl StepConfig for $name {
+            fn inputs(&self) -> Vec<&str> {
+                let $s = self;
+                $inputs
+            }
+            fn output(&self) -> Option<&str> {
+                let $o = self;
+                $output
+            }
+            fn pool(&self) -> Option<PoolName> {
+                self.pool
+            }
+            fn concurrency(&self) -> Option<u32> {
+                self.concurrency
+            }
+        }
+    };
+}
+
+step_config!(
+    /// Read the object a URI column names (local path, `file://`, `s3://`, `http(s)://`) into bytes.
+    Download {
+        input: String,
+        output: String,
+        /// Requests in flight at once per worker; default 32.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(range(min = 1, max = 1024))]
+        max_connections: Option<u32>,
+        /// Retries of a transient failure, with exponential backoff; default 5.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(range(max = 100))]
+        retries: Option<u32>,
+        /// Per-request timeout; default 60.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(range(min = 1))]
+        timeout_seconds: Option<u32>,
+    }
+);
+impl_step_config!(Download, inputs(s) => vec![s.input.as_str()], output(s) => Some(&s.output));
+
+step_config!(
+    /// Decode JPEG, PNG, WebP, GIF (first frame), BMP or TIFF bytes into an image.
+    ImageDecode {
+        input: String,
+        output: String,
+        /// Pixel layout of the decoded image; default RGB.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mode: Option<ImageMode>,
+        /// Refuse images with more pixels than this before allocating; default 100,000,000.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(range(min = 1))]
+        max_pixels: Option<u64>,
+    }
+);
+impl_step_config!(ImageDecode, inputs(s) => vec![s.input.as_str()], output(s) => Some(&s.output));
+
+step_config!(
+    /// Resize an image column.
+    ImageResize {
+        input: String,
+        output: String,
+        /// Target width (fit `exact`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(range(min = 1, max = 65535))]
+        width: Option<u32>,
+        /// Target height (fit `exact`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(range(min = 1, max = 65535))]
+        height: Option<u32>,
+        /// Target length of the shorter or longer side (fits `shorter-side`, `longer-side`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(range(min = 1, max = 65535))]
+        size: Option<u32>,
+        /// How the target is reached; default `exact`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        fit: Option<ResizeFit>,
+        /// Resampling filter; default bilinear.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        filter: Option<ResizeFilter>,
+    }
+);
+impl_step_config!(ImageResize, inputs(s) => vec![s.input.as_str()], output(s) => Some(&s.output));
+
+step_config!(
+    /// Crop an image column: a fixed box, a centred box, or a per-row bounding box column.
+    ImageCrop {
+        input: String,
+        output: String,
+        /// Fixed box in pixels.
+        #[serde(rename = "box", default, skip_serializing_if = "Option::is_none")]
+        crop_box: Option<CropBox>,
+        /// Centred box of this size.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        center: Option<CropSize>,
+        /// Column holding `[x1, y1, x2, y2]` in pixels per row (e.g. a detection's bbox).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        bbox_column: Option<String>,
+    }
+);
+impl_step_config!(ImageCrop,
+    inputs(s) => std::iter::once(s.input.as_str()).chain(s.bbox_column.as_deref()).collect(),
+    output(s) => Some(&s.output));
+
+step_config!(
+    /// Encode an image column to JPEG or PNG bytes.
+    ImageEncode {
+        input: String,
+        output: String,
+        /// Default jpeg.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        format: Option<ImageFormat>,
+        /// JPEG quality 1-100; default 85.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(range(min = 1, max = 100))]
+        quality: Option<u8>,
+    }
+);
+impl_step_config!(ImageEncode, inputs(s) => vec![s.input.as_str()], output(s) => Some(&s.output));
+
+step_config!(
+    /// Turn an image column into an f32 tensor (pixels / 255, then `(x - mean) / std` per channel).
+    ImageToTensor {
+        input: String,
+        output: String,
+        /// Per-channel mean, e.g. ImageNet's `[0.485, 0.456, 0.406]`; default 0.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(length(min = 1, max = 4))]
+        mean: Option<Vec<f32>>,
+        /// Per-channel standard deviation, e.g. `[0.229, 0.224, 0.225]`; default 1.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(length(min = 1, max = 4))]
+        std: Option<Vec<f32>>,
+        /// Default `chw`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        layout: Option<TensorLayout>,
+    }
+);
+impl_step_config!(ImageToTensor, inputs(s) => vec![s.input.as_str()], output(s) => Some(&s.output));
+
+step_config!(
+    /// Keep the rows for which every predicate holds (a null compares as false).
+    Filter {
+        #[serde(rename = "where")]
+        #[schemars(length(min = 1, max = 32))]
+        predicates: Vec<Predicate>,
+    }
+);
+impl_step_config!(Filter,
+    inputs(s) => s.predicates.iter().map(|p| p.column.split('.').next().unwrap_or_default()).collect(),
+    output(_s) => None);
+
+step_config!(
+    /// Keep only these columns, in this order.
+    Select {
+        #[schemars(length(min = 1))]
+        columns: Vec<String>,
+    }
+);
+impl_step_config!(Select, inputs(s) => s.columns.iter().map(String::as_str).collect(), output(_s) => None);
+
+step_config!(
+    /// Rename columns (`old: new`).
+    Rename {
+        mapping: BTreeMap<String, String>,
+    }
+);
+impl_step_config!(Rename, inputs(s) => s.mapping.keys().map(String::as_str).collect(), output(_s) => None);
+
+step_config!(
+    /// One row per element of a list column; the other columns repeat. Empty and null lists drop the row.
+    Explode {
+        input: String,
+        /// The element column; default the input's name (the list column is replaced).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        output: Option<String>,
+    }
+);
+impl_step_config!(Explode,
+    inputs(s) => vec![s.input.as_str()],
+    output(s) => Some(s.output.as_deref().unwrap_or(&s.input)));
+
+/// Pixel layout.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema, Default)]
+pub enum ImageMode {
+    #[default]
+    #[serde(rename = "RGB")]
+    Rgb,
+    #[serde(rename = "RGBA")]
+    Rgba,
+    /// 8-bit grey.
+    L,
+}
+
+impl ImageMode {
+    /// Bytes per pixel.
+    pub fn channels(self) -> u8 {
+        match self {
+            ImageMode::Rgb => 3,
+            ImageMode::Rgba => 4,
+            ImageMode::L => 1,
+        }
+    }
+}
+
+/// How `image.resize` reaches its target.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum ResizeFit {
+    /// Exactly `width` x `height` (aspect ratio not kept).
+    #[default]
+    Exact,
+    /// Shorter side becomes `size`, aspect ratio kept.
+    ShorterSide,
+    /// Longer side becomes `size`, aspect ratio kept.
+    LongerSide,
+}
+
+/// Resampling filter.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum ResizeFilter {
+    Nearest,
+    #[default]
+    Bilinear,
+    CatmullRom,
+    Lanczos3,
+}
+
+/// Encoded image format.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ImageFormat {
+    #[default]
+    Jpeg,
+    Png,
+}
+
+/// Tensor memory layout.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum TensorLayout {
+    #[default]
+    Chw,
+    Hwc,
+}
+
+/// A fixed crop box in pixels.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CropBox {
+    pub x: u32,
+    pub y: u32,
+    #[schemars(range(min = 1))]
+    pub width: u32,
+    #[schemars(range(min = 1))]
+    pub height: u32,
+}
+
+/// A crop size in pixels.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CropSize {
+    #[schemars(range(min = 1))]
+    pub width: u32,
+    #[schemars(range(min = 1))]
+    pub height: u32,
+}
+
+/// `column op value`, e.g. `{column: image.width, op: ge, value: 224}`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Predicate {
+    /// A column, or a struct field as `column.field`.
+    pub column: String,
+    pub op: CmpOp,
+    /// A scalar (a list for `in`); cast to the column's type. Not used by `isNull`/`notNull`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "any_value")]
+    pub value: Option<Value>,
+}
+
+/// A comparison.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum CmpOp {
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+    In,
+    IsNull,
+    NotNull,
+    Contains,
+    StartsWith,
+    EndsWith,
+}
+
+fn any_value(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({ "x-kubernetes-preserve-unknown-fields": true })
+}
+
+/// One pipeline step; `op` selects which.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(tag = "op")]
+pub enum StepSpec {
+    #[serde(rename = "download")]
+    Download(Download),
+    #[serde(rename = "image.decode")]
+    ImageDecode(ImageDecode),
+    #[serde(rename = "image.resize")]
+    ImageResize(ImageResize),
+    #[serde(rename = "image.crop")]
+    ImageCrop(ImageCrop),
+    #[serde(rename = "image.encode")]
+    ImageEncode(ImageEncode),
+    #[serde(rename = "image.to_tensor")]
+    ImageToTensor(ImageToTensor),
+    #[serde(rename = "filter")]
+    Filter(Filter),
+    #[serde(rename = "select")]
+    Select(Select),
+    #[serde(rename = "rename")]
+    Rename(Rename),
+    #[serde(rename = "explode")]
+    Explode(Explode),
+}
+
+impl StepSpec {
+    /// The step's config, seen through what all steps share.
+    pub fn config(&self) -> &dyn StepConfig {
+        match self {
+            StepSpec::Download(c) => c,
+            StepSpec::ImageDecode(c) => c,
+            StepSpec::ImageResize(c) => c,
+            StepSpec::ImageCrop(c) => c,
+            StepSpec::ImageEncode(c) => c,
+            StepSpec::ImageToTensor(c) => c,
+            StepSpec::Filter(c) => c,
+            StepSpec::Select(c) => c,
+            StepSpec::Rename(c) => c,
+            StepSpec::Explode(c) => c,
+        }
+    }
+
+    /// The `op` name as written in manifests.
+    pub fn op(&self) -> &'static str {
+        match self {
+            StepSpec::Download(_) => "download",
+            StepSpec::ImageDecode(_) => "image.decode",
+            StepSpec::ImageResize(_) => "image.resize",
+            StepSpec::ImageCrop(_) => "image.crop",
+            StepSpec::ImageEncode(_) => "image.encode",
+            StepSpec::ImageToTensor(_) => "image.to_tensor",
+            StepSpec::Filter(_) => "filter",
+            StepSpec::Select(_) => "select",
+            StepSpec::Rename(_) => "rename",
+            StepSpec::Explode(_) => "explode",
+        }
+    }
+}
+
+/// Each op's name and schema, in declaration order (the CRD schema is built from this).
+fn op_schemas(generator: &mut SchemaGenerator) -> Vec<(&'static str, Schema)> {
+    vec![
+        ("download", Download::json_schema(generator)),
+        ("image.decode", ImageDecode::json_schema(generator)),
+        ("image.resize", ImageResize::json_schema(generator)),
+        ("image.crop", ImageCrop::json_schema(generator)),
+        ("image.encode", ImageEncode::json_schema(generator)),
+        ("image.to_tensor", ImageToTensor::json_schema(generator)),
+        ("filter", Filter::json_schema(generator)),
+        ("select", Select::json_schema(generator)),
+        ("rename", Rename::json_schema(generator)),
+        ("explode", Explode::json_schema(generator)),
+    ]
+}
+
+/// Rules no single op's struct can state, checked by the API server and by `weir validate`.
+const CROSS_FIELD_RULES: &[(&str, &str)] = &[
+    (
+        "self.op != 'image.resize' || ((has(self.fit) && self.fit != 'exact') ? has(self.size) : (has(self.width) && has(self.height)))",
+        "image.resize needs width and height for fit exact, size for shorter-side or longer-side",
+    ),
+    (
+        "self.op != 'image.crop' || [has(self.box), has(self.center), has(self.bboxColumn)].filter(b, b).size() == 1",
+        "image.crop needs exactly one of box, center or bboxColumn",
+    ),
+    (
+        "self.op != 'image.to_tensor' || !has(self.mean) || !has(self.std) || size(self.mean) == size(self.std)",
+        "image.to_tensor needs mean and std of the same length",
+    ),
+];
+
+impl JsonSchema for StepSpec {
+    fn schema_name() -> Cow<'static, str> {
+        "StepSpec".into()
+    }
+
+    /// Kubernetes wants one structural object, not a `oneOf` per op: properties of all ops are
+    /// merged, and CEL rules say which fields each op requires and allows.
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        let ops = op_schemas(generator);
+        let mut properties = Map::new();
+        let mut rules = Vec::new();
+        for (op, schema) in &ops {
+            let props = schema
+                .get("properties")
+                .and_then(Value::as_object)
+                .cloned()
+                .unwrap_or_default();
+            for (name, prop) in &props {
+                properties
+                    .entry(name.clone())
+                    .or_insert_with(|| prop.clone());
+            }
+            let required: Vec<&str> = schema
+                .get("required")
+                .and_then(Value::as_array)
+                .map(|r| r.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            if !required.is_empty() {
+                let has = required
+                    .iter()
+                    .map(|f| format!("has(self.{f})"))
+                    .collect::<Vec<_>>()
+                    .join(" && ");
+                rules.push(json_rule(
+                    &format!("self.op != '{op}' || ({has})"),
+                    &format!("{op} requires {}", required.join(", ")),
+                ));
+            }
+            rules.push(allowed_fields_rule(op, &props, &ops));
+        }
+        for (rule, message) in CROSS_FIELD_RULES {
+            rules.push(json_rule(rule, message));
+        }
+        let op_names: Vec<Value> = ops.iter().map(|(op, _)| Value::from(*op)).collect();
+        properties.insert(
+            "op".into(),
+            serde_json::json!({"type": "string", "description": "Which step this is.", "enum": op_names}),
+        );
+        json_schema!({
+            "type": "object",
+            "description": "One pipeline step: `op` selects which; the other fields are that op's parameters.",
+            "required": ["op"],
+            "properties": properties,
+            "x-kubernetes-validations": rules,
+        })
+    }
+}
+
+fn json_rule(rule: &str, message: &str) -> Value {
+    serde_json::json!({"rule": rule, "message": message})
+}
+
+/// A rule that refuses fields of other ops on this op.
+fn allowed_fields_rule(op: &str, own: &Map<String, Value>, ops: &[(&str, Schema)]) -> Value {
+    let mut foreign: Vec<&str> = ops
+        .iter()
+        .filter_map(|(_, s)| s.get("properties").and_then(Value::as_object))
+        .flat_map(|p| p.keys().map(String::as_str))
+        .filter(|name| !own.contains_key(*name))
+        .collect();
+    foreign.sort_unstable();
+    foreign.dedup();
+    let absent = foreign
+        .iter()
+        .map(|f| format!("!has(self.{f})"))
+        .collect::<Vec<_>>()
+        .join(" && ");
+    let mut allowed: Vec<&str> = own.keys().map(String::as_str).collect();
+    allowed.sort_unstable();
+    json_rule(
+        &format!("self.op != '{op}' || ({absent})"),
+        &format!("{op} takes only the fields op, {}", allowed.join(", ")),
+    )
+}
+
+/// The schema of one op's fields (as it appears in manifests), for precise validation messages.
+pub fn op_schema(op: &str) -> Option<Value> {
+    let mut generator = schemars::generate::SchemaSettings::openapi3()
+        .with(|s| s.inline_subschemas = true)
+        .into_generator();
+    op_schemas(&mut generator)
+        .into_iter()
+        .find(|(name, _)| *name == op)
+        .map(|(_, schema)| schema.to_value())
+}
+
+/// Every op name, in declaration order.
+pub fn op_names() -> Vec<&'static str> {
+    let mut generator = SchemaGenerator::default();
+    op_schemas(&mut generator)
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect()
+}

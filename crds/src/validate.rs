@@ -1,0 +1,445 @@
+//! Strict manifest parsing and offline validation with the same rules the API server applies.
+//!
+//! [`validate_manifest`] reports every problem it can find, each with the field path it concerns:
+//! structural problems (unknown fields, wrong types, values outside an enum or range) from the
+//! CRD's OpenAPI schema, then the CRD's CEL rules (evaluated with `kube-cel`), then column
+//! planning (each step's input exists where the step runs).
+
+use std::collections::BTreeSet;
+use std::fmt;
+
+use kube_core::CustomResourceExt;
+use serde_json::Value;
+
+use crate::job::{FILES_SOURCE_COLUMNS, MultimodalJob, MultimodalJobSpec};
+use crate::steps::{StepSpec, op_schema};
+
+/// One thing wrong with a manifest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Field path, e.g. `spec.steps[2].width`.
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+/// The outcome of validating a manifest: the typed job when it parsed, and every problem found.
+#[derive(Debug, Default)]
+pub struct ValidationReport {
+    pub job: Option<MultimodalJob>,
+    pub problems: Vec<Problem>,
+}
+
+impl ValidationReport {
+    pub fn is_valid(&self) -> bool {
+        self.problems.is_empty() && self.job.is_some()
+    }
+}
+
+/// Why a manifest could not be used.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid manifest {origin}:\n{}", problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+pub struct ManifestError {
+    pub origin: String,
+    pub problems: Vec<Problem>,
+}
+
+/// Parses and fully validates a manifest; `origin` names it in the error (usually the file path).
+///
+/// # Errors
+/// [`ManifestError`] listing every problem found.
+pub fn parse_manifest(text: &str, origin: &str) -> Result<MultimodalJob, ManifestError> {
+    let report = validate_manifest(text);
+    match report.job {
+        Some(job) if report.problems.is_empty() => Ok(job),
+        _ => Err(ManifestError {
+            origin: origin.to_string(),
+            problems: report.problems,
+        }),
+    }
+}
+
+/// Validates a YAML (or JSON) manifest of a `MultimodalJob`, listing every problem found.
+pub fn validate_manifest(text: &str) -> ValidationReport {
+    let mut report = ValidationReport::default();
+    let raw: Value = match serde_yaml::from_str(text) {
+        Ok(v) => v,
+        Err(e) => {
+            report.problems.push(Problem {
+                path: String::new(),
+                message: format!("not valid YAML: {e}"),
+            });
+            return report;
+        }
+    };
+    check_kind(&raw, &mut report.problems);
+    let schema = crd_schema();
+    check_schema(&schema, &raw, "", &mut report.problems);
+    if !report.problems.is_empty() {
+        return report;
+    }
+    match serde_path_to_error::deserialize::<_, MultimodalJob>(&raw) {
+        Ok(job) => {
+            check_columns(&job.spec, &mut report.problems);
+            let column_problems = !report.problems.is_empty();
+            check_cel(&schema, &raw, column_problems, &mut report.problems);
+            report.job = Some(job);
+        }
+        Err(e) => report.problems.push(Problem {
+            path: e.path().to_string(),
+            message: e.inner().to_string(),
+        }),
+    }
+    report
+}
+
+fn check_kind(raw: &Value, problems: &mut Vec<Problem>) {
+    let expect = [
+        ("apiVersion", "weir.dev/v1alpha1"),
+        ("kind", "MultimodalJob"),
+    ];
+    for (field, want) in expect {
+        match raw.get(field).and_then(Value::as_str) {
+            Some(got) if got == want => {}
+            got => problems.push(Problem {
+                path: field.into(),
+                message: format!(
+                    "must be `{want}`, found {}",
+                    got.map_or("nothing".into(), |g| format!("`{g}`"))
+                ),
+            }),
+        }
+    }
+}
+
+/// The OpenAPI v3 schema of `MultimodalJob` as it appears in the generated CRD.
+pub fn crd_schema() -> Value {
+    let crd = MultimodalJob::crd();
+    crd.spec
+        .versions
+        .first()
+        .and_then(|v| v.schema.as_ref())
+        .and_then(|s| s.open_api_v3_schema.as_ref())
+        .and_then(|s| serde_json::to_value(s).ok())
+        .unwrap_or(Value::Null)
+}
+
+fn join(path: &str, field: &str) -> String {
+    if path.is_empty() {
+        field.to_string()
+    } else {
+        format!("{path}.{field}")
+    }
+}
+
+/// Walks `value` against a structural schema, recording every mismatch.
+fn check_schema(schema: &Value, value: &Value, path: &str, problems: &mut Vec<Problem>) {
+    let mut push = |message: String| {
+        problems.push(Problem {
+            path: path.to_string(),
+            message,
+        })
+    };
+    if value.is_null() {
+        if schema.get("nullable") != Some(&Value::Bool(true)) && schema.get("type").is_some() {
+            push("must not be null".into());
+        }
+        return;
+    }
+    if schema.get("x-kubernetes-int-or-string") == Some(&Value::Bool(true)) {
+        if !(value.is_string() || value.is_i64() || value.is_u64()) {
+            push(format!(
+                "must be an integer or a string, found {}",
+                describe(value)
+            ));
+        }
+        return;
+    }
+    if let Some(ty) = schema.get("type").and_then(Value::as_str)
+        && !type_matches(ty, value)
+    {
+        push(format!(
+            "must be {} {ty}, found {}",
+            article(ty),
+            describe(value)
+        ));
+        return;
+    }
+    if let Some(allowed) = schema.get("enum").and_then(Value::as_array)
+        && !allowed.contains(value)
+    {
+        let names: Vec<String> = allowed
+            .iter()
+            .map(|v| v.as_str().map_or(v.to_string(), str::to_string))
+            .collect();
+        let got = value.as_str().map_or(value.to_string(), str::to_string);
+        push(format!(
+            "unknown value `{got}`{}; valid values: {}",
+            did_you_mean(&got, &names),
+            names.join(", ")
+        ));
+        return;
+    }
+    check_bounds(schema, value, &mut push);
+    match value {
+        Value::Object(map) => check_object(schema, map, path, problems),
+        Value::Array(items) => {
+            if let Some(item_schema) = schema.get("items") {
+                for (i, item) in items.iter().enumerate() {
+                    let item_path = format!("{path}[{i}]");
+                    match step_schema(path, item) {
+                        Some(op_schema) => check_schema(&op_schema, item, &item_path, problems),
+                        None => check_schema(item_schema, item, &item_path, problems),
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Steps are checked against their own op's schema, so a field of another op is named as unknown.
+fn step_schema(path: &str, item: &Value) -> Option<Value> {
+    if path != "spec.steps" {
+        return None;
+    }
+    let op = item.get("op")?.as_str()?;
+    let mut schema = op_schema(op)?;
+    let props = schema.get_mut("properties")?.as_object_mut()?;
+    let op_enum = serde_json::json!({"type": "string", "enum": [op]});
+    props.insert("op".into(), op_enum);
+    Some(schema)
+}
+
+fn check_object(
+    schema: &Value,
+    map: &serde_json::Map<String, Value>,
+    path: &str,
+    problems: &mut Vec<Problem>,
+) {
+    let properties = schema.get("properties").and_then(Value::as_object);
+    let additional = schema.get("additionalProperties").filter(|a| a.is_object());
+    let preserve = schema.get("x-kubernetes-preserve-unknown-fields") == Some(&Value::Bool(true));
+    if let Some(required) = schema.get("required").and_then(Value::as_array) {
+        for field in required.iter().filter_map(Value::as_str) {
+            if !map.contains_key(field) {
+                problems.push(Problem {
+                    path: join(path, field),
+                    message: "required field is missing".into(),
+                });
+            }
+        }
+    }
+    for (key, child) in map {
+        let child_path = join(path, key);
+        if path.is_empty() && key == "metadata" {
+            continue;
+        }
+        match (properties.and_then(|p| p.get(key)), additional) {
+            (Some(child_schema), _) | (None, Some(child_schema)) => {
+                check_schema(child_schema, child, &child_path, problems)
+            }
+            (None, None) if preserve || properties.is_none() => {}
+            (None, None) => {
+                let names: Vec<String> = properties
+                    .map(|p| p.keys().cloned().collect())
+                    .unwrap_or_default();
+                problems.push(Problem {
+                    path: child_path,
+                    message: format!(
+                        "unknown field{}; valid fields: {}",
+                        did_you_mean(key, &names),
+                        names.join(", ")
+                    ),
+                });
+            }
+        }
+    }
+}
+
+fn check_bounds(schema: &Value, value: &Value, push: &mut impl FnMut(String)) {
+    let num = |k: &str| schema.get(k).and_then(Value::as_f64);
+    if let Some(x) = value.as_f64() {
+        if let Some(min) = num("minimum").filter(|m| x < *m) {
+            push(format!("must be at least {min}, found {x}"));
+        }
+        if let Some(max) = num("maximum").filter(|m| x > *m) {
+            push(format!("must be at most {max}, found {x}"));
+        }
+    }
+    let len = match value {
+        Value::String(s) => Some((s.chars().count(), "characters")),
+        Value::Array(a) => Some((a.len(), "items")),
+        _ => None,
+    };
+    if let Some((n, unit)) = len {
+        let (min_key, max_key) = if unit == "items" {
+            ("minItems", "maxItems")
+        } else {
+            ("minLength", "maxLength")
+        };
+        if let Some(min) = num(min_key).filter(|m| (n as f64) < *m) {
+            push(format!("must have at least {min} {unit}, found {n}"));
+        }
+        if let Some(max) = num(max_key).filter(|m| (n as f64) > *m) {
+            push(format!("must have at most {max} {unit}, found {n}"));
+        }
+    }
+}
+
+fn type_matches(ty: &str, value: &Value) -> bool {
+    match ty {
+        "object" => value.is_object(),
+        "array" => value.is_array(),
+        "string" => value.is_string(),
+        "integer" => value.is_i64() || value.is_u64(),
+        "number" => value.is_number(),
+        "boolean" => value.is_boolean(),
+        _ => true,
+    }
+}
+
+fn article(ty: &str) -> &'static str {
+    if ty.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        "an"
+    } else {
+        "a"
+    }
+}
+
+fn describe(value: &Value) -> String {
+    match value {
+        Value::Null => "null".into(),
+        Value::Bool(b) => format!("boolean {b}"),
+        Value::Number(n) => format!("number {n}"),
+        Value::String(s) => format!("string `{s}`"),
+        Value::Array(_) => "a list".into(),
+        Value::Object(_) => "an object".into(),
+    }
+}
+
+/// ` (did you mean `x`?)` when a candidate is close enough to be a typo.
+fn did_you_mean(got: &str, candidates: &[String]) -> String {
+    candidates
+        .iter()
+        .map(|c| (edit_distance(got, c), c))
+        .filter(|(d, c)| *d <= 2.max(c.len() / 4))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| format!(" (did you mean `{c}`?)"))
+        .unwrap_or_default()
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
+/// Plans the columns each step sees, exactly as the executor will.
+fn check_columns(spec: &MultimodalJobSpec, problems: &mut Vec<Problem>) {
+    let mut columns: Option<Vec<String>> = match (&spec.source.files, &spec.source.parquet) {
+        (Some(_), _) => Some(FILES_SOURCE_COLUMNS.iter().map(|c| c.to_string()).collect()),
+        (None, Some(p)) => p.columns.clone(),
+        (None, None) => None,
+    };
+    for (i, step) in spec.steps.iter().enumerate() {
+        let path = format!("spec.steps[{i}]");
+        if let Some(cols) = &columns {
+            for input in step.config().inputs() {
+                if !cols.iter().any(|c| c == input) {
+                    problems.push(Problem {
+                        path: path.clone(),
+                        message: format!(
+                            "{} reads column `{input}`, which does not exist at this point{}; columns here: {}",
+                            step.op(),
+                            did_you_mean(input, cols),
+                            cols.join(", ")
+                        ),
+                    });
+                }
+            }
+        }
+        columns = apply_step(step, columns);
+    }
+    if let (Some(cols), Some(wanted)) = (&columns, &spec.sink.parquet.columns) {
+        for (i, c) in wanted.iter().enumerate() {
+            if !cols.contains(c) {
+                problems.push(Problem {
+                    path: format!("spec.sink.parquet.columns[{i}]"),
+                    message: format!(
+                        "column `{c}` does not exist at the end of the pipeline{}; columns: {}",
+                        did_you_mean(c, cols),
+                        cols.join(", ")
+                    ),
+                });
+            }
+        }
+    }
+}
+
+/// The columns after `step`, given those before it (`None`: not known statically).
+pub fn apply_step(step: &StepSpec, columns: Option<Vec<String>>) -> Option<Vec<String>> {
+    match step {
+        StepSpec::Select(s) => Some(s.columns.clone()),
+        StepSpec::Rename(r) => columns.map(|cols| {
+            cols.into_iter()
+                .map(|c| r.mapping.get(&c).cloned().unwrap_or(c))
+                .collect()
+        }),
+        StepSpec::Explode(e) => columns.map(|mut cols| {
+            let out = e.output.clone().unwrap_or_else(|| e.input.clone());
+            cols.retain(|c| *c != e.input);
+            if !cols.contains(&out) {
+                cols.push(out);
+            }
+            cols
+        }),
+        other => columns.map(|mut cols| {
+            if let Some(out) = other.config().output()
+                && !cols.iter().any(|c| c == out)
+            {
+                cols.push(out.to_string());
+            }
+            cols
+        }),
+    }
+}
+
+/// Runs the CRD's CEL rules. When column planning already explained a bad input, the coarser CEL
+/// rule that says the same thing is left out.
+fn check_cel(schema: &Value, raw: &Value, column_problems: bool, problems: &mut Vec<Problem>) {
+    let Err(errors) = kube_cel::Validator::new().validate(schema, raw, None) else {
+        return;
+    };
+    let seen: BTreeSet<String> = problems.iter().map(|p| p.to_string()).collect();
+    for e in errors.into_vec() {
+        if column_problems && e.rule.contains("indexOf(s)") {
+            continue;
+        }
+        let problem = Problem {
+            path: e.field_path.clone(),
+            message: e.message.clone(),
+        };
+        if !seen.contains(&problem.to_string()) {
+            problems.push(problem);
+        }
+    }
+}

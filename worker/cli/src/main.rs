@@ -1,0 +1,250 @@
+//! `weir`: run, validate and inspect MultimodalJob pipelines.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+use weir::profile::render_text;
+use weir::size::{format_size, parse_size};
+use weir::{RunOptions, run_job};
+use weir_crds::{crd_yaml, parse_manifest, validate_manifest};
+use weir_testkit::images::{BAD_FILES, JpegSet, write_bad_files, write_jpeg_set};
+
+#[derive(Parser)]
+#[command(
+    name = "weir",
+    version,
+    about = "Multimodal AI data pipelines, on a laptop or on Kubernetes"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a MultimodalJob manifest in this process (the embedded default).
+    Run {
+        /// The manifest (YAML).
+        manifest: PathBuf,
+        /// Memory budget for data in flight, e.g. 512MiB (default: a quarter of the memory limit, at most 2 GiB).
+        #[arg(long, value_parser = parse_size)]
+        memory_limit: Option<u64>,
+        /// Compute threads (default: one per core).
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+        /// Where to write the Markdown profile (default: <sink uri>/_weir/profile.md).
+        #[arg(long)]
+        profile: Option<String>,
+        /// Do not draw progress bars.
+        #[arg(long)]
+        no_progress: bool,
+    },
+    /// Check manifests offline with the same rules as the Kubernetes API server; lists every problem.
+    Validate {
+        #[arg(required = true)]
+        manifests: Vec<PathBuf>,
+    },
+    /// Print the MultimodalJob CustomResourceDefinition (YAML).
+    Crd,
+    /// Generate example input data.
+    Generate {
+        #[command(subcommand)]
+        what: Generate,
+    },
+}
+
+#[derive(Subcommand)]
+enum Generate {
+    /// Photo-like JPEGs (300-800 px sides, ~80 KB each by default).
+    Images {
+        /// Output folder.
+        dir: PathBuf,
+        #[arg(long, default_value_t = 200)]
+        count: usize,
+        #[arg(long, default_value_t = 300)]
+        min_side: u32,
+        #[arg(long, default_value_t = 800)]
+        max_side: u32,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Also write one corrupt, truncated, empty, non-image and decompression-bomb file.
+        #[arg(long)]
+        with_bad_files: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    tune_allocator();
+    match Cli::parse().command {
+        Command::Run {
+            manifest,
+            memory_limit,
+            threads,
+            profile,
+            no_progress,
+        } => exit(run(
+            manifest,
+            RunOptions {
+                memory_limit,
+                threads,
+                progress: !no_progress,
+                profile_uri: profile,
+                ..Default::default()
+            },
+        )),
+        Command::Validate { manifests } => validate(&manifests),
+        Command::Crd => {
+            print!("{}", crd_yaml());
+            ExitCode::SUCCESS
+        }
+        Command::Generate {
+            what:
+                Generate::Images {
+                    dir,
+                    count,
+                    min_side,
+                    max_side,
+                    seed,
+                    with_bad_files,
+                },
+        } => exit(generate_images(
+            dir,
+            JpegSet {
+                count,
+                min_side,
+                max_side,
+                quality: 90,
+                seed,
+            },
+            with_bad_files,
+        )),
+    }
+}
+
+fn exit(result: Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(manifest: PathBuf, mut options: RunOptions) -> Result<()> {
+    let text = std::fs::read_to_string(&manifest)
+        .with_context(|| format!("reading {}", manifest.display()))?;
+    let job = parse_manifest(&text, &manifest.display().to_string())?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let cancel = CancellationToken::new();
+        options.cancel = cancel.clone();
+        let interrupted = tokio::spawn({
+            let cancel = cancel.clone();
+            async move {
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    cancel.cancel();
+                }
+            }
+        });
+        let result = run_job(&job, options).await;
+        interrupted.abort();
+        if cancel.is_cancelled() {
+            anyhow::bail!("interrupted: the run was stopped before it finished; no _SUCCESS marker was written");
+        }
+        let report = result?;
+        if report.already_complete {
+            println!("{} is already complete (delete its _SUCCESS marker to run again)", report.output_uri);
+            return Ok(());
+        }
+        let s = &report.summary;
+        println!("\n{}\n", render_text(&report.stages, s.elapsed));
+        println!(
+            "{} rows in, {} out, {} failed in {:.2}s ({:.1} rows/s); memory budget {} (peak reserved {})",
+            s.rows_in,
+            s.rows_out,
+            s.rows_failed,
+            s.elapsed.as_secs_f64(),
+            s.rows_in as f64 / s.elapsed.as_secs_f64().max(1e-9),
+            format_size(report.memory_limit),
+            format_size(s.peak_reserved)
+        );
+        println!("output:  {}", report.output_uri);
+        if let Some(errors) = &report.errors_uri {
+            println!("errors:  {errors}");
+        }
+        println!("profile: {}", report.profile_uri);
+        Ok(())
+    })
+}
+
+fn validate(manifests: &[PathBuf]) -> ExitCode {
+    let mut failed = false;
+    for path in manifests {
+        let report = match std::fs::read_to_string(path) {
+            Ok(text) => validate_manifest(&text),
+            Err(e) => {
+                eprintln!("{}: cannot read: {e}", path.display());
+                failed = true;
+                continue;
+            }
+        };
+        if report.is_valid() {
+            println!("{}: valid", path.display());
+        } else {
+            failed = true;
+            eprintln!(
+                "{}: {} problem{}",
+                path.display(),
+                report.problems.len(),
+                if report.problems.len() == 1 { "" } else { "s" }
+            );
+            for p in &report.problems {
+                eprintln!("  - {p}");
+            }
+        }
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn generate_images(dir: PathBuf, set: JpegSet, bad: bool) -> Result<()> {
+    let paths = write_jpeg_set(&dir, set)
+        .with_context(|| format!("writing images to {}", dir.display()))?;
+    let bytes: u64 = paths
+        .iter()
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .map(|m| m.len())
+        .sum();
+    println!(
+        "wrote {} JPEGs ({}) to {}",
+        paths.len(),
+        format_size(bytes),
+        dir.display()
+    );
+    if bad {
+        write_bad_files(&dir)?;
+        println!("wrote bad files: {}", BAD_FILES.join(", "));
+    }
+    Ok(())
+}
+
+/// Returns large buffers (decoded images) to the OS as soon as they are freed, so resident memory
+/// follows the memory budget instead of glibc's grown heap arenas.
+fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only adjusts allocator parameters; it is called before any other thread starts.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
+        libc::mallopt(libc::M_ARENA_MAX, 4);
+    }
+}

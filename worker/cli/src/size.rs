@@ -1,0 +1,70 @@
+//! Byte sizes as people write them: `512MiB`, `2G`, `1048576`.
+
+/// Parses a byte size with an optional unit (`K`, `KB`, `KiB`, ... `T`; decimal units are powers
+/// of 1000, binary ones of 1024).
+///
+/// # Errors
+/// A message naming what could not be read.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a size (e.g. 512MiB, 2G, 1048576)"))?;
+    let scale: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" => 1e3,
+        "m" | "mb" => 1e6,
+        "g" | "gb" => 1e9,
+        "t" | "tb" => 1e12,
+        "ki" | "kib" => 1024.0,
+        "mi" | "mib" => 1024.0 * 1024.0,
+        "gi" | "gib" => 1024.0 * 1024.0 * 1024.0,
+        "ti" | "tib" => 1024.0f64.powi(4),
+        other => {
+            return Err(format!(
+                "`{text}`: unknown unit `{other}` (use K, M, G, T or Ki, Mi, Gi, Ti)"
+            ));
+        }
+    };
+    Ok((value * scale) as u64)
+}
+
+/// `1.5 GiB`-style rendering.
+pub fn format_size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_in_decimal_and_binary_units() {
+        assert_eq!(parse_size("512MiB"), Ok(512 << 20));
+        assert_eq!(parse_size("2G"), Ok(2_000_000_000));
+        assert_eq!(parse_size("1048576"), Ok(1 << 20));
+        assert_eq!(parse_size("1.5 KiB"), Ok(1536));
+        assert!(parse_size("lots").is_err());
+        assert!(
+            parse_size("5 parsecs")
+                .expect_err("unit")
+                .contains("unknown unit `parsecs`")
+        );
+        assert_eq!(format_size(3 << 20), "3.0 MiB");
+    }
+}

@@ -1,0 +1,161 @@
+//! Small Arrow helpers shared by steps and the executor.
+
+use std::sync::Arc;
+
+use arrow_array::{Array, ArrayRef, BooleanArray, RecordBatch, StringArray};
+use arrow_schema::{Field, Schema};
+
+use crate::error::StepError;
+use crate::{INTERNAL_PREFIX, ROW_REF_COLUMN};
+
+/// Returns `input` with column `name` set to `values` (replaced in place, or appended).
+///
+/// # Errors
+/// When `values` does not have one entry per row.
+pub fn with_column(
+    input: &RecordBatch,
+    name: &str,
+    values: ArrayRef,
+) -> Result<RecordBatch, StepError> {
+    let schema = input.schema();
+    let field = Arc::new(Field::new(name, values.data_type().clone(), true));
+    let mut fields: Vec<Arc<Field>> = schema.fields().iter().cloned().collect();
+    let mut columns = input.columns().to_vec();
+    match schema.index_of(name) {
+        Ok(i) => {
+            fields[i] = field;
+            columns[i] = values;
+        }
+        Err(_) => {
+            fields.push(field);
+            columns.push(values);
+        }
+    }
+    Ok(RecordBatch::try_new(
+        Arc::new(Schema::new(fields)),
+        columns,
+    )?)
+}
+
+/// Returns `input` without the rows at `rows` (sorted or not).
+///
+/// # Errors
+/// Only on an Arrow invariant violation.
+pub fn drop_rows(input: &RecordBatch, rows: &[usize]) -> Result<RecordBatch, StepError> {
+    if rows.is_empty() {
+        return Ok(input.clone());
+    }
+    let mut keep = vec![true; input.num_rows()];
+    for &r in rows {
+        if let Some(k) = keep.get_mut(r) {
+            *k = false;
+        }
+    }
+    Ok(arrow_select::filter::filter_record_batch(
+        input,
+        &BooleanArray::from(keep),
+    )?)
+}
+
+/// The column called `name`.
+///
+/// # Errors
+/// [`StepError::Column`] when there is none.
+pub fn column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a ArrayRef, StepError> {
+    batch.column_by_name(name).ok_or_else(|| {
+        let have: Vec<&str> = batch
+            .schema_ref()
+            .fields()
+            .iter()
+            .map(|f| f.name().as_str())
+            .filter(|n| !n.starts_with(INTERNAL_PREFIX))
+            .collect();
+        StepError::column(name, format!("no such column (have: {})", have.join(", ")))
+    })
+}
+
+/// Column `name` downcast to `T`.
+///
+/// # Errors
+/// [`StepError::Column`] when missing or of another type; `expected` names the wanted type.
+pub fn typed_column<'a, T: 'static>(
+    batch: &'a RecordBatch,
+    name: &str,
+    expected: &str,
+) -> Result<&'a T, StepError> {
+    let col = column(batch, name)?;
+    col.as_any().downcast_ref::<T>().ok_or_else(|| {
+        StepError::column(
+            name,
+            format!("expected {expected}, found {}", col.data_type()),
+        )
+    })
+}
+
+/// Bytes the morsel's visible rows occupy (slices count only their share).
+pub fn batch_bytes(batch: &RecordBatch) -> u64 {
+    batch
+        .columns()
+        .iter()
+        .map(|c| c.to_data().get_slice_memory_size().unwrap_or(0) as u64)
+        .sum()
+}
+
+/// The row reference of row `row`, or a positional description when the source added none.
+pub fn row_ref(refs: Option<&StringArray>, row: usize) -> String {
+    match refs {
+        Some(r) if row < r.len() && r.is_valid(row) => r.value(row).to_string(),
+        _ => format!("row {row}"),
+    }
+}
+
+/// The row-reference column of `batch`, if present.
+pub fn row_refs(batch: &RecordBatch) -> Option<StringArray> {
+    batch
+        .column_by_name(ROW_REF_COLUMN)
+        .and_then(|c| c.as_any().downcast_ref::<StringArray>())
+        .cloned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow_array::Int32Array;
+
+    fn batch() -> RecordBatch {
+        let a: ArrayRef = Arc::new(Int32Array::from(vec![1, 2, 3]));
+        RecordBatch::try_from_iter([("a", a)]).expect("batch")
+    }
+
+    #[test]
+    fn with_column_appends_then_replaces() {
+        let b =
+            with_column(&batch(), "b", Arc::new(Int32Array::from(vec![4, 5, 6]))).expect("append");
+        assert_eq!(b.num_columns(), 2);
+        let c = with_column(&b, "a", Arc::new(Int32Array::from(vec![7, 8, 9]))).expect("replace");
+        assert_eq!(c.num_columns(), 2);
+        let a = c
+            .column(0)
+            .as_any()
+            .downcast_ref::<Int32Array>()
+            .expect("i32");
+        assert_eq!(a.values(), &[7, 8, 9]);
+    }
+
+    #[test]
+    fn drop_rows_removes_exactly_the_failed_rows() {
+        let out = drop_rows(&batch(), &[1]).expect("drop");
+        let a = out
+            .column(0)
+            .as_any()
+            .downcast_ref::<Int32Array>()
+            .expect("i32");
+        assert_eq!(a.values(), &[1, 3]);
+    }
+
+    #[test]
+    fn a_missing_column_names_the_columns_that_exist() {
+        let err = column(&batch(), "x").expect_err("missing");
+        assert_eq!(err.to_string(), "column `x`: no such column (have: a)");
+    }
+}

@@ -1,0 +1,230 @@
+//! A pod-wide memory budget in bytes; every morsel in flight holds a [`Reservation`] against it.
+//!
+//! Only admission waits: the source asks for a morsel's projected peak before reading it, and
+//! later stages adjust their reservation without waiting. Because downstream never blocks on
+//! memory, the pipeline cannot deadlock on the budget, and the sum of reservations stays within
+//! the limit up to the error of the peak projection.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::Notify;
+
+#[derive(Debug)]
+struct State {
+    used: u64,
+    peak: u64,
+}
+
+#[derive(Debug)]
+struct Inner {
+    limit: u64,
+    state: Mutex<State>,
+    released: Notify,
+}
+
+/// A shared byte budget. Cloning shares it.
+#[derive(Debug, Clone)]
+pub struct MemoryBudget {
+    inner: Arc<Inner>,
+}
+
+impl MemoryBudget {
+    /// A budget of `limit` bytes.
+    pub fn new(limit: u64) -> Self {
+        let state = Mutex::new(State { used: 0, peak: 0 });
+        Self {
+            inner: Arc::new(Inner {
+                limit: limit.max(1),
+                state,
+                released: Notify::new(),
+            }),
+        }
+    }
+
+    pub fn limit(&self) -> u64 {
+        self.inner.limit
+    }
+
+    /// Bytes reserved now.
+    pub fn used(&self) -> u64 {
+        self.state().used
+    }
+
+    /// The most bytes ever reserved at once.
+    pub fn peak(&self) -> u64 {
+        self.state().peak
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A poisoned lock only means another thread panicked mid-update of two integers.
+        self.inner.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits until `bytes` fit, then reserves them. A request larger than the whole budget is
+    /// granted once nothing else is reserved, so one oversized morsel runs alone rather than never.
+    ///
+    /// # Cancellation
+    /// Dropping the future before it completes reserves nothing.
+    pub async fn acquire(&self, bytes: u64) -> Reservation {
+        loop {
+            let notified = self.inner.released.notified();
+            if let Some(r) = self.try_acquire(bytes) {
+                return r;
+            }
+            notified.await;
+        }
+    }
+
+    /// Reserves `bytes` if they fit now.
+    pub fn try_acquire(&self, bytes: u64) -> Option<Reservation> {
+        let mut state = self.state();
+        if state.used + bytes <= self.inner.limit || state.used == 0 {
+            state.used += bytes;
+            state.peak = state.peak.max(state.used);
+            return Some(Reservation {
+                budget: self.clone(),
+                bytes,
+            });
+        }
+        None
+    }
+
+    /// Reserves `bytes` without waiting, even past the limit (for memory that already exists).
+    pub fn force(&self, bytes: u64) -> Reservation {
+        self.grow(bytes);
+        Reservation {
+            budget: self.clone(),
+            bytes,
+        }
+    }
+
+    fn grow(&self, bytes: u64) {
+        let mut state = self.state();
+        state.used += bytes;
+        state.peak = state.peak.max(state.used);
+    }
+
+    fn release(&self, bytes: u64) {
+        if bytes == 0 {
+            return;
+        }
+        let mut state = self.state();
+        state.used = state.used.saturating_sub(bytes);
+        drop(state);
+        self.inner.released.notify_waiters();
+    }
+}
+
+/// Bytes held against a [`MemoryBudget`]; released on drop.
+#[derive(Debug)]
+pub struct Reservation {
+    budget: MemoryBudget,
+    bytes: u64,
+}
+
+impl Reservation {
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Changes the reservation to `bytes` without waiting (growing may pass the limit).
+    pub fn resize(&mut self, bytes: u64) {
+        if bytes > self.bytes {
+            self.budget.grow(bytes - self.bytes);
+        } else {
+            self.budget.release(self.bytes - bytes);
+        }
+        self.bytes = bytes;
+    }
+
+    /// Moves `bytes` (at most all) out into a new reservation.
+    pub fn split(&mut self, bytes: u64) -> Reservation {
+        let moved = bytes.min(self.bytes);
+        self.bytes -= moved;
+        Reservation {
+            budget: self.budget.clone(),
+            bytes: moved,
+        }
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.budget.release(self.bytes);
+    }
+}
+
+/// The memory this process may use: the cgroup limit (v2, then v1) or, failing that, physical RAM.
+pub fn detect_memory_limit() -> Option<u64> {
+    let read = |p: &str| {
+        std::fs::read_to_string(p)
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+    };
+    let cgroup = read("/sys/fs/cgroup/memory.max")
+        .or_else(|| read("/sys/fs/cgroup/memory/memory.limit_in_bytes"));
+    let physical = std::fs::read_to_string("/proc/meminfo").ok().and_then(|s| {
+        let line = s.lines().find(|l| l.starts_with("MemTotal:"))?;
+        line.split_whitespace()
+            .nth(1)?
+            .parse::<u64>()
+            .ok()
+            .map(|kb| kb * 1024)
+    });
+    match (cgroup, physical) {
+        (Some(c), Some(p)) => Some(c.min(p)),
+        (c, p) => c.or(p),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reservations_release_on_drop() {
+        let budget = MemoryBudget::new(100);
+        let a = budget.try_acquire(60).expect("fits");
+        assert!(budget.try_acquire(50).is_none());
+        drop(a);
+        assert!(budget.try_acquire(50).is_some());
+        assert_eq!(budget.used(), 0);
+        assert_eq!(budget.peak(), 60);
+    }
+
+    #[test]
+    fn an_oversized_request_is_granted_only_when_alone() {
+        let budget = MemoryBudget::new(100);
+        let small = budget.try_acquire(1).expect("fits");
+        assert!(budget.try_acquire(500).is_none());
+        drop(small);
+        assert_eq!(budget.try_acquire(500).map(|r| r.bytes()), Some(500));
+    }
+
+    #[test]
+    fn resize_and_split_keep_the_books_balanced() {
+        let budget = MemoryBudget::new(1000);
+        let mut r = budget.force(100);
+        r.resize(300);
+        assert_eq!(budget.used(), 300);
+        let part = r.split(120);
+        assert_eq!((r.bytes(), part.bytes(), budget.used()), (180, 120, 300));
+        drop(part);
+        r.resize(10);
+        assert_eq!(budget.used(), 10);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn acquire_waits_for_a_release() {
+        let budget = MemoryBudget::new(100);
+        let held = budget.acquire(80).await;
+        let waiter = {
+            let budget = budget.clone();
+            tokio::spawn(async move { budget.acquire(50).await.bytes() })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        assert!(!waiter.is_finished());
+        drop(held);
+        assert_eq!(waiter.await.expect("join"), 50);
+    }
+}

@@ -1,0 +1,64 @@
+//! Error types of the executor: fatal step errors and whole-pipeline failures.
+
+use arrow_schema::ArrowError;
+
+/// A step could not process a morsel at all (as opposed to a single bad row).
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    /// The morsel does not have the shape the step needs (a planning bug or a source surprise).
+    #[error("column `{column}`: {message}")]
+    Column { column: String, message: String },
+    #[error(transparent)]
+    Arrow(#[from] ArrowError),
+    /// A failure that may succeed if retried later (network, throttling).
+    #[error("transient: {0}")]
+    Transient(String),
+    #[error("{0}")]
+    Other(String),
+}
+
+impl StepError {
+    pub fn column(column: &str, message: impl Into<String>) -> Self {
+        StepError::Column {
+            column: column.to_string(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Why a pipeline run stopped early.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    #[error("step #{index} `{step}` failed on unit {unit}: {source}")]
+    Step {
+        index: usize,
+        step: String,
+        unit: u64,
+        source: StepError,
+    },
+    /// `errorPolicy.onRowError: fail` and a row failed.
+    #[error("row {row_ref} failed in step #{index} `{step}`: {message}")]
+    RowFailed {
+        row_ref: String,
+        index: usize,
+        step: String,
+        message: String,
+    },
+    #[error(
+        "{failed} of {rows} input rows failed (ratio {ratio:.4}), more than errorPolicy.maxErrorRatio {max_ratio}"
+    )]
+    TooManyErrors {
+        failed: u64,
+        rows: u64,
+        ratio: f64,
+        max_ratio: f64,
+    },
+    #[error("reading unit {unit}: {message}")]
+    Source { unit: u64, message: String },
+    #[error("writing unit {unit}: {message}")]
+    Sink { unit: u64, message: String },
+    #[error("cancelled")]
+    Cancelled,
+    #[error("internal: {0}")]
+    Internal(String),
+}

@@ -1,0 +1,600 @@
+//! The streaming executor: a source stage, one stage per step, and a sink stage, linked by bounded
+//! channels, with admission governed by the memory budget.
+//!
+//! Each stage is one task; a step stage keeps up to its concurrency of morsels in flight and
+//! emits them in input order, so rows stay ordered within a unit. Dropping the run future aborts
+//! every stage task (they are owned by a `JoinSet`).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use arrow_array::RecordBatch;
+use futures::stream::{BoxStream, FuturesOrdered};
+use futures::{FutureExt, StreamExt};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::batch::{batch_bytes, row_ref, row_refs};
+use crate::budget::{MemoryBudget, Reservation};
+use crate::channel::{StageReceiver, StageSender, stage_channel};
+use crate::compute::ComputePool;
+use crate::error::{ExecError, StepError};
+use crate::stats::{PipelineStats, StepStats};
+use crate::step::{Step, StepContext, StepOutput};
+use crate::unit::{ErrorRecord, UnitReader, UnitSink, UnitSummary, WorkUnit};
+
+/// What a failed row does.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ErrorHandling {
+    /// `true`: record and go on; `false`: the first failed row fails the run.
+    pub skip_rows: bool,
+    /// With `skip_rows`: fail once more than this fraction of source rows failed.
+    pub max_error_ratio: f64,
+}
+
+impl Default for ErrorHandling {
+    fn default() -> Self {
+        Self {
+            skip_rows: false,
+            max_error_ratio: 1.0,
+        }
+    }
+}
+
+/// Tuning of a run.
+#[derive(Debug, Clone)]
+pub struct PipelineOptions {
+    pub errors: ErrorHandling,
+    /// Most source rows per morsel.
+    pub max_morsel_rows: usize,
+    /// Bytes a morsel may reach at its largest; default budget / 16, within [256 KiB, 64 MiB].
+    pub target_morsel_bytes: Option<u64>,
+    pub cancel: CancellationToken,
+}
+
+impl Default for PipelineOptions {
+    fn default() -> Self {
+        Self {
+            errors: ErrorHandling::default(),
+            max_morsel_rows: 256,
+            target_morsel_bytes: None,
+            cancel: CancellationToken::new(),
+        }
+    }
+}
+
+/// The result of a completed run.
+#[derive(Debug, Clone, Default)]
+pub struct RunSummary {
+    pub units: Vec<UnitSummary>,
+    pub rows_in: u64,
+    pub rows_out: u64,
+    pub rows_failed: u64,
+    pub elapsed: Duration,
+    /// The most bytes the memory budget ever had reserved.
+    pub peak_reserved: u64,
+}
+
+/// A source, a chain of steps and a budget, ready to run units through a sink.
+pub struct Pipeline {
+    reader: Arc<dyn UnitReader>,
+    steps: Vec<Arc<dyn Step>>,
+    budget: MemoryBudget,
+    compute: ComputePool,
+    options: PipelineOptions,
+    stats: Arc<PipelineStats>,
+}
+
+enum Message {
+    Morsel(Morsel),
+    UnitEnd(Arc<WorkUnit>),
+}
+
+struct Morsel {
+    unit: Arc<WorkUnit>,
+    batch: RecordBatch,
+    source_rows: usize,
+    reservation: Reservation,
+    errors: Vec<ErrorRecord>,
+}
+
+/// Learns how many bytes a source row becomes at each stage, to size morsels and reservations.
+struct MorselPlanner {
+    /// Per stage (source, steps...), bytes per source row as f64 bits; 0 until observed.
+    bytes_per_row: Vec<AtomicU64>,
+    target_bytes: u64,
+    max_rows: usize,
+}
+
+/// Assumed bytes per row at a stage not yet observed: large, so the first morsels are small.
+const UNSEEN_ROW_BYTES: f64 = 4.0 * 1024.0 * 1024.0;
+
+impl MorselPlanner {
+    fn new(stages: usize, target_bytes: u64, max_rows: usize) -> Self {
+        Self {
+            bytes_per_row: (0..stages).map(|_| AtomicU64::new(0)).collect(),
+            target_bytes,
+            max_rows: max_rows.max(1),
+        }
+    }
+
+    fn observe(&self, stage: usize, bytes: u64, source_rows: usize) {
+        if source_rows == 0 {
+            return;
+        }
+        let sample = bytes as f64 / source_rows as f64;
+        if let Some(slot) = self.bytes_per_row.get(stage) {
+            let old = f64::from_bits(slot.load(Relaxed));
+            let new = if old == 0.0 {
+                sample
+            } else {
+                old * 0.8 + sample * 0.2
+            };
+            slot.store(new.to_bits(), Relaxed);
+        }
+    }
+
+    /// The largest bytes per source row expected at `from` or any later stage.
+    fn peak_row_bytes(&self, from: usize) -> f64 {
+        self.bytes_per_row[from.min(self.bytes_per_row.len())..]
+            .iter()
+            .map(|b| match f64::from_bits(b.load(Relaxed)) {
+                0.0 => UNSEEN_ROW_BYTES,
+                x => x,
+            })
+            .fold(1.0, f64::max)
+    }
+
+    fn morsel_rows(&self) -> usize {
+        ((self.target_bytes as f64 / self.peak_row_bytes(0)) as usize).clamp(1, self.max_rows)
+    }
+
+    fn remaining_peak(&self, from: usize, source_rows: usize) -> u64 {
+        (self.peak_row_bytes(from) * source_rows as f64) as u64
+    }
+}
+
+impl Pipeline {
+    /// A pipeline reading units with `reader` through `steps`.
+    pub fn new(
+        reader: Arc<dyn UnitReader>,
+        steps: Vec<Arc<dyn Step>>,
+        budget: MemoryBudget,
+        compute: ComputePool,
+        options: PipelineOptions,
+    ) -> Self {
+        let threads = compute.threads();
+        let mut stages = vec![Arc::new(StepStats::new("source", 1))];
+        for step in &steps {
+            stages.push(Arc::new(StepStats::new(
+                step.name(),
+                step.concurrency().unwrap_or(threads),
+            )));
+        }
+        stages.push(Arc::new(StepStats::new("sink", 1)));
+        let stats = Arc::new(PipelineStats::new(stages));
+        Self {
+            reader,
+            steps,
+            budget,
+            compute,
+            options,
+            stats,
+        }
+    }
+
+    /// Live counters of this pipeline (shared with the running stages).
+    pub fn stats(&self) -> Arc<PipelineStats> {
+        self.stats.clone()
+    }
+
+    pub fn budget(&self) -> &MemoryBudget {
+        &self.budget
+    }
+
+    /// Runs `units` through the pipeline into `sink`, returning when every unit is finished.
+    ///
+    /// # Errors
+    /// The first fatal failure: a step error, a failed row under the `fail` policy, too many
+    /// failed rows, a source or sink error, or cancellation.
+    ///
+    /// # Cancellation
+    /// Cancelling `options.cancel` or dropping the future stops all stages; units not finished
+    /// leave only attempt-named files behind (see [`UnitSink`]).
+    pub async fn run<S: UnitSink>(
+        self,
+        units: Vec<WorkUnit>,
+        sink: S,
+    ) -> Result<RunSummary, ExecError> {
+        let started = Instant::now();
+        let rows_planned: u64 = units.iter().map(WorkUnit::rows).sum();
+        self.stats
+            .set_totals(units.len() as u64, Some(rows_planned));
+        let target = self
+            .options
+            .target_morsel_bytes
+            .unwrap_or(self.budget.limit() / 16)
+            .clamp(256 << 10, 64 << 20);
+        let planner = Arc::new(MorselPlanner::new(
+            self.steps.len() + 1,
+            target,
+            self.options.max_morsel_rows,
+        ));
+        let cancel = self.options.cancel.clone();
+        let mut tasks: JoinSet<Result<Option<Vec<UnitSummary>>, ExecError>> = JoinSet::new();
+
+        let (tx, mut rx) = stage_channel();
+        let source = SourceStage {
+            reader: self.reader.clone(),
+            budget: self.budget.clone(),
+            planner: planner.clone(),
+            stats: self.stats.stages[0].clone(),
+        };
+        tasks.spawn(source.run(units, tx).map(|r| r.map(|()| None)));
+        for (index, step) in self.steps.iter().enumerate() {
+            let (next_tx, next_rx) = stage_channel();
+            let stage = StepStage {
+                index,
+                step: step.clone(),
+                ctx: StepContext {
+                    compute: self.compute.clone(),
+                },
+                stats: self.stats.stages[index + 1].clone(),
+                planner: planner.clone(),
+                errors: self.options.errors,
+            };
+            tasks.spawn(stage.run(rx, next_tx).map(|r| r.map(|()| None)));
+            rx = next_rx;
+        }
+        let sink_stage = SinkStage {
+            sink,
+            budget: self.budget.clone(),
+            stats: self.stats.clone(),
+            errors: self.options.errors,
+            rows_planned,
+        };
+        tasks.spawn(sink_stage.run(rx).map(|r| r.map(Some)));
+
+        let mut units_done = None;
+        loop {
+            let joined = tokio::select! {
+                _ = cancel.cancelled() => return Err(ExecError::Cancelled),
+                joined = tasks.join_next() => joined,
+            };
+            match joined {
+                None => break,
+                Some(Ok(Ok(Some(summaries)))) => units_done = Some(summaries),
+                Some(Ok(Ok(None))) => {}
+                Some(Ok(Err(e))) => return Err(e),
+                Some(Err(join)) => return Err(ExecError::Internal(format!("stage task: {join}"))),
+            }
+        }
+        let units = units_done
+            .ok_or_else(|| ExecError::Internal("sink stage ended without a result".into()))?;
+        let snapshot = self.stats.snapshot();
+        let rows_in = snapshot.first().map_or(0, |s| s.rows_out);
+        let rows_failed = self.stats.rows_failed();
+        check_error_ratio(self.options.errors, rows_failed, rows_in)?;
+        Ok(RunSummary {
+            rows_in,
+            rows_out: units.iter().map(|u| u.rows).sum(),
+            rows_failed,
+            units,
+            elapsed: started.elapsed(),
+            peak_reserved: self.budget.peak(),
+        })
+    }
+}
+
+fn check_error_ratio(policy: ErrorHandling, failed: u64, rows: u64) -> Result<(), ExecError> {
+    if failed == 0 || rows == 0 {
+        return Ok(());
+    }
+    let ratio = failed as f64 / rows as f64;
+    if ratio > policy.max_error_ratio {
+        return Err(ExecError::TooManyErrors {
+            failed,
+            rows,
+            ratio,
+            max_ratio: policy.max_error_ratio,
+        });
+    }
+    Ok(())
+}
+
+struct SourceStage {
+    reader: Arc<dyn UnitReader>,
+    budget: MemoryBudget,
+    planner: Arc<MorselPlanner>,
+    stats: Arc<StepStats>,
+}
+
+impl SourceStage {
+    async fn run(self, units: Vec<WorkUnit>, tx: StageSender<Message>) -> Result<(), ExecError> {
+        for unit in units {
+            let unit = Arc::new(unit);
+            let mut batches: BoxStream<'static, _> = self.reader.read(&unit);
+            loop {
+                let start = Instant::now();
+                let Some(next) = batches.next().await else {
+                    break;
+                };
+                self.stats.add_busy(start.elapsed());
+                let batch = next.map_err(|e| ExecError::Source {
+                    unit: unit.id,
+                    message: e.to_string(),
+                })?;
+                if !self.send_morsels(&unit, batch, &tx).await {
+                    return Ok(());
+                }
+            }
+            if !tx.send(Message::UnitEnd(unit)).await {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    /// Slices `batch` into morsels sized by the planner; `false` when downstream is gone.
+    async fn send_morsels(
+        &self,
+        unit: &Arc<WorkUnit>,
+        batch: RecordBatch,
+        tx: &StageSender<Message>,
+    ) -> bool {
+        let mut offset = 0;
+        while offset < batch.num_rows() {
+            let rows = self.planner.morsel_rows().min(batch.num_rows() - offset);
+            let slice = batch.slice(offset, rows);
+            offset += rows;
+            let bytes = batch_bytes(&slice);
+            self.stats.record_in(rows, bytes);
+            let waited = Instant::now();
+            let reservation = self
+                .budget
+                .acquire(self.planner.remaining_peak(0, rows).max(bytes))
+                .await;
+            self.planner.observe(0, bytes, rows);
+            self.stats.record_out(rows, bytes);
+            let morsel = Morsel {
+                unit: unit.clone(),
+                batch: slice,
+                source_rows: rows,
+                reservation,
+                errors: Vec::new(),
+            };
+            let sent = tx.send(Message::Morsel(morsel)).await;
+            self.stats.add_blocked_out(waited.elapsed());
+            if !sent {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+struct StepStage {
+    index: usize,
+    step: Arc<dyn Step>,
+    ctx: StepContext,
+    stats: Arc<StepStats>,
+    planner: Arc<MorselPlanner>,
+    errors: ErrorHandling,
+}
+
+type InFlight = futures::future::BoxFuture<'static, Processed>;
+
+enum Processed {
+    Morsel {
+        morsel: Morsel,
+        input: RecordBatch,
+        output: Result<StepOutput, StepError>,
+        elapsed: Duration,
+    },
+    UnitEnd(Arc<WorkUnit>),
+}
+
+impl StepStage {
+    async fn run(
+        self,
+        mut rx: StageReceiver<Message>,
+        tx: StageSender<Message>,
+    ) -> Result<(), ExecError> {
+        let concurrency = self
+            .step
+            .concurrency()
+            .unwrap_or(self.ctx.compute.threads())
+            .max(1);
+        let mut in_flight: FuturesOrdered<InFlight> = FuturesOrdered::new();
+        let mut input_done = false;
+        loop {
+            let idle = in_flight.is_empty();
+            if idle && input_done {
+                return Ok(());
+            }
+            let wait = Instant::now();
+            tokio::select! {
+                biased;
+                Some(done) = in_flight.next(), if !idle => {
+                    let Some(message) = self.finish(done)? else { continue };
+                    let sending = Instant::now();
+                    if !tx.send(message).await {
+                        return Ok(());
+                    }
+                    self.stats.add_blocked_out(sending.elapsed());
+                }
+                message = rx.recv(), if !input_done && in_flight.len() < concurrency => {
+                    if idle {
+                        self.stats.add_blocked_in(wait.elapsed());
+                    }
+                    match message {
+                        None => input_done = true,
+                        Some(message) => in_flight.push_back(self.start(message)),
+                    }
+                }
+            }
+        }
+    }
+
+    fn start(&self, message: Message) -> InFlight {
+        match message {
+            Message::UnitEnd(unit) => Box::pin(async move { Processed::UnitEnd(unit) }),
+            Message::Morsel(morsel) => {
+                self.stats
+                    .record_in(morsel.batch.num_rows(), batch_bytes(&morsel.batch));
+                let input = morsel.batch.clone();
+                let work = self
+                    .step
+                    .clone()
+                    .process(morsel.batch.clone(), self.ctx.clone());
+                Box::pin(async move {
+                    let start = Instant::now();
+                    let output = work.await;
+                    Processed::Morsel {
+                        morsel,
+                        input,
+                        output,
+                        elapsed: start.elapsed(),
+                    }
+                })
+            }
+        }
+    }
+
+    /// Turns a processed morsel into the message for the next stage, applying the error policy.
+    fn finish(&self, done: Processed) -> Result<Option<Message>, ExecError> {
+        let (mut morsel, input, output, elapsed) = match done {
+            Processed::UnitEnd(unit) => return Ok(Some(Message::UnitEnd(unit))),
+            Processed::Morsel {
+                morsel,
+                input,
+                output,
+                elapsed,
+            } => (morsel, input, output, elapsed),
+        };
+        let output = output.map_err(|source| ExecError::Step {
+            index: self.index,
+            step: self.step.name().to_string(),
+            unit: morsel.unit.id,
+            source,
+        })?;
+        self.stats.add_busy(output.busy.unwrap_or(elapsed));
+        if !output.failures.is_empty() {
+            let refs = row_refs(&input);
+            if !self.errors.skip_rows {
+                let first = &output.failures[0];
+                return Err(ExecError::RowFailed {
+                    row_ref: row_ref(refs.as_ref(), first.row),
+                    index: self.index,
+                    step: self.step.name().to_string(),
+                    message: first.message.clone(),
+                });
+            }
+            self.stats.record_failed(output.failures.len());
+            morsel
+                .errors
+                .extend(output.failures.iter().map(|f| ErrorRecord {
+                    unit: morsel.unit.id,
+                    row_ref: row_ref(refs.as_ref(), f.row),
+                    step_index: self.index,
+                    step: self.step.name().to_string(),
+                    message: f.message.clone(),
+                }));
+        }
+        let bytes = batch_bytes(&output.batch);
+        self.stats.record_out(output.batch.num_rows(), bytes);
+        self.planner
+            .observe(self.index + 1, bytes, morsel.source_rows);
+        let still_needed = self
+            .planner
+            .remaining_peak(self.index + 2, morsel.source_rows)
+            .max(bytes);
+        morsel.reservation.resize(still_needed);
+        morsel.batch = output.batch;
+        Ok(Some(Message::Morsel(morsel)))
+    }
+}
+
+struct SinkStage<S> {
+    sink: S,
+    budget: MemoryBudget,
+    stats: Arc<PipelineStats>,
+    errors: ErrorHandling,
+    rows_planned: u64,
+}
+
+impl<S: UnitSink> SinkStage<S> {
+    async fn run(mut self, mut rx: StageReceiver<Message>) -> Result<Vec<UnitSummary>, ExecError> {
+        let stats = self
+            .stats
+            .stages
+            .last()
+            .cloned()
+            .ok_or_else(|| ExecError::Internal("no sink stats".into()))?;
+        let mut buffered = self.budget.force(0);
+        let mut summaries = Vec::new();
+        loop {
+            let wait = Instant::now();
+            let Some(message) = rx.recv().await else {
+                break;
+            };
+            stats.add_blocked_in(wait.elapsed());
+            let start = Instant::now();
+            match message {
+                Message::Morsel(morsel) => {
+                    let unit = morsel.unit.clone();
+                    let sink_err = |e: crate::unit::BoxError| ExecError::Sink {
+                        unit: unit.id,
+                        message: e.to_string(),
+                    };
+                    let rows = morsel.batch.num_rows();
+                    let bytes = batch_bytes(&morsel.batch);
+                    stats.record_in(rows, bytes);
+                    if !morsel.errors.is_empty() {
+                        self.sink
+                            .write_errors(&unit, morsel.errors)
+                            .await
+                            .map_err(sink_err)?;
+                        self.check_early_error_ratio()?;
+                    }
+                    if rows > 0 {
+                        self.sink
+                            .write(&unit, morsel.batch)
+                            .await
+                            .map_err(sink_err)?;
+                    }
+                    stats.record_out(rows, bytes);
+                    drop(morsel.reservation);
+                }
+                Message::UnitEnd(unit) => {
+                    let summary =
+                        self.sink
+                            .finish_unit(&unit)
+                            .await
+                            .map_err(|e| ExecError::Sink {
+                                unit: unit.id,
+                                message: e.to_string(),
+                            })?;
+                    summaries.push(summary);
+                    self.stats.unit_done();
+                }
+            }
+            buffered.resize(self.sink.buffered_bytes());
+            stats.add_busy(start.elapsed());
+        }
+        Ok(summaries)
+    }
+
+    /// Fails as soon as the error ratio can no longer end up within the limit.
+    fn check_early_error_ratio(&self) -> Result<(), ExecError> {
+        if self.rows_planned == 0 || self.errors.max_error_ratio >= 1.0 {
+            return Ok(());
+        }
+        let failed = self.stats.rows_failed();
+        if failed as f64 > self.errors.max_error_ratio * self.rows_planned as f64 {
+            return check_error_ratio(self.errors, failed, self.rows_planned);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,147 @@
+//! The [`Step`] trait: a morsel in, a morsel out, with row-level failures kept apart from fatal ones.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow_array::{ArrayRef, RecordBatch};
+use futures::future::BoxFuture;
+
+use crate::batch;
+use crate::compute::ComputePool;
+use crate::error::StepError;
+
+/// One input row that a step could not process; the rest of the morsel goes on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RowFailure {
+    /// Index of the row in the step's input morsel.
+    pub row: usize,
+    pub message: String,
+}
+
+impl RowFailure {
+    pub fn new(row: usize, message: impl Into<String>) -> Self {
+        Self {
+            row,
+            message: message.into(),
+        }
+    }
+}
+
+/// What a step made of a morsel.
+#[derive(Debug)]
+pub struct StepOutput {
+    /// The output rows; failed rows are not in it.
+    pub batch: RecordBatch,
+    /// Rows of the input that failed, in input order.
+    pub failures: Vec<RowFailure>,
+    /// Time spent working, when the step measured it (otherwise the executor times the call).
+    pub busy: Option<Duration>,
+}
+
+impl StepOutput {
+    /// Output with no failed rows.
+    pub fn ok(batch: RecordBatch) -> Self {
+        Self {
+            batch,
+            failures: Vec::new(),
+            busy: None,
+        }
+    }
+
+    /// Adds (or replaces) column `name` with `values` (one per input row, failed rows null) and
+    /// drops the failed rows.
+    ///
+    /// # Errors
+    /// When `values` does not have one entry per input row.
+    pub fn with_column(
+        input: &RecordBatch,
+        name: &str,
+        values: ArrayRef,
+        failures: Vec<RowFailure>,
+    ) -> Result<Self, StepError> {
+        let added = batch::with_column(input, name, values)?;
+        let failed: Vec<usize> = failures.iter().map(|f| f.row).collect();
+        let batch = batch::drop_rows(&added, &failed)?;
+        Ok(Self {
+            batch,
+            failures,
+            busy: None,
+        })
+    }
+}
+
+/// What a step may use while it runs.
+#[derive(Debug, Clone)]
+pub struct StepContext {
+    pub compute: ComputePool,
+}
+
+/// A pipeline step. Implementations are built once per worker and shared by concurrent calls.
+///
+/// # Errors
+/// A row the step cannot handle (a corrupt image, a missing file) is a [`RowFailure`] in the
+/// output, never an `Err`: `Err` means the whole morsel is unusable and fails the job.
+///
+/// # Cancellation
+/// The returned future may be dropped at any point; it must not leave shared state inconsistent.
+pub trait Step: Send + Sync + 'static {
+    /// The `op` name, for stats and messages.
+    fn name(&self) -> &str;
+
+    /// Morsels this step works on at once; `None` means one per compute thread.
+    fn concurrency(&self) -> Option<usize> {
+        None
+    }
+
+    /// Processes one morsel.
+    fn process(
+        self: Arc<Self>,
+        input: RecordBatch,
+        ctx: StepContext,
+    ) -> BoxFuture<'static, Result<StepOutput, StepError>>;
+}
+
+/// A synchronous, CPU-bound step body; [`ComputeStep`] runs it on the compute pool.
+pub trait Kernel: Send + Sync + 'static {
+    fn name(&self) -> &str;
+
+    /// Processes one morsel on a compute thread.
+    ///
+    /// # Errors
+    /// As [`Step`]: only for failures of the whole morsel.
+    fn apply(&self, input: &RecordBatch) -> Result<StepOutput, StepError>;
+
+    fn concurrency(&self) -> Option<usize> {
+        None
+    }
+}
+
+/// Adapts a [`Kernel`] into a [`Step`] that runs off the async runtime and times itself.
+pub struct ComputeStep<K>(pub K);
+
+impl<K: Kernel> Step for ComputeStep<K> {
+    fn name(&self) -> &str {
+        self.0.name()
+    }
+
+    fn concurrency(&self) -> Option<usize> {
+        self.0.concurrency()
+    }
+
+    fn process(
+        self: Arc<Self>,
+        input: RecordBatch,
+        ctx: StepContext,
+    ) -> BoxFuture<'static, Result<StepOutput, StepError>> {
+        let run = ctx.compute.run(move || {
+            let start = Instant::now();
+            let mut out = self.0.apply(&input)?;
+            out.busy = Some(start.elapsed());
+            Ok(out)
+        });
+        Box::pin(async move {
+            run.await
+                .unwrap_or_else(|| Err(StepError::Other("step kernel panicked".into())))
+        })
+    }
+}

@@ -1,0 +1,259 @@
+//! Resolves URIs to object stores: local paths and `file://`, `s3://` (AWS or any S3-compatible
+//! endpoint) and `http(s)://`. Stores are created once per bucket or host and shared.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use object_store::aws::AmazonS3Builder;
+use object_store::http::HttpBuilder;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use object_store::{BackoffConfig, ClientOptions, ObjectStore, RetryConfig};
+use url::Url;
+
+/// A URI that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("`{uri}`: {message}")]
+    BadUri { uri: String, message: String },
+    #[error("`{uri}`: {source}")]
+    Store {
+        uri: String,
+        source: object_store::Error,
+    },
+}
+
+/// S3 settings beyond the standard `AWS_*` environment variables.
+#[derive(Debug, Clone, Default)]
+pub struct S3Settings {
+    /// S3-compatible endpoint (also read from `AWS_ENDPOINT_URL`).
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+}
+
+/// Creates and caches object stores by scheme and bucket/host.
+#[derive(Debug, Default)]
+pub struct StoreRegistry {
+    s3: S3Settings,
+    stores: Mutex<HashMap<String, Arc<dyn ObjectStore>>>,
+}
+
+/// An object store and the path of a URI inside it.
+#[derive(Debug, Clone)]
+pub struct Location {
+    pub store: Arc<dyn ObjectStore>,
+    pub path: Path,
+    /// `scheme://authority` (or `file://`) used to rebuild URIs of listed objects.
+    pub base: String,
+}
+
+impl Location {
+    /// The URI of `path` in this location's store.
+    pub fn uri_of(&self, path: &Path) -> String {
+        format!("{}/{}", self.base.trim_end_matches('/'), path)
+    }
+}
+
+impl StoreRegistry {
+    pub fn new(s3: S3Settings) -> Self {
+        Self {
+            s3,
+            stores: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Resolves `uri` (a URL, or a local path relative to the working directory).
+    ///
+    /// # Errors
+    /// [`StoreError::BadUri`] for an unsupported scheme or malformed URI.
+    pub fn resolve(&self, uri: &str) -> Result<Location, StoreError> {
+        let bad = |message: &str| StoreError::BadUri {
+            uri: uri.to_string(),
+            message: message.to_string(),
+        };
+        let url = match Url::parse(uri) {
+            Ok(url) if url.scheme().len() > 1 => url,
+            _ => local_url(uri).ok_or_else(|| bad("not a valid local path"))?,
+        };
+        let path = Path::from_url_path(url.path()).map_err(|e| bad(&e.to_string()))?;
+        let (key, base) = match url.scheme() {
+            "file" => ("file".to_string(), "file://".to_string()),
+            "s3" | "s3a" | "http" | "https" => {
+                let host = url
+                    .host_str()
+                    .ok_or_else(|| bad("missing bucket or host"))?;
+                let authority = match url.port() {
+                    Some(p) => format!("{host}:{p}"),
+                    None => host.to_string(),
+                };
+                let base = format!("{}://{authority}", url.scheme());
+                (base.clone(), base)
+            }
+            other => {
+                return Err(bad(&format!(
+                    "unsupported scheme `{other}` (use a local path, file://, s3://, http:// or https://)"
+                )));
+            }
+        };
+        let mut stores = self.stores.lock().unwrap_or_else(|p| p.into_inner());
+        let store = match stores.get(&key) {
+            Some(store) => store.clone(),
+            None => {
+                let store = self.build(&url).map_err(|source| StoreError::Store {
+                    uri: uri.to_string(),
+                    source,
+                })?;
+                stores.insert(key, store.clone());
+                store
+            }
+        };
+        Ok(Location { store, path, base })
+    }
+
+    fn build(&self, url: &Url) -> Result<Arc<dyn ObjectStore>, object_store::Error> {
+        let retry = RetryConfig {
+            backoff: BackoffConfig {
+                init_backoff: Duration::from_millis(100),
+                max_backoff: Duration::from_secs(5),
+                base: 2.0,
+            },
+            max_retries: 3,
+            retry_timeout: Duration::from_secs(60),
+        };
+        let client = ClientOptions::new()
+            .with_timeout(Duration::from_secs(120))
+            .with_connect_timeout(Duration::from_secs(5));
+        Ok(match url.scheme() {
+            "file" => Arc::new(LocalFileSystem::new()),
+            "s3" | "s3a" => {
+                let bucket = url.host_str().unwrap_or_default();
+                let mut builder = AmazonS3Builder::from_env()
+                    .with_bucket_name(bucket)
+                    .with_retry(retry);
+                let endpoint = self
+                    .s3
+                    .endpoint
+                    .clone()
+                    .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok());
+                if let Some(endpoint) = endpoint {
+                    let client = client.with_allow_http(endpoint.starts_with("http://"));
+                    builder = builder.with_endpoint(endpoint).with_client_options(client);
+                } else {
+                    builder = builder.with_client_options(client);
+                }
+                if let Some(region) = &self.s3.region {
+                    builder = builder.with_region(region);
+                }
+                Arc::new(builder.build()?)
+            }
+            _ => {
+                let base = format!(
+                    "{}://{}",
+                    url.scheme(),
+                    &url[url::Position::BeforeHost..url::Position::AfterPort]
+                );
+                let client = client.with_allow_http(url.scheme() == "http");
+                Arc::new(
+                    HttpBuilder::new()
+                        .with_url(base)
+                        .with_retry(retry)
+                        .with_client_options(client)
+                        .build()?,
+                )
+            }
+        })
+    }
+}
+
+/// A `file://` URL for a local path (absolute, or relative to the working directory).
+fn local_url(path: &str) -> Option<Url> {
+    let p = std::path::Path::new(path);
+    let absolute = if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir().ok()?.join(p)
+    };
+    let trailing = path.ends_with('/');
+    let mut url = Url::from_file_path(normalize(&absolute)).ok()?;
+    if trailing && !url.path().ends_with('/') {
+        url.set_path(&format!("{}/", url.path()));
+    }
+    Some(url)
+}
+
+/// Removes `.` and `..` components without touching the filesystem.
+fn normalize(path: &std::path::Path) -> std::path::PathBuf {
+    let mut out = std::path::PathBuf::new();
+    for c in path.components() {
+        match c {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// Whether an object-store error may go away if retried.
+pub fn is_transient(e: &object_store::Error) -> bool {
+    !matches!(
+        e,
+        object_store::Error::NotFound { .. }
+            | object_store::Error::InvalidPath { .. }
+            | object_store::Error::NotSupported { .. }
+            | object_store::Error::PermissionDenied { .. }
+            | object_store::Error::Unauthenticated { .. }
+            | object_store::Error::AlreadyExists { .. }
+            | object_store::Error::Precondition { .. }
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_paths_and_file_urls_resolve_to_the_same_object() {
+        let registry = StoreRegistry::default();
+        let a = registry.resolve("/tmp/weir/x.jpg").expect("path");
+        let b = registry.resolve("file:///tmp/weir/x.jpg").expect("url");
+        assert_eq!(a.path, b.path);
+        assert_eq!(a.uri_of(&a.path), "file:///tmp/weir/x.jpg");
+        let rel = registry.resolve("data/../data/images/").expect("relative");
+        assert!(rel.path.as_ref().ends_with("data/images"), "{}", rel.path);
+    }
+
+    #[test]
+    fn unsupported_schemes_are_named() {
+        let err = StoreRegistry::default()
+            .resolve("ftp://host/x")
+            .expect_err("ftp");
+        assert!(
+            err.to_string().contains("unsupported scheme `ftp`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn s3_and_http_uris_keep_bucket_and_key() {
+        let registry = StoreRegistry::new(S3Settings {
+            endpoint: Some("http://127.0.0.1:9".into()),
+            region: Some("us-east-1".into()),
+        });
+        let s3 = registry.resolve("s3://bucket/a/b.jpg").expect("s3");
+        assert_eq!(
+            (s3.base.as_str(), s3.path.as_ref()),
+            ("s3://bucket", "a/b.jpg")
+        );
+        let http = registry
+            .resolve("http://127.0.0.1:8080/x/y.png")
+            .expect("http");
+        assert_eq!(
+            (http.base.as_str(), http.path.as_ref()),
+            ("http://127.0.0.1:8080", "x/y.png")
+        );
+    }
+}

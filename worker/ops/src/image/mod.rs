@@ -1,0 +1,192 @@
+//! Images in Arrow: a struct column `{width: u32, height: u32, channels: u8, data: binary}` of
+//! interleaved 8-bit pixels, row-major (channels 1 = L, 3 = RGB, 4 = RGBA).
+
+pub mod crop;
+pub mod decode;
+pub mod encode;
+pub mod resize;
+pub mod tensor;
+
+use std::sync::Arc;
+
+use arrow_array::builder::{BinaryBuilder, UInt8Builder, UInt32Builder};
+use arrow_array::{
+    Array, ArrayRef, BinaryArray, RecordBatch, StructArray, UInt8Array, UInt32Array,
+};
+use arrow_buffer::NullBuffer;
+use arrow_schema::{DataType, Field, Fields};
+use weir_core::StepError;
+use weir_core::batch::typed_column;
+
+/// A decoded image owned in memory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Image {
+    pub width: u32,
+    pub height: u32,
+    pub channels: u8,
+    pub data: Vec<u8>,
+}
+
+/// A borrowed view of one image row.
+#[derive(Debug, Clone, Copy)]
+pub struct ImageView<'a> {
+    pub width: u32,
+    pub height: u32,
+    pub channels: u8,
+    pub data: &'a [u8],
+}
+
+impl ImageView<'_> {
+    /// `RGB`, `RGBA` or `L`.
+    pub fn mode(&self) -> &'static str {
+        match self.channels {
+            1 => "L",
+            4 => "RGBA",
+            _ => "RGB",
+        }
+    }
+}
+
+/// The struct fields of an image column.
+pub fn image_fields() -> Fields {
+    Fields::from(vec![
+        Field::new("width", DataType::UInt32, false),
+        Field::new("height", DataType::UInt32, false),
+        Field::new("channels", DataType::UInt8, false),
+        Field::new("data", DataType::Binary, false),
+    ])
+}
+
+/// Builds an image column from one optional image per row (`None` for failed rows).
+pub fn image_array(images: &[Option<Image>]) -> ArrayRef {
+    let n = images.len();
+    let mut width = UInt32Builder::with_capacity(n);
+    let mut height = UInt32Builder::with_capacity(n);
+    let mut channels = UInt8Builder::with_capacity(n);
+    let total: usize = images.iter().flatten().map(|i| i.data.len()).sum();
+    let mut data = BinaryBuilder::with_capacity(n, total);
+    for image in images {
+        let (w, h, c, d) = match image {
+            Some(i) => (i.width, i.height, i.channels, i.data.as_slice()),
+            None => (0, 0, 0, &[][..]),
+        };
+        width.append_value(w);
+        height.append_value(h);
+        channels.append_value(c);
+        data.append_value(d);
+    }
+    let nulls = NullBuffer::from(images.iter().map(Option::is_some).collect::<Vec<_>>());
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(width.finish()),
+        Arc::new(height.finish()),
+        Arc::new(channels.finish()),
+        Arc::new(data.finish()),
+    ];
+    Arc::new(StructArray::new(image_fields(), columns, Some(nulls)))
+}
+
+/// Read access to an image column.
+pub struct ImageColumn<'a> {
+    width: &'a UInt32Array,
+    height: &'a UInt32Array,
+    channels: &'a UInt8Array,
+    data: &'a BinaryArray,
+    array: &'a StructArray,
+}
+
+impl<'a> ImageColumn<'a> {
+    /// The image column `name` of `batch`.
+    ///
+    /// # Errors
+    /// [`StepError::Column`] when the column is missing or not an image column (e.g. bytes that
+    /// were never decoded).
+    pub fn from_batch(batch: &'a RecordBatch, name: &str) -> Result<Self, StepError> {
+        let array: &StructArray =
+            typed_column(batch, name, "an image column (use image.decode first)")?;
+        let field = |f: &str| {
+            array.column_by_name(f).ok_or_else(|| {
+                StepError::column(name, "not an image column (use image.decode first)")
+            })
+        };
+        let not_image = || StepError::column(name, "not an image column (use image.decode first)");
+        Ok(Self {
+            width: field("width")?
+                .as_any()
+                .downcast_ref()
+                .ok_or_else(not_image)?,
+            height: field("height")?
+                .as_any()
+                .downcast_ref()
+                .ok_or_else(not_image)?,
+            channels: field("channels")?
+                .as_any()
+                .downcast_ref()
+                .ok_or_else(not_image)?,
+            data: field("data")?
+                .as_any()
+                .downcast_ref()
+                .ok_or_else(not_image)?,
+            array,
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.array.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.array.is_empty()
+    }
+
+    /// Row `i`, or `None` when null.
+    pub fn get(&self, i: usize) -> Option<ImageView<'a>> {
+        if self.array.is_null(i) {
+            return None;
+        }
+        Some(ImageView {
+            width: self.width.value(i),
+            height: self.height.value(i),
+            channels: self.channels.value(i),
+            data: self.data.value(i),
+        })
+    }
+}
+
+/// Applies `f` to every non-null image of column `input` (in parallel), producing an image column
+/// and the rows that failed. Null input rows stay null and are not failures.
+pub(crate) fn map_images<F>(
+    batch: &RecordBatch,
+    input: &str,
+    f: F,
+) -> Result<(Vec<Option<Image>>, Vec<weir_core::RowFailure>), StepError>
+where
+    F: Fn(ImageView<'_>) -> Result<Image, String> + Sync,
+{
+    use rayon::prelude::*;
+    let column = ImageColumn::from_batch(batch, input)?;
+    let results: Vec<Option<Result<Image, String>>> = (0..column.len())
+        .into_par_iter()
+        .map(|i| column.get(i).map(&f))
+        .collect();
+    Ok(split_results(results))
+}
+
+/// Splits per-row results into values and failures.
+pub(crate) fn split_results<T>(
+    results: Vec<Option<Result<T, String>>>,
+) -> (Vec<Option<T>>, Vec<weir_core::RowFailure>) {
+    let mut failures = Vec::new();
+    let values = results
+        .into_iter()
+        .enumerate()
+        .map(|(row, r)| match r {
+            Some(Ok(v)) => Some(v),
+            Some(Err(message)) => {
+                failures.push(weir_core::RowFailure::new(row, message));
+                None
+            }
+            None => None,
+        })
+        .collect();
+    (values, failures)
+}

@@ -1,0 +1,117 @@
+//! `select` (keep columns, in order) and `rename` (old name to new name).
+//!
+//! Internal `_weir_*` columns always survive a `select`: they carry row identity.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arrow_array::RecordBatch;
+use arrow_schema::{Field, Schema};
+use weir_core::step::{ComputeStep, Kernel};
+use weir_core::{INTERNAL_PREFIX, Step, StepError, StepOutput, batch};
+use weir_crds::{Rename, Select};
+
+use crate::BuildError;
+
+/// The runnable `select` step.
+#[derive(Debug, Clone)]
+pub struct SelectColumns {
+    pub columns: Vec<String>,
+}
+
+/// Builds `select`.
+///
+/// # Errors
+/// When a column is listed twice.
+pub fn build_select(config: &Select) -> Result<Arc<dyn Step>, BuildError> {
+    let mut seen = std::collections::BTreeSet::new();
+    if let Some(dup) = config.columns.iter().find(|c| !seen.insert(c.as_str())) {
+        return Err(BuildError::new(
+            "columns",
+            format!("`{dup}` is listed twice"),
+        ));
+    }
+    Ok(Arc::new(ComputeStep(SelectColumns {
+        columns: config.columns.clone(),
+    })))
+}
+
+impl Kernel for SelectColumns {
+    fn name(&self) -> &str {
+        "select"
+    }
+
+    fn apply(&self, input: &RecordBatch) -> Result<StepOutput, StepError> {
+        let schema = input.schema();
+        let mut indices = Vec::with_capacity(self.columns.len() + 1);
+        for name in &self.columns {
+            batch::column(input, name)?;
+            indices.push(schema.index_of(name)?);
+        }
+        indices.extend(
+            schema
+                .fields()
+                .iter()
+                .enumerate()
+                .filter(|(_, f)| f.name().starts_with(INTERNAL_PREFIX))
+                .map(|(i, _)| i),
+        );
+        Ok(StepOutput::ok(input.project(&indices)?))
+    }
+}
+
+/// The runnable `rename` step.
+#[derive(Debug, Clone)]
+pub struct RenameColumns {
+    pub mapping: BTreeMap<String, String>,
+}
+
+/// Builds `rename`.
+///
+/// # Errors
+/// When two columns would get the same name, or an internal column is involved.
+pub fn build_rename(config: &Rename) -> Result<Arc<dyn Step>, BuildError> {
+    let mut targets = std::collections::BTreeSet::new();
+    for (from, to) in &config.mapping {
+        if from.starts_with(INTERNAL_PREFIX) || to.starts_with(INTERNAL_PREFIX) {
+            return Err(BuildError::new(
+                "mapping",
+                format!("names starting with `{INTERNAL_PREFIX}` are reserved"),
+            ));
+        }
+        if !targets.insert(to.as_str()) {
+            return Err(BuildError::new(
+                "mapping",
+                format!("two columns renamed to `{to}`"),
+            ));
+        }
+    }
+    Ok(Arc::new(ComputeStep(RenameColumns {
+        mapping: config.mapping.clone(),
+    })))
+}
+
+impl Kernel for RenameColumns {
+    fn name(&self) -> &str {
+        "rename"
+    }
+
+    fn apply(&self, input: &RecordBatch) -> Result<StepOutput, StepError> {
+        for from in self.mapping.keys() {
+            batch::column(input, from)?;
+        }
+        let schema = input.schema();
+        let fields: Vec<Field> = schema
+            .fields()
+            .iter()
+            .map(|f| match self.mapping.get(f.name()) {
+                Some(to) => f.as_ref().clone().with_name(to),
+                None => f.as_ref().clone(),
+            })
+            .collect();
+        let renamed = Schema::new_with_metadata(fields, schema.metadata().clone());
+        Ok(StepOutput::ok(
+            input.clone().with_schema(Arc::new(renamed))?,
+        ))
+    }
+}
