@@ -51,7 +51,10 @@ pub struct Location {
 impl Location {
     /// The URI of `path` in this location's store.
     pub fn uri_of(&self, path: &Path) -> String {
-        format!("{}/{}", self.base.trim_end_matches('/'), path)
+        match self.base.strip_suffix("//") {
+            Some(scheme) if scheme.ends_with(':') => format!("{scheme}///{path}"),
+            _ => format!("{}/{}", self.base.trim_end_matches('/'), path),
+        }
     }
 }
 

@@ -110,6 +110,52 @@ fn convert(image: DynamicImage, mode: ImageMode) -> Image {
     }
 }
 
+/// Why `bytes` look cut short, if they do. Decoders fill the missing part of a truncated JPEG or
+/// PNG with grey and report success, so the end marker (or declared size) is checked first.
+fn truncation(format: image::ImageFormat, bytes: &[u8]) -> Option<String> {
+    let tail = &bytes[bytes.len().saturating_sub(4096)..];
+    let declared = |at: usize| bytes.get(at..at + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize);
+    let n = bytes.len();
+    match format {
+        image::ImageFormat::Jpeg if !jpeg_reaches_end_marker(bytes) => {
+            Some(format!("no end-of-image marker in its {n} bytes"))
+        }
+        image::ImageFormat::Png if !tail.windows(4).any(|w| w == b"IEND") => Some(format!("no IEND chunk in its {n} bytes")),
+        image::ImageFormat::WebP => declared(4).filter(|d| d + 8 > n).map(|d| format!("RIFF header declares {} bytes, file has {n}", d + 8)),
+        image::ImageFormat::Bmp => declared(2).filter(|d| *d > n).map(|d| format!("header declares {d} bytes, file has {n}")),
+        _ => None,
+    }
+}
+
+/// Walks the JPEG's segments and entropy-coded data looking for the end-of-image marker. Returns
+/// `true` too when the structure is unexpected, leaving the verdict to the decoder.
+fn jpeg_reaches_end_marker(b: &[u8]) -> bool {
+    let mut i = 2;
+    while i + 1 < b.len() {
+        if b[i] != 0xFF {
+            return true;
+        }
+        let marker = b[i + 1];
+        match marker {
+            0xD9 => return true,
+            0xFF => i += 1,
+            0x01 | 0xD0..=0xD7 => i += 2,
+            _ => {
+                let Some(len) = b.get(i + 2..i + 4).map(|l| usize::from(u16::from_be_bytes([l[0], l[1]]))) else {
+                    return false;
+                };
+                i += 2 + len;
+                if marker == 0xDA {
+                    while i + 1 < b.len() && !(b[i] == 0xFF && !matches!(b[i + 1], 0x00 | 0xD0..=0xD7 | 0xFF)) {
+                        i += 1;
+                    }
+                }
+            }
+        }
+    }
+    false
+}
+
 fn hex_prefix(bytes: &[u8]) -> String {
     bytes
         .iter()
@@ -185,7 +231,10 @@ mod tests {
         );
         let jpeg = encode_jpeg(&gradient(64, 64, 1), 90);
         let truncated = d.decode(&jpeg[..jpeg.len() / 3]).expect_err("truncated");
-        assert!(truncated.starts_with("Jpeg: "), "{truncated}");
+        assert_eq!(truncated, format!("Jpeg: truncated: no end-of-image marker in its {} bytes", jpeg.len() / 3));
+        let png = encode_png(&gradient(64, 64, 1));
+        let cut = d.decode(&png[..png.len() / 2]).err();
+        assert_eq!(cut, Some(format!("Png: truncated: no IEND chunk in its {} bytes", png.len() / 2)));
     }
 
     #[test]
