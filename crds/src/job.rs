@@ -35,27 +35,11 @@ pub const MAX_STEPS: usize = 64;
         serde_json = "::serde_json"
     ),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
-    printcolumn(
-        name = "Progress",
-        type_ = "string",
-        json_path = ".status.progress.percent"
-    ),
+    printcolumn(name = "Progress", type_ = "string", json_path = ".status.progress.percent"),
     printcolumn(name = "ETA", type_ = "string", json_path = ".status.progress.eta"),
-    printcolumn(
-        name = "CPU",
-        type_ = "string",
-        json_path = ".status.replicas.cpu.ready"
-    ),
-    printcolumn(
-        name = "GPU",
-        type_ = "string",
-        json_path = ".status.replicas.gpu.ready"
-    ),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
+    printcolumn(name = "CPU", type_ = "string", json_path = ".status.replicas.cpu.ready"),
+    printcolumn(name = "GPU", type_ = "string", json_path = ".status.replicas.gpu.ready"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[schemars(extend("x-kubernetes-validations" = [
@@ -283,10 +267,7 @@ fn one() -> f64 {
 
 impl Default for ErrorPolicy {
     fn default() -> Self {
-        Self {
-            on_row_error: RowErrorAction::Fail,
-            max_error_ratio: 1.0,
-        }
+        Self { on_row_error: RowErrorAction::Fail, max_error_ratio: 1.0 }
     }
 }
 

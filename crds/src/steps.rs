@@ -459,15 +459,9 @@ impl JsonSchema for StepSpec {
         let mut properties = Map::new();
         let mut rules = Vec::new();
         for (op, schema) in &ops {
-            let props = schema
-                .get("properties")
-                .and_then(Value::as_object)
-                .cloned()
-                .unwrap_or_default();
+            let props = schema.get("properties").and_then(Value::as_object).cloned().unwrap_or_default();
             for (name, prop) in &props {
-                properties
-                    .entry(name.clone())
-                    .or_insert_with(|| prop.clone());
+                properties.entry(name.clone()).or_insert_with(|| prop.clone());
             }
             let required: Vec<&str> = schema
                 .get("required")
@@ -475,11 +469,7 @@ impl JsonSchema for StepSpec {
                 .map(|r| r.iter().filter_map(Value::as_str).collect())
                 .unwrap_or_default();
             if !required.is_empty() {
-                let has = required
-                    .iter()
-                    .map(|f| format!("has(self.{f})"))
-                    .collect::<Vec<_>>()
-                    .join(" && ");
+                let has = required.iter().map(|f| format!("has(self.{f})")).collect::<Vec<_>>().join(" && ");
                 rules.push(json_rule(
                     &format!("self.op != '{op}' || ({has})"),
                     &format!("{op} requires {}", required.join(", ")),
@@ -519,11 +509,7 @@ fn allowed_fields_rule(op: &str, own: &Map<String, Value>, ops: &[(&str, Schema)
         .collect();
     foreign.sort_unstable();
     foreign.dedup();
-    let absent = foreign
-        .iter()
-        .map(|f| format!("!has(self.{f})"))
-        .collect::<Vec<_>>()
-        .join(" && ");
+    let absent = foreign.iter().map(|f| format!("!has(self.{f})")).collect::<Vec<_>>().join(" && ");
     let mut allowed: Vec<&str> = own.keys().map(String::as_str).collect();
     allowed.sort_unstable();
     json_rule(
@@ -534,20 +520,13 @@ fn allowed_fields_rule(op: &str, own: &Map<String, Value>, ops: &[(&str, Schema)
 
 /// The schema of one op's fields (as it appears in manifests), for precise validation messages.
 pub fn op_schema(op: &str) -> Option<Value> {
-    let mut generator = schemars::generate::SchemaSettings::openapi3()
-        .with(|s| s.inline_subschemas = true)
-        .into_generator();
-    op_schemas(&mut generator)
-        .into_iter()
-        .find(|(name, _)| *name == op)
-        .map(|(_, schema)| schema.to_value())
+    let mut generator =
+        schemars::generate::SchemaSettings::openapi3().with(|s| s.inline_subschemas = true).into_generator();
+    op_schemas(&mut generator).into_iter().find(|(name, _)| *name == op).map(|(_, schema)| schema.to_value())
 }
 
 /// Every op name, in declaration order.
 pub fn op_names() -> Vec<&'static str> {
     let mut generator = SchemaGenerator::default();
-    op_schemas(&mut generator)
-        .into_iter()
-        .map(|(name, _)| name)
-        .collect()
+    op_schemas(&mut generator).into_iter().map(|(name, _)| name).collect()
 }

@@ -24,11 +24,7 @@ pub struct Problem {
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.path.is_empty() {
-            write!(f, "{}", self.message)
-        } else {
-            write!(f, "{}: {}", self.path, self.message)
-        }
+        if self.path.is_empty() { write!(f, "{}", self.message) } else { write!(f, "{}: {}", self.path, self.message) }
     }
 }
 
@@ -61,10 +57,7 @@ pub fn parse_manifest(text: &str, origin: &str) -> Result<MultimodalJob, Manifes
     let report = validate_manifest(text);
     match report.job {
         Some(job) if report.problems.is_empty() => Ok(job),
-        _ => Err(ManifestError {
-            origin: origin.to_string(),
-            problems: report.problems,
-        }),
+        _ => Err(ManifestError { origin: origin.to_string(), problems: report.problems }),
     }
 }
 
@@ -74,10 +67,7 @@ pub fn validate_manifest(text: &str) -> ValidationReport {
     let raw: Value = match serde_yaml::from_str(text) {
         Ok(v) => v,
         Err(e) => {
-            report.problems.push(Problem {
-                path: String::new(),
-                message: format!("not valid YAML: {e}"),
-            });
+            report.problems.push(Problem { path: String::new(), message: format!("not valid YAML: {e}") });
             return report;
         }
     };
@@ -94,28 +84,19 @@ pub fn validate_manifest(text: &str) -> ValidationReport {
             check_cel(&schema, &raw, column_problems, &mut report.problems);
             report.job = Some(job);
         }
-        Err(e) => report.problems.push(Problem {
-            path: e.path().to_string(),
-            message: e.inner().to_string(),
-        }),
+        Err(e) => report.problems.push(Problem { path: e.path().to_string(), message: e.inner().to_string() }),
     }
     report
 }
 
 fn check_kind(raw: &Value, problems: &mut Vec<Problem>) {
-    let expect = [
-        ("apiVersion", "weir.dev/v1alpha1"),
-        ("kind", "MultimodalJob"),
-    ];
+    let expect = [("apiVersion", "weir.dev/v1alpha1"), ("kind", "MultimodalJob")];
     for (field, want) in expect {
         match raw.get(field).and_then(Value::as_str) {
             Some(got) if got == want => {}
             got => problems.push(Problem {
                 path: field.into(),
-                message: format!(
-                    "must be `{want}`, found {}",
-                    got.map_or("nothing".into(), |g| format!("`{g}`"))
-                ),
+                message: format!("must be `{want}`, found {}", got.map_or("nothing".into(), |g| format!("`{g}`"))),
             }),
         }
     }
@@ -134,21 +115,12 @@ pub fn crd_schema() -> Value {
 }
 
 fn join(path: &str, field: &str) -> String {
-    if path.is_empty() {
-        field.to_string()
-    } else {
-        format!("{path}.{field}")
-    }
+    if path.is_empty() { field.to_string() } else { format!("{path}.{field}") }
 }
 
 /// Walks `value` against a structural schema, recording every mismatch.
 fn check_schema(schema: &Value, value: &Value, path: &str, problems: &mut Vec<Problem>) {
-    let mut push = |message: String| {
-        problems.push(Problem {
-            path: path.to_string(),
-            message,
-        })
-    };
+    let mut push = |message: String| problems.push(Problem { path: path.to_string(), message });
     if value.is_null() {
         if schema.get("nullable") != Some(&Value::Bool(true)) && schema.get("type").is_some() {
             push("must not be null".into());
@@ -157,36 +129,22 @@ fn check_schema(schema: &Value, value: &Value, path: &str, problems: &mut Vec<Pr
     }
     if schema.get("x-kubernetes-int-or-string") == Some(&Value::Bool(true)) {
         if !(value.is_string() || value.is_i64() || value.is_u64()) {
-            push(format!(
-                "must be an integer or a string, found {}",
-                describe(value)
-            ));
+            push(format!("must be an integer or a string, found {}", describe(value)));
         }
         return;
     }
     if let Some(ty) = schema.get("type").and_then(Value::as_str)
         && !type_matches(ty, value)
     {
-        push(format!(
-            "must be {} {ty}, found {}",
-            article(ty),
-            describe(value)
-        ));
+        push(format!("must be {} {ty}, found {}", article(ty), describe(value)));
         return;
     }
     if let Some(allowed) = schema.get("enum").and_then(Value::as_array)
         && !allowed.contains(value)
     {
-        let names: Vec<String> = allowed
-            .iter()
-            .map(|v| v.as_str().map_or(v.to_string(), str::to_string))
-            .collect();
+        let names: Vec<String> = allowed.iter().map(|v| v.as_str().map_or(v.to_string(), str::to_string)).collect();
         let got = value.as_str().map_or(value.to_string(), str::to_string);
-        push(format!(
-            "unknown value `{got}`{}; valid values: {}",
-            did_you_mean(&got, &names),
-            names.join(", ")
-        ));
+        push(format!("unknown value `{got}`{}; valid values: {}", did_you_mean(&got, &names), names.join(", ")));
         return;
     }
     check_bounds(schema, value, &mut push);
@@ -220,22 +178,14 @@ fn step_schema(path: &str, item: &Value) -> Option<Value> {
     Some(schema)
 }
 
-fn check_object(
-    schema: &Value,
-    map: &serde_json::Map<String, Value>,
-    path: &str,
-    problems: &mut Vec<Problem>,
-) {
+fn check_object(schema: &Value, map: &serde_json::Map<String, Value>, path: &str, problems: &mut Vec<Problem>) {
     let properties = schema.get("properties").and_then(Value::as_object);
     let additional = schema.get("additionalProperties").filter(|a| a.is_object());
     let preserve = schema.get("x-kubernetes-preserve-unknown-fields") == Some(&Value::Bool(true));
     if let Some(required) = schema.get("required").and_then(Value::as_array) {
         for field in required.iter().filter_map(Value::as_str) {
             if !map.contains_key(field) {
-                problems.push(Problem {
-                    path: join(path, field),
-                    message: "required field is missing".into(),
-                });
+                problems.push(Problem { path: join(path, field), message: "required field is missing".into() });
             }
         }
     }
@@ -250,16 +200,10 @@ fn check_object(
             }
             (None, None) if preserve || properties.is_none() => {}
             (None, None) => {
-                let names: Vec<String> = properties
-                    .map(|p| p.keys().cloned().collect())
-                    .unwrap_or_default();
+                let names: Vec<String> = properties.map(|p| p.keys().cloned().collect()).unwrap_or_default();
                 problems.push(Problem {
                     path: child_path,
-                    message: format!(
-                        "unknown field{}; valid fields: {}",
-                        did_you_mean(key, &names),
-                        names.join(", ")
-                    ),
+                    message: format!("unknown field{}; valid fields: {}", did_you_mean(key, &names), names.join(", ")),
                 });
             }
         }
@@ -282,11 +226,7 @@ fn check_bounds(schema: &Value, value: &Value, push: &mut impl FnMut(String)) {
         _ => None,
     };
     if let Some((n, unit)) = len {
-        let (min_key, max_key) = if unit == "items" {
-            ("minItems", "maxItems")
-        } else {
-            ("minLength", "maxLength")
-        };
+        let (min_key, max_key) = if unit == "items" { ("minItems", "maxItems") } else { ("minLength", "maxLength") };
         if let Some(min) = num(min_key).filter(|m| (n as f64) < *m) {
             push(format!("must have at least {min} {unit}, found {n}"));
         }
@@ -309,11 +249,7 @@ fn type_matches(ty: &str, value: &Value) -> bool {
 }
 
 fn article(ty: &str) -> &'static str {
-    if ty.starts_with(['a', 'e', 'i', 'o', 'u']) {
-        "an"
-    } else {
-        "a"
-    }
+    if ty.starts_with(['a', 'e', 'i', 'o', 'u']) { "an" } else { "a" }
 }
 
 fn describe(value: &Value) -> String {
@@ -399,11 +335,9 @@ fn check_columns(spec: &MultimodalJobSpec, problems: &mut Vec<Problem>) {
 pub fn apply_step(step: &StepSpec, columns: Option<Vec<String>>) -> Option<Vec<String>> {
     match step {
         StepSpec::Select(s) => Some(s.columns.clone()),
-        StepSpec::Rename(r) => columns.map(|cols| {
-            cols.into_iter()
-                .map(|c| r.mapping.get(&c).cloned().unwrap_or(c))
-                .collect()
-        }),
+        StepSpec::Rename(r) => {
+            columns.map(|cols| cols.into_iter().map(|c| r.mapping.get(&c).cloned().unwrap_or(c)).collect())
+        }
         StepSpec::Explode(e) => columns.map(|mut cols| {
             let out = e.output.clone().unwrap_or_else(|| e.input.clone());
             cols.retain(|c| *c != e.input);
@@ -434,10 +368,7 @@ fn check_cel(schema: &Value, raw: &Value, column_problems: bool, problems: &mut 
         if column_problems && e.rule.contains("indexOf(s)") {
             continue;
         }
-        let problem = Problem {
-            path: e.field_path.clone(),
-            message: e.message.clone(),
-        };
+        let problem = Problem { path: e.field_path.clone(), message: e.message.clone() };
         if !seen.contains(&problem.to_string()) {
             problems.push(problem);
         }

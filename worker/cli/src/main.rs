@@ -13,11 +13,7 @@ use weir_crds::{crd_yaml, parse_manifest, validate_manifest};
 use weir_testkit::images::{BAD_FILES, JpegSet, write_bad_files, write_jpeg_set};
 
 #[derive(Parser)]
-#[command(
-    name = "weir",
-    version,
-    about = "Multimodal AI data pipelines, on a laptop or on Kubernetes"
-)]
+#[command(name = "weir", version, about = "Multimodal AI data pipelines, on a laptop or on Kubernetes")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -79,48 +75,18 @@ enum Generate {
 fn main() -> ExitCode {
     tune_allocator();
     match Cli::parse().command {
-        Command::Run {
+        Command::Run { manifest, memory_limit, threads, profile, no_progress } => exit(run(
             manifest,
-            memory_limit,
-            threads,
-            profile,
-            no_progress,
-        } => exit(run(
-            manifest,
-            RunOptions {
-                memory_limit,
-                threads,
-                progress: !no_progress,
-                profile_uri: profile,
-                ..Default::default()
-            },
+            RunOptions { memory_limit, threads, progress: !no_progress, profile_uri: profile, ..Default::default() },
         )),
         Command::Validate { manifests } => validate(&manifests),
         Command::Crd => {
             print!("{}", crd_yaml());
             ExitCode::SUCCESS
         }
-        Command::Generate {
-            what:
-                Generate::Images {
-                    dir,
-                    count,
-                    min_side,
-                    max_side,
-                    seed,
-                    with_bad_files,
-                },
-        } => exit(generate_images(
-            dir,
-            JpegSet {
-                count,
-                min_side,
-                max_side,
-                quality: 90,
-                seed,
-            },
-            with_bad_files,
-        )),
+        Command::Generate { what: Generate::Images { dir, count, min_side, max_side, seed, with_bad_files } } => {
+            exit(generate_images(dir, JpegSet { count, min_side, max_side, quality: 90, seed }, with_bad_files))
+        }
     }
 }
 
@@ -135,13 +101,9 @@ fn exit(result: Result<()>) -> ExitCode {
 }
 
 fn run(manifest: PathBuf, mut options: RunOptions) -> Result<()> {
-    let text = std::fs::read_to_string(&manifest)
-        .with_context(|| format!("reading {}", manifest.display()))?;
+    let text = std::fs::read_to_string(&manifest).with_context(|| format!("reading {}", manifest.display()))?;
     let job = parse_manifest(&text, &manifest.display().to_string())?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     runtime.block_on(async {
         let cancel = CancellationToken::new();
         options.cancel = cancel.clone();
@@ -210,27 +172,13 @@ fn validate(manifests: &[PathBuf]) -> ExitCode {
             }
         }
     }
-    if failed {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    }
+    if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS }
 }
 
 fn generate_images(dir: PathBuf, set: JpegSet, bad: bool) -> Result<()> {
-    let paths = write_jpeg_set(&dir, set)
-        .with_context(|| format!("writing images to {}", dir.display()))?;
-    let bytes: u64 = paths
-        .iter()
-        .filter_map(|p| std::fs::metadata(p).ok())
-        .map(|m| m.len())
-        .sum();
-    println!(
-        "wrote {} JPEGs ({}) to {}",
-        paths.len(),
-        format_size(bytes),
-        dir.display()
-    );
+    let paths = write_jpeg_set(&dir, set).with_context(|| format!("writing images to {}", dir.display()))?;
+    let bytes: u64 = paths.iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).sum();
+    println!("wrote {} JPEGs ({}) to {}", paths.len(), format_size(bytes), dir.display());
     if bad {
         write_bad_files(&dir)?;
         println!("wrote bad files: {}", BAD_FILES.join(", "));

@@ -23,20 +23,11 @@ pub struct PlanError {
 ///
 /// # Errors
 /// [`PlanError`] naming the first step whose config is unusable.
-pub fn build_steps(
-    spec: &MultimodalJobSpec,
-    stores: &Arc<StoreRegistry>,
-) -> Result<Vec<Arc<dyn Step>>, PlanError> {
+pub fn build_steps(spec: &MultimodalJobSpec, stores: &Arc<StoreRegistry>) -> Result<Vec<Arc<dyn Step>>, PlanError> {
     spec.steps
         .iter()
         .enumerate()
-        .map(|(index, step)| {
-            build_step(step, stores).map_err(|source| PlanError {
-                index,
-                op: step.op(),
-                source,
-            })
-        })
+        .map(|(index, step)| build_step(step, stores).map_err(|source| PlanError { index, op: step.op(), source }))
         .collect()
 }
 
@@ -58,8 +49,5 @@ fn build_step(step: &StepSpec, stores: &Arc<StoreRegistry>) -> Result<Arc<dyn St
 /// The store registry for a job, honouring `spec.storage`.
 pub fn stores_for(spec: &MultimodalJobSpec) -> Arc<StoreRegistry> {
     let storage = spec.storage.clone().unwrap_or_default();
-    Arc::new(StoreRegistry::new(S3Settings {
-        endpoint: storage.endpoint,
-        region: storage.region,
-    }))
+    Arc::new(StoreRegistry::new(S3Settings { endpoint: storage.endpoint, region: storage.region }))
 }

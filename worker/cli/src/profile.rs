@@ -12,18 +12,8 @@ struct Row {
     cells: [String; 10],
 }
 
-const HEADER: [&str; 10] = [
-    "step",
-    "rows in",
-    "rows out",
-    "errors",
-    "busy",
-    "blocked in",
-    "blocked out",
-    "utilisation",
-    "rows/s",
-    "data out",
-];
+const HEADER: [&str; 10] =
+    ["step", "rows in", "rows out", "errors", "busy", "blocked in", "blocked out", "utilisation", "rows/s", "data out"];
 
 fn rows(stages: &[StepStatsSnapshot], wall: Duration) -> Vec<Row> {
     let wall_s = wall.as_secs_f64().max(1e-9);
@@ -31,11 +21,7 @@ fn rows(stages: &[StepStatsSnapshot], wall: Duration) -> Vec<Row> {
         .iter()
         .enumerate()
         .map(|(i, s)| {
-            let name = if i == 0 || i + 1 == stages.len() {
-                s.name.clone()
-            } else {
-                format!("{i}. {}", s.name)
-            };
+            let name = if i == 0 || i + 1 == stages.len() { s.name.clone() } else { format!("{i}. {}", s.name) };
             let util = s.busy.as_secs_f64() / (wall_s * s.concurrency.max(1) as f64);
             Row {
                 cells: [
@@ -63,34 +49,20 @@ fn secs(d: Duration) -> String {
 pub fn render_text(stages: &[StepStatsSnapshot], wall: Duration) -> String {
     let rows = rows(stages, wall);
     let widths: Vec<usize> = (0..HEADER.len())
-        .map(|c| {
-            rows.iter()
-                .map(|r| r.cells[c].len())
-                .chain([HEADER[c].len()])
-                .max()
-                .unwrap_or(0)
-        })
+        .map(|c| rows.iter().map(|r| r.cells[c].len()).chain([HEADER[c].len()]).max().unwrap_or(0))
         .collect();
     let line = |cells: &[&str]| -> String {
         cells
             .iter()
             .enumerate()
-            .map(|(c, v)| {
-                if c == 0 {
-                    format!("{v:<w$}", w = widths[c])
-                } else {
-                    format!("{v:>w$}", w = widths[c])
-                }
-            })
+            .map(|(c, v)| if c == 0 { format!("{v:<w$}", w = widths[c]) } else { format!("{v:>w$}", w = widths[c]) })
             .collect::<Vec<_>>()
             .join("  ")
     };
     let mut out = line(&HEADER);
     for r in &rows {
         out.push('\n');
-        out.push_str(&line(
-            &r.cells.iter().map(String::as_str).collect::<Vec<_>>(),
-        ));
+        out.push_str(&line(&r.cells.iter().map(String::as_str).collect::<Vec<_>>()));
     }
     out
 }
@@ -112,11 +84,7 @@ pub fn render_markdown(header: &ReportHeader<'_>, stages: &[StepStatsSnapshot]) 
     let mut md = String::new();
     let _ = writeln!(md, "# Weir run profile: {}\n", header.job);
     let _ = writeln!(md, "- wall time: {:.2}s", header.wall.as_secs_f64());
-    let _ = writeln!(
-        md,
-        "- rows: {} in, {} out, {} failed",
-        header.rows_in, header.rows_out, header.rows_failed
-    );
+    let _ = writeln!(md, "- rows: {} in, {} out, {} failed", header.rows_in, header.rows_out, header.rows_failed);
     let _ = writeln!(
         md,
         "- memory budget: {} limit, {} peak reserved",
@@ -125,11 +93,7 @@ pub fn render_markdown(header: &ReportHeader<'_>, stages: &[StepStatsSnapshot]) 
     );
     let _ = writeln!(md, "- output: `{}`\n", header.output);
     let _ = writeln!(md, "| {} |", HEADER.join(" | "));
-    let _ = writeln!(
-        md,
-        "|{}",
-        ":--|".to_string() + &"--:|".repeat(HEADER.len() - 1)
-    );
+    let _ = writeln!(md, "|{}", ":--|".to_string() + &"--:|".repeat(HEADER.len() - 1));
     for r in rows(stages, header.wall) {
         let _ = writeln!(md, "| {} |", r.cells.join(" | "));
     }
@@ -158,19 +122,9 @@ mod tests {
 
     #[test]
     fn the_table_numbers_steps_and_computes_utilisation() {
-        let stages = [
-            stage("source", 10, 0),
-            stage("image.decode", 10, 1000),
-            stage("sink", 10, 0),
-        ];
+        let stages = [stage("source", 10, 0), stage("image.decode", 10, 1000), stage("sink", 10, 0)];
         let text = render_text(&stages, Duration::from_secs(1));
-        assert!(
-            text.lines()
-                .nth(2)
-                .expect("decode line")
-                .starts_with("1. image.decode"),
-            "{text}"
-        );
+        assert!(text.lines().nth(2).expect("decode line").starts_with("1. image.decode"), "{text}");
         assert!(text.contains("50%"), "{text}");
         let header = ReportHeader {
             job: "j",
@@ -183,9 +137,6 @@ mod tests {
             output: "out/",
         };
         let md = render_markdown(&header, &stages);
-        assert!(
-            md.contains("| 1. image.decode | 10 | 10 | 0 | 1.00s |"),
-            "{md}"
-        );
+        assert!(md.contains("| 1. image.decode | 10 | 10 | 0 | 1.00s |"), "{md}");
     }
 }

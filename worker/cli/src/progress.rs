@@ -18,32 +18,20 @@ impl ProgressDisplay {
     /// Starts drawing to stderr (nothing is drawn when stderr is not a terminal).
     pub fn start(stats: Arc<PipelineStats>) -> Self {
         let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(8));
-        let overall_style = ProgressStyle::with_template(
-            "{prefix:>18} [{bar:32.cyan/blue}] {pos}/{len} units  {msg}  eta {eta}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar());
-        let overall = multi.add(
-            ProgressBar::new(0)
-                .with_style(overall_style)
-                .with_prefix("job"),
-        );
-        let step_style = ProgressStyle::with_template("{prefix:>18} {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar());
+        let overall_style =
+            ProgressStyle::with_template("{prefix:>18} [{bar:32.cyan/blue}] {pos}/{len} units  {msg}  eta {eta}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar());
+        let overall = multi.add(ProgressBar::new(0).with_style(overall_style).with_prefix("job"));
+        let step_style =
+            ProgressStyle::with_template("{prefix:>18} {msg}").unwrap_or_else(|_| ProgressStyle::default_bar());
         let bars: Vec<ProgressBar> = stats
             .stages
             .iter()
             .enumerate()
             .map(|(i, s)| {
-                let label = if i == 0 || i + 1 == stats.stages.len() {
-                    s.name.clone()
-                } else {
-                    format!("{i}. {}", s.name)
-                };
-                multi.add(
-                    ProgressBar::new(0)
-                        .with_style(step_style.clone())
-                        .with_prefix(label),
-                )
+                let label =
+                    if i == 0 || i + 1 == stats.stages.len() { s.name.clone() } else { format!("{i}. {}", s.name) };
+                multi.add(ProgressBar::new(0).with_style(step_style.clone()).with_prefix(label))
             })
             .collect();
         let ticker = {
@@ -56,12 +44,7 @@ impl ProgressDisplay {
                 }
             })
         };
-        Self {
-            ticker,
-            bars,
-            overall,
-            stats,
-        }
+        Self { ticker, bars, overall, stats }
     }
 
     /// Draws the final state and stops.
@@ -90,11 +73,7 @@ fn redraw(stats: &PipelineStats, bars: &[ProgressBar], overall: &ProgressBar, el
     overall.set_message(format!("{source_rows}/{} rows read", stats.rows_total()));
     for (bar, s) in bars.iter().zip(&snapshot) {
         let util = s.busy.as_secs_f64() / (secs * s.concurrency.max(1) as f64) * 100.0;
-        let failed = if s.rows_failed > 0 {
-            format!("  {} failed", s.rows_failed)
-        } else {
-            String::new()
-        };
+        let failed = if s.rows_failed > 0 { format!("  {} failed", s.rows_failed) } else { String::new() };
         bar.set_message(format!(
             "{:>9} rows {:>9.1}/s  busy {:>3.0}%  waiting in {:>6.1}s out {:>6.1}s{failed}",
             s.rows_out,

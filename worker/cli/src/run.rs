@@ -7,8 +7,7 @@ use object_store::{ObjectStoreExt, PutOptions, PutPayload};
 use tokio_util::sync::CancellationToken;
 use weir_core::budget::detect_memory_limit;
 use weir_core::{
-    ComputePool, ErrorHandling, ExecError, MemoryBudget, Pipeline, PipelineOptions, RunSummary,
-    StepStatsSnapshot,
+    ComputePool, ErrorHandling, ExecError, MemoryBudget, Pipeline, PipelineOptions, RunSummary, StepStatsSnapshot,
 };
 use weir_crds::{MultimodalJob, RowErrorAction};
 use weir_io::sink::{ERRORS_DIR, ParquetSink};
@@ -65,10 +64,7 @@ pub enum RunError {
     #[error("{0}")]
     Exec(#[from] ExecError),
     #[error("writing `{uri}`: {source}")]
-    Write {
-        uri: String,
-        source: object_store::Error,
-    },
+    Write { uri: String, source: object_store::Error },
     #[error("starting compute threads: {0}")]
     Threads(String),
 }
@@ -87,22 +83,13 @@ pub async fn run_job(job: &MultimodalJob, options: RunOptions) -> Result<RunRepo
     let stores = stores_for(spec);
     let output_uri = spec.sink.parquet.uri.clone();
     let limit = options.memory_limit.unwrap_or_else(|| {
-        detect_memory_limit().map_or(DEFAULT_BUDGET_CAP, |m| {
-            (m / DEFAULT_BUDGET_FRACTION).min(DEFAULT_BUDGET_CAP)
-        })
+        detect_memory_limit().map_or(DEFAULT_BUDGET_CAP, |m| (m / DEFAULT_BUDGET_FRACTION).min(DEFAULT_BUDGET_CAP))
     });
-    let profile_uri = options
-        .profile_uri
-        .clone()
-        .unwrap_or_else(|| format!("{}profile.md", with_slash(&spec.checkpoint_uri())));
+    let profile_uri =
+        options.profile_uri.clone().unwrap_or_else(|| format!("{}profile.md", with_slash(&spec.checkpoint_uri())));
     let marker = format!("{}{SUCCESS_MARKER}", with_slash(&output_uri));
     let marker_location = stores.resolve(&marker)?;
-    if marker_location
-        .store
-        .head(&marker_location.path)
-        .await
-        .is_ok()
-    {
+    if marker_location.store.head(&marker_location.path).await.is_ok() {
         return Ok(RunReport {
             summary: RunSummary::default(),
             stages: Vec::new(),
@@ -116,35 +103,26 @@ pub async fn run_job(job: &MultimodalJob, options: RunOptions) -> Result<RunRepo
 
     let steps = build_steps(spec, &stores)?;
     let plan = source::plan(&spec.source, stores.clone()).await?;
-    let sink =
-        ParquetSink::new(&spec.sink.parquet, &stores)?.with_row_group_bytes((limit / 8) as usize);
+    let sink = ParquetSink::new(&spec.sink.parquet, &stores)?.with_row_group_bytes((limit / 8) as usize);
     let budget = MemoryBudget::new(limit);
-    let compute =
-        ComputePool::new(options.threads).map_err(|e| RunError::Threads(e.to_string()))?;
+    let compute = ComputePool::new(options.threads).map_err(|e| RunError::Threads(e.to_string()))?;
     let policy = spec.error_policy();
     let errors = ErrorHandling {
         skip_rows: policy.on_row_error == RowErrorAction::Skip,
         max_error_ratio: policy.max_error_ratio,
     };
-    let pipeline_options = PipelineOptions {
-        errors,
-        cancel: options.cancel.clone(),
-        ..Default::default()
-    };
+    let pipeline_options = PipelineOptions { errors, cancel: options.cancel.clone(), ..Default::default() };
     let pipeline = Pipeline::new(plan.reader, steps, budget, compute, pipeline_options);
     let stats = pipeline.stats();
     let started = Instant::now();
-    let display = options
-        .progress
-        .then(|| ProgressDisplay::start(stats.clone()));
+    let display = options.progress.then(|| ProgressDisplay::start(stats.clone()));
     let result = pipeline.run(plan.units, sink).await;
     if let Some(display) = display {
         display.finish(started.elapsed());
     }
     let summary = result?;
     let stages = stats.snapshot();
-    let errors_uri =
-        (summary.rows_failed > 0).then(|| format!("{}{ERRORS_DIR}/", with_slash(&output_uri)));
+    let errors_uri = (summary.rows_failed > 0).then(|| format!("{}{ERRORS_DIR}/", with_slash(&output_uri)));
     let header = ReportHeader {
         job: &name,
         wall: summary.elapsed,
@@ -157,48 +135,25 @@ pub async fn run_job(job: &MultimodalJob, options: RunOptions) -> Result<RunRepo
     };
     put(&stores, &profile_uri, render_markdown(&header, &stages)).await?;
     put(&stores, &marker, success_json(&summary)).await?;
-    Ok(RunReport {
-        summary,
-        stages,
-        output_uri,
-        errors_uri,
-        profile_uri,
-        memory_limit: limit,
-        already_complete: false,
-    })
+    Ok(RunReport { summary, stages, output_uri, errors_uri, profile_uri, memory_limit: limit, already_complete: false })
 }
 
 fn with_slash(uri: &str) -> String {
-    if uri.ends_with('/') {
-        uri.to_string()
-    } else {
-        format!("{uri}/")
-    }
+    if uri.ends_with('/') { uri.to_string() } else { format!("{uri}/") }
 }
 
 async fn put(stores: &StoreRegistry, uri: &str, body: String) -> Result<(), RunError> {
     let location = stores.resolve(uri)?;
     location
         .store
-        .put_opts(
-            &location.path,
-            PutPayload::from(body),
-            PutOptions::default(),
-        )
+        .put_opts(&location.path, PutPayload::from(body), PutOptions::default())
         .await
-        .map_err(|source| RunError::Write {
-            uri: uri.to_string(),
-            source,
-        })?;
+        .map_err(|source| RunError::Write { uri: uri.to_string(), source })?;
     Ok(())
 }
 
 fn success_json(summary: &RunSummary) -> String {
-    let files: Vec<String> = summary
-        .units
-        .iter()
-        .flat_map(|u| u.files.iter().map(|f| format!("\"{f}\"")))
-        .collect();
+    let files: Vec<String> = summary.units.iter().flat_map(|u| u.files.iter().map(|f| format!("\"{f}\""))).collect();
     format!(
         "{{\"rowsIn\":{},\"rowsOut\":{},\"rowsFailed\":{},\"units\":{},\"files\":[{}]}}\n",
         summary.rows_in,

@@ -7,13 +7,9 @@
 /// A message naming what could not be read.
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let t = text.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
     let (number, unit) = t.split_at(split);
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("`{text}` is not a size (e.g. 512MiB, 2G, 1048576)"))?;
+    let value: f64 = number.parse().map_err(|_| format!("`{text}` is not a size (e.g. 512MiB, 2G, 1048576)"))?;
     let scale: f64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1.0,
         "k" | "kb" => 1e3,
@@ -25,9 +21,7 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         "gi" | "gib" => 1024.0 * 1024.0 * 1024.0,
         "ti" | "tib" => 1024.0f64.powi(4),
         other => {
-            return Err(format!(
-                "`{text}`: unknown unit `{other}` (use K, M, G, T or Ki, Mi, Gi, Ti)"
-            ));
+            return Err(format!("`{text}`: unknown unit `{other}` (use K, M, G, T or Ki, Mi, Gi, Ti)"));
         }
     };
     Ok((value * scale) as u64)
@@ -42,11 +36,7 @@ pub fn format_size(bytes: u64) -> String {
         value /= 1024.0;
         unit += 1;
     }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
+    if unit == 0 { format!("{bytes} B") } else { format!("{value:.1} {}", UNITS[unit]) }
 }
 
 #[cfg(test)]
@@ -60,11 +50,7 @@ mod tests {
         assert_eq!(parse_size("1048576"), Ok(1 << 20));
         assert_eq!(parse_size("1.5 KiB"), Ok(1536));
         assert!(parse_size("lots").is_err());
-        assert!(
-            parse_size("5 parsecs")
-                .expect_err("unit")
-                .contains("unknown unit `parsecs`")
-        );
+        assert!(parse_size("5 parsecs").expect_err("unit").contains("unknown unit `parsecs`"));
         assert_eq!(format_size(3 << 20), "3.0 MiB");
     }
 }

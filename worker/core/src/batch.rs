@@ -12,11 +12,7 @@ use crate::{INTERNAL_PREFIX, ROW_REF_COLUMN};
 ///
 /// # Errors
 /// When `values` does not have one entry per row.
-pub fn with_column(
-    input: &RecordBatch,
-    name: &str,
-    values: ArrayRef,
-) -> Result<RecordBatch, StepError> {
+pub fn with_column(input: &RecordBatch, name: &str, values: ArrayRef) -> Result<RecordBatch, StepError> {
     let schema = input.schema();
     let field = Arc::new(Field::new(name, values.data_type().clone(), true));
     let mut fields: Vec<Arc<Field>> = schema.fields().iter().cloned().collect();
@@ -31,10 +27,7 @@ pub fn with_column(
             columns.push(values);
         }
     }
-    Ok(RecordBatch::try_new(
-        Arc::new(Schema::new(fields)),
-        columns,
-    )?)
+    Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?)
 }
 
 /// Returns `input` without the rows at `rows` (sorted or not).
@@ -51,10 +44,7 @@ pub fn drop_rows(input: &RecordBatch, rows: &[usize]) -> Result<RecordBatch, Ste
             *k = false;
         }
     }
-    Ok(arrow_select::filter::filter_record_batch(
-        input,
-        &BooleanArray::from(keep),
-    )?)
+    Ok(arrow_select::filter::filter_record_batch(input, &BooleanArray::from(keep))?)
 }
 
 /// The column called `name`.
@@ -78,27 +68,16 @@ pub fn column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a ArrayRef, St
 ///
 /// # Errors
 /// [`StepError::Column`] when missing or of another type; `expected` names the wanted type.
-pub fn typed_column<'a, T: 'static>(
-    batch: &'a RecordBatch,
-    name: &str,
-    expected: &str,
-) -> Result<&'a T, StepError> {
+pub fn typed_column<'a, T: 'static>(batch: &'a RecordBatch, name: &str, expected: &str) -> Result<&'a T, StepError> {
     let col = column(batch, name)?;
-    col.as_any().downcast_ref::<T>().ok_or_else(|| {
-        StepError::column(
-            name,
-            format!("expected {expected}, found {}", col.data_type()),
-        )
-    })
+    col.as_any()
+        .downcast_ref::<T>()
+        .ok_or_else(|| StepError::column(name, format!("expected {expected}, found {}", col.data_type())))
 }
 
 /// Bytes the morsel's visible rows occupy (slices count only their share).
 pub fn batch_bytes(batch: &RecordBatch) -> u64 {
-    batch
-        .columns()
-        .iter()
-        .map(|c| c.to_data().get_slice_memory_size().unwrap_or(0) as u64)
-        .sum()
+    batch.columns().iter().map(|c| c.to_data().get_slice_memory_size().unwrap_or(0) as u64).sum()
 }
 
 /// The row reference of row `row`, or a positional description when the source added none.
@@ -111,10 +90,7 @@ pub fn row_ref(refs: Option<&StringArray>, row: usize) -> String {
 
 /// The row-reference column of `batch`, if present.
 pub fn row_refs(batch: &RecordBatch) -> Option<StringArray> {
-    batch
-        .column_by_name(ROW_REF_COLUMN)
-        .and_then(|c| c.as_any().downcast_ref::<StringArray>())
-        .cloned()
+    batch.column_by_name(ROW_REF_COLUMN).and_then(|c| c.as_any().downcast_ref::<StringArray>()).cloned()
 }
 
 #[cfg(test)]
@@ -129,27 +105,18 @@ mod tests {
 
     #[test]
     fn with_column_appends_then_replaces() {
-        let b =
-            with_column(&batch(), "b", Arc::new(Int32Array::from(vec![4, 5, 6]))).expect("append");
+        let b = with_column(&batch(), "b", Arc::new(Int32Array::from(vec![4, 5, 6]))).expect("append");
         assert_eq!(b.num_columns(), 2);
         let c = with_column(&b, "a", Arc::new(Int32Array::from(vec![7, 8, 9]))).expect("replace");
         assert_eq!(c.num_columns(), 2);
-        let a = c
-            .column(0)
-            .as_any()
-            .downcast_ref::<Int32Array>()
-            .expect("i32");
+        let a = c.column(0).as_any().downcast_ref::<Int32Array>().expect("i32");
         assert_eq!(a.values(), &[7, 8, 9]);
     }
 
     #[test]
     fn drop_rows_removes_exactly_the_failed_rows() {
         let out = drop_rows(&batch(), &[1]).expect("drop");
-        let a = out
-            .column(0)
-            .as_any()
-            .downcast_ref::<Int32Array>()
-            .expect("i32");
+        let a = out.column(0).as_any().downcast_ref::<Int32Array>().expect("i32");
         assert_eq!(a.values(), &[1, 3]);
     }
 

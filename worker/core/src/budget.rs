@@ -32,13 +32,7 @@ impl MemoryBudget {
     /// A budget of `limit` bytes.
     pub fn new(limit: u64) -> Self {
         let state = Mutex::new(State { used: 0, peak: 0 });
-        Self {
-            inner: Arc::new(Inner {
-                limit: limit.max(1),
-                state,
-                released: Notify::new(),
-            }),
-        }
+        Self { inner: Arc::new(Inner { limit: limit.max(1), state, released: Notify::new() }) }
     }
 
     pub fn limit(&self) -> u64 {
@@ -81,10 +75,7 @@ impl MemoryBudget {
         if state.used + bytes <= self.inner.limit || state.used == 0 {
             state.used += bytes;
             state.peak = state.peak.max(state.used);
-            return Some(Reservation {
-                budget: self.clone(),
-                bytes,
-            });
+            return Some(Reservation { budget: self.clone(), bytes });
         }
         None
     }
@@ -92,10 +83,7 @@ impl MemoryBudget {
     /// Reserves `bytes` without waiting, even past the limit (for memory that already exists).
     pub fn force(&self, bytes: u64) -> Reservation {
         self.grow(bytes);
-        Reservation {
-            budget: self.clone(),
-            bytes,
-        }
+        Reservation { budget: self.clone(), bytes }
     }
 
     fn grow(&self, bytes: u64) {
@@ -141,10 +129,7 @@ impl Reservation {
     pub fn split(&mut self, bytes: u64) -> Reservation {
         let moved = bytes.min(self.bytes);
         self.bytes -= moved;
-        Reservation {
-            budget: self.budget.clone(),
-            bytes: moved,
-        }
+        Reservation { budget: self.budget.clone(), bytes: moved }
     }
 }
 
@@ -156,20 +141,11 @@ impl Drop for Reservation {
 
 /// The memory this process may use: the cgroup limit (v2, then v1) or, failing that, physical RAM.
 pub fn detect_memory_limit() -> Option<u64> {
-    let read = |p: &str| {
-        std::fs::read_to_string(p)
-            .ok()
-            .and_then(|s| s.trim().parse::<u64>().ok())
-    };
-    let cgroup = read("/sys/fs/cgroup/memory.max")
-        .or_else(|| read("/sys/fs/cgroup/memory/memory.limit_in_bytes"));
+    let read = |p: &str| std::fs::read_to_string(p).ok().and_then(|s| s.trim().parse::<u64>().ok());
+    let cgroup = read("/sys/fs/cgroup/memory.max").or_else(|| read("/sys/fs/cgroup/memory/memory.limit_in_bytes"));
     let physical = std::fs::read_to_string("/proc/meminfo").ok().and_then(|s| {
         let line = s.lines().find(|l| l.starts_with("MemTotal:"))?;
-        line.split_whitespace()
-            .nth(1)?
-            .parse::<u64>()
-            .ok()
-            .map(|kb| kb * 1024)
+        line.split_whitespace().nth(1)?.parse::<u64>().ok().map(|kb| kb * 1024)
     });
     match (cgroup, physical) {
         (Some(c), Some(p)) => Some(c.min(p)),

@@ -12,9 +12,7 @@ pub struct ComputePool {
 
 impl std::fmt::Debug for ComputePool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ComputePool")
-            .field("threads", &self.pool.current_num_threads())
-            .finish()
+        f.debug_struct("ComputePool").field("threads", &self.pool.current_num_threads()).finish()
     }
 }
 
@@ -24,18 +22,12 @@ impl ComputePool {
     /// # Errors
     /// When the OS refuses to start threads.
     pub fn new(threads: usize) -> Result<Self, rayon::ThreadPoolBuildError> {
-        let threads = if threads == 0 {
-            available_cores()
-        } else {
-            threads
-        };
+        let threads = if threads == 0 { available_cores() } else { threads };
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .thread_name(|i| format!("weir-compute-{i}"))
             .build()?;
-        Ok(Self {
-            pool: Arc::new(pool),
-        })
+        Ok(Self { pool: Arc::new(pool) })
     }
 
     pub fn threads(&self) -> usize {
@@ -62,7 +54,5 @@ impl ComputePool {
 
 /// Cores this process may use.
 pub fn available_cores() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
 }

@@ -19,10 +19,7 @@ pub enum StepError {
 
 impl StepError {
     pub fn column(column: &str, message: impl Into<String>) -> Self {
-        StepError::Column {
-            column: column.to_string(),
-            message: message.into(),
-        }
+        StepError::Column { column: column.to_string(), message: message.into() }
     }
 }
 
@@ -30,29 +27,12 @@ impl StepError {
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {
     #[error("step #{index} `{step}` failed on unit {unit}: {source}")]
-    Step {
-        index: usize,
-        step: String,
-        unit: u64,
-        source: StepError,
-    },
+    Step { index: usize, step: String, unit: u64, source: StepError },
     /// `errorPolicy.onRowError: fail` and a row failed.
     #[error("row {row_ref} failed in step #{index} `{step}`: {message}")]
-    RowFailed {
-        row_ref: String,
-        index: usize,
-        step: String,
-        message: String,
-    },
-    #[error(
-        "{failed} of {rows} input rows failed (ratio {ratio:.4}), more than errorPolicy.maxErrorRatio {max_ratio}"
-    )]
-    TooManyErrors {
-        failed: u64,
-        rows: u64,
-        ratio: f64,
-        max_ratio: f64,
-    },
+    RowFailed { row_ref: String, index: usize, step: String, message: String },
+    #[error("{failed} of {rows} input rows failed (ratio {ratio:.4}), more than errorPolicy.maxErrorRatio {max_ratio}")]
+    TooManyErrors { failed: u64, rows: u64, ratio: f64, max_ratio: f64 },
     #[error("reading unit {unit}: {message}")]
     Source { unit: u64, message: String },
     #[error("writing unit {unit}: {message}")]

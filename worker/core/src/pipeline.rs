@@ -35,10 +35,7 @@ pub struct ErrorHandling {
 
 impl Default for ErrorHandling {
     fn default() -> Self {
-        Self {
-            skip_rows: false,
-            max_error_ratio: 1.0,
-        }
+        Self { skip_rows: false, max_error_ratio: 1.0 }
     }
 }
 
@@ -126,11 +123,7 @@ impl MorselPlanner {
         let sample = bytes as f64 / source_rows as f64;
         if let Some(slot) = self.bytes_per_row.get(stage) {
             let old = f64::from_bits(slot.load(Relaxed));
-            let new = if old == 0.0 {
-                sample
-            } else {
-                old * 0.8 + sample * 0.2
-            };
+            let new = if old == 0.0 { sample } else { old * 0.8 + sample * 0.2 };
             slot.store(new.to_bits(), Relaxed);
         }
     }
@@ -167,21 +160,11 @@ impl Pipeline {
         let threads = compute.threads();
         let mut stages = vec![Arc::new(StepStats::new("source", 1))];
         for step in &steps {
-            stages.push(Arc::new(StepStats::new(
-                step.name(),
-                step.concurrency().unwrap_or(threads),
-            )));
+            stages.push(Arc::new(StepStats::new(step.name(), step.concurrency().unwrap_or(threads))));
         }
         stages.push(Arc::new(StepStats::new("sink", 1)));
         let stats = Arc::new(PipelineStats::new(stages));
-        Self {
-            reader,
-            steps,
-            budget,
-            compute,
-            options,
-            stats,
-        }
+        Self { reader, steps, budget, compute, options, stats }
     }
 
     /// Live counters of this pipeline (shared with the running stages).
@@ -202,25 +185,12 @@ impl Pipeline {
     /// # Cancellation
     /// Cancelling `options.cancel` or dropping the future stops all stages; units not finished
     /// leave only attempt-named files behind (see [`UnitSink`]).
-    pub async fn run<S: UnitSink>(
-        self,
-        units: Vec<WorkUnit>,
-        sink: S,
-    ) -> Result<RunSummary, ExecError> {
+    pub async fn run<S: UnitSink>(self, units: Vec<WorkUnit>, sink: S) -> Result<RunSummary, ExecError> {
         let started = Instant::now();
         let rows_planned: u64 = units.iter().map(WorkUnit::rows).sum();
-        self.stats
-            .set_totals(units.len() as u64, Some(rows_planned));
-        let target = self
-            .options
-            .target_morsel_bytes
-            .unwrap_or(self.budget.limit() / 16)
-            .clamp(256 << 10, 64 << 20);
-        let planner = Arc::new(MorselPlanner::new(
-            self.steps.len() + 1,
-            target,
-            self.options.max_morsel_rows,
-        ));
+        self.stats.set_totals(units.len() as u64, Some(rows_planned));
+        let target = self.options.target_morsel_bytes.unwrap_or(self.budget.limit() / 16).clamp(256 << 10, 64 << 20);
+        let planner = Arc::new(MorselPlanner::new(self.steps.len() + 1, target, self.options.max_morsel_rows));
         let cancel = self.options.cancel.clone();
         let mut tasks: JoinSet<Result<Option<Vec<UnitSummary>>, ExecError>> = JoinSet::new();
 
@@ -237,9 +207,7 @@ impl Pipeline {
             let stage = StepStage {
                 index,
                 step: step.clone(),
-                ctx: StepContext {
-                    compute: self.compute.clone(),
-                },
+                ctx: StepContext { compute: self.compute.clone() },
                 stats: self.stats.stages[index + 1].clone(),
                 planner: planner.clone(),
                 errors: self.options.errors,
@@ -270,8 +238,7 @@ impl Pipeline {
                 Some(Err(join)) => return Err(ExecError::Internal(format!("stage task: {join}"))),
             }
         }
-        let units = units_done
-            .ok_or_else(|| ExecError::Internal("sink stage ended without a result".into()))?;
+        let units = units_done.ok_or_else(|| ExecError::Internal("sink stage ended without a result".into()))?;
         let snapshot = self.stats.snapshot();
         let rows_in = snapshot.first().map_or(0, |s| s.rows_out);
         let rows_failed = self.stats.rows_failed();
@@ -293,12 +260,7 @@ fn check_error_ratio(policy: ErrorHandling, failed: u64, rows: u64) -> Result<()
     }
     let ratio = failed as f64 / rows as f64;
     if ratio > policy.max_error_ratio {
-        return Err(ExecError::TooManyErrors {
-            failed,
-            rows,
-            ratio,
-            max_ratio: policy.max_error_ratio,
-        });
+        return Err(ExecError::TooManyErrors { failed, rows, ratio, max_ratio: policy.max_error_ratio });
     }
     Ok(())
 }
@@ -321,10 +283,7 @@ impl SourceStage {
                     break;
                 };
                 self.stats.add_busy(start.elapsed());
-                let batch = next.map_err(|e| ExecError::Source {
-                    unit: unit.id,
-                    message: e.to_string(),
-                })?;
+                let batch = next.map_err(|e| ExecError::Source { unit: unit.id, message: e.to_string() })?;
                 if !self.send_morsels(&unit, batch, &tx).await {
                     return Ok(());
                 }
@@ -337,12 +296,7 @@ impl SourceStage {
     }
 
     /// Slices `batch` into morsels sized by the planner; `false` when downstream is gone.
-    async fn send_morsels(
-        &self,
-        unit: &Arc<WorkUnit>,
-        batch: RecordBatch,
-        tx: &StageSender<Message>,
-    ) -> bool {
+    async fn send_morsels(&self, unit: &Arc<WorkUnit>, batch: RecordBatch, tx: &StageSender<Message>) -> bool {
         let mut offset = 0;
         while offset < batch.num_rows() {
             let rows = self.planner.morsel_rows().min(batch.num_rows() - offset);
@@ -351,19 +305,11 @@ impl SourceStage {
             let bytes = batch_bytes(&slice);
             self.stats.record_in(rows, bytes);
             let waited = Instant::now();
-            let reservation = self
-                .budget
-                .acquire(self.planner.remaining_peak(0, rows).max(bytes))
-                .await;
+            let reservation = self.budget.acquire(self.planner.remaining_peak(0, rows).max(bytes)).await;
             self.planner.observe(0, bytes, rows);
             self.stats.record_out(rows, bytes);
-            let morsel = Morsel {
-                unit: unit.clone(),
-                batch: slice,
-                source_rows: rows,
-                reservation,
-                errors: Vec::new(),
-            };
+            let morsel =
+                Morsel { unit: unit.clone(), batch: slice, source_rows: rows, reservation, errors: Vec::new() };
             let sent = tx.send(Message::Morsel(morsel)).await;
             self.stats.add_blocked_out(waited.elapsed());
             if !sent {
@@ -386,26 +332,13 @@ struct StepStage {
 type InFlight = futures::future::BoxFuture<'static, Processed>;
 
 enum Processed {
-    Morsel {
-        morsel: Morsel,
-        input: RecordBatch,
-        output: Result<StepOutput, StepError>,
-        elapsed: Duration,
-    },
+    Morsel { morsel: Morsel, input: RecordBatch, output: Result<StepOutput, StepError>, elapsed: Duration },
     UnitEnd(Arc<WorkUnit>),
 }
 
 impl StepStage {
-    async fn run(
-        self,
-        mut rx: StageReceiver<Message>,
-        tx: StageSender<Message>,
-    ) -> Result<(), ExecError> {
-        let concurrency = self
-            .step
-            .concurrency()
-            .unwrap_or(self.ctx.compute.threads())
-            .max(1);
+    async fn run(self, mut rx: StageReceiver<Message>, tx: StageSender<Message>) -> Result<(), ExecError> {
+        let concurrency = self.step.concurrency().unwrap_or(self.ctx.compute.threads()).max(1);
         let mut in_flight: FuturesOrdered<InFlight> = FuturesOrdered::new();
         let mut input_done = false;
         loop {
@@ -441,22 +374,13 @@ impl StepStage {
         match message {
             Message::UnitEnd(unit) => Box::pin(async move { Processed::UnitEnd(unit) }),
             Message::Morsel(morsel) => {
-                self.stats
-                    .record_in(morsel.batch.num_rows(), batch_bytes(&morsel.batch));
+                self.stats.record_in(morsel.batch.num_rows(), batch_bytes(&morsel.batch));
                 let input = morsel.batch.clone();
-                let work = self
-                    .step
-                    .clone()
-                    .process(morsel.batch.clone(), self.ctx.clone());
+                let work = self.step.clone().process(morsel.batch.clone(), self.ctx.clone());
                 Box::pin(async move {
                     let start = Instant::now();
                     let output = work.await;
-                    Processed::Morsel {
-                        morsel,
-                        input,
-                        output,
-                        elapsed: start.elapsed(),
-                    }
+                    Processed::Morsel { morsel, input, output, elapsed: start.elapsed() }
                 })
             }
         }
@@ -466,12 +390,7 @@ impl StepStage {
     fn finish(&self, done: Processed) -> Result<Option<Message>, ExecError> {
         let (mut morsel, input, output, elapsed) = match done {
             Processed::UnitEnd(unit) => return Ok(Some(Message::UnitEnd(unit))),
-            Processed::Morsel {
-                morsel,
-                input,
-                output,
-                elapsed,
-            } => (morsel, input, output, elapsed),
+            Processed::Morsel { morsel, input, output, elapsed } => (morsel, input, output, elapsed),
         };
         let output = output.map_err(|source| ExecError::Step {
             index: self.index,
@@ -492,24 +411,18 @@ impl StepStage {
                 });
             }
             self.stats.record_failed(output.failures.len());
-            morsel
-                .errors
-                .extend(output.failures.iter().map(|f| ErrorRecord {
-                    unit: morsel.unit.id,
-                    row_ref: row_ref(refs.as_ref(), f.row),
-                    step_index: self.index,
-                    step: self.step.name().to_string(),
-                    message: f.message.clone(),
-                }));
+            morsel.errors.extend(output.failures.iter().map(|f| ErrorRecord {
+                unit: morsel.unit.id,
+                row_ref: row_ref(refs.as_ref(), f.row),
+                step_index: self.index,
+                step: self.step.name().to_string(),
+                message: f.message.clone(),
+            }));
         }
         let bytes = batch_bytes(&output.batch);
         self.stats.record_out(output.batch.num_rows(), bytes);
-        self.planner
-            .observe(self.index + 1, bytes, morsel.source_rows);
-        let still_needed = self
-            .planner
-            .remaining_peak(self.index + 2, morsel.source_rows)
-            .max(bytes);
+        self.planner.observe(self.index + 1, bytes, morsel.source_rows);
+        let still_needed = self.planner.remaining_peak(self.index + 2, morsel.source_rows).max(bytes);
         morsel.reservation.resize(still_needed);
         morsel.batch = output.batch;
         Ok(Some(Message::Morsel(morsel)))
@@ -526,12 +439,7 @@ struct SinkStage<S> {
 
 impl<S: UnitSink> SinkStage<S> {
     async fn run(mut self, mut rx: StageReceiver<Message>) -> Result<Vec<UnitSummary>, ExecError> {
-        let stats = self
-            .stats
-            .stages
-            .last()
-            .cloned()
-            .ok_or_else(|| ExecError::Internal("no sink stats".into()))?;
+        let stats = self.stats.stages.last().cloned().ok_or_else(|| ExecError::Internal("no sink stats".into()))?;
         let mut buffered = self.budget.force(0);
         let mut summaries = Vec::new();
         loop {
@@ -544,38 +452,26 @@ impl<S: UnitSink> SinkStage<S> {
             match message {
                 Message::Morsel(morsel) => {
                     let unit = morsel.unit.clone();
-                    let sink_err = |e: crate::unit::BoxError| ExecError::Sink {
-                        unit: unit.id,
-                        message: e.to_string(),
-                    };
+                    let sink_err = |e: crate::unit::BoxError| ExecError::Sink { unit: unit.id, message: e.to_string() };
                     let rows = morsel.batch.num_rows();
                     let bytes = batch_bytes(&morsel.batch);
                     stats.record_in(rows, bytes);
                     if !morsel.errors.is_empty() {
-                        self.sink
-                            .write_errors(&unit, morsel.errors)
-                            .await
-                            .map_err(sink_err)?;
+                        self.sink.write_errors(&unit, morsel.errors).await.map_err(sink_err)?;
                         self.check_early_error_ratio()?;
                     }
                     if rows > 0 {
-                        self.sink
-                            .write(&unit, morsel.batch)
-                            .await
-                            .map_err(sink_err)?;
+                        self.sink.write(&unit, morsel.batch).await.map_err(sink_err)?;
                     }
                     stats.record_out(rows, bytes);
                     drop(morsel.reservation);
                 }
                 Message::UnitEnd(unit) => {
-                    let summary =
-                        self.sink
-                            .finish_unit(&unit)
-                            .await
-                            .map_err(|e| ExecError::Sink {
-                                unit: unit.id,
-                                message: e.to_string(),
-                            })?;
+                    let summary = self
+                        .sink
+                        .finish_unit(&unit)
+                        .await
+                        .map_err(|e| ExecError::Sink { unit: unit.id, message: e.to_string() })?;
                     summaries.push(summary);
                     self.stats.unit_done();
                 }

@@ -42,10 +42,7 @@ pub struct StepStatsSnapshot {
 
 impl StepStats {
     pub fn new(name: impl Into<String>, concurrency: usize) -> Self {
-        let stats = Self {
-            name: name.into(),
-            ..Default::default()
-        };
+        let stats = Self { name: name.into(), ..Default::default() };
         stats.concurrency.store(concurrency as u64, Relaxed);
         stats
     }
@@ -106,12 +103,7 @@ pub struct PipelineStats {
 
 impl PipelineStats {
     pub fn new(stages: Vec<Arc<StepStats>>) -> Self {
-        Self {
-            stages,
-            units_total: AtomicU64::new(0),
-            units_done: AtomicU64::new(0),
-            rows_total: AtomicU64::new(0),
-        }
+        Self { stages, units_total: AtomicU64::new(0), units_done: AtomicU64::new(0), rows_total: AtomicU64::new(0) }
     }
 
     pub fn set_totals(&self, units: u64, rows: Option<u64>) {
@@ -124,10 +116,7 @@ impl PipelineStats {
     }
 
     pub fn units(&self) -> (u64, u64) {
-        (
-            self.units_done.load(Relaxed),
-            self.units_total.load(Relaxed),
-        )
+        (self.units_done.load(Relaxed), self.units_total.load(Relaxed))
     }
 
     /// Planned source rows, when the source knows them up front (0 otherwise).

@@ -20,10 +20,7 @@ pub struct RowFailure {
 
 impl RowFailure {
     pub fn new(row: usize, message: impl Into<String>) -> Self {
-        Self {
-            row,
-            message: message.into(),
-        }
+        Self { row, message: message.into() }
     }
 }
 
@@ -41,11 +38,7 @@ pub struct StepOutput {
 impl StepOutput {
     /// Output with no failed rows.
     pub fn ok(batch: RecordBatch) -> Self {
-        Self {
-            batch,
-            failures: Vec::new(),
-            busy: None,
-        }
+        Self { batch, failures: Vec::new(), busy: None }
     }
 
     /// Adds (or replaces) column `name` with `values` (one per input row, failed rows null) and
@@ -62,11 +55,7 @@ impl StepOutput {
         let added = batch::with_column(input, name, values)?;
         let failed: Vec<usize> = failures.iter().map(|f| f.row).collect();
         let batch = batch::drop_rows(&added, &failed)?;
-        Ok(Self {
-            batch,
-            failures,
-            busy: None,
-        })
+        Ok(Self { batch, failures, busy: None })
     }
 }
 
@@ -139,9 +128,6 @@ impl<K: Kernel> Step for ComputeStep<K> {
             out.busy = Some(start.elapsed());
             Ok(out)
         });
-        Box::pin(async move {
-            run.await
-                .unwrap_or_else(|| Err(StepError::Other("step kernel panicked".into())))
-        })
+        Box::pin(async move { run.await.unwrap_or_else(|| Err(StepError::Other("step kernel panicked".into()))) })
     }
 }

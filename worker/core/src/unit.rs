@@ -24,11 +24,7 @@ pub enum UnitInput {
     /// Objects, one row each.
     Files(Vec<FileEntry>),
     /// Row groups of one Parquet file.
-    ParquetRowGroups {
-        uri: String,
-        row_groups: Vec<usize>,
-        rows: u64,
-    },
+    ParquetRowGroups { uri: String, row_groups: Vec<usize>, rows: u64 },
 }
 
 /// An object listed by a files source.
@@ -90,11 +86,7 @@ pub struct UnitSummary {
 /// attempt, which the commit protocol ignores.
 pub trait UnitSink: Send + 'static {
     /// Appends rows of `unit`.
-    fn write(
-        &mut self,
-        unit: &WorkUnit,
-        batch: RecordBatch,
-    ) -> impl Future<Output = Result<(), BoxError>> + Send;
+    fn write(&mut self, unit: &WorkUnit, batch: RecordBatch) -> impl Future<Output = Result<(), BoxError>> + Send;
 
     /// Records failed rows of `unit`.
     fn write_errors(
@@ -104,10 +96,7 @@ pub trait UnitSink: Send + 'static {
     ) -> impl Future<Output = Result<(), BoxError>> + Send;
 
     /// Flushes and closes everything of `unit`.
-    fn finish_unit(
-        &mut self,
-        unit: &WorkUnit,
-    ) -> impl Future<Output = Result<UnitSummary, BoxError>> + Send;
+    fn finish_unit(&mut self, unit: &WorkUnit) -> impl Future<Output = Result<UnitSummary, BoxError>> + Send;
 
     /// Bytes buffered in memory and not yet written out (counted against the memory budget).
     fn buffered_bytes(&self) -> u64;

@@ -38,10 +38,7 @@ pub struct DownloadStep {
 
 /// Builds `download` from its config, sharing `stores` with the rest of the job.
 pub fn build(config: &Download, stores: Arc<StoreRegistry>) -> Arc<dyn Step> {
-    let max_connections = config
-        .max_connections
-        .unwrap_or(DEFAULT_MAX_CONNECTIONS)
-        .max(1) as usize;
+    let max_connections = config.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS).max(1) as usize;
     Arc::new(DownloadStep {
         input: config.input.clone(),
         output: config.output.clone(),
@@ -49,9 +46,7 @@ pub fn build(config: &Download, stores: Arc<StoreRegistry>) -> Arc<dyn Step> {
         connections: Arc::new(Semaphore::new(max_connections)),
         max_connections,
         retries: config.retries.unwrap_or(DEFAULT_RETRIES),
-        timeout: Duration::from_secs(u64::from(
-            config.timeout_seconds.unwrap_or(DEFAULT_TIMEOUT_SECONDS),
-        )),
+        timeout: Duration::from_secs(u64::from(config.timeout_seconds.unwrap_or(DEFAULT_TIMEOUT_SECONDS))),
     })
 }
 
@@ -98,8 +93,7 @@ impl Step for DownloadStep {
                     None => None,
                 })
                 .collect();
-            let array: ArrayRef =
-                Arc::new(BinaryArray::from_iter(values.iter().map(|v| v.as_deref())));
+            let array: ArrayRef = Arc::new(BinaryArray::from_iter(values.iter().map(|v| v.as_deref())));
             debug_assert_eq!(array.len(), input.num_rows());
             StepOutput::with_column(&input, &self.output, array, failures)
         })
@@ -113,16 +107,10 @@ impl DownloadStep {
         let mut attempt = 0;
         loop {
             let result = {
-                let _permit = self
-                    .connections
-                    .acquire()
-                    .await
-                    .map_err(|_| "download step is shutting down".to_string())?;
+                let _permit =
+                    self.connections.acquire().await.map_err(|_| "download step is shutting down".to_string())?;
                 let get = async {
-                    let got = location
-                        .store
-                        .get_opts(&location.path, GetOptions::default())
-                        .await?;
+                    let got = location.store.get_opts(&location.path, GetOptions::default()).await?;
                     got.bytes().await
                 };
                 tokio::time::timeout(self.timeout, get).await
@@ -138,10 +126,7 @@ impl DownloadStep {
             };
             if attempt >= self.retries {
                 let tries = attempt + 1;
-                return Err(format!(
-                    "{error} (gave up after {tries} attempt{})",
-                    if tries == 1 { "" } else { "s" }
-                ));
+                return Err(format!("{error} (gave up after {tries} attempt{})", if tries == 1 { "" } else { "s" }));
             }
             tokio::time::sleep(FIRST_BACKOFF * 2u32.saturating_pow(attempt)).await;
             attempt += 1;

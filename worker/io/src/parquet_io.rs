@@ -34,30 +34,13 @@ fn external(e: object_store::Error) -> ParquetError {
 
 impl AsyncFileReader for ObjectReader {
     fn get_bytes(&mut self, range: Range<u64>) -> BoxFuture<'_, Result<Bytes>> {
-        let options = GetOptions {
-            range: Some(GetRange::Bounded(range)),
-            ..Default::default()
-        };
-        async move {
-            self.store
-                .get_opts(&self.path, options)
-                .await
-                .map_err(external)?
-                .bytes()
-                .await
-                .map_err(external)
-        }
-        .boxed()
+        let options = GetOptions { range: Some(GetRange::Bounded(range)), ..Default::default() };
+        async move { self.store.get_opts(&self.path, options).await.map_err(external)?.bytes().await.map_err(external) }
+            .boxed()
     }
 
     fn get_byte_ranges(&mut self, ranges: Vec<Range<u64>>) -> BoxFuture<'_, Result<Vec<Bytes>>> {
-        async move {
-            self.store
-                .get_ranges(&self.path, &ranges)
-                .await
-                .map_err(external)
-        }
-        .boxed()
+        async move { self.store.get_ranges(&self.path, &ranges).await.map_err(external) }.boxed()
     }
 
     fn get_metadata<'a>(
@@ -75,20 +58,9 @@ impl AsyncFileReader for ObjectReader {
 /// The footer is fetched as a suffix, so the file size need not be known.
 impl MetadataSuffixFetch for &mut ObjectReader {
     fn fetch_suffix(&mut self, suffix: usize) -> BoxFuture<'_, Result<Bytes>> {
-        let options = GetOptions {
-            range: Some(GetRange::Suffix(suffix as u64)),
-            ..Default::default()
-        };
-        async move {
-            self.store
-                .get_opts(&self.path, options)
-                .await
-                .map_err(external)?
-                .bytes()
-                .await
-                .map_err(external)
-        }
-        .boxed()
+        let options = GetOptions { range: Some(GetRange::Suffix(suffix as u64)), ..Default::default() };
+        async move { self.store.get_opts(&self.path, options).await.map_err(external)?.bytes().await.map_err(external) }
+            .boxed()
     }
 }
 

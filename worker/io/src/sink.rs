@@ -47,9 +47,7 @@ impl ParquetSink {
             Compression::Snappy => ParquetCompression::SNAPPY,
             Compression::Uncompressed => ParquetCompression::UNCOMPRESSED,
         };
-        let rows = spec
-            .row_group_rows
-            .map_or(DEFAULT_ROW_GROUP_ROWS, |r| r as usize);
+        let rows = spec.row_group_rows.map_or(DEFAULT_ROW_GROUP_ROWS, |r| r as usize);
         let properties = WriterProperties::builder()
             .set_compression(compression)
             .set_max_row_group_row_count(Some(rows))
@@ -86,15 +84,11 @@ impl ParquetSink {
         let indices: Vec<usize> = match &self.columns {
             Some(columns) => columns
                 .iter()
-                .map(|c| {
-                    schema
-                        .index_of(c)
-                        .map_err(|_| format!("sink column `{c}` does not exist"))
-                })
+                .map(|c| schema.index_of(c).map_err(|_| format!("sink column `{c}` does not exist")))
                 .collect::<Result<_, _>>()?,
-            None => (0..schema.fields().len())
-                .filter(|&i| !schema.field(i).name().starts_with(INTERNAL_PREFIX))
-                .collect(),
+            None => {
+                (0..schema.fields().len()).filter(|&i| !schema.field(i).name().starts_with(INTERNAL_PREFIX)).collect()
+            }
         };
         Ok(batch.project(&indices)?)
     }
@@ -106,8 +100,7 @@ impl UnitSink for ParquetSink {
         if self.writer.is_none() {
             let path = self.path(None, unit);
             let object = object_writer(self.location.store.clone(), path.clone());
-            let writer =
-                AsyncArrowWriter::try_new(object, batch.schema(), Some(self.properties.clone()))?;
+            let writer = AsyncArrowWriter::try_new(object, batch.schema(), Some(self.properties.clone()))?;
             self.writer = Some((writer, self.location.uri_of(&path), 0));
         }
         let Some((writer, _, rows)) = self.writer.as_mut() else {
@@ -121,21 +114,13 @@ impl UnitSink for ParquetSink {
         Ok(())
     }
 
-    async fn write_errors(
-        &mut self,
-        _unit: &WorkUnit,
-        errors: Vec<ErrorRecord>,
-    ) -> Result<(), BoxError> {
+    async fn write_errors(&mut self, _unit: &WorkUnit, errors: Vec<ErrorRecord>) -> Result<(), BoxError> {
         self.errors.extend(errors);
         Ok(())
     }
 
     async fn finish_unit(&mut self, unit: &WorkUnit) -> Result<UnitSummary, BoxError> {
-        let mut summary = UnitSummary {
-            unit: unit.id,
-            attempt: unit.attempt,
-            ..Default::default()
-        };
+        let mut summary = UnitSummary { unit: unit.id, attempt: unit.attempt, ..Default::default() };
         if let Some((writer, uri, rows)) = self.writer.take() {
             writer.close().await?;
             summary.rows = rows;
@@ -153,15 +138,8 @@ impl UnitSink for ParquetSink {
     }
 
     fn buffered_bytes(&self) -> u64 {
-        let writer = self
-            .writer
-            .as_ref()
-            .map_or(0, |(w, _, _)| w.in_progress_size());
-        let errors: usize = self
-            .errors
-            .iter()
-            .map(|e| e.row_ref.len() + e.message.len() + 64)
-            .sum();
+        let writer = self.writer.as_ref().map_or(0, |(w, _, _)| w.in_progress_size());
+        let errors: usize = self.errors.iter().map(|e| e.row_ref.len() + e.message.len() + 64).sum();
         (writer + errors) as u64
     }
 }
@@ -192,18 +170,10 @@ pub fn errors_schema() -> SchemaRef {
 fn errors_batch(errors: &[ErrorRecord]) -> Result<RecordBatch, BoxError> {
     let columns: Vec<ArrayRef> = vec![
         Arc::new(UInt64Array::from_iter_values(errors.iter().map(|e| e.unit))),
-        Arc::new(StringArray::from_iter_values(
-            errors.iter().map(|e| e.row_ref.as_str()),
-        )),
-        Arc::new(UInt32Array::from_iter_values(
-            errors.iter().map(|e| e.step_index as u32),
-        )),
-        Arc::new(StringArray::from_iter_values(
-            errors.iter().map(|e| e.step.as_str()),
-        )),
-        Arc::new(StringArray::from_iter_values(
-            errors.iter().map(|e| e.message.as_str()),
-        )),
+        Arc::new(StringArray::from_iter_values(errors.iter().map(|e| e.row_ref.as_str()))),
+        Arc::new(UInt32Array::from_iter_values(errors.iter().map(|e| e.step_index as u32))),
+        Arc::new(StringArray::from_iter_values(errors.iter().map(|e| e.step.as_str()))),
+        Arc::new(StringArray::from_iter_values(errors.iter().map(|e| e.message.as_str()))),
     ];
     Ok(RecordBatch::try_new(errors_schema(), columns)?)
 }

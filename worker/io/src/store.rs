@@ -18,10 +18,7 @@ pub enum StoreError {
     #[error("`{uri}`: {message}")]
     BadUri { uri: String, message: String },
     #[error("`{uri}`: {source}")]
-    Store {
-        uri: String,
-        source: object_store::Error,
-    },
+    Store { uri: String, source: object_store::Error },
 }
 
 /// S3 settings beyond the standard `AWS_*` environment variables.
@@ -60,10 +57,7 @@ impl Location {
 
 impl StoreRegistry {
     pub fn new(s3: S3Settings) -> Self {
-        Self {
-            s3,
-            stores: Mutex::new(HashMap::new()),
-        }
+        Self { s3, stores: Mutex::new(HashMap::new()) }
     }
 
     /// Resolves `uri` (a URL, or a local path relative to the working directory).
@@ -71,10 +65,7 @@ impl StoreRegistry {
     /// # Errors
     /// [`StoreError::BadUri`] for an unsupported scheme or malformed URI.
     pub fn resolve(&self, uri: &str) -> Result<Location, StoreError> {
-        let bad = |message: &str| StoreError::BadUri {
-            uri: uri.to_string(),
-            message: message.to_string(),
-        };
+        let bad = |message: &str| StoreError::BadUri { uri: uri.to_string(), message: message.to_string() };
         let url = match Url::parse(uri) {
             Ok(url) if url.scheme().len() > 1 => url,
             _ => local_url(uri).ok_or_else(|| bad("not a valid local path"))?,
@@ -83,9 +74,7 @@ impl StoreRegistry {
         let (key, base) = match url.scheme() {
             "file" => ("file".to_string(), "file://".to_string()),
             "s3" | "s3a" | "http" | "https" => {
-                let host = url
-                    .host_str()
-                    .ok_or_else(|| bad("missing bucket or host"))?;
+                let host = url.host_str().ok_or_else(|| bad("missing bucket or host"))?;
                 let authority = match url.port() {
                     Some(p) => format!("{host}:{p}"),
                     None => host.to_string(),
@@ -103,10 +92,7 @@ impl StoreRegistry {
         let store = match stores.get(&key) {
             Some(store) => store.clone(),
             None => {
-                let store = self.build(&url).map_err(|source| StoreError::Store {
-                    uri: uri.to_string(),
-                    source,
-                })?;
+                let store = self.build(&url).map_err(|source| StoreError::Store { uri: uri.to_string(), source })?;
                 stores.insert(key, store.clone());
                 store
             }
@@ -124,21 +110,14 @@ impl StoreRegistry {
             max_retries: 3,
             retry_timeout: Duration::from_secs(60),
         };
-        let client = ClientOptions::new()
-            .with_timeout(Duration::from_secs(120))
-            .with_connect_timeout(Duration::from_secs(5));
+        let client =
+            ClientOptions::new().with_timeout(Duration::from_secs(120)).with_connect_timeout(Duration::from_secs(5));
         Ok(match url.scheme() {
             "file" => Arc::new(LocalFileSystem::new()),
             "s3" | "s3a" => {
                 let bucket = url.host_str().unwrap_or_default();
-                let mut builder = AmazonS3Builder::from_env()
-                    .with_bucket_name(bucket)
-                    .with_retry(retry);
-                let endpoint = self
-                    .s3
-                    .endpoint
-                    .clone()
-                    .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok());
+                let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket).with_retry(retry);
+                let endpoint = self.s3.endpoint.clone().or_else(|| std::env::var("AWS_ENDPOINT_URL").ok());
                 if let Some(endpoint) = endpoint {
                     let client = client.with_allow_http(endpoint.starts_with("http://"));
                     builder = builder.with_endpoint(endpoint).with_client_options(client);
@@ -151,19 +130,9 @@ impl StoreRegistry {
                 Arc::new(builder.build()?)
             }
             _ => {
-                let base = format!(
-                    "{}://{}",
-                    url.scheme(),
-                    &url[url::Position::BeforeHost..url::Position::AfterPort]
-                );
+                let base = format!("{}://{}", url.scheme(), &url[url::Position::BeforeHost..url::Position::AfterPort]);
                 let client = client.with_allow_http(url.scheme() == "http");
-                Arc::new(
-                    HttpBuilder::new()
-                        .with_url(base)
-                        .with_retry(retry)
-                        .with_client_options(client)
-                        .build()?,
-                )
+                Arc::new(HttpBuilder::new().with_url(base).with_retry(retry).with_client_options(client).build()?)
             }
         })
     }
@@ -172,11 +141,7 @@ impl StoreRegistry {
 /// A `file://` URL for a local path (absolute, or relative to the working directory).
 fn local_url(path: &str) -> Option<Url> {
     let p = std::path::Path::new(path);
-    let absolute = if p.is_absolute() {
-        p.to_path_buf()
-    } else {
-        std::env::current_dir().ok()?.join(p)
-    };
+    let absolute = if p.is_absolute() { p.to_path_buf() } else { std::env::current_dir().ok()?.join(p) };
     let trailing = path.ends_with('/');
     let mut url = Url::from_file_path(normalize(&absolute)).ok()?;
     if trailing && !url.path().ends_with('/') {
@@ -231,13 +196,8 @@ mod tests {
 
     #[test]
     fn unsupported_schemes_are_named() {
-        let err = StoreRegistry::default()
-            .resolve("ftp://host/x")
-            .expect_err("ftp");
-        assert!(
-            err.to_string().contains("unsupported scheme `ftp`"),
-            "{err}"
-        );
+        let err = StoreRegistry::default().resolve("ftp://host/x").expect_err("ftp");
+        assert!(err.to_string().contains("unsupported scheme `ftp`"), "{err}");
     }
 
     #[test]
@@ -247,16 +207,8 @@ mod tests {
             region: Some("us-east-1".into()),
         });
         let s3 = registry.resolve("s3://bucket/a/b.jpg").expect("s3");
-        assert_eq!(
-            (s3.base.as_str(), s3.path.as_ref()),
-            ("s3://bucket", "a/b.jpg")
-        );
-        let http = registry
-            .resolve("http://127.0.0.1:8080/x/y.png")
-            .expect("http");
-        assert_eq!(
-            (http.base.as_str(), http.path.as_ref()),
-            ("http://127.0.0.1:8080", "x/y.png")
-        );
+        assert_eq!((s3.base.as_str(), s3.path.as_ref()), ("s3://bucket", "a/b.jpg"));
+        let http = registry.resolve("http://127.0.0.1:8080/x/y.png").expect("http");
+        assert_eq!((http.base.as_str(), http.path.as_ref()), ("http://127.0.0.1:8080", "x/y.png"));
     }
 }

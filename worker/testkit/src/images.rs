@@ -31,35 +31,18 @@ impl Rng {
 /// close to real photos (~0.3 bytes per pixel at quality 90).
 pub fn gradient(width: u32, height: u32, seed: u64) -> RgbImage {
     let mut rng = Rng::new(seed);
-    let base: [f32; 3] = [
-        rng.range(30, 220) as f32,
-        rng.range(30, 220) as f32,
-        rng.range(30, 220) as f32,
-    ];
+    let base: [f32; 3] = [rng.range(30, 220) as f32, rng.range(30, 220) as f32, rng.range(30, 220) as f32];
     let blobs: Vec<(f32, f32, f32, [f32; 3])> = (0..4)
         .map(|_| {
             let (cx, cy) = (rng.range(0, width) as f32, rng.range(0, height) as f32);
             let r = rng.range(width.min(height) / 8 + 1, width.max(height) / 2 + 2) as f32;
-            (
-                cx,
-                cy,
-                r,
-                [
-                    rng.range(0, 255) as f32,
-                    rng.range(0, 255) as f32,
-                    rng.range(0, 255) as f32,
-                ],
-            )
+            (cx, cy, r, [rng.range(0, 255) as f32, rng.range(0, 255) as f32, rng.range(0, 255) as f32])
         })
         .collect();
     let mut grain = Rng::new(seed ^ 0xA5A5);
     RgbImage::from_fn(width, height, |x, y| {
         let (fx, fy) = (x as f32 / width as f32, y as f32 / height as f32);
-        let mut px = [
-            base[0] * (0.6 + 0.4 * fx),
-            base[1] * (0.6 + 0.4 * fy),
-            base[2] * (1.0 - 0.3 * fx * fy),
-        ];
+        let mut px = [base[0] * (0.6 + 0.4 * fx), base[1] * (0.6 + 0.4 * fy), base[2] * (1.0 - 0.3 * fx * fy)];
         for (cx, cy, r, color) in &blobs {
             let d = ((x as f32 - cx).powi(2) + (y as f32 - cy).powi(2)).sqrt() / r;
             let w = (1.0 - d).clamp(0.0, 1.0);
@@ -77,12 +60,7 @@ pub fn encode_jpeg(img: &RgbImage, quality: u8) -> Vec<u8> {
     let mut out = Vec::new();
     let encoder = jpeg_encoder::Encoder::new(&mut out, quality);
     // Encoding into a Vec cannot fail for valid dimensions, which `img` has by construction.
-    let _ = encoder.encode(
-        img.as_raw(),
-        img.width() as u16,
-        img.height() as u16,
-        jpeg_encoder::ColorType::Rgb,
-    );
+    let _ = encoder.encode(img.as_raw(), img.width() as u16, img.height() as u16, jpeg_encoder::ColorType::Rgb);
     out
 }
 
@@ -126,11 +104,7 @@ fn crc32(bytes: &[u8]) -> u32 {
     for &b in bytes {
         crc ^= u32::from(b);
         for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0xEDB8_8320
-            } else {
-                crc >> 1
-            };
+            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
         }
     }
     !crc
@@ -149,13 +123,7 @@ pub struct JpegSet {
 impl Default for JpegSet {
     /// The benchmark's set: 300-800 px sides, quality 90 (~80 KB each).
     fn default() -> Self {
-        Self {
-            count: 2000,
-            min_side: 300,
-            max_side: 800,
-            quality: 90,
-            seed: 42,
-        }
+        Self { count: 2000, min_side: 300, max_side: 800, quality: 90, seed: 42 }
     }
 }
 
@@ -168,31 +136,16 @@ pub fn write_jpeg_set(dir: &Path, set: JpegSet) -> std::io::Result<Vec<PathBuf>>
     let mut rng = Rng::new(set.seed);
     let mut paths = Vec::with_capacity(set.count);
     for i in 0..set.count {
-        let (w, h) = (
-            rng.range(set.min_side, set.max_side),
-            rng.range(set.min_side, set.max_side),
-        );
+        let (w, h) = (rng.range(set.min_side, set.max_side), rng.range(set.min_side, set.max_side));
         let path = dir.join(format!("img-{i:05}.jpg"));
-        std::fs::write(
-            &path,
-            encode_jpeg(
-                &gradient(w, h, set.seed.wrapping_add(i as u64)),
-                set.quality,
-            ),
-        )?;
+        std::fs::write(&path, encode_jpeg(&gradient(w, h, set.seed.wrapping_add(i as u64)), set.quality))?;
         paths.push(path);
     }
     Ok(paths)
 }
 
 /// The kinds of bad file [`write_bad_files`] writes, with their file names.
-pub const BAD_FILES: &[&str] = &[
-    "corrupt.jpg",
-    "truncated.jpg",
-    "empty.jpg",
-    "notes.jpg",
-    "bomb.png",
-];
+pub const BAD_FILES: &[&str] = &["corrupt.jpg", "truncated.jpg", "empty.jpg", "notes.jpg", "bomb.png"];
 
 /// Writes one file of each kind in [`BAD_FILES`] into `dir`: random bytes with a JPEG magic, a
 /// JPEG cut off at a third, a zero-byte file, text, and a PNG claiming 50000x50000 pixels.

@@ -45,29 +45,14 @@ pub struct CropImages {
 /// Unless exactly one of `box`, `center`, `bboxColumn` is set.
 pub fn build(config: &ImageCrop) -> Result<Arc<dyn Step>, BuildError> {
     let region = match (&config.crop_box, &config.center, &config.bbox_column) {
-        (Some(b), None, None) => Region::Fixed {
-            x: b.x,
-            y: b.y,
-            width: b.width,
-            height: b.height,
-        },
-        (None, Some(c), None) => Region::Center {
-            width: c.width,
-            height: c.height,
-        },
+        (Some(b), None, None) => Region::Fixed { x: b.x, y: b.y, width: b.width, height: b.height },
+        (None, Some(c), None) => Region::Center { width: c.width, height: c.height },
         (None, None, Some(col)) => Region::BboxColumn(col.clone()),
         _ => {
-            return Err(BuildError::new(
-                "box",
-                "set exactly one of box, center or bboxColumn",
-            ));
+            return Err(BuildError::new("box", "set exactly one of box, center or bboxColumn"));
         }
     };
-    Ok(Arc::new(ComputeStep(CropImages {
-        input: config.input.clone(),
-        output: config.output.clone(),
-        region,
-    })))
+    Ok(Arc::new(ComputeStep(CropImages { input: config.input.clone(), output: config.output.clone(), region })))
 }
 
 impl Kernel for CropImages {
@@ -85,10 +70,7 @@ impl Kernel for CropImages {
             .into_par_iter()
             .map(|i| {
                 let img = images.get(i)?;
-                Some(
-                    self.rect(img, boxes.as_ref().map(|b| b[i]))
-                        .and_then(|r| crop(img, r)),
-                )
+                Some(self.rect(img, boxes.as_ref().map(|b| b[i])).and_then(|r| crop(img, r)))
             })
             .collect();
         let (out, failures) = split_results(results);
@@ -102,27 +84,15 @@ type Rect = (u32, u32, u32, u32);
 impl CropImages {
     fn rect(&self, img: ImageView<'_>, bbox: Option<Option<[f64; 4]>>) -> Result<Rect, String> {
         match (&self.region, bbox) {
-            (
-                Region::Fixed {
-                    x,
-                    y,
-                    width,
-                    height,
-                },
-                _,
-            ) => Ok((*x, *y, *width, *height)),
+            (Region::Fixed { x, y, width, height }, _) => Ok((*x, *y, *width, *height)),
             (Region::Center { width, height }, _) => {
                 let (w, h) = ((*width).min(img.width), (*height).min(img.height));
                 Ok(((img.width - w) / 2, (img.height - h) / 2, w, h))
             }
             (Region::BboxColumn(name), Some(Some([x1, y1, x2, y2]))) => {
                 let clamp = |v: f64, max: u32| v.round().clamp(0.0, f64::from(max)) as u32;
-                let (x1, y1, x2, y2) = (
-                    clamp(x1, img.width),
-                    clamp(y1, img.height),
-                    clamp(x2, img.width),
-                    clamp(y2, img.height),
-                );
+                let (x1, y1, x2, y2) =
+                    (clamp(x1, img.width), clamp(y1, img.height), clamp(x2, img.width), clamp(y2, img.height));
                 if x2 <= x1 || y2 <= y1 {
                     return Err(format!(
                         "bounding box in `{name}` is empty inside the {}x{} image",
@@ -131,9 +101,7 @@ impl CropImages {
                 }
                 Ok((x1, y1, x2 - x1, y2 - y1))
             }
-            (Region::BboxColumn(name), _) => Err(format!(
-                "`{name}` is null or not 4 numbers [x1, y1, x2, y2]"
-            )),
+            (Region::BboxColumn(name), _) => Err(format!("`{name}` is null or not 4 numbers [x1, y1, x2, y2]")),
         }
     }
 }
@@ -143,48 +111,29 @@ impl CropImages {
 /// # Errors
 /// When the rectangle is not inside the image.
 pub fn crop(img: ImageView<'_>, (x, y, w, h): Rect) -> Result<Image, String> {
-    if u64::from(x) + u64::from(w) > u64::from(img.width)
-        || u64::from(y) + u64::from(h) > u64::from(img.height)
-    {
-        return Err(format!(
-            "crop box x={x} y={y} {w}x{h} does not fit in the {}x{} image",
-            img.width, img.height
-        ));
+    if u64::from(x) + u64::from(w) > u64::from(img.width) || u64::from(y) + u64::from(h) > u64::from(img.height) {
+        return Err(format!("crop box x={x} y={y} {w}x{h} does not fit in the {}x{} image", img.width, img.height));
     }
     let c = usize::from(img.channels);
     let stride = img.width as usize * c;
     let mut data = Vec::with_capacity(w as usize * h as usize * c);
     for row in y as usize..(y + h) as usize {
         let start = row * stride + x as usize * c;
-        let line = img
-            .data
-            .get(start..start + w as usize * c)
-            .ok_or("image buffer is shorter than its size")?;
+        let line = img.data.get(start..start + w as usize * c).ok_or("image buffer is shorter than its size")?;
         data.extend_from_slice(line);
     }
-    Ok(Image {
-        width: w,
-        height: h,
-        channels: img.channels,
-        data,
-    })
+    Ok(Image { width: w, height: h, channels: img.channels, data })
 }
 
 /// One optional `[x1, y1, x2, y2]` per row of a list or fixed-size-list column of floats.
 fn bboxes(col: &ArrayRef, name: &str) -> Result<Vec<Option<[f64; 4]>>, StepError> {
     let values_of = |values: &ArrayRef| -> Result<Vec<f64>, StepError> {
         match values.data_type() {
-            DataType::Float32 => Ok(values
-                .as_primitive::<Float32Type>()
-                .values()
-                .iter()
-                .map(|v| f64::from(*v))
-                .collect()),
+            DataType::Float32 => {
+                Ok(values.as_primitive::<Float32Type>().values().iter().map(|v| f64::from(*v)).collect())
+            }
             DataType::Float64 => Ok(values.as_primitive::<Float64Type>().values().to_vec()),
-            other => Err(StepError::column(
-                name,
-                format!("bounding boxes must be floats, found {other}"),
-            )),
+            other => Err(StepError::column(name, format!("bounding boxes must be floats, found {other}"))),
         }
     };
     let four = |v: &[f64]| <[f64; 4]>::try_from(v).ok();
@@ -192,31 +141,16 @@ fn bboxes(col: &ArrayRef, name: &str) -> Result<Vec<Option<[f64; 4]>>, StepError
         DataType::FixedSizeList(_, 4) => {
             let list = col.as_fixed_size_list();
             (0..list.len())
-                .map(|i| {
-                    if list.is_null(i) {
-                        Ok(None)
-                    } else {
-                        values_of(&list.value(i)).map(|v| four(&v))
-                    }
-                })
+                .map(|i| if list.is_null(i) { Ok(None) } else { values_of(&list.value(i)).map(|v| four(&v)) })
                 .collect()
         }
         DataType::List(_) => {
             let list = col.as_list::<i32>();
             (0..list.len())
-                .map(|i| {
-                    if list.is_null(i) {
-                        Ok(None)
-                    } else {
-                        values_of(&list.value(i)).map(|v| four(&v))
-                    }
-                })
+                .map(|i| if list.is_null(i) { Ok(None) } else { values_of(&list.value(i)).map(|v| four(&v)) })
                 .collect()
         }
-        other => Err(StepError::column(
-            name,
-            format!("expected a list of 4 floats [x1, y1, x2, y2], found {other}"),
-        )),
+        other => Err(StepError::column(name, format!("expected a list of 4 floats [x1, y1, x2, y2], found {other}"))),
     }
 }
 
@@ -231,12 +165,7 @@ mod tests {
     #[test]
     fn crop_copies_the_right_pixels() {
         let data = numbered(4, 3);
-        let img = ImageView {
-            width: 4,
-            height: 3,
-            channels: 1,
-            data: &data,
-        };
+        let img = ImageView { width: 4, height: 3, channels: 1, data: &data };
         let out = crop(img, (1, 1, 2, 2)).expect("crop");
         assert_eq!(out.data, vec![5, 6, 9, 10]);
     }
@@ -244,45 +173,19 @@ mod tests {
     #[test]
     fn a_box_outside_the_image_is_a_row_error() {
         let data = numbered(4, 3);
-        let img = ImageView {
-            width: 4,
-            height: 3,
-            channels: 1,
-            data: &data,
-        };
-        assert_eq!(
-            crop(img, (3, 0, 2, 1)).expect_err("outside"),
-            "crop box x=3 y=0 2x1 does not fit in the 4x3 image"
-        );
+        let img = ImageView { width: 4, height: 3, channels: 1, data: &data };
+        assert_eq!(crop(img, (3, 0, 2, 1)).expect_err("outside"), "crop box x=3 y=0 2x1 does not fit in the 4x3 image");
     }
 
     #[test]
     fn center_and_bbox_regions_resolve_inside_the_image() {
         let data = numbered(10, 8);
-        let img = ImageView {
-            width: 10,
-            height: 8,
-            channels: 1,
-            data: &data,
-        };
-        let center = CropImages {
-            input: "i".into(),
-            output: "o".into(),
-            region: Region::Center {
-                width: 4,
-                height: 20,
-            },
-        };
+        let img = ImageView { width: 10, height: 8, channels: 1, data: &data };
+        let center =
+            CropImages { input: "i".into(), output: "o".into(), region: Region::Center { width: 4, height: 20 } };
         assert_eq!(center.rect(img, None), Ok((3, 0, 4, 8)));
-        let bbox = CropImages {
-            input: "i".into(),
-            output: "o".into(),
-            region: Region::BboxColumn("b".into()),
-        };
-        assert_eq!(
-            bbox.rect(img, Some(Some([-5.0, 1.2, 4.6, 100.0]))),
-            Ok((0, 1, 5, 7))
-        );
+        let bbox = CropImages { input: "i".into(), output: "o".into(), region: Region::BboxColumn("b".into()) };
+        assert_eq!(bbox.rect(img, Some(Some([-5.0, 1.2, 4.6, 100.0]))), Ok((0, 1, 5, 7)));
         assert!(bbox.rect(img, Some(Some([5.0, 5.0, 5.0, 6.0]))).is_err());
         assert!(bbox.rect(img, Some(None)).is_err());
     }

@@ -48,10 +48,7 @@ impl Kernel for DecodeImages {
 
     fn apply(&self, input: &RecordBatch) -> Result<StepOutput, StepError> {
         let bytes = binary_rows(input, &self.input)?;
-        let results: Vec<_> = bytes
-            .par_iter()
-            .map(|b| b.map(|b| self.decode(b)))
-            .collect();
+        let results: Vec<_> = bytes.par_iter().map(|b| b.map(|b| self.decode(b))).collect();
         let (images, failures) = split_results(results);
         StepOutput::with_column(input, &self.output, image_array(&images), failures)
     }
@@ -73,9 +70,7 @@ impl DecodeImages {
                 hex_prefix(bytes)
             ));
         };
-        let mut decoder = reader
-            .into_decoder()
-            .map_err(|e| format!("{format:?}: corrupt header: {e}"))?;
+        let mut decoder = reader.into_decoder().map_err(|e| format!("{format:?}: corrupt header: {e}"))?;
         let (width, height) = decoder.dimensions();
         let pixels = u64::from(width) * u64::from(height);
         if pixels > self.max_pixels {
@@ -84,13 +79,13 @@ impl DecodeImages {
                 self.max_pixels
             ));
         }
+        if let Some(problem) = truncation(format, bytes) {
+            return Err(format!("{format:?}: truncated: {problem}"));
+        }
         let mut limits = Limits::default();
         limits.max_alloc = Some(pixels.saturating_mul(16).max(64 << 20));
-        decoder
-            .set_limits(limits)
-            .map_err(|e| format!("{format:?}: {e}"))?;
-        let decoded = DynamicImage::from_decoder(decoder)
-            .map_err(|e| format!("{format:?}: cannot decode: {e}"))?;
+        decoder.set_limits(limits).map_err(|e| format!("{format:?}: {e}"))?;
+        let decoded = DynamicImage::from_decoder(decoder).map_err(|e| format!("{format:?}: cannot decode: {e}"))?;
         Ok(convert(decoded, self.mode))
     }
 }
@@ -102,12 +97,7 @@ fn convert(image: DynamicImage, mode: ImageMode) -> Image {
         ImageMode::Rgba => image.into_rgba8().into_raw(),
         ImageMode::L => image.into_luma8().into_raw(),
     };
-    Image {
-        width,
-        height,
-        channels: mode.channels(),
-        data,
-    }
+    Image { width, height, channels: mode.channels(), data }
 }
 
 /// Why `bytes` look cut short, if they do. Decoders fill the missing part of a truncated JPEG or
@@ -120,9 +110,15 @@ fn truncation(format: image::ImageFormat, bytes: &[u8]) -> Option<String> {
         image::ImageFormat::Jpeg if !jpeg_reaches_end_marker(bytes) => {
             Some(format!("no end-of-image marker in its {n} bytes"))
         }
-        image::ImageFormat::Png if !tail.windows(4).any(|w| w == b"IEND") => Some(format!("no IEND chunk in its {n} bytes")),
-        image::ImageFormat::WebP => declared(4).filter(|d| d + 8 > n).map(|d| format!("RIFF header declares {} bytes, file has {n}", d + 8)),
-        image::ImageFormat::Bmp => declared(2).filter(|d| *d > n).map(|d| format!("header declares {d} bytes, file has {n}")),
+        image::ImageFormat::Png if !tail.windows(4).any(|w| w == b"IEND") => {
+            Some(format!("no IEND chunk in its {n} bytes"))
+        }
+        image::ImageFormat::WebP => {
+            declared(4).filter(|d| d + 8 > n).map(|d| format!("RIFF header declares {} bytes, file has {n}", d + 8))
+        }
+        image::ImageFormat::Bmp => {
+            declared(2).filter(|d| *d > n).map(|d| format!("header declares {d} bytes, file has {n}"))
+        }
         _ => None,
     }
 }
@@ -157,22 +153,14 @@ fn jpeg_reaches_end_marker(b: &[u8]) -> bool {
 }
 
 fn hex_prefix(bytes: &[u8]) -> String {
-    bytes
-        .iter()
-        .take(8)
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(" ")
+    bytes.iter().take(8).map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(" ")
 }
 
 /// The rows of a binary (or large binary) column; `None` for nulls.
 ///
 /// # Errors
 /// [`StepError::Column`] when the column is missing or not binary.
-pub fn binary_rows<'a>(
-    batch: &'a RecordBatch,
-    name: &str,
-) -> Result<Vec<Option<&'a [u8]>>, StepError> {
+pub fn binary_rows<'a>(batch: &'a RecordBatch, name: &str) -> Result<Vec<Option<&'a [u8]>>, StepError> {
     let col = weir_core::batch::column(batch, name)?;
     if let Some(a) = col.as_any().downcast_ref::<BinaryArray>() {
         return Ok(a.iter().collect());
@@ -180,10 +168,7 @@ pub fn binary_rows<'a>(
     if let Some(a) = col.as_any().downcast_ref::<LargeBinaryArray>() {
         return Ok(a.iter().collect());
     }
-    Err(StepError::column(
-        name,
-        format!("expected binary data, found {}", col.data_type()),
-    ))
+    Err(StepError::column(name, format!("expected binary data, found {}", col.data_type())))
 }
 
 #[cfg(test)]
@@ -192,31 +177,17 @@ mod tests {
     use weir_testkit::images::{encode_jpeg, encode_png, gradient, png_header_claiming};
 
     fn decoder(mode: ImageMode) -> DecodeImages {
-        DecodeImages {
-            input: "bytes".into(),
-            output: "image".into(),
-            mode,
-            max_pixels: DEFAULT_MAX_PIXELS,
-        }
+        DecodeImages { input: "bytes".into(), output: "image".into(), mode, max_pixels: DEFAULT_MAX_PIXELS }
     }
 
     #[test]
     fn decodes_jpeg_and_png_to_the_requested_mode() {
         let img = gradient(40, 30, 7);
-        let jpeg = decoder(ImageMode::Rgb)
-            .decode(&encode_jpeg(&img, 90))
-            .expect("jpeg");
-        assert_eq!(
-            (jpeg.width, jpeg.height, jpeg.channels, jpeg.data.len()),
-            (40, 30, 3, 40 * 30 * 3)
-        );
-        let png = decoder(ImageMode::L)
-            .decode(&encode_png(&img))
-            .expect("png");
+        let jpeg = decoder(ImageMode::Rgb).decode(&encode_jpeg(&img, 90)).expect("jpeg");
+        assert_eq!((jpeg.width, jpeg.height, jpeg.channels, jpeg.data.len()), (40, 30, 3, 40 * 30 * 3));
+        let png = decoder(ImageMode::L).decode(&encode_png(&img)).expect("png");
         assert_eq!((png.channels, png.data.len()), (1, 40 * 30));
-        let rgba = decoder(ImageMode::Rgba)
-            .decode(&encode_png(&img))
-            .expect("png");
+        let rgba = decoder(ImageMode::Rgba).decode(&encode_png(&img)).expect("png");
         assert_eq!(rgba.data.len(), 40 * 30 * 4);
     }
 
@@ -225,10 +196,7 @@ mod tests {
         let d = decoder(ImageMode::Rgb);
         assert_eq!(d.decode(b"").expect_err("empty"), "empty input (0 bytes)");
         let text = d.decode(b"hello, world, not an image").expect_err("text");
-        assert!(
-            text.starts_with("not a recognised image format (26 bytes, starting 68 65 6c"),
-            "{text}"
-        );
+        assert!(text.starts_with("not a recognised image format (26 bytes, starting 68 65 6c"), "{text}");
         let jpeg = encode_jpeg(&gradient(64, 64, 1), 90);
         let truncated = d.decode(&jpeg[..jpeg.len() / 3]).expect_err("truncated");
         assert_eq!(truncated, format!("Jpeg: truncated: no end-of-image marker in its {} bytes", jpeg.len() / 3));
@@ -241,9 +209,6 @@ mod tests {
     fn a_decompression_bomb_is_refused_from_its_header() {
         let bomb = png_header_claiming(50_000, 50_000);
         let err = decoder(ImageMode::Rgb).decode(&bomb).expect_err("bomb");
-        assert_eq!(
-            err,
-            "Png image is 50000x50000 (2500000000 pixels), over the limit of 100000000 pixels (maxPixels)"
-        );
+        assert_eq!(err, "Png image is 50000x50000 (2500000000 pixels), over the limit of 100000000 pixels (maxPixels)");
     }
 }

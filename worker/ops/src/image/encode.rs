@@ -31,10 +31,7 @@ pub struct EncodeImages {
 pub fn build(config: &ImageEncode) -> Result<Arc<dyn Step>, BuildError> {
     let quality = config.quality.unwrap_or(DEFAULT_QUALITY);
     if !(1..=100).contains(&quality) {
-        return Err(BuildError::new(
-            "quality",
-            format!("must be 1-100, found {quality}"),
-        ));
+        return Err(BuildError::new("quality", format!("must be 1-100, found {quality}")));
     }
     Ok(Arc::new(ComputeStep(EncodeImages {
         input: config.input.clone(),
@@ -53,11 +50,7 @@ impl Kernel for EncodeImages {
         let images = ImageColumn::from_batch(input, &self.input)?;
         let results: Vec<_> = (0..images.len())
             .into_par_iter()
-            .map(|i| {
-                images
-                    .get(i)
-                    .map(|img| encode(img, self.format, self.quality))
-            })
+            .map(|i| images.get(i).map(|img| encode(img, self.format, self.quality)))
             .collect();
         let (encoded, failures) = split_results(results);
         let array: ArrayRef = Arc::new(BinaryArray::from_iter(encoded));
@@ -81,10 +74,7 @@ pub fn encode(img: ImageView<'_>, format: ImageFormat, quality: u8) -> Result<Ve
             };
             let (w, h) = (u16::try_from(img.width), u16::try_from(img.height));
             let (Ok(w), Ok(h)) = (w, h) else {
-                return Err(format!(
-                    "JPEG sides are at most 65535 pixels, image is {}x{}",
-                    img.width, img.height
-                ));
+                return Err(format!("JPEG sides are at most 65535 pixels, image is {}x{}", img.width, img.height));
             };
             jpeg_encoder::Encoder::new(&mut out, quality)
                 .encode(img.data, w, h, color)
@@ -112,27 +102,12 @@ mod tests {
     #[test]
     fn jpeg_and_png_round_trip_through_the_decoder() {
         let data = [120u8, 60, 200].repeat(32 * 16);
-        let view = ImageView {
-            width: 32,
-            height: 16,
-            channels: 3,
-            data: &data,
-        };
+        let view = ImageView { width: 32, height: 16, channels: 3, data: &data };
         let jpeg = encode(view, ImageFormat::Jpeg, 90).expect("jpeg");
         let back = image::load_from_memory(&jpeg).expect("decode").into_rgb8();
         assert_eq!(back.dimensions(), (32, 16));
-        assert!(back.pixels().all(|p| {
-            p.0.iter()
-                .zip([120u8, 60, 200])
-                .all(|(a, b)| a.abs_diff(b) <= 4)
-        }));
+        assert!(back.pixels().all(|p| { p.0.iter().zip([120u8, 60, 200]).all(|(a, b)| a.abs_diff(b) <= 4) }));
         let png = encode(view, ImageFormat::Png, 0).expect("png");
-        assert_eq!(
-            image::load_from_memory(&png)
-                .expect("decode")
-                .into_rgb8()
-                .into_raw(),
-            data
-        );
+        assert_eq!(image::load_from_memory(&png).expect("decode").into_rgb8().into_raw(), data);
     }
 }

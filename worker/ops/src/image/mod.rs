@@ -10,9 +10,7 @@ pub mod tensor;
 use std::sync::Arc;
 
 use arrow_array::builder::{BinaryBuilder, UInt8Builder, UInt32Builder};
-use arrow_array::{
-    Array, ArrayRef, BinaryArray, RecordBatch, StructArray, UInt8Array, UInt32Array,
-};
+use arrow_array::{Array, ArrayRef, BinaryArray, RecordBatch, StructArray, UInt8Array, UInt32Array};
 use arrow_buffer::NullBuffer;
 use arrow_schema::{DataType, Field, Fields};
 use weir_core::StepError;
@@ -76,12 +74,8 @@ pub fn image_array(images: &[Option<Image>]) -> ArrayRef {
         data.append_value(d);
     }
     let nulls = NullBuffer::from(images.iter().map(Option::is_some).collect::<Vec<_>>());
-    let columns: Vec<ArrayRef> = vec![
-        Arc::new(width.finish()),
-        Arc::new(height.finish()),
-        Arc::new(channels.finish()),
-        Arc::new(data.finish()),
-    ];
+    let columns: Vec<ArrayRef> =
+        vec![Arc::new(width.finish()), Arc::new(height.finish()), Arc::new(channels.finish()), Arc::new(data.finish())];
     Arc::new(StructArray::new(image_fields(), columns, Some(nulls)))
 }
 
@@ -101,31 +95,18 @@ impl<'a> ImageColumn<'a> {
     /// [`StepError::Column`] when the column is missing or not an image column (e.g. bytes that
     /// were never decoded).
     pub fn from_batch(batch: &'a RecordBatch, name: &str) -> Result<Self, StepError> {
-        let array: &StructArray =
-            typed_column(batch, name, "an image column (use image.decode first)")?;
+        let array: &StructArray = typed_column(batch, name, "an image column (use image.decode first)")?;
         let field = |f: &str| {
-            array.column_by_name(f).ok_or_else(|| {
-                StepError::column(name, "not an image column (use image.decode first)")
-            })
+            array
+                .column_by_name(f)
+                .ok_or_else(|| StepError::column(name, "not an image column (use image.decode first)"))
         };
         let not_image = || StepError::column(name, "not an image column (use image.decode first)");
         Ok(Self {
-            width: field("width")?
-                .as_any()
-                .downcast_ref()
-                .ok_or_else(not_image)?,
-            height: field("height")?
-                .as_any()
-                .downcast_ref()
-                .ok_or_else(not_image)?,
-            channels: field("channels")?
-                .as_any()
-                .downcast_ref()
-                .ok_or_else(not_image)?,
-            data: field("data")?
-                .as_any()
-                .downcast_ref()
-                .ok_or_else(not_image)?,
+            width: field("width")?.as_any().downcast_ref().ok_or_else(not_image)?,
+            height: field("height")?.as_any().downcast_ref().ok_or_else(not_image)?,
+            channels: field("channels")?.as_any().downcast_ref().ok_or_else(not_image)?,
+            data: field("data")?.as_any().downcast_ref().ok_or_else(not_image)?,
             array,
         })
     }
@@ -164,10 +145,8 @@ where
 {
     use rayon::prelude::*;
     let column = ImageColumn::from_batch(batch, input)?;
-    let results: Vec<Option<Result<Image, String>>> = (0..column.len())
-        .into_par_iter()
-        .map(|i| column.get(i).map(&f))
-        .collect();
+    let results: Vec<Option<Result<Image, String>>> =
+        (0..column.len()).into_par_iter().map(|i| column.get(i).map(&f)).collect();
     Ok(split_results(results))
 }
 

@@ -24,8 +24,7 @@ impl Target {
     /// Output size for a `width` x `height` input (never zero).
     pub fn size_for(self, width: u32, height: u32) -> (u32, u32) {
         let fit = |target: u32, along: u32, other: u32| {
-            let other_out =
-                (f64::from(other) * f64::from(target) / f64::from(along.max(1))).round() as u32;
+            let other_out = (f64::from(other) * f64::from(target) / f64::from(along.max(1))).round() as u32;
             other_out.max(1)
         };
         match self {
@@ -52,19 +51,12 @@ pub struct ResizeImages {
 /// # Errors
 /// When the fit's required fields are missing.
 pub fn build(config: &ImageResize) -> Result<Arc<dyn Step>, BuildError> {
-    let side = || {
-        config
-            .size
-            .ok_or_else(|| BuildError::new("size", "required for fit shorter-side and longer-side"))
-    };
+    let side = || config.size.ok_or_else(|| BuildError::new("size", "required for fit shorter-side and longer-side"));
     let target = match config.fit.unwrap_or_default() {
         ResizeFit::Exact => match (config.width, config.height) {
             (Some(width), Some(height)) => Target::Exact { width, height },
             _ => {
-                return Err(BuildError::new(
-                    "width",
-                    "fit exact needs both width and height",
-                ));
+                return Err(BuildError::new("width", "fit exact needs both width and height"));
             }
         },
         ResizeFit::ShorterSide => Target::ShorterSide(side()?),
@@ -96,12 +88,7 @@ impl Kernel for ResizeImages {
 ///
 /// # Errors
 /// A message when the image's buffer does not match its declared size.
-pub fn resize(
-    img: ImageView<'_>,
-    width: u32,
-    height: u32,
-    filter: ResizeFilter,
-) -> Result<Image, String> {
+pub fn resize(img: ImageView<'_>, width: u32, height: u32, filter: ResizeFilter) -> Result<Image, String> {
     let pixel_type = match img.channels {
         1 => PixelType::U8,
         3 => PixelType::U8x3,
@@ -109,12 +96,7 @@ pub fn resize(
         c => return Err(format!("cannot resize an image with {c} channels")),
     };
     if (img.width, img.height) == (width, height) {
-        return Ok(Image {
-            width,
-            height,
-            channels: img.channels,
-            data: img.data.to_vec(),
-        });
+        return Ok(Image { width, height, channels: img.channels, data: img.data.to_vec() });
     }
     let src = ImageRef::new(img.width, img.height, img.data, pixel_type)
         .map_err(|e| format!("{}x{} {} image: {e}", img.width, img.height, img.mode()))?;
@@ -126,15 +108,8 @@ pub fn resize(
         ResizeFilter::Lanczos3 => ResizeAlg::Convolution(FilterType::Lanczos3),
     };
     let options = ResizeOptions::new().resize_alg(alg).use_alpha(false);
-    Resizer::new()
-        .resize(&src, &mut dst, &options)
-        .map_err(|e| format!("resize failed: {e}"))?;
-    Ok(Image {
-        width,
-        height,
-        channels: img.channels,
-        data: dst.into_vec(),
-    })
+    Resizer::new().resize(&src, &mut dst, &options).map_err(|e| format!("resize failed: {e}"))?;
+    Ok(Image { width, height, channels: img.channels, data: dst.into_vec() })
 }
 
 #[cfg(test)]
@@ -147,25 +122,13 @@ mod tests {
         assert_eq!(Target::ShorterSide(224).size_for(300, 600), (224, 448));
         assert_eq!(Target::LongerSide(100).size_for(800, 400), (100, 50));
         assert_eq!(Target::LongerSide(100).size_for(1, 1000), (1, 100));
-        assert_eq!(
-            Target::Exact {
-                width: 7,
-                height: 9
-            }
-            .size_for(100, 100),
-            (7, 9)
-        );
+        assert_eq!(Target::Exact { width: 7, height: 9 }.size_for(100, 100), (7, 9));
     }
 
     #[test]
     fn resizing_a_flat_image_keeps_its_colour() {
         let data = [10u8, 200, 30].repeat(50 * 40);
-        let view = ImageView {
-            width: 50,
-            height: 40,
-            channels: 3,
-            data: &data,
-        };
+        let view = ImageView { width: 50, height: 40, channels: 3, data: &data };
         let out = resize(view, 20, 10, ResizeFilter::Lanczos3).expect("resize");
         assert_eq!((out.width, out.height, out.data.len()), (20, 10, 600));
         assert!(out.data.chunks(3).all(|p| p == [10, 200, 30]));
@@ -173,12 +136,7 @@ mod tests {
 
     #[test]
     fn a_short_buffer_is_a_row_error() {
-        let view = ImageView {
-            width: 50,
-            height: 40,
-            channels: 3,
-            data: &[0u8; 10],
-        };
+        let view = ImageView { width: 50, height: 40, channels: 3, data: &[0u8; 10] };
         let err = resize(view, 20, 10, ResizeFilter::Bilinear).expect_err("short");
         assert!(err.starts_with("50x40 RGB image: "), "{err}");
     }

@@ -34,10 +34,7 @@ pub fn build(config: &ImageToTensor) -> Result<Arc<dyn Step>, BuildError> {
     let mean = config.mean.clone().unwrap_or_default();
     let std = config.std.clone().unwrap_or_default();
     if !mean.is_empty() && !std.is_empty() && mean.len() != std.len() {
-        return Err(BuildError::new(
-            "std",
-            format!("has {} values but mean has {}", std.len(), mean.len()),
-        ));
+        return Err(BuildError::new("std", format!("has {} values but mean has {}", std.len(), mean.len())));
     }
     if std.contains(&0.0) {
         return Err(BuildError::new("std", "must not contain 0"));
@@ -105,11 +102,7 @@ impl Kernel for ImagesToTensor {
 
 impl ImagesToTensor {
     fn shape_of(&self, img: ImageView<'_>) -> [usize; 3] {
-        let (c, h, w) = (
-            usize::from(img.channels),
-            img.height as usize,
-            img.width as usize,
-        );
+        let (c, h, w) = (usize::from(img.channels), img.height as usize, img.width as usize);
         match self.layout {
             TensorLayout::Chw => [c, h, w],
             TensorLayout::Hwc => [h, w, c],
@@ -118,9 +111,7 @@ impl ImagesToTensor {
 
     fn push_tensor(&self, img: ImageView<'_>, out: &mut Vec<f32>) -> Result<(), String> {
         let c = usize::from(img.channels);
-        if !self.mean.is_empty() && self.mean.len() != c
-            || !self.std.is_empty() && self.std.len() != c
-        {
+        if !self.mean.is_empty() && self.mean.len() != c || !self.std.is_empty() && self.std.len() != c {
             return Err(format!(
                 "{} image has {c} channels but mean/std have {}",
                 img.mode(),
@@ -143,13 +134,7 @@ impl ImagesToTensor {
             }
             TensorLayout::Chw => {
                 for (ch, (s, m)) in scale.iter().enumerate() {
-                    out.extend(
-                        img.data
-                            .iter()
-                            .skip(ch)
-                            .step_by(c)
-                            .map(|&v| f32::from(v) * s - m),
-                    );
+                    out.extend(img.data.iter().skip(ch).step_by(c).map(|&v| f32::from(v) * s - m));
                 }
             }
         }
@@ -158,32 +143,17 @@ impl ImagesToTensor {
 }
 
 /// Marks the column as an `arrow.fixed_shape_tensor` of `shape`.
-fn tag_tensor_field(
-    batch_in: RecordBatch,
-    name: &str,
-    shape: [usize; 3],
-) -> Result<RecordBatch, StepError> {
+fn tag_tensor_field(batch_in: RecordBatch, name: &str, shape: [usize; 3]) -> Result<RecordBatch, StepError> {
     let schema = batch_in.schema();
     let index = schema.index_of(name)?;
     let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
     let metadata = HashMap::from([
-        (
-            "ARROW:extension:name".to_string(),
-            "arrow.fixed_shape_tensor".to_string(),
-        ),
-        (
-            "ARROW:extension:metadata".to_string(),
-            format!("{{\"shape\":[{},{},{}]}}", shape[0], shape[1], shape[2]),
-        ),
+        ("ARROW:extension:name".to_string(), "arrow.fixed_shape_tensor".to_string()),
+        ("ARROW:extension:metadata".to_string(), format!("{{\"shape\":[{},{},{}]}}", shape[0], shape[1], shape[2])),
     ]);
     fields[index] = fields[index].clone().with_metadata(metadata);
-    let schema = Arc::new(arrow_schema::Schema::new_with_metadata(
-        fields,
-        schema.metadata().clone(),
-    ));
-    batch_in
-        .with_schema(schema)
-        .map_err(|e| StepError::column(name, e.to_string()))
+    let schema = Arc::new(arrow_schema::Schema::new_with_metadata(fields, schema.metadata().clone()));
+    batch_in.with_schema(schema).map_err(|e| StepError::column(name, e.to_string()))
 }
 
 #[cfg(test)]
@@ -208,65 +178,25 @@ mod tests {
 
     #[test]
     fn chw_tensors_are_normalised_per_channel() {
-        let img = Image {
-            width: 2,
-            height: 1,
-            channels: 3,
-            data: vec![0, 255, 51, 255, 0, 102],
-        };
-        let out = step(TensorLayout::Chw)
-            .apply(&batch_of(vec![Some(img)]))
-            .expect("apply");
+        let img = Image { width: 2, height: 1, channels: 3, data: vec![0, 255, 51, 255, 0, 102] };
+        let out = step(TensorLayout::Chw).apply(&batch_of(vec![Some(img)])).expect("apply");
         let col = out.batch.column_by_name("t").expect("t");
-        let list = col
-            .as_any()
-            .downcast_ref::<FixedSizeListArray>()
-            .expect("list");
+        let list = col.as_any().downcast_ref::<FixedSizeListArray>().expect("list");
         let v = list.value(0);
         let v = v.as_any().downcast_ref::<Float32Array>().expect("f32");
         let expect = [-1.0, 1.0, 1.0, -1.0, -0.6, -0.2];
-        assert!(
-            v.values()
-                .iter()
-                .zip(expect)
-                .all(|(a, b)| (a - b).abs() < 1e-5),
-            "{v:?}"
-        );
-        let field = out
-            .batch
-            .schema()
-            .field_with_name("t")
-            .expect("field")
-            .clone();
-        assert_eq!(
-            field.metadata()["ARROW:extension:metadata"],
-            "{\"shape\":[3,1,2]}"
-        );
+        assert!(v.values().iter().zip(expect).all(|(a, b)| (a - b).abs() < 1e-5), "{v:?}");
+        let field = out.batch.schema().field_with_name("t").expect("field").clone();
+        assert_eq!(field.metadata()["ARROW:extension:metadata"], "{\"shape\":[3,1,2]}");
     }
 
     #[test]
     fn an_image_of_another_shape_is_a_row_error() {
-        let a = Image {
-            width: 2,
-            height: 1,
-            channels: 3,
-            data: vec![0; 6],
-        };
-        let b = Image {
-            width: 1,
-            height: 1,
-            channels: 3,
-            data: vec![0; 3],
-        };
-        let out = step(TensorLayout::Hwc)
-            .apply(&batch_of(vec![Some(a), Some(b)]))
-            .expect("apply");
+        let a = Image { width: 2, height: 1, channels: 3, data: vec![0; 6] };
+        let b = Image { width: 1, height: 1, channels: 3, data: vec![0; 3] };
+        let out = step(TensorLayout::Hwc).apply(&batch_of(vec![Some(a), Some(b)])).expect("apply");
         assert_eq!(out.batch.num_rows(), 1);
         assert_eq!(out.failures.len(), 1);
-        assert!(
-            out.failures[0]
-                .message
-                .contains("resize (fit exact) before image.to_tensor")
-        );
+        assert!(out.failures[0].message.contains("resize (fit exact) before image.to_tensor"));
     }
 }

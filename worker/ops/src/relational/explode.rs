@@ -23,14 +23,8 @@ pub struct ExplodeList {
 /// # Errors
 /// Never for a validated config.
 pub fn build(config: &Explode) -> Result<Arc<dyn Step>, BuildError> {
-    let output = config
-        .output
-        .clone()
-        .unwrap_or_else(|| config.input.clone());
-    Ok(Arc::new(ComputeStep(ExplodeList {
-        input: config.input.clone(),
-        output,
-    })))
+    let output = config.output.clone().unwrap_or_else(|| config.input.clone());
+    Ok(Arc::new(ComputeStep(ExplodeList { input: config.input.clone(), output })))
 }
 
 impl Kernel for ExplodeList {
@@ -46,31 +40,20 @@ impl Kernel for ExplodeList {
             DataType::FixedSizeList(_, _) => {
                 let list = col.as_fixed_size_list();
                 let n = list.value_length() as usize;
-                let lengths = (0..list.len())
-                    .map(|i| if list.is_null(i) { 0 } else { n })
-                    .collect();
+                let lengths = (0..list.len()).map(|i| if list.is_null(i) { 0 } else { n }).collect();
                 let values = list.values().slice(list.offset() * n, list.len() * n);
                 let keep: Vec<u32> = (0..list.len())
                     .filter(|i| list.is_valid(*i))
                     .flat_map(|i| (i * n) as u32..((i + 1) * n) as u32)
                     .collect();
-                (
-                    arrow_select::take::take(&values, &UInt32Array::from(keep), None)?,
-                    lengths,
-                )
+                (arrow_select::take::take(&values, &UInt32Array::from(keep), None)?, lengths)
             }
             other => {
-                return Err(StepError::column(
-                    &self.input,
-                    format!("expected a list column, found {other}"),
-                ));
+                return Err(StepError::column(&self.input, format!("expected a list column, found {other}")));
             }
         };
-        let repeat: Vec<u32> = lengths
-            .iter()
-            .enumerate()
-            .flat_map(|(row, &n)| std::iter::repeat_n(row as u32, n))
-            .collect();
+        let repeat: Vec<u32> =
+            lengths.iter().enumerate().flat_map(|(row, &n)| std::iter::repeat_n(row as u32, n)).collect();
         let indices = UInt32Array::from(repeat);
         let schema = input.schema();
         let mut fields = Vec::new();
@@ -90,19 +73,10 @@ impl Kernel for ExplodeList {
 }
 
 /// The visible elements of a variable-size list and each row's length (nulls count as empty).
-fn list_parts<O: arrow_array::OffsetSizeTrait>(
-    list: &arrow_array::GenericListArray<O>,
-) -> (ArrayRef, Vec<usize>) {
+fn list_parts<O: arrow_array::OffsetSizeTrait>(list: &arrow_array::GenericListArray<O>) -> (ArrayRef, Vec<usize>) {
     let offsets = list.value_offsets();
-    let lengths: Vec<usize> = (0..list.len())
-        .map(|i| {
-            if list.is_null(i) {
-                0
-            } else {
-                (offsets[i + 1] - offsets[i]).as_usize()
-            }
-        })
-        .collect();
+    let lengths: Vec<usize> =
+        (0..list.len()).map(|i| if list.is_null(i) { 0 } else { (offsets[i + 1] - offsets[i]).as_usize() }).collect();
     let keep: Vec<u32> = (0..list.len())
         .filter(|&i| list.is_valid(i))
         .flat_map(|i| offsets[i].as_usize() as u32..offsets[i + 1].as_usize() as u32)
@@ -127,25 +101,12 @@ mod tests {
             Some(vec![Some(3)]),
         ]);
         let names: ArrayRef = Arc::new(StringArray::from(vec!["a", "b", "c", "d"]));
-        let input =
-            RecordBatch::try_from_iter([("name", names), ("xs", Arc::new(lists) as ArrayRef)])
-                .expect("batch");
-        let step = ExplodeList {
-            input: "xs".into(),
-            output: "x".into(),
-        };
+        let input = RecordBatch::try_from_iter([("name", names), ("xs", Arc::new(lists) as ArrayRef)]).expect("batch");
+        let step = ExplodeList { input: "xs".into(), output: "x".into() };
         let out = step.apply(&input).expect("explode").batch;
         let names = out.column_by_name("name").expect("name").as_string::<i32>();
-        let xs = out
-            .column_by_name("x")
-            .expect("x")
-            .as_any()
-            .downcast_ref::<Int32Array>()
-            .expect("i32");
-        assert_eq!(
-            names.iter().flatten().collect::<Vec<_>>(),
-            vec!["a", "a", "d"]
-        );
+        let xs = out.column_by_name("x").expect("x").as_any().downcast_ref::<Int32Array>().expect("i32");
+        assert_eq!(names.iter().flatten().collect::<Vec<_>>(), vec!["a", "a", "d"]);
         assert_eq!(xs.values(), &[1, 2, 3]);
         assert!(out.column_by_name("xs").is_none());
     }

@@ -30,23 +30,15 @@ pub fn build(config: &Filter) -> Result<Arc<dyn Step>, BuildError> {
             (CmpOp::In, Some(Value::Array(_))) => {}
             (CmpOp::In, _) => return Err(BuildError::new(&field, "`in` needs a list of values")),
             (_, None | Some(Value::Null)) => {
-                return Err(BuildError::new(
-                    &field,
-                    format!("`{:?}` needs a value", p.op),
-                ));
+                return Err(BuildError::new(&field, format!("`{:?}` needs a value", p.op)));
             }
             (_, Some(Value::Array(_) | Value::Object(_))) => {
-                return Err(BuildError::new(
-                    &field,
-                    "must be a single value (a string, number or boolean)",
-                ));
+                return Err(BuildError::new(&field, "must be a single value (a string, number or boolean)"));
             }
             _ => {}
         }
     }
-    Ok(Arc::new(ComputeStep(FilterRows {
-        predicates: config.predicates.clone(),
-    })))
+    Ok(Arc::new(ComputeStep(FilterRows { predicates: config.predicates.clone() })))
 }
 
 impl Kernel for FilterRows {
@@ -76,15 +68,11 @@ fn resolve(batch: &RecordBatch, path: &str) -> Result<ArrayRef, StepError> {
         let DataType::Struct(_) = array.data_type() else {
             return Err(StepError::column(
                 path,
-                format!(
-                    "`{part}` is not a field: {} is not a struct",
-                    array.data_type()
-                ),
+                format!("`{part}` is not a field: {} is not a struct", array.data_type()),
             ));
         };
         let child = array.as_struct().column_by_name(part).cloned();
-        array = child
-            .ok_or_else(|| StepError::column(path, format!("struct has no field `{part}`")))?;
+        array = child.ok_or_else(|| StepError::column(path, format!("struct has no field `{part}`")))?;
     }
     Ok(array)
 }
@@ -104,9 +92,7 @@ fn evaluate(p: &Predicate, input: &RecordBatch) -> Result<BooleanArray, StepErro
                     *a |= m.unwrap_or(false);
                 }
             }
-            (0..col.len())
-                .map(|i| if col.is_null(i) { None } else { Some(any[i]) })
-                .collect()
+            (0..col.len()).map(|i| if col.is_null(i) { None } else { Some(any[i]) }).collect()
         }
         op => {
             let s = scalar(&p.column, value.unwrap_or(&Value::Null), col.data_type())?;
@@ -129,23 +115,13 @@ fn scalar(column: &str, value: &Value, to: &DataType) -> Result<Scalar<ArrayRef>
         other => other.to_string(),
     };
     let literal: ArrayRef = Arc::new(StringArray::from(vec![text.clone()]));
-    let cast = arrow_cast::cast(&literal, to)
-        .ok()
-        .filter(|a| a.is_valid(0));
-    let array = cast.ok_or_else(|| {
-        StepError::column(
-            column,
-            format!("value `{text}` cannot be compared with a {to} column"),
-        )
-    })?;
+    let cast = arrow_cast::cast(&literal, to).ok().filter(|a| a.is_valid(0));
+    let array =
+        cast.ok_or_else(|| StepError::column(column, format!("value `{text}` cannot be compared with a {to} column")))?;
     Ok(Scalar::new(array))
 }
 
-fn string_match(
-    p: &Predicate,
-    col: &ArrayRef,
-    value: Option<&Value>,
-) -> Result<BooleanArray, StepError> {
+fn string_match(p: &Predicate, col: &ArrayRef, value: Option<&Value>) -> Result<BooleanArray, StepError> {
     let needle = value
         .and_then(Value::as_str)
         .ok_or_else(|| StepError::column(&p.column, "text matching needs a string value"))?;
@@ -153,10 +129,7 @@ fn string_match(
         DataType::Utf8 => col.as_string::<i32>().iter().collect::<Vec<_>>(),
         DataType::LargeUtf8 => col.as_string::<i64>().iter().collect(),
         other => {
-            return Err(StepError::column(
-                &p.column,
-                format!("text matching needs a string column, found {other}"),
-            ));
+            return Err(StepError::column(&p.column, format!("text matching needs a string column, found {other}")));
         }
     };
     Ok(strings
@@ -178,47 +151,27 @@ mod tests {
     use serde_json::json;
 
     fn batch() -> RecordBatch {
-        let size: ArrayRef = Arc::new(Int64Array::from(vec![
-            Some(10),
-            Some(2000),
-            None,
-            Some(500),
-        ]));
+        let size: ArrayRef = Arc::new(Int64Array::from(vec![Some(10), Some(2000), None, Some(500)]));
         let uri: ArrayRef = Arc::new(StringArray::from(vec!["a.jpg", "b.png", "c.jpg", "d.JPG"]));
         let width: ArrayRef = Arc::new(UInt32Array::from(vec![100, 300, 224, 50]));
         let image = arrow_array::StructArray::from(vec![(
             Arc::new(arrow_schema::Field::new("width", DataType::UInt32, false)),
             width,
         )]);
-        RecordBatch::try_from_iter([
-            ("size", size),
-            ("uri", uri),
-            ("image", Arc::new(image) as ArrayRef),
-        ])
-        .expect("batch")
+        RecordBatch::try_from_iter([("size", size), ("uri", uri), ("image", Arc::new(image) as ArrayRef)])
+            .expect("batch")
     }
 
     fn run(predicates: serde_json::Value) -> Vec<String> {
         let filter: Filter = serde_json::from_value(json!({"where": predicates})).expect("config");
-        let step = FilterRows {
-            predicates: filter.predicates,
-        };
+        let step = FilterRows { predicates: filter.predicates };
         let out = step.apply(&batch()).expect("filter").batch;
-        out.column_by_name("uri")
-            .expect("uri")
-            .as_string::<i32>()
-            .iter()
-            .flatten()
-            .map(String::from)
-            .collect()
+        out.column_by_name("uri").expect("uri").as_string::<i32>().iter().flatten().map(String::from).collect()
     }
 
     #[test]
     fn predicates_combine_with_and_and_nulls_never_match() {
-        assert_eq!(
-            run(json!([{"column": "size", "op": "ge", "value": 500}])),
-            ["b.png", "d.JPG"]
-        );
+        assert_eq!(run(json!([{"column": "size", "op": "ge", "value": 500}])), ["b.png", "d.JPG"]);
         assert_eq!(
             run(
                 json!([{"column": "size", "op": "ne", "value": 10}, {"column": "uri", "op": "endsWith", "value": ".png"}])
@@ -226,29 +179,16 @@ mod tests {
             ["b.png"]
         );
         assert_eq!(run(json!([{"column": "size", "op": "isNull"}])), ["c.jpg"]);
-        assert_eq!(
-            run(json!([{"column": "size", "op": "in", "value": [10, 500]}])),
-            ["a.jpg", "d.JPG"]
-        );
-        assert_eq!(
-            run(json!([{"column": "image.width", "op": "ge", "value": "224"}])),
-            ["b.png", "c.jpg"]
-        );
+        assert_eq!(run(json!([{"column": "size", "op": "in", "value": [10, 500]}])), ["a.jpg", "d.JPG"]);
+        assert_eq!(run(json!([{"column": "image.width", "op": "ge", "value": "224"}])), ["b.png", "c.jpg"]);
     }
 
     #[test]
     fn a_value_of_the_wrong_type_is_named() {
         let step = FilterRows {
-            predicates: vec![Predicate {
-                column: "size".into(),
-                op: CmpOp::Gt,
-                value: Some(json!("big")),
-            }],
+            predicates: vec![Predicate { column: "size".into(), op: CmpOp::Gt, value: Some(json!("big")) }],
         };
         let err = step.apply(&batch()).expect_err("bad value").to_string();
-        assert_eq!(
-            err,
-            "column `size`: value `big` cannot be compared with a Int64 column"
-        );
+        assert_eq!(err, "column `size`: value `big` cannot be compared with a Int64 column");
     }
 }

@@ -26,14 +26,9 @@ pub struct SelectColumns {
 pub fn build_select(config: &Select) -> Result<Arc<dyn Step>, BuildError> {
     let mut seen = std::collections::BTreeSet::new();
     if let Some(dup) = config.columns.iter().find(|c| !seen.insert(c.as_str())) {
-        return Err(BuildError::new(
-            "columns",
-            format!("`{dup}` is listed twice"),
-        ));
+        return Err(BuildError::new("columns", format!("`{dup}` is listed twice")));
     }
-    Ok(Arc::new(ComputeStep(SelectColumns {
-        columns: config.columns.clone(),
-    })))
+    Ok(Arc::new(ComputeStep(SelectColumns { columns: config.columns.clone() })))
 }
 
 impl Kernel for SelectColumns {
@@ -49,12 +44,7 @@ impl Kernel for SelectColumns {
             indices.push(schema.index_of(name)?);
         }
         indices.extend(
-            schema
-                .fields()
-                .iter()
-                .enumerate()
-                .filter(|(_, f)| f.name().starts_with(INTERNAL_PREFIX))
-                .map(|(i, _)| i),
+            schema.fields().iter().enumerate().filter(|(_, f)| f.name().starts_with(INTERNAL_PREFIX)).map(|(i, _)| i),
         );
         Ok(StepOutput::ok(input.project(&indices)?))
     }
@@ -74,21 +64,13 @@ pub fn build_rename(config: &Rename) -> Result<Arc<dyn Step>, BuildError> {
     let mut targets = std::collections::BTreeSet::new();
     for (from, to) in &config.mapping {
         if from.starts_with(INTERNAL_PREFIX) || to.starts_with(INTERNAL_PREFIX) {
-            return Err(BuildError::new(
-                "mapping",
-                format!("names starting with `{INTERNAL_PREFIX}` are reserved"),
-            ));
+            return Err(BuildError::new("mapping", format!("names starting with `{INTERNAL_PREFIX}` are reserved")));
         }
         if !targets.insert(to.as_str()) {
-            return Err(BuildError::new(
-                "mapping",
-                format!("two columns renamed to `{to}`"),
-            ));
+            return Err(BuildError::new("mapping", format!("two columns renamed to `{to}`")));
         }
     }
-    Ok(Arc::new(ComputeStep(RenameColumns {
-        mapping: config.mapping.clone(),
-    })))
+    Ok(Arc::new(ComputeStep(RenameColumns { mapping: config.mapping.clone() })))
 }
 
 impl Kernel for RenameColumns {
@@ -110,8 +92,6 @@ impl Kernel for RenameColumns {
             })
             .collect();
         let renamed = Schema::new_with_metadata(fields, schema.metadata().clone());
-        Ok(StepOutput::ok(
-            input.clone().with_schema(Arc::new(renamed))?,
-        ))
+        Ok(StepOutput::ok(input.clone().with_schema(Arc::new(renamed))?))
     }
 }
