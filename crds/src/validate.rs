@@ -133,8 +133,15 @@ fn check_schema(schema: &Value, value: &Value, path: &str, problems: &mut Vec<Pr
         }
         return;
     }
-    if let Some(ty) = schema.get("type").and_then(Value::as_str)
-        && !type_matches(ty, value)
+    // Schemas of single ops come straight from schemars, where an optional field's type is
+    // `[type, "null"]`; the CRD's are rewritten to `type` plus `nullable`.
+    let types: Vec<&str> = match schema.get("type") {
+        Some(Value::String(t)) => vec![t.as_str()],
+        Some(Value::Array(ts)) => ts.iter().filter_map(Value::as_str).filter(|t| *t != "null").collect(),
+        _ => Vec::new(),
+    };
+    if let Some(ty) = types.first()
+        && !types.iter().any(|t| type_matches(t, value))
     {
         push(format!("must be {} {ty}, found {}", article(ty), describe(value)));
         return;
@@ -191,7 +198,7 @@ fn check_object(schema: &Value, map: &serde_json::Map<String, Value>, path: &str
     }
     for (key, child) in map {
         let child_path = join(path, key);
-        if path.is_empty() && key == "metadata" {
+        if path.is_empty() && matches!(key.as_str(), "metadata" | "apiVersion" | "kind") {
             continue;
         }
         match (properties.and_then(|p| p.get(key)), additional) {

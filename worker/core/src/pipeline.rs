@@ -45,7 +45,7 @@ pub struct PipelineOptions {
     pub errors: ErrorHandling,
     /// Most source rows per morsel.
     pub max_morsel_rows: usize,
-    /// Bytes a morsel may reach at its largest; default budget / 16, within [256 KiB, 64 MiB].
+    /// Bytes a morsel may reach at its largest; default budget / 16, within [256 KiB, 16 MiB].
     pub target_morsel_bytes: Option<u64>,
     pub cancel: CancellationToken,
 }
@@ -189,7 +189,7 @@ impl Pipeline {
         let started = Instant::now();
         let rows_planned: u64 = units.iter().map(WorkUnit::rows).sum();
         self.stats.set_totals(units.len() as u64, Some(rows_planned));
-        let target = self.options.target_morsel_bytes.unwrap_or(self.budget.limit() / 16).clamp(256 << 10, 64 << 20);
+        let target = self.options.target_morsel_bytes.unwrap_or(self.budget.limit() / 16).clamp(256 << 10, 16 << 20);
         let planner = Arc::new(MorselPlanner::new(self.steps.len() + 1, target, self.options.max_morsel_rows));
         let cancel = self.options.cancel.clone();
         let mut tasks: JoinSet<Result<Option<Vec<UnitSummary>>, ExecError>> = JoinSet::new();
