@@ -1,0 +1,123 @@
+//! `weir run` end to end on generated images: every good row exactly once, every bad row recorded.
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use common::*;
+use weir_testkit::images::{BAD_FILES, JpegSet, write_bad_files, write_jpeg_set};
+
+const STEPS: &str = "  steps:
+    - {op: download, input: uri, output: bytes}
+    - {op: image.decode, input: bytes, output: image}
+    - {op: image.resize, input: image, output: image, width: 64, height: 48}
+    - {op: image.encode, input: image, output: thumb, quality: 80}
+    - {op: select, columns: [uri, thumb]}
+";
+
+fn spec(images: &std::path::Path, out: &std::path::Path, policy: &str) -> String {
+    format!(
+        "  source: {{files: {{uri: \"{}\", filesPerUnit: 7}}}}\n{STEPS}  sink: {{parquet: {{uri: \"{}\"}}}}\n  errorPolicy: {policy}\n",
+        images.display(),
+        out.display()
+    )
+}
+
+fn fixtures(dir: &std::path::Path, good: usize) -> (Vec<String>, Vec<String>) {
+    let set = JpegSet { count: good, min_side: 60, max_side: 200, quality: 85, seed: 5 };
+    let good = write_jpeg_set(dir, set).expect("images").iter().map(|p| file_uri(p)).collect();
+    let bad = write_bad_files(dir).expect("bad files").iter().map(|p| file_uri(p)).collect();
+    (good, bad)
+}
+
+#[test]
+fn every_good_image_lands_once_and_every_bad_one_is_recorded() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (images, out) = (tmp.path().join("images"), tmp.path().join("out"));
+    let (good, bad) = fixtures(&images, 40);
+    let manifest = write_manifest(tmp.path(), "skip", &spec(&images, &out, "{onRowError: skip, maxErrorRatio: 0.2}"));
+    let result = run(&manifest, &["--memory-limit", "64MiB"]);
+    assert!(result.status.success(), "stderr: {}", text(&result.stderr));
+    assert!(text(&result.stdout).contains("45 rows in, 40 out, 5 failed"), "{}", text(&result.stdout));
+
+    let rows = read_parquet_dir(&out);
+    let uris = strings(&rows, "uri");
+    assert_eq!(uris.len(), 40, "each good row exactly once");
+    assert_eq!(uris.iter().cloned().collect::<BTreeSet<_>>(), good.into_iter().collect::<BTreeSet<_>>());
+    for thumb in binaries(&rows, "thumb") {
+        let img = image::load_from_memory(&thumb).expect("thumbnail decodes");
+        assert_eq!((img.width(), img.height()), (64, 48));
+    }
+    let schema = rows[0].schema();
+    let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+    assert_eq!(names, ["uri", "thumb"], "internal columns are never written");
+
+    let errors = read_parquet_dir(&out.join("_errors"));
+    let failed: Vec<(String, String)> =
+        strings(&errors, "row_ref").into_iter().zip(strings(&errors, "message")).collect();
+    assert_eq!(failed.iter().map(|(r, _)| r.clone()).collect::<BTreeSet<_>>(), bad.into_iter().collect());
+    let message = |name: &str| failed.iter().find(|(r, _)| r.ends_with(name)).map(|(_, m)| m.clone()).expect(name);
+    assert_eq!(message("empty.jpg"), "empty input (0 bytes)");
+    assert!(message("bomb.png").contains("50000x50000 (2500000000 pixels), over the limit"), "{failed:?}");
+    assert!(message("truncated.jpg").starts_with("Jpeg: truncated: no end-of-image marker"), "{failed:?}");
+    assert!(message("notes.jpg").starts_with("not a recognised image format"), "{failed:?}");
+    assert!(message("corrupt.jpg").starts_with("Jpeg: "), "{failed:?}");
+    assert_eq!(strings(&errors, "step"), vec!["image.decode"; BAD_FILES.len()]);
+
+    assert!(out.join("_SUCCESS").exists());
+    let profile = std::fs::read_to_string(out.join("_weir/profile.md")).expect("profile");
+    assert!(profile.contains("| 2. image.decode | 45 | 40 | 5 |"), "{profile}");
+
+    let again = run(&manifest, &[]);
+    assert!(again.status.success());
+    assert!(text(&again.stdout).contains("is already complete"), "{}", text(&again.stdout));
+}
+
+#[test]
+fn the_fail_policy_stops_at_the_first_bad_row_and_names_it() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (images, out) = (tmp.path().join("images"), tmp.path().join("out"));
+    fixtures(&images, 5);
+    let manifest = write_manifest(tmp.path(), "fail", &spec(&images, &out, "{onRowError: fail}"));
+    let result = run(&manifest, &[]);
+    assert!(!result.status.success());
+    let stderr = text(&result.stderr);
+    let bomb = file_uri(&images.join("bomb.png"));
+    assert!(
+        stderr.contains(&format!("error: row {bomb} failed in step #1 `image.decode`: Png image is 50000x50000")),
+        "{stderr}"
+    );
+    assert!(!out.join("_SUCCESS").exists());
+}
+
+#[test]
+fn more_failures_than_max_error_ratio_fail_the_job() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (images, out) = (tmp.path().join("images"), tmp.path().join("out"));
+    fixtures(&images, 15);
+    let manifest = write_manifest(tmp.path(), "ratio", &spec(&images, &out, "{onRowError: skip, maxErrorRatio: 0.1}"));
+    let result = run(&manifest, &[]);
+    assert!(!result.status.success());
+    let stderr = text(&result.stderr);
+    assert!(stderr.contains("input rows failed (ratio"), "{stderr}");
+    assert!(stderr.contains("more than errorPolicy.maxErrorRatio 0.1"), "{stderr}");
+    assert!(!out.join("_SUCCESS").exists());
+}
+
+#[test]
+fn a_manifest_with_typos_is_refused_before_anything_runs() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let manifest = write_manifest(
+        tmp.path(),
+        "typo",
+        "  source: {files: {uri: /nonexistent}}\n  steps:\n    - {op: image.resize, input: uri, output: x, widht: 3}\n  sink: {parquet: {uri: /tmp/x}}\n",
+    );
+    let result = weir().arg("validate").arg(&manifest).output().expect("spawn");
+    assert!(!result.status.success());
+    let stderr = text(&result.stderr);
+    assert!(stderr.contains("1 problem"), "{stderr}");
+    assert!(stderr.contains("spec.steps[0].widht: unknown field (did you mean `width`?)"), "{stderr}");
+    let run = run(&manifest, &[]);
+    assert!(!run.status.success());
+    assert!(text(&run.stderr).contains("spec.steps[0].widht: unknown field"), "{}", text(&run.stderr));
+}
