@@ -164,6 +164,9 @@ fn the_input_column_cel_rule_runs_in_a_cel_engine() {
 #[test]
 fn not_a_multimodal_job_is_said_plainly() {
     let found = problems("apiVersion: v1\nkind: Pod\nspec: {}\n");
-    assert_eq!(found[..2], ["apiVersion: must be `weir.dev/v1alpha1`, found `v1`", "kind: must be `MultimodalJob`, found `Pod`"]);
+    assert_eq!(
+        found[..2],
+        ["apiVersion: must be `weir.dev/v1alpha1`, found `v1`", "kind: must be `MultimodalJob`, found `Pod`"]
+    );
     assert!(problems(": : :")[0].starts_with("not valid YAML"));
 }

@@ -14,3 +14,14 @@ pub mod run;
 pub mod size;
 
 pub use run::{RunOptions, RunReport, run_job};
+
+/// Returns large buffers (decoded images) to the OS as soon as they are freed, so resident memory
+/// follows the memory budget instead of glibc's grown heap arenas. Call first thing in `main`.
+pub fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only adjusts allocator parameters; callers run it before starting threads.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
+        libc::mallopt(libc::M_ARENA_MAX, 4);
+    }
+}

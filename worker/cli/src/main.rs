@@ -54,7 +54,7 @@ enum Command {
 
 #[derive(Subcommand)]
 enum Generate {
-    /// Photo-like JPEGs (300-800 px sides, ~80 KB each by default).
+    /// Photo-like JPEGs (300-800 px sides, quality 85, ~85 KB each by default).
     Images {
         /// Output folder.
         dir: PathBuf,
@@ -73,7 +73,7 @@ enum Generate {
 }
 
 fn main() -> ExitCode {
-    tune_allocator();
+    weir::tune_allocator();
     match Cli::parse().command {
         Command::Run { manifest, memory_limit, threads, profile, no_progress } => exit(run(
             manifest,
@@ -85,7 +85,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Generate { what: Generate::Images { dir, count, min_side, max_side, seed, with_bad_files } } => {
-            exit(generate_images(dir, JpegSet { count, min_side, max_side, quality: 90, seed }, with_bad_files))
+            exit(generate_images(dir, JpegSet { count, min_side, max_side, seed, ..JpegSet::default() }, with_bad_files))
         }
     }
 }
@@ -184,15 +184,4 @@ fn generate_images(dir: PathBuf, set: JpegSet, bad: bool) -> Result<()> {
         println!("wrote bad files: {}", BAD_FILES.join(", "));
     }
     Ok(())
-}
-
-/// Returns large buffers (decoded images) to the OS as soon as they are freed, so resident memory
-/// follows the memory budget instead of glibc's grown heap arenas.
-fn tune_allocator() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only adjusts allocator parameters; it is called before any other thread starts.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
-        libc::mallopt(libc::M_ARENA_MAX, 4);
-    }
 }

@@ -121,3 +121,37 @@ fn a_manifest_with_typos_is_refused_before_anything_runs() {
     assert!(!run.status.success());
     assert!(text(&run.stderr).contains("spec.steps[0].widht: unknown field"), "{}", text(&run.stderr));
 }
+
+#[test]
+fn ctrl_c_stops_a_stuck_run_and_exits_non_zero() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    // A host that accepts connections but never answers keeps the download in flight.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let uri = format!("http://{}/never.jpg", silent.local_addr().expect("addr"));
+    write_uri_parquet(&tmp.path().join("in/input.parquet"), &[uri]);
+    let manifest = write_manifest(
+        tmp.path(),
+        "stuck",
+        &format!(
+            "  source: {{parquet: {{uri: \"{}\"}}}}\n  steps:\n    - {{op: download, input: uri, output: bytes, timeoutSeconds: 600}}\n  sink: {{parquet: {{uri: \"{}\"}}}}\n",
+            tmp.path().join("in").display(),
+            tmp.path().join("out").display()
+        ),
+    );
+    let mut child = weir()
+        .args(["run", "--no-progress"])
+        .arg(&manifest)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    // SAFETY: sends SIGINT to our own child process.
+    assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) }, 0);
+    let started = std::time::Instant::now();
+    let output = child.wait_with_output().expect("wait");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10), "did not stop promptly");
+    assert!(!output.status.success());
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("interrupted: the run was stopped before it finished"), "{stderr}");
+    assert!(!tmp.path().join("out/_SUCCESS").exists());
+}

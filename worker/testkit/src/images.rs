@@ -121,9 +121,9 @@ pub struct JpegSet {
 }
 
 impl Default for JpegSet {
-    /// The benchmark's set: 300-800 px sides, quality 90 (~80 KB each).
+    /// The benchmark's set: 300-800 px sides, quality 85 (~85 KB each).
     fn default() -> Self {
-        Self { count: 2000, min_side: 300, max_side: 800, quality: 90, seed: 42 }
+        Self { count: 2000, min_side: 300, max_side: 800, quality: 85, seed: 42 }
     }
 }
 

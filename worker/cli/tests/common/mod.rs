@@ -31,9 +31,8 @@ pub fn text(bytes: &[u8]) -> String {
 
 /// Every row of every Parquet file directly under `dir`, in file-name order.
 pub fn read_parquet_dir(dir: &Path) -> Vec<RecordBatch> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
-        .unwrap_or_default();
+    let mut files: Vec<PathBuf> =
+        std::fs::read_dir(dir).map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect()).unwrap_or_default();
     files.retain(|p| p.extension().is_some_and(|e| e == "parquet"));
     files.sort();
     files
@@ -72,4 +71,68 @@ pub fn binaries(batches: &[RecordBatch], name: &str) -> Vec<Vec<u8>> {
 
 pub fn file_uri(path: &Path) -> String {
     format!("file://{}", path.display())
+}
+
+/// A minimal HTTP/1.1 file server on a loopback port serving `root`, for download tests. It answers
+/// GET and HEAD (404 for missing files) and stops with the test process.
+pub fn serve_http(root: PathBuf) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let root = root.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+                let mut line = String::new();
+                if reader.read_line(&mut line).is_err() {
+                    return;
+                }
+                let mut header = String::new();
+                while reader.read_line(&mut header).map(|n| n > 2).unwrap_or(false) {
+                    header.clear();
+                }
+                let mut parts = line.split_whitespace();
+                let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or("/"));
+                let mut out = stream;
+                match std::fs::read(root.join(path.trim_start_matches('/'))) {
+                    Ok(body) => {
+                        let _ = write!(out, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+                        if method == "GET" {
+                            let _ = out.write_all(&body);
+                        }
+                    }
+                    Err(_) => {
+                        let _ = write!(out, "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                    }
+                }
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+/// Writes a Parquet file with a `uri` column and a `tags` list column (row i has i % 3 tags).
+pub fn write_uri_parquet(path: &Path, uris: &[String]) {
+    use std::sync::Arc;
+
+    use arrow_array::builder::{ListBuilder, StringBuilder};
+    use arrow_array::{ArrayRef, StringArray};
+    use parquet::arrow::ArrowWriter;
+
+    let mut tags = ListBuilder::new(StringBuilder::new());
+    for i in 0..uris.len() {
+        for t in 0..(i % 3) {
+            tags.values().append_value(format!("tag{t}"));
+        }
+        tags.append(true);
+    }
+    let uri: ArrayRef = Arc::new(StringArray::from(uris.to_vec()));
+    let batch = RecordBatch::try_from_iter([("uri", uri), ("tags", Arc::new(tags.finish()) as ArrayRef)]).expect("batch");
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).expect("mkdir");
+    }
+    let mut writer = ArrowWriter::try_new(std::fs::File::create(path).expect("create"), batch.schema(), None).expect("writer");
+    writer.write(&batch).expect("write");
+    writer.close().expect("close");
 }

@@ -1,0 +1,145 @@
+//! `weir run` against a real S3-compatible server (moto): source listing, download and the Parquet
+//! sink all go through object_store's S3 client.
+//!
+//! `scripts/test.sh` installs moto into a virtualenv and sets `WEIR_MOTO_SERVER`; without it this
+//! test fails and says how to get one.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use object_store::aws::AmazonS3Builder;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use weir_testkit::images::{encode_jpeg, gradient};
+
+/// A moto S3 server on a free loopback port, stopped on drop.
+struct Moto {
+    child: Child,
+    endpoint: String,
+}
+
+impl Moto {
+    fn start() -> Self {
+        let bin = std::env::var("WEIR_MOTO_SERVER").unwrap_or_else(|_| {
+            panic!("WEIR_MOTO_SERVER is not set: run scripts/test.sh, which installs moto[server] and sets it")
+        });
+        let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
+        let child = Command::new(bin)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start moto_server");
+        let started = Instant::now();
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(started.elapsed() < Duration::from_secs(20), "moto_server did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self { child, endpoint: format!("http://127.0.0.1:{port}") }
+    }
+
+    /// Creates a bucket with a plain HTTP PUT (moto accepts unsigned requests).
+    fn create_bucket(&self, bucket: &str) {
+        let host = self.endpoint.trim_start_matches("http://");
+        let mut s = TcpStream::connect(host).expect("connect");
+        write!(s, "PUT /{bucket} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").expect("put");
+        let mut reply = String::new();
+        s.read_to_string(&mut reply).expect("reply");
+        assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    }
+
+    fn store(&self, bucket: &str) -> Arc<dyn ObjectStore> {
+        let store = AmazonS3Builder::new()
+            .with_endpoint(&self.endpoint)
+            .with_allow_http(true)
+            .with_bucket_name(bucket)
+            .with_region("us-east-1")
+            .with_access_key_id("test")
+            .with_secret_access_key("test")
+            .build()
+            .expect("s3 store");
+        Arc::new(store)
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_job_reads_and_writes_s3() {
+    let moto = Moto::start();
+    moto.create_bucket("weir");
+    let store = moto.store("weir");
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        for i in 0..12u64 {
+            let jpeg = encode_jpeg(&gradient(100 + i as u32, 80, i), 85);
+            store.put(&Path::from(format!("images/img-{i:02}.jpg")), PutPayload::from(jpeg)).await.expect("put");
+        }
+        store.put(&Path::from("images/empty.jpg"), PutPayload::from(Vec::<u8>::new())).await.expect("put");
+    });
+
+    let tmp = tempfile::tempdir().expect("tmp");
+    let manifest = write_manifest(
+        tmp.path(),
+        "s3",
+        "  source: {files: {uri: \"s3://weir/images/\", glob: \"*.jpg\", filesPerUnit: 5}}
+  steps:
+    - {op: download, input: uri, output: bytes}
+    - {op: image.decode, input: bytes, output: image}
+    - {op: image.resize, input: image, output: image, fit: longer-side, size: 50}
+    - {op: image.encode, input: image, output: thumb, format: png}
+    - {op: select, columns: [uri, thumb]}
+  sink: {parquet: {uri: \"s3://weir/out/\"}}
+  errorPolicy: {onRowError: skip}
+",
+    );
+    let result = weir()
+        .args(["run", "--no-progress"])
+        .arg(&manifest)
+        .env("AWS_ENDPOINT_URL", &moto.endpoint)
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_REGION", "us-east-1")
+        .output()
+        .expect("spawn weir");
+    assert!(result.status.success(), "stderr: {}", text(&result.stderr));
+    assert!(text(&result.stdout).contains("13 rows in, 12 out, 1 failed"), "{}", text(&result.stdout));
+
+    runtime.block_on(async {
+        let mut parts: Vec<String> = Vec::new();
+        let mut listing = store.list(Some(&Path::from("out")));
+        use futures::StreamExt;
+        while let Some(meta) = listing.next().await {
+            parts.push(meta.expect("list").location.to_string());
+        }
+        parts.sort();
+        assert!(parts.contains(&"out/_SUCCESS".to_string()), "{parts:?}");
+        assert!(parts.contains(&"out/_errors/part-000002-0.parquet".to_string()), "{parts:?}");
+        let mut rows = 0;
+        for part in parts.iter().filter(|p| p.starts_with("out/part-")) {
+            let bytes = store.get(&Path::from(part.as_str())).await.expect("get").bytes().await.expect("bytes");
+            let reader = ParquetRecordBatchReaderBuilder::try_new(bytes).expect("parquet").build().expect("reader");
+            for batch in reader {
+                let batch = batch.expect("batch");
+                for thumb in binaries(std::slice::from_ref(&batch), "thumb") {
+                    let img = image::load_from_memory(&thumb).expect("png");
+                    assert_eq!(img.width(), 50);
+                }
+                rows += batch.num_rows();
+            }
+        }
+        assert_eq!(rows, 12);
+    });
+}
