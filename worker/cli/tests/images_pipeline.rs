@@ -138,7 +138,7 @@ fn ctrl_c_stops_a_stuck_run_and_exits_non_zero() {
             tmp.path().join("out").display()
         ),
     );
-    let mut child = weir()
+    let child = weir()
         .args(["run", "--no-progress"])
         .arg(&manifest)
         .stderr(std::process::Stdio::piped())
