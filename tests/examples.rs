@@ -15,7 +15,8 @@ async fn the_images_local_example_runs_on_generated_images() {
     // 5 bad files of 105 stay under the example's maxErrorRatio of 0.05.
     let tmp = tempfile::tempdir().expect("tmp");
     let images = tmp.path().join("images");
-    write_jpeg_set(&images, JpegSet { count: 100, min_side: 100, max_side: 300, ..JpegSet::default() }).expect("images");
+    write_jpeg_set(&images, JpegSet { count: 100, min_side: 100, max_side: 300, ..JpegSet::default() })
+        .expect("images");
     write_bad_files(&images).expect("bad files");
     let out = tmp.path().join("out");
     let text = example("images-local.yaml")

@@ -17,6 +17,8 @@ pub const FILES_SOURCE_COLUMNS: &[&str] = &["uri", "size"];
 pub const MAX_STEPS: usize = 64;
 
 /// A multimodal pipeline: a source, a chain of steps that each add a column, and a Parquet sink.
+// Each `printcolumn(...)` repeats `type_ = ...`, which clippy mistakes for a duplicated attribute.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[kube(
     group = "weir.dev",

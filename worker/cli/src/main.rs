@@ -84,9 +84,9 @@ fn main() -> ExitCode {
             print!("{}", crd_yaml());
             ExitCode::SUCCESS
         }
-        Command::Generate { what: Generate::Images { dir, count, min_side, max_side, seed, with_bad_files } } => {
-            exit(generate_images(dir, JpegSet { count, min_side, max_side, seed, ..JpegSet::default() }, with_bad_files))
-        }
+        Command::Generate { what: Generate::Images { dir, count, min_side, max_side, seed, with_bad_files } } => exit(
+            generate_images(dir, JpegSet { count, min_side, max_side, seed, ..JpegSet::default() }, with_bad_files),
+        ),
     }
 }
 

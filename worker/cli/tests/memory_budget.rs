@@ -6,6 +6,7 @@ use common::*;
 use weir_testkit::images::{encode_jpeg, gradient};
 
 /// Peak resident memory of a finished child, in bytes.
+#[allow(clippy::zombie_processes, reason = "wait4 reaps the child")]
 fn run_measuring_peak_rss(cmd: &mut std::process::Command) -> (bool, u64) {
     let child = cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().expect("spawn");
     let mut status = 0;

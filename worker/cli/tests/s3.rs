@@ -49,7 +49,8 @@ impl Moto {
     fn create_bucket(&self, bucket: &str) {
         let host = self.endpoint.trim_start_matches("http://");
         let mut s = TcpStream::connect(host).expect("connect");
-        write!(s, "PUT /{bucket} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").expect("put");
+        write!(s, "PUT /{bucket} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            .expect("put");
         let mut reply = String::new();
         s.read_to_string(&mut reply).expect("reply");
         assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");

@@ -331,8 +331,16 @@ struct StepStage {
 
 type InFlight = futures::future::BoxFuture<'static, Processed>;
 
+/// A morsel a step has finished with, before the error policy is applied.
+struct Done {
+    morsel: Morsel,
+    input: RecordBatch,
+    output: Result<StepOutput, StepError>,
+    elapsed: Duration,
+}
+
 enum Processed {
-    Morsel { morsel: Morsel, input: RecordBatch, output: Result<StepOutput, StepError>, elapsed: Duration },
+    Morsel(Box<Done>),
     UnitEnd(Arc<WorkUnit>),
 }
 
@@ -380,7 +388,7 @@ impl StepStage {
                 Box::pin(async move {
                     let start = Instant::now();
                     let output = work.await;
-                    Processed::Morsel { morsel, input, output, elapsed: start.elapsed() }
+                    Processed::Morsel(Box::new(Done { morsel, input, output, elapsed: start.elapsed() }))
                 })
             }
         }
@@ -390,7 +398,10 @@ impl StepStage {
     fn finish(&self, done: Processed) -> Result<Option<Message>, ExecError> {
         let (mut morsel, input, output, elapsed) = match done {
             Processed::UnitEnd(unit) => return Ok(Some(Message::UnitEnd(unit))),
-            Processed::Morsel { morsel, input, output, elapsed } => (morsel, input, output, elapsed),
+            Processed::Morsel(done) => {
+                let Done { morsel, input, output, elapsed } = *done;
+                (morsel, input, output, elapsed)
+            }
         };
         let output = output.map_err(|source| ExecError::Step {
             index: self.index,

@@ -97,7 +97,11 @@ pub fn serve_http(root: PathBuf) -> String {
                 let mut out = stream;
                 match std::fs::read(root.join(path.trim_start_matches('/'))) {
                     Ok(body) => {
-                        let _ = write!(out, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+                        let _ = write!(
+                            out,
+                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                            body.len()
+                        );
                         if method == "GET" {
                             let _ = out.write_all(&body);
                         }
@@ -128,11 +132,13 @@ pub fn write_uri_parquet(path: &Path, uris: &[String]) {
         tags.append(true);
     }
     let uri: ArrayRef = Arc::new(StringArray::from(uris.to_vec()));
-    let batch = RecordBatch::try_from_iter([("uri", uri), ("tags", Arc::new(tags.finish()) as ArrayRef)]).expect("batch");
+    let batch =
+        RecordBatch::try_from_iter([("uri", uri), ("tags", Arc::new(tags.finish()) as ArrayRef)]).expect("batch");
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).expect("mkdir");
     }
-    let mut writer = ArrowWriter::try_new(std::fs::File::create(path).expect("create"), batch.schema(), None).expect("writer");
+    let mut writer =
+        ArrowWriter::try_new(std::fs::File::create(path).expect("create"), batch.schema(), None).expect("writer");
     writer.write(&batch).expect("write");
     writer.close().expect("close");
 }

@@ -142,7 +142,7 @@ fn jpeg_reaches_end_marker(b: &[u8]) -> bool {
                 };
                 i += 2 + len;
                 if marker == 0xDA {
-                    while i + 1 < b.len() && !(b[i] == 0xFF && !matches!(b[i + 1], 0x00 | 0xD0..=0xD7 | 0xFF)) {
+                    while i + 1 < b.len() && (b[i] != 0xFF || matches!(b[i + 1], 0x00 | 0xD0..=0xD7 | 0xFF)) {
                         i += 1;
                     }
                 }
