@@ -192,6 +192,23 @@ mod tests {
     }
 
     #[test]
+    fn every_supported_container_decodes() {
+        let img = image::DynamicImage::ImageRgb8(gradient(24, 16, 3));
+        for format in [
+            image::ImageFormat::WebP,
+            image::ImageFormat::Gif,
+            image::ImageFormat::Bmp,
+            image::ImageFormat::Tiff,
+            image::ImageFormat::Png,
+        ] {
+            let mut bytes = Vec::new();
+            img.write_to(&mut std::io::Cursor::new(&mut bytes), format).expect("encode");
+            let out = decoder(ImageMode::Rgb).decode(&bytes).unwrap_or_else(|e| panic!("{format:?}: {e}"));
+            assert_eq!((out.width, out.height, out.data.len()), (24, 16, 24 * 16 * 3), "{format:?}");
+        }
+    }
+
+    #[test]
     fn bad_bytes_get_precise_messages() {
         let d = decoder(ImageMode::Rgb);
         assert_eq!(d.decode(b"").expect_err("empty"), "empty input (0 bytes)");

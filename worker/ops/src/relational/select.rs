@@ -92,6 +92,46 @@ impl Kernel for RenameColumns {
             })
             .collect();
         let renamed = Schema::new_with_metadata(fields, schema.metadata().clone());
-        Ok(StepOutput::ok(input.clone().with_schema(Arc::new(renamed))?))
+        Ok(StepOutput::ok(RecordBatch::try_new(Arc::new(renamed), input.columns().to_vec())?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow_array::{ArrayRef, Int32Array, StringArray};
+
+    fn batch() -> RecordBatch {
+        let a: ArrayRef = Arc::new(Int32Array::from(vec![1, 2]));
+        let b: ArrayRef = Arc::new(StringArray::from(vec!["x", "y"]));
+        let r: ArrayRef = Arc::new(StringArray::from(vec!["r0", "r1"]));
+        RecordBatch::try_from_iter([("a", a), ("b", b), (weir_core::ROW_REF_COLUMN, r)]).expect("batch")
+    }
+
+    fn names(batch: &RecordBatch) -> Vec<String> {
+        batch.schema().fields().iter().map(|f| f.name().clone()).collect()
+    }
+
+    #[test]
+    fn select_keeps_the_listed_columns_in_order_and_the_row_refs() {
+        let out = SelectColumns { columns: vec!["b".into(), "a".into()] }.apply(&batch()).expect("select").batch;
+        assert_eq!(names(&out), ["b", "a", "_weir_ref"]);
+        let err = SelectColumns { columns: vec!["c".into()] }.apply(&batch()).expect_err("missing");
+        assert_eq!(err.to_string(), "column `c`: no such column (have: a, b)");
+    }
+
+    #[test]
+    fn rename_maps_names_and_refuses_collisions() {
+        let step = RenameColumns { mapping: [("a".to_string(), "alpha".to_string())].into() };
+        assert_eq!(names(&step.apply(&batch()).expect("rename").batch), ["alpha", "b", "_weir_ref"]);
+        let clash = Rename {
+            mapping: [("a".into(), "z".into()), ("b".into(), "z".into())].into(),
+            pool: None,
+            concurrency: None,
+        };
+        assert_eq!(
+            build_rename(&clash).err().map(|e| e.to_string()),
+            Some("mapping: two columns renamed to `z`".into())
+        );
     }
 }
