@@ -153,13 +153,13 @@ async fn put(stores: &StoreRegistry, uri: &str, body: String) -> Result<(), RunE
 }
 
 fn success_json(summary: &RunSummary) -> String {
-    let files: Vec<String> = summary.units.iter().flat_map(|u| u.files.iter().map(|f| format!("\"{f}\""))).collect();
-    format!(
-        "{{\"rowsIn\":{},\"rowsOut\":{},\"rowsFailed\":{},\"units\":{},\"files\":[{}]}}\n",
-        summary.rows_in,
-        summary.rows_out,
-        summary.rows_failed,
-        summary.units.len(),
-        files.join(",")
-    )
+    let files: Vec<&str> = summary.units.iter().flat_map(|u| u.files.iter().map(String::as_str)).collect();
+    let body = serde_json::json!({
+        "rowsIn": summary.rows_in,
+        "rowsOut": summary.rows_out,
+        "rowsFailed": summary.rows_failed,
+        "units": summary.units.len(),
+        "files": files,
+    });
+    format!("{body}\n")
 }

@@ -64,7 +64,12 @@ fn every_good_image_lands_once_and_every_bad_one_is_recorded() {
     assert!(message("corrupt.jpg").starts_with("Jpeg: "), "{failed:?}");
     assert_eq!(strings(&errors, "step"), vec!["image.decode"; BAD_FILES.len()]);
 
-    assert!(out.join("_SUCCESS").exists());
+    let success: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("_SUCCESS")).expect("_SUCCESS")).expect("json");
+    assert_eq!(
+        (success["rowsIn"].as_u64(), success["rowsOut"].as_u64(), success["rowsFailed"].as_u64()),
+        (Some(45), Some(40), Some(5))
+    );
     let profile = std::fs::read_to_string(out.join("_weir/profile.md")).expect("profile");
     assert!(profile.contains("| 2. image.decode | 45 | 40 | 5 |"), "{profile}");
 
