@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use arrow_array::RecordBatch;
+use arrow_array::{Array, RecordBatch};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 pub fn weir() -> Command {
@@ -45,28 +45,27 @@ pub fn read_parquet_dir(dir: &Path) -> Vec<RecordBatch> {
         .collect()
 }
 
-/// Values of string column `name` across `batches`.
-pub fn strings(batches: &[RecordBatch], name: &str) -> Vec<String> {
-    use arrow_array::cast::AsArray;
+/// Values of column `name` across `batches`, each read by `value(column, row)`.
+fn column_values<T>(batches: &[RecordBatch], name: &str, value: impl Fn(&arrow_array::ArrayRef, usize) -> T) -> Vec<T> {
     batches
         .iter()
         .flat_map(|b| {
             let col = b.column_by_name(name).unwrap_or_else(|| panic!("no column {name}"));
-            col.as_string::<i32>().iter().map(|s| s.unwrap_or_default().to_string()).collect::<Vec<_>>()
+            (0..col.len()).map(|i| value(col, i)).collect::<Vec<_>>()
         })
         .collect()
+}
+
+/// Values of string column `name` across `batches`.
+pub fn strings(batches: &[RecordBatch], name: &str) -> Vec<String> {
+    use arrow_array::cast::AsArray;
+    column_values(batches, name, |col, i| col.as_string::<i32>().value(i).to_string())
 }
 
 /// Values of binary column `name` across `batches`.
 pub fn binaries(batches: &[RecordBatch], name: &str) -> Vec<Vec<u8>> {
     use arrow_array::cast::AsArray;
-    batches
-        .iter()
-        .flat_map(|b| {
-            let col = b.column_by_name(name).unwrap_or_else(|| panic!("no column {name}"));
-            col.as_binary::<i32>().iter().map(|s| s.unwrap_or_default().to_vec()).collect::<Vec<_>>()
-        })
-        .collect()
+    column_values(batches, name, |col, i| col.as_binary::<i32>().value(i).to_vec())
 }
 
 pub fn file_uri(path: &Path) -> String {
