@@ -233,6 +233,35 @@ impl_step_config!(Explode,
     inputs(s) => vec![s.input.as_str()],
     output(s) => Some(s.output.as_deref().unwrap_or(&s.input)));
 
+step_config!(
+    /// Normalise text: Unicode whitespace collapsed to single spaces, trimmed, optionally lower-cased.
+    TextNormalize {
+        input: String,
+        output: String,
+        /// Lower-case the text; default false.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        lowercase: Option<bool>,
+    }
+);
+impl_step_config!(TextNormalize, inputs(s) => vec![s.input.as_str()], output(s) => Some(&s.output));
+
+step_config!(
+    /// Split text into overlapping chunks, one row each (`{text, index, start}`), preferring to
+    /// break at paragraphs, then lines, sentences and words.
+    TextChunk {
+        input: String,
+        output: String,
+        /// Most characters per chunk; default 2048.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(range(min = 1))]
+        size: Option<u32>,
+        /// Characters shared by consecutive chunks, at most; default 200.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        overlap: Option<u32>,
+    }
+);
+impl_step_config!(TextChunk, inputs(s) => vec![s.input.as_str()], output(s) => Some(&s.output));
+
 /// Pixel layout.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema, Default)]
 pub enum ImageMode {
@@ -379,6 +408,10 @@ pub enum StepSpec {
     Rename(Rename),
     #[serde(rename = "explode")]
     Explode(Explode),
+    #[serde(rename = "text.normalize")]
+    TextNormalize(TextNormalize),
+    #[serde(rename = "text.chunk")]
+    TextChunk(TextChunk),
 }
 
 impl StepSpec {
@@ -395,6 +428,8 @@ impl StepSpec {
             StepSpec::Select(c) => c,
             StepSpec::Rename(c) => c,
             StepSpec::Explode(c) => c,
+            StepSpec::TextNormalize(c) => c,
+            StepSpec::TextChunk(c) => c,
         }
     }
 
@@ -411,6 +446,8 @@ impl StepSpec {
             StepSpec::Select(_) => "select",
             StepSpec::Rename(_) => "rename",
             StepSpec::Explode(_) => "explode",
+            StepSpec::TextNormalize(_) => "text.normalize",
+            StepSpec::TextChunk(_) => "text.chunk",
         }
     }
 }
@@ -428,6 +465,8 @@ fn op_schemas(generator: &mut SchemaGenerator) -> Vec<(&'static str, Schema)> {
         ("select", Select::json_schema(generator)),
         ("rename", Rename::json_schema(generator)),
         ("explode", Explode::json_schema(generator)),
+        ("text.normalize", TextNormalize::json_schema(generator)),
+        ("text.chunk", TextChunk::json_schema(generator)),
     ]
 }
 
@@ -440,6 +479,10 @@ const CROSS_FIELD_RULES: &[(&str, &str)] = &[
     (
         "self.op != 'image.crop' || [has(self.box), has(self.center), has(self.bboxColumn)].filter(b, b).size() == 1",
         "image.crop needs exactly one of box, center or bboxColumn",
+    ),
+    (
+        "self.op != 'text.chunk' || !has(self.overlap) || self.overlap < (has(self.size) ? self.size : 2048)",
+        "text.chunk needs overlap smaller than size",
     ),
     (
         "self.op != 'image.to_tensor' || !has(self.mean) || !has(self.std) || size(self.mean) == size(self.std)",

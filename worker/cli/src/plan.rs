@@ -9,6 +9,7 @@ use weir_io::store::S3Settings;
 use weir_ops::BuildError;
 use weir_ops::image::{crop, decode, encode, resize, tensor};
 use weir_ops::relational::{explode, filter, select};
+use weir_ops::text::{chunk, normalize};
 
 /// A step whose config cannot be built.
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +44,8 @@ fn build_step(step: &StepSpec, stores: &Arc<StoreRegistry>) -> Result<Arc<dyn St
         StepSpec::Select(c) => select::build_select(c),
         StepSpec::Rename(c) => select::build_rename(c),
         StepSpec::Explode(c) => explode::build(c),
+        StepSpec::TextNormalize(c) => normalize::build(c),
+        StepSpec::TextChunk(c) => chunk::build(c),
     }
 }
 
