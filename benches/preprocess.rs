@@ -12,6 +12,7 @@ use anyhow::{Context, Result, bail};
 use weir::size::{format_size, parse_size};
 use weir::{RunOptions, run_job};
 use weir_testkit::images::{JpegSet, write_jpeg_set};
+use weir_testkit::process::{Finished, wait_peak_rss};
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
@@ -29,12 +30,12 @@ fn main() -> Result<()> {
     std::fs::write(&manifest, manifest_text(&data, &out.path().join("out")))?;
 
     let started = Instant::now();
-    let mut child = Command::new(std::env::current_exe()?)
+    let child = Command::new(std::env::current_exe()?)
         .args(["--child", &manifest.display().to_string(), &threads, &memory])
         .spawn()?;
-    let (ok, peak_rss) = wait_peak_rss(&mut child);
+    let Finished { success, peak_rss } = wait_peak_rss(child)?;
     let elapsed = started.elapsed().as_secs_f64();
-    if !ok {
+    if !success {
         bail!("the benchmark run failed");
     }
     println!(
@@ -81,15 +82,6 @@ spec:
         data.display(),
         out.display()
     )
-}
-
-fn wait_peak_rss(child: &mut std::process::Child) -> (bool, u64) {
-    let mut status = 0;
-    // SAFETY: rusage is plain data; wait4 fills it for our own child and reaps it.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let pid = child.id() as libc::pid_t;
-    let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    (waited == pid && libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, usage.ru_maxrss as u64 * 1024)
 }
 
 fn child(args: &[String]) -> Result<()> {

@@ -4,18 +4,13 @@ mod common;
 
 use common::*;
 use weir_testkit::images::{encode_jpeg, gradient};
+use weir_testkit::process::wait_peak_rss;
 
-/// Peak resident memory of a finished child, in bytes.
-#[allow(clippy::zombie_processes, reason = "wait4 reaps the child")]
+/// Peak resident memory of a finished child, in bytes, and whether it succeeded.
 fn run_measuring_peak_rss(cmd: &mut std::process::Command) -> (bool, u64) {
     let child = cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().expect("spawn");
-    let mut status = 0;
-    // SAFETY: rusage is plain data; wait4 fills it for the child we just spawned and reaps it.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let pid = child.id() as libc::pid_t;
-    let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    assert_eq!(waited, pid, "wait4 failed");
-    (libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, usage.ru_maxrss as u64 * 1024)
+    let finished = wait_peak_rss(child).expect("wait4");
+    (finished.success, finished.peak_rss)
 }
 
 #[test]

@@ -3,3 +3,4 @@
 //! Everything here is deterministic for a given seed, so a failing test reproduces exactly.
 
 pub mod images;
+pub mod process;
