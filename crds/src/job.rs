@@ -46,7 +46,7 @@ pub const MAX_STEPS: usize = 64;
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[schemars(extend("x-kubernetes-validations" = [
     {
-        "rule": "!has(self.source.files) || self.steps.all(s, !has(s.input) || s.input in ['uri', 'size'] || self.steps.slice(0, self.steps.indexOf(s)).exists(p, (has(p.output) && p.output == s.input) || (has(p.mapping) && p.mapping.exists(k, p.mapping[k] == s.input))))",
+        "rule": "!has(self.source.files) || self.steps.all(s, !has(s.input) || s.input in ['uri', 'size'] || self.steps.slice(0, self.steps.indexOf(s)).exists(p, (has(p.output) && (p.output == s.input || s.input.startsWith(p.output + '_'))) || (has(p.mapping) && p.mapping.exists(k, p.mapping[k] == s.input))))",
         "message": "every step's input must be a source column (uri, size) or the output of an earlier step"
     },
     {

@@ -20,6 +20,8 @@ pub trait StepConfig {
     fn pool(&self) -> Option<PoolName>;
     /// Morsels processed at once, if set.
     fn concurrency(&self) -> Option<u32>;
+    /// Columns added besides `output` (a row-multiplying step's position columns).
+    fn extra_outputs(&self) -> Vec<String>;
 }
 
 /// A worker pool name.
@@ -52,6 +54,9 @@ macro_rules! step_config {
 /// Implements [`StepConfig`] from the struct's input fields and output expression.
 macro_rules! impl_step_config {
     ($name:ident, inputs($s:ident) => $inputs:expr, output($o:ident) => $output:expr) => {
+        impl_step_config!($name, inputs($s) => $inputs, output($o) => $output, extra(_e) => Vec::new());
+    };
+    ($name:ident, inputs($s:ident) => $inputs:expr, output($o:ident) => $output:expr, extra($e:ident) => $extra:expr) => {
         impl StepConfig for $name {
             fn inputs(&self) -> Vec<&str> {
                 let $s = self;
@@ -66,6 +71,10 @@ macro_rules! impl_step_config {
             }
             fn concurrency(&self) -> Option<u32> {
                 self.concurrency
+            }
+            fn extra_outputs(&self) -> Vec<String> {
+                let $e = self;
+                $extra
             }
         }
     };
@@ -253,7 +262,7 @@ step_config!(
         output: String,
         /// Most characters per chunk; default 2048.
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        #[schemars(range(min = 1))]
+        #[schemars(range(min = 1, max = 65535))]
         size: Option<u32>,
         /// Characters shared by consecutive chunks, at most; default 200.
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -261,6 +270,225 @@ step_config!(
     }
 );
 impl_step_config!(TextChunk, inputs(s) => vec![s.input.as_str()], output(s) => Some(&s.output));
+
+step_config!(
+    /// Read a video's container and stream headers: `{durationSeconds, fps, width, height, codec, frames}`.
+    /// The input is a URI column (any store) or a bytes column.
+    VideoMetadata {
+        input: String,
+        output: String,
+    }
+);
+impl_step_config!(VideoMetadata, inputs(s) => vec![s.input.as_str()], output(s) => Some(&s.output));
+
+step_config!(
+    /// Decode a video into frames, one row each (an image in `output`, plus `<output>_index`, the
+    /// frame's number in the video, and `<output>_timestamp`, in seconds). Decoding streams: only a
+    /// few decoded frames are held at once, however long the video.
+    VideoFrames {
+        input: String,
+        output: String,
+        /// Frames per second to sample (e.g. 1); default every frame.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(range(min = 0.001, max = 1000.0))]
+        fps: Option<f64>,
+        /// Only key frames (fast: the decoder skips the others); default false.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        keyframes_only: Option<bool>,
+        /// First second to decode; default 0.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(range(min = 0.0))]
+        start: Option<f64>,
+        /// Second to stop at (exclusive); default the end.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(range(min = 0.0))]
+        end: Option<f64>,
+        /// Most frames per video; default 10,000. Longer videos are cut, not failed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(range(min = 1))]
+        max_frames: Option<u32>,
+        /// Output width (with `height`); default the video's.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(range(min = 1, max = 65535))]
+        width: Option<u32>,
+        /// Output height (with `width`); default the video's.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(range(min = 1, max = 65535))]
+        height: Option<u32>,
+        /// Pixel layout of the frames; default RGB.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mode: Option<ImageMode>,
+        /// Refuse videos whose frames have more pixels than this; default 100,000,000.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(range(min = 1))]
+        max_pixels: Option<u64>,
+    }
+);
+impl_step_config!(VideoFrames, inputs(s) => vec![s.input.as_str()], output(s) => Some(&s.output),
+    extra(s) => vec![format!("{}_index", s.output), format!("{}_timestamp", s.output)]);
+
+step_config!(
+    /// Decode audio (WAV, FLAC, MP3, AAC/M4A, Opus/Ogg: anything FFmpeg reads) to f32 PCM:
+    /// `{samples: list<f32> (interleaved), sampleRate, channels}`. The input is a URI or bytes column.
+    AudioDecode {
+        input: String,
+        output: String,
+        /// Resample to this rate while decoding; default the file's.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(range(min = 1000, max = 384000))]
+        sample_rate: Option<u32>,
+        /// Mix to this many channels while decoding (1 = mono); default the file's.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(range(min = 1, max = 8))]
+        channels: Option<u32>,
+        /// Refuse audio longer than this, by header or by decoded samples; default 3600.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(range(min = 1))]
+        max_seconds: Option<u32>,
+    }
+);
+impl_step_config!(AudioDecode, inputs(s) => vec![s.input.as_str()], output(s) => Some(&s.output));
+
+step_config!(
+    /// Resample decoded audio (e.g. to 16 kHz mono for speech models).
+    AudioResample {
+        input: String,
+        output: String,
+        #[schemars(range(min = 1000, max = 384000))]
+        sample_rate: u32,
+        /// Mix to this many channels (1 = mono); default unchanged.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(range(min = 1, max = 8))]
+        channels: Option<u32>,
+    }
+);
+impl_step_config!(AudioResample, inputs(s) => vec![s.input.as_str()], output(s) => Some(&s.output));
+
+step_config!(
+    /// Read an audio file's headers: `{durationSeconds, sampleRate, channels, codec, bitRate}`.
+    /// The input is a URI or bytes column.
+    AudioMetadata {
+        input: String,
+        output: String,
+    }
+);
+impl_step_config!(AudioMetadata, inputs(s) => vec![s.input.as_str()], output(s) => Some(&s.output));
+
+step_config!(
+    /// Split decoded audio into fixed windows, one row each (audio in `output`, plus
+    /// `<output>_index` and `<output>_offset`, the window's start in seconds).
+    AudioChunk {
+        input: String,
+        output: String,
+        /// Window length; default 30 (Whisper's).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(range(min = 0.01))]
+        window_seconds: Option<f64>,
+        /// Seconds shared by consecutive windows; default 0.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(range(min = 0.0))]
+        overlap_seconds: Option<f64>,
+    }
+);
+impl_step_config!(AudioChunk, inputs(s) => vec![s.input.as_str()], output(s) => Some(&s.output),
+    extra(s) => vec![format!("{}_index", s.output), format!("{}_offset", s.output)]);
+
+step_config!(
+    /// Extract text from documents, one row per page (text in `output`, plus `<output>_page`,
+    /// counting from 1): PDF per page; plain text, Markdown and HTML (tags stripped) as one page.
+    /// A page with no text layer (a scan) gives a null text. The input is a bytes or text column.
+    DocumentText {
+        input: String,
+        output: String,
+        /// Default `auto` (by content).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        document_type: Option<DocumentType>,
+        /// Most pages per document; default 1000. Longer documents are cut, not failed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(range(min = 1))]
+        max_pages: Option<u32>,
+    }
+);
+impl_step_config!(DocumentText, inputs(s) => vec![s.input.as_str()], output(s) => Some(&s.output),
+    extra(s) => vec![format!("{}_page", s.output)]);
+
+step_config!(
+    /// Tokenize text with a Hugging Face `tokenizer.json` (path or object-store URI):
+    /// `{ids: list<u32>, attentionMask: list<u8>}`.
+    TextTokenize {
+        input: String,
+        output: String,
+        /// Path or URI of `tokenizer.json`.
+        tokenizer: String,
+        /// Truncate to this many tokens; default the tokenizer's own setting.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(range(min = 1))]
+        max_length: Option<u32>,
+        /// Pad every row to `maxLength`; default false.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pad_to_max_length: Option<bool>,
+        /// Add the model's special tokens (`[CLS]`, `[SEP]`); default true.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        add_special_tokens: Option<bool>,
+    }
+);
+impl_step_config!(TextTokenize, inputs(s) => vec![s.input.as_str()], output(s) => Some(&s.output));
+
+step_config!(
+    /// Compare a vector column (a list of floats) with a literal `vector` or another column
+    /// (`other`); the result is a float64 per row. Used by `vector.cosine_similarity`, `vector.dot`
+    /// and `vector.l2` (Euclidean distance).
+    VectorCompare {
+        input: String,
+        output: String,
+        /// The column to compare with.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        other: Option<String>,
+        /// The literal vector to compare with.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(length(min = 1))]
+        vector: Option<Vec<f32>>,
+    }
+);
+impl_step_config!(VectorCompare,
+    inputs(s) => std::iter::once(s.input.as_str()).chain(s.other.as_deref()).collect(),
+    output(s) => Some(&s.output));
+
+step_config!(
+    /// Write each row of a bytes column to an object under `uri`, named from the row's source
+    /// reference (so a retried unit rewrites the same objects), and output the object's URI.
+    Upload {
+        input: String,
+        output: String,
+        /// Prefix to write under (`s3://bucket/frames/`, `file:///data/out/`).
+        uri: String,
+        /// File name extension, e.g. `jpg`; default none.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        extension: Option<String>,
+        /// Requests in flight at once per worker; default 32.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(range(min = 1, max = 1024))]
+        max_connections: Option<u32>,
+        /// Retries of a transient failure, with exponential backoff; default 5.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(range(max = 100))]
+        retries: Option<u32>,
+    }
+);
+impl_step_config!(Upload, inputs(s) => vec![s.input.as_str()], output(s) => Some(&s.output));
+
+/// How `document.text` reads its input.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum DocumentType {
+    /// PDF by its `%PDF` header, HTML by a leading tag, otherwise plain text.
+    #[default]
+    Auto,
+    Pdf,
+    Text,
+    Markdown,
+    Html,
+}
 
 /// Pixel layout.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema, Default)]
@@ -412,6 +640,30 @@ pub enum StepSpec {
     TextNormalize(TextNormalize),
     #[serde(rename = "text.chunk")]
     TextChunk(TextChunk),
+    #[serde(rename = "video.metadata")]
+    VideoMetadata(VideoMetadata),
+    #[serde(rename = "video.frames")]
+    VideoFrames(VideoFrames),
+    #[serde(rename = "audio.decode")]
+    AudioDecode(AudioDecode),
+    #[serde(rename = "audio.resample")]
+    AudioResample(AudioResample),
+    #[serde(rename = "audio.metadata")]
+    AudioMetadata(AudioMetadata),
+    #[serde(rename = "audio.chunk")]
+    AudioChunk(AudioChunk),
+    #[serde(rename = "document.text")]
+    DocumentText(DocumentText),
+    #[serde(rename = "text.tokenize")]
+    TextTokenize(TextTokenize),
+    #[serde(rename = "vector.cosine_similarity")]
+    VectorCosine(VectorCompare),
+    #[serde(rename = "vector.dot")]
+    VectorDot(VectorCompare),
+    #[serde(rename = "vector.l2")]
+    VectorL2(VectorCompare),
+    #[serde(rename = "upload")]
+    Upload(Upload),
 }
 
 impl StepSpec {
@@ -430,6 +682,18 @@ impl StepSpec {
             StepSpec::Explode(c) => c,
             StepSpec::TextNormalize(c) => c,
             StepSpec::TextChunk(c) => c,
+            StepSpec::VideoMetadata(c) => c,
+            StepSpec::VideoFrames(c) => c,
+            StepSpec::AudioDecode(c) => c,
+            StepSpec::AudioResample(c) => c,
+            StepSpec::AudioMetadata(c) => c,
+            StepSpec::AudioChunk(c) => c,
+            StepSpec::DocumentText(c) => c,
+            StepSpec::TextTokenize(c) => c,
+            StepSpec::VectorCosine(c) => c,
+            StepSpec::VectorDot(c) => c,
+            StepSpec::VectorL2(c) => c,
+            StepSpec::Upload(c) => c,
         }
     }
 
@@ -448,6 +712,18 @@ impl StepSpec {
             StepSpec::Explode(_) => "explode",
             StepSpec::TextNormalize(_) => "text.normalize",
             StepSpec::TextChunk(_) => "text.chunk",
+            StepSpec::VideoMetadata(_) => "video.metadata",
+            StepSpec::VideoFrames(_) => "video.frames",
+            StepSpec::AudioDecode(_) => "audio.decode",
+            StepSpec::AudioResample(_) => "audio.resample",
+            StepSpec::AudioMetadata(_) => "audio.metadata",
+            StepSpec::AudioChunk(_) => "audio.chunk",
+            StepSpec::DocumentText(_) => "document.text",
+            StepSpec::TextTokenize(_) => "text.tokenize",
+            StepSpec::VectorCosine(_) => "vector.cosine_similarity",
+            StepSpec::VectorDot(_) => "vector.dot",
+            StepSpec::VectorL2(_) => "vector.l2",
+            StepSpec::Upload(_) => "upload",
         }
     }
 }
@@ -467,6 +743,18 @@ fn op_schemas(generator: &mut SchemaGenerator) -> Vec<(&'static str, Schema)> {
         ("explode", Explode::json_schema(generator)),
         ("text.normalize", TextNormalize::json_schema(generator)),
         ("text.chunk", TextChunk::json_schema(generator)),
+        ("video.metadata", VideoMetadata::json_schema(generator)),
+        ("video.frames", VideoFrames::json_schema(generator)),
+        ("audio.decode", AudioDecode::json_schema(generator)),
+        ("audio.resample", AudioResample::json_schema(generator)),
+        ("audio.metadata", AudioMetadata::json_schema(generator)),
+        ("audio.chunk", AudioChunk::json_schema(generator)),
+        ("document.text", DocumentText::json_schema(generator)),
+        ("text.tokenize", TextTokenize::json_schema(generator)),
+        ("vector.cosine_similarity", VectorCompare::json_schema(generator)),
+        ("vector.dot", VectorCompare::json_schema(generator)),
+        ("vector.l2", VectorCompare::json_schema(generator)),
+        ("upload", Upload::json_schema(generator)),
     ]
 }
 
@@ -487,6 +775,18 @@ const CROSS_FIELD_RULES: &[(&str, &str)] = &[
     (
         "self.op != 'image.to_tensor' || !has(self.mean) || !has(self.std) || size(self.mean) == size(self.std)",
         "image.to_tensor needs mean and std of the same length",
+    ),
+    (
+        "self.op != 'video.frames' || has(self.width) == has(self.height)",
+        "video.frames needs both width and height, or neither",
+    ),
+    (
+        "self.op != 'video.frames' || !has(self.start) || !has(self.end) || self.start < self.end",
+        "video.frames needs start before end",
+    ),
+    (
+        "!self.op.startsWith('vector.') || has(self.other) != has(self.vector)",
+        "vector steps need exactly one of other (a column) or vector (a literal)",
     ),
 ];
 
@@ -572,4 +872,51 @@ pub fn op_schema(op: &str) -> Option<Value> {
 pub fn op_names() -> Vec<&'static str> {
     let mut generator = SchemaGenerator::default();
     op_schemas(&mut generator).into_iter().map(|(name, _)| name).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The CRD merges every op's fields into one object, so a field two ops share must mean the
+    /// same thing to the API server.
+    #[test]
+    fn fields_shared_by_ops_have_one_schema() {
+        let mut generator = SchemaGenerator::default();
+        let mut seen: BTreeMap<String, (&str, Value)> = BTreeMap::new();
+        for (op, schema) in op_schemas(&mut generator) {
+            let props = schema.get("properties").and_then(Value::as_object).cloned().unwrap_or_default();
+            for (name, mut prop) in props {
+                if let Some(obj) = prop.as_object_mut() {
+                    obj.remove("description");
+                    if let Some(Value::Array(types)) = obj.get_mut("type") {
+                        types.retain(|t| t != "null");
+                    }
+                    if let Some(Value::Array(types)) = obj.get("type")
+                        && types.len() == 1
+                    {
+                        let only = types[0].clone();
+                        obj.insert("type".into(), only);
+                    }
+                    if let Some(Value::Array(any)) = obj.get("anyOf") {
+                        let kept: Vec<Value> =
+                            any.iter().filter(|v| v.get("type") != Some(&Value::from("null"))).cloned().collect();
+                        if let [one] = kept.as_slice() {
+                            let one = one.clone();
+                            obj.remove("anyOf");
+                            obj.extend(one.as_object().cloned().unwrap_or_default());
+                        }
+                    }
+                }
+                match seen.get(&name) {
+                    Some((first, earlier)) => {
+                        assert_eq!(earlier, &prop, "field `{name}` of {op} differs from {first}'s")
+                    }
+                    None => {
+                        seen.insert(name, (op, prop));
+                    }
+                }
+            }
+        }
+    }
 }

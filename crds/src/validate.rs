@@ -354,10 +354,11 @@ pub fn apply_step(step: &StepSpec, columns: Option<Vec<String>>) -> Option<Vec<S
             cols
         }),
         other => columns.map(|mut cols| {
-            if let Some(out) = other.config().output()
-                && !cols.iter().any(|c| c == out)
-            {
-                cols.push(out.to_string());
+            let config = other.config();
+            for out in config.output().map(str::to_string).into_iter().chain(config.extra_outputs()) {
+                if !cols.contains(&out) {
+                    cols.push(out);
+                }
             }
             cols
         }),

@@ -46,6 +46,7 @@ fn build_step(step: &StepSpec, stores: &Arc<StoreRegistry>) -> Result<Arc<dyn St
         StepSpec::Explode(c) => explode::build(c),
         StepSpec::TextNormalize(c) => normalize::build(c),
         StepSpec::TextChunk(c) => chunk::build(c),
+        other => Err(BuildError::new("op", format!("{} is not implemented yet", other.op()))),
     }
 }
 
