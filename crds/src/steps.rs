@@ -255,8 +255,9 @@ step_config!(
 impl_step_config!(TextNormalize, inputs(s) => vec![s.input.as_str()], output(s) => Some(&s.output));
 
 step_config!(
-    /// Split text into overlapping chunks, one row each (`{text, index, start}`), preferring to
-    /// break at paragraphs, then lines, sentences and words.
+    /// Split text into overlapping chunks, one row each (the chunk in `output`, plus
+    /// `<output>_index` and `<output>_start`, a character offset), preferring to break at
+    /// paragraphs, then lines, sentences and words.
     TextChunk {
         input: String,
         output: String,
@@ -269,7 +270,8 @@ step_config!(
         overlap: Option<u32>,
     }
 );
-impl_step_config!(TextChunk, inputs(s) => vec![s.input.as_str()], output(s) => Some(&s.output));
+impl_step_config!(TextChunk, inputs(s) => vec![s.input.as_str()], output(s) => Some(&s.output),
+    extra(s) => vec![format!("{}_index", s.output), format!("{}_start", s.output)]);
 
 step_config!(
     /// Read a video's container and stream headers: `{durationSeconds, fps, width, height, codec, frames}`.

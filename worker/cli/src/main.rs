@@ -70,6 +70,21 @@ enum Generate {
         #[arg(long)]
         with_bad_files: bool,
     },
+    /// Test-pattern videos (640x360 H.264 with a tone) and tones in WAV, FLAC, MP3, M4A and Opus,
+    /// made with the `ffmpeg` command, plus a truncated MP4 and an empty file.
+    Media {
+        /// Output folder (videos go to DIR/videos, audio to DIR/audio).
+        dir: PathBuf,
+        /// Seconds per video.
+        #[arg(long, default_value_t = 20)]
+        seconds: u32,
+    },
+    /// PDFs (several pages, one without a text layer), HTML, Markdown and text files, plus a
+    /// truncated PDF and an encrypted one.
+    Documents {
+        /// Output folder.
+        dir: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -87,6 +102,8 @@ fn main() -> ExitCode {
         Command::Generate { what: Generate::Images { dir, count, min_side, max_side, seed, with_bad_files } } => exit(
             generate_images(dir, JpegSet { count, min_side, max_side, seed, ..JpegSet::default() }, with_bad_files),
         ),
+        Command::Generate { what: Generate::Media { dir, seconds } } => exit(weir::examples::media(&dir, seconds)),
+        Command::Generate { what: Generate::Documents { dir } } => exit(weir::examples::documents(&dir)),
     }
 }
 

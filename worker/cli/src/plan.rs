@@ -2,37 +2,67 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use weir_core::Step;
 use weir_crds::{MultimodalJobSpec, StepSpec};
 use weir_io::StoreRegistry;
+use weir_io::fetch::{FetchError, fetch};
 use weir_io::store::S3Settings;
 use weir_ops::BuildError;
 use weir_ops::image::{crop, decode, encode, resize, tensor};
 use weir_ops::relational::{explode, filter, select};
-use weir_ops::text::{chunk, normalize};
+use weir_ops::text::{chunk, normalize, tokenize};
+use weir_ops::vector::{self, Metric};
 
-/// A step whose config cannot be built.
+/// A step that cannot be built.
 #[derive(Debug, thiserror::Error)]
-#[error("spec.steps[{index}] ({op}).{source}")]
-pub struct PlanError {
-    pub index: usize,
-    pub op: &'static str,
-    pub source: BuildError,
+pub enum PlanError {
+    /// Its config is unusable.
+    #[error("spec.steps[{index}] ({op}).{source}")]
+    Build { index: usize, op: &'static str, source: BuildError },
+    /// An object it needs (a tokenizer file) could not be read.
+    #[error("spec.steps[{index}] ({op}).{field}: {source}")]
+    Fetch { index: usize, op: &'static str, field: &'static str, source: FetchError },
 }
 
-/// Builds the runnable steps of `spec`, in order.
+/// Builds the runnable steps of `spec`, in order, first reading the objects they need whole
+/// (tokenizer files), so a missing one fails the job before any row runs.
 ///
 /// # Errors
-/// [`PlanError`] naming the first step whose config is unusable.
-pub fn build_steps(spec: &MultimodalJobSpec, stores: &Arc<StoreRegistry>) -> Result<Vec<Arc<dyn Step>>, PlanError> {
-    spec.steps
-        .iter()
-        .enumerate()
-        .map(|(index, step)| build_step(step, stores).map_err(|source| PlanError { index, op: step.op(), source }))
-        .collect()
+/// [`PlanError`] naming the first step whose config is unusable or whose object cannot be read.
+pub async fn build_steps(
+    spec: &MultimodalJobSpec,
+    stores: &Arc<StoreRegistry>,
+) -> Result<Vec<Arc<dyn Step>>, PlanError> {
+    let mut steps = Vec::with_capacity(spec.steps.len());
+    for (index, step) in spec.steps.iter().enumerate() {
+        let assets = fetch_assets(index, step, stores).await?;
+        let built =
+            build_step(step, stores, &assets).map_err(|source| PlanError::Build { index, op: step.op(), source });
+        steps.push(built?);
+    }
+    Ok(steps)
 }
 
-fn build_step(step: &StepSpec, stores: &Arc<StoreRegistry>) -> Result<Arc<dyn Step>, BuildError> {
+/// Objects a step reads whole before it is built.
+#[derive(Debug, Default)]
+struct Assets {
+    /// `text.tokenize`'s `tokenizer.json`.
+    tokenizer: Bytes,
+}
+
+/// Reads the objects step `index` needs.
+async fn fetch_assets(index: usize, step: &StepSpec, stores: &StoreRegistry) -> Result<Assets, PlanError> {
+    let read = async |field: &'static str, uri: &str| {
+        fetch(stores, uri).await.map_err(|source| PlanError::Fetch { index, op: step.op(), field, source })
+    };
+    match step {
+        StepSpec::TextTokenize(c) => Ok(Assets { tokenizer: read("tokenizer", &c.tokenizer).await? }),
+        _ => Ok(Assets::default()),
+    }
+}
+
+fn build_step(step: &StepSpec, stores: &Arc<StoreRegistry>, assets: &Assets) -> Result<Arc<dyn Step>, BuildError> {
     match step {
         StepSpec::Download(c) => Ok(weir_io::download::build(c, stores.clone())),
         StepSpec::ImageDecode(c) => decode::build(c),
@@ -46,7 +76,18 @@ fn build_step(step: &StepSpec, stores: &Arc<StoreRegistry>) -> Result<Arc<dyn St
         StepSpec::Explode(c) => explode::build(c),
         StepSpec::TextNormalize(c) => normalize::build(c),
         StepSpec::TextChunk(c) => chunk::build(c),
-        other => Err(BuildError::new("op", format!("{} is not implemented yet", other.op()))),
+        StepSpec::TextTokenize(c) => tokenize::build(c, &assets.tokenizer),
+        StepSpec::DocumentText(c) => weir_ops::document::build(c),
+        StepSpec::VectorCosine(c) => vector::build(c, Metric::Cosine),
+        StepSpec::VectorDot(c) => vector::build(c, Metric::Dot),
+        StepSpec::VectorL2(c) => vector::build(c, Metric::L2),
+        StepSpec::Upload(c) => weir_io::upload::build(c, stores),
+        StepSpec::VideoMetadata(c) => weir_media::video::metadata::build(c, stores.clone()),
+        StepSpec::VideoFrames(c) => weir_media::video::frames::build(c, stores.clone()),
+        StepSpec::AudioDecode(c) => weir_media::audio::decode::build(c, stores.clone()),
+        StepSpec::AudioResample(c) => weir_media::audio::resample::build(c),
+        StepSpec::AudioMetadata(c) => weir_media::audio::metadata::build(c, stores.clone()),
+        StepSpec::AudioChunk(c) => weir_media::audio::chunk::build(c),
     }
 }
 

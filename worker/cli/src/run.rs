@@ -101,7 +101,7 @@ pub async fn run_job(job: &MultimodalJob, options: RunOptions) -> Result<RunRepo
         });
     }
 
-    let steps = build_steps(spec, &stores)?;
+    let steps = build_steps(spec, &stores).await?;
     let plan = source::plan(&spec.source, stores.clone()).await?;
     let sink = ParquetSink::new(&spec.sink.parquet, &stores)?.with_row_group_bytes((limit / 8) as usize);
     let budget = MemoryBudget::new(limit);

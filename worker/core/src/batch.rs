@@ -30,6 +30,34 @@ pub fn with_column(input: &RecordBatch, name: &str, values: ArrayRef) -> Result<
     Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?)
 }
 
+/// The output of a row-multiplying step: `input`'s columns repeated per output row (`parents[i]` is
+/// the input row of output row `i`), followed by `added` (one value per output row each). Input
+/// columns named like an added column are dropped.
+///
+/// # Errors
+/// Only on an Arrow invariant violation (e.g. an `added` column of the wrong length).
+pub fn repeat_rows(
+    input: &RecordBatch,
+    parents: &[u32],
+    added: Vec<(String, ArrayRef)>,
+) -> Result<RecordBatch, StepError> {
+    let indices = arrow_array::UInt32Array::from(parents.to_vec());
+    let schema = input.schema();
+    let mut fields = Vec::new();
+    let mut columns = Vec::new();
+    for (field, column) in schema.fields().iter().zip(input.columns()) {
+        if added.iter().all(|(name, _)| name != field.name()) {
+            fields.push(field.as_ref().clone());
+            columns.push(arrow_select::take::take(column, &indices, None)?);
+        }
+    }
+    for (name, column) in added {
+        fields.push(Field::new(name, column.data_type().clone(), true));
+        columns.push(column);
+    }
+    Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?)
+}
+
 /// Returns `input` without the rows at `rows` (sorted or not).
 ///
 /// # Errors

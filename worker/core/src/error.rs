@@ -1,4 +1,4 @@
-//! Error types of the executor: fatal step errors and whole-pipeline failures.
+//! Error types of the executor: unbuildable step configs, fatal step errors and whole-pipeline failures.
 
 use arrow_schema::ArrowError;
 
@@ -20,6 +20,22 @@ pub enum StepError {
 impl StepError {
     pub fn column(column: &str, message: impl Into<String>) -> Self {
         StepError::Column { column: column.to_string(), message: message.into() }
+    }
+}
+
+/// A step config that cannot be turned into a runnable step (checked when the job is planned,
+/// before any row runs).
+#[derive(Debug, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct BuildError {
+    /// The config field at fault, e.g. `width`.
+    pub field: String,
+    pub message: String,
+}
+
+impl BuildError {
+    pub fn new(field: &str, message: impl Into<String>) -> Self {
+        Self { field: field.to_string(), message: message.into() }
     }
 }
 

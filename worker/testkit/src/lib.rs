@@ -2,5 +2,7 @@
 //!
 //! Everything here is deterministic for a given seed, so a failing test reproduces exactly.
 
+pub mod docs;
 pub mod images;
+pub mod media;
 pub mod process;

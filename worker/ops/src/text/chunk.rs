@@ -1,14 +1,14 @@
 //! `text.chunk`: a recursive character splitter. Text is cut at the coarsest separator that makes
 //! pieces fit (paragraphs, then lines, sentences, words, characters), and pieces are packed into
 //! chunks of at most `size` characters, consecutive chunks sharing up to `overlap` characters.
-//! Each chunk becomes a row `{text, index, start}` (start is a character offset); other columns
-//! repeat.
+//! Each chunk becomes a row: its text in `output`, its number in `<output>_index` and its start (a
+//! character offset) in `<output>_start`; other columns repeat.
 
 use std::sync::Arc;
 
 use arrow_array::builder::{StringBuilder, UInt32Builder};
-use arrow_array::{ArrayRef, RecordBatch, StructArray, UInt32Array};
-use arrow_schema::{DataType, Field, Fields, Schema};
+use arrow_array::{ArrayRef, RecordBatch};
+use weir_core::batch::repeat_rows;
 use weir_core::step::{ComputeStep, Kernel};
 use weir_core::{Step, StepError, StepOutput};
 use weir_crds::TextChunk;
@@ -124,15 +124,6 @@ fn pack(pieces: &[Piece<'_>], size: usize, overlap: usize) -> Vec<Chunk> {
     chunks
 }
 
-/// The struct fields of a chunk column.
-pub fn chunk_fields() -> Fields {
-    Fields::from(vec![
-        Field::new("text", DataType::Utf8, false),
-        Field::new("index", DataType::UInt32, false),
-        Field::new("start", DataType::UInt32, false),
-    ])
-}
-
 impl Kernel for ChunkText {
     fn name(&self) -> &str {
         "text.chunk"
@@ -141,30 +132,21 @@ impl Kernel for ChunkText {
     fn apply(&self, input: &RecordBatch) -> Result<StepOutput, StepError> {
         let rows = string_rows(input, &self.input)?;
         let (mut text, mut index, mut start) = (StringBuilder::new(), UInt32Builder::new(), UInt32Builder::new());
-        let mut take = Vec::new();
+        let mut parents = Vec::new();
         for (row, value) in rows.iter().enumerate() {
             for (i, c) in value.map(|v| chunk(v, self.size, self.overlap)).unwrap_or_default().into_iter().enumerate() {
                 text.append_value(&c.text);
                 index.append_value(i as u32);
                 start.append_value(c.start as u32);
-                take.push(row as u32);
+                parents.push(row as u32);
             }
         }
-        let columns: Vec<ArrayRef> = vec![Arc::new(text.finish()), Arc::new(index.finish()), Arc::new(start.finish())];
-        let chunks: ArrayRef = Arc::new(StructArray::new(chunk_fields(), columns, None));
-        let indices = UInt32Array::from(take);
-        let schema = input.schema();
-        let mut fields = Vec::new();
-        let mut out = Vec::new();
-        for (field, column) in schema.fields().iter().zip(input.columns()) {
-            if field.name() != &self.output {
-                fields.push(field.as_ref().clone());
-                out.push(arrow_select::take::take(column, &indices, None)?);
-            }
-        }
-        fields.push(Field::new(&self.output, chunks.data_type().clone(), true));
-        out.push(chunks);
-        Ok(StepOutput::ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), out)?))
+        let added: Vec<(String, ArrayRef)> = vec![
+            (self.output.clone(), Arc::new(text.finish())),
+            (format!("{}_index", self.output), Arc::new(index.finish())),
+            (format!("{}_start", self.output), Arc::new(start.finish())),
+        ];
+        Ok(StepOutput::ok(repeat_rows(input, &parents, added)?))
     }
 }
 
@@ -227,11 +209,11 @@ mod tests {
         let out = step.apply(&input).expect("chunk").batch;
         let docs: Vec<&str> = out.column_by_name("doc").expect("doc").as_string::<i32>().iter().flatten().collect();
         assert_eq!(docs, ["a", "a", "a", "c"]);
-        let chunks = out.column_by_name("chunk").expect("chunk").as_struct();
         let texts: Vec<&str> =
-            chunks.column_by_name("text").expect("text").as_string::<i32>().iter().flatten().collect();
+            out.column_by_name("chunk").expect("chunk").as_string::<i32>().iter().flatten().collect();
         assert_eq!(texts, ["one two ", "three ", "four", "five"]);
-        let index = chunks.column_by_name("index").expect("index").as_primitive::<arrow_array::types::UInt32Type>();
+        let index =
+            out.column_by_name("chunk_index").expect("chunk_index").as_primitive::<arrow_array::types::UInt32Type>();
         assert_eq!(index.values().to_vec(), [0, 1, 2, 0], "a new document restarts the numbering");
     }
 

@@ -1,7 +1,8 @@
-//! Text steps: normalisation and chunking.
+//! Text steps: normalisation, chunking and tokenization.
 
 pub mod chunk;
 pub mod normalize;
+pub mod tokenize;
 
 use arrow_array::RecordBatch;
 use arrow_array::cast::AsArray;

@@ -1,0 +1,299 @@
+//! PDF pages to text with `lopdf`: one string per page, in content-stream order.
+//!
+//! # Memory
+//! `lopdf` parses the whole file's object graph at once, so a document costs a small multiple of
+//! its size whatever `maxPages` says; streams stay compressed until a page's content is decoded.
+//! Only the first `max_pages` pages are decoded, one at a time, each bounded by
+//! [`PAGE_CONTENT_LIMIT`] decompressed bytes, so a 10,000-page file read with `maxPages: 5` costs
+//! its parse plus five pages.
+//!
+//! # Text
+//! Text comes from the text-showing operators (`Tj`, `TJ`, `'`, `"`) decoded with each font's
+//! encoding (standard encodings, `/Differences`, `/ToUnicode` CMaps). A move to another baseline
+//! starts a new line and a move along the line (or a wide `TJ` gap) a space; there is no layout
+//! analysis (columns, tables), and text inside form XObjects is not read.
+
+use std::collections::BTreeMap;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use lopdf::content::{Content, Operation};
+use lopdf::{Document, Encoding, Object, ObjectId};
+
+/// Most decompressed bytes of one page's content (or one font's encoding data).
+pub const PAGE_CONTENT_LIMIT: usize = 64 << 20;
+/// The header must start within this many bytes, and `%%EOF` end within this many of the end.
+const MARKER_WINDOW: usize = 1024;
+/// A `TJ` adjustment more negative than this (thousandths of an em) is read as a word gap.
+const TJ_SPACE: f32 = -200.0;
+/// Baselines further apart than this (text-space units) are different lines.
+const SAME_LINE: f32 = 1.0;
+
+/// Whether `bytes` carry a PDF header (`%PDF-` within the first 1024 bytes).
+pub fn is_pdf(bytes: &[u8]) -> bool {
+    find(&bytes[..bytes.len().min(MARKER_WINDOW)], b"%PDF-").is_some()
+}
+
+/// The text of each of the first `max_pages` pages; `None` for a page without text (a scan).
+///
+/// # Errors
+/// A message saying what is wrong: not a PDF, truncated (no `%%EOF` in its last 1024 bytes),
+/// corrupt, encrypted with a password, no pages, a page over [`PAGE_CONTENT_LIMIT`], or a parser
+/// panic (caught, never propagated; the panic hook still prints it to stderr).
+pub fn pages(bytes: &[u8], max_pages: usize) -> Result<Vec<Option<String>>, String> {
+    let n = bytes.len();
+    if !is_pdf(bytes) {
+        return Err(format!("not a PDF: no %PDF- header in its first {} bytes", n.min(MARKER_WINDOW)));
+    }
+    if find(&bytes[n.saturating_sub(MARKER_WINDOW)..], b"%%EOF").is_none() {
+        return Err(format!("truncated PDF: no %%EOF marker at the end of its {n} bytes"));
+    }
+    catch_unwind(AssertUnwindSafe(|| read(bytes, max_pages))).unwrap_or_else(|panic| {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown cause".into());
+        Err(format!("corrupt PDF: the parser panicked: {what}"))
+    })
+}
+
+fn read(bytes: &[u8], max_pages: usize) -> Result<Vec<Option<String>>, String> {
+    let doc = Document::load_mem(bytes).map_err(|e| match e {
+        lopdf::Error::Decryption(_) | lopdf::Error::InvalidPassword | lopdf::Error::UnsupportedSecurityHandler(_) => {
+            format!("encrypted PDF: cannot decrypt: {}", chain(&e))
+        }
+        e => format!("corrupt PDF: {}", chain(&e)),
+    })?;
+    // lopdf removes /Encrypt once it has decrypted the file with the empty user password.
+    if doc.trailer.has(b"Encrypt") {
+        return Err("encrypted PDF: a password is needed to open it (only an empty user password is tried)".into());
+    }
+    let ids: Vec<ObjectId> = doc.page_iter().take(max_pages).collect();
+    if ids.is_empty() {
+        return Err("corrupt PDF: no pages found".into());
+    }
+    ids.iter()
+        .enumerate()
+        .map(|(i, &id)| page_text(&doc, id).map_err(|e| format!("PDF page {}: {}", i + 1, chain(&e))))
+        .collect()
+}
+
+/// The text of one page, `None` when it shows none.
+fn page_text(doc: &Document, page: ObjectId) -> Result<Option<String>, lopdf::Error> {
+    let encodings: BTreeMap<Vec<u8>, Encoding<'_>> = doc
+        .get_page_fonts(page)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|(name, font)| font.get_font_encoding_with_limit(doc, PAGE_CONTENT_LIMIT).ok().map(|e| (name, e)))
+        .collect();
+    let content = doc.get_page_content_with_limit(page, PAGE_CONTENT_LIMIT)?;
+    let mut text = PageText::default();
+    // A damaged content stream keeps the text read before the damage.
+    for op in Content::decode_iter(&content).map_while(Result::ok) {
+        text.apply(&op, &encodings);
+    }
+    Ok(text.finish())
+}
+
+/// A text matrix `[a b c d e f]`.
+type Matrix = [f32; 6];
+const IDENTITY: Matrix = [1.0, 0.0, 0.0, 1.0, 0.0, 0.0];
+
+/// Accumulates a page's text, tracking the text line matrix to place line breaks and spaces.
+struct PageText<'a> {
+    text: String,
+    font: Option<&'a Encoding<'a>>,
+    line: Matrix,
+    leading: f32,
+    /// Baseline of the last text shown.
+    shown_y: Option<f32>,
+    /// The position moved (or a line break was asked for) since text was last shown.
+    moved: bool,
+    next_line: bool,
+}
+
+impl Default for PageText<'_> {
+    fn default() -> Self {
+        Self {
+            text: String::new(),
+            font: None,
+            line: IDENTITY,
+            leading: 0.0,
+            shown_y: None,
+            moved: false,
+            next_line: false,
+        }
+    }
+}
+
+impl<'a> PageText<'a> {
+    fn apply(&mut self, op: &Operation, encodings: &'a BTreeMap<Vec<u8>, Encoding<'a>>) {
+        let num = |i: usize| op.operands.get(i).and_then(|o| o.as_float().ok()).unwrap_or(0.0);
+        match op.operator.as_str() {
+            "BT" => self.set_line(IDENTITY),
+            "Tf" => self.font = op.operands.first().and_then(|o| o.as_name().ok()).and_then(|n| encodings.get(n)),
+            "TL" => self.leading = num(0),
+            "Td" => self.translate(num(0), num(1)),
+            "TD" => {
+                self.leading = -num(1);
+                self.translate(num(0), num(1));
+            }
+            "Tm" => self.set_line([num(0), num(1), num(2), num(3), num(4), num(5)]),
+            "T*" => self.next_line(),
+            "Tj" => self.show(op.operands.first()),
+            "TJ" => self.show(op.operands.first()),
+            "'" => {
+                self.next_line();
+                self.show(op.operands.first());
+            }
+            "\"" => {
+                self.next_line();
+                self.show(op.operands.get(2));
+            }
+            _ => {}
+        }
+    }
+
+    fn set_line(&mut self, m: Matrix) {
+        self.line = m;
+        self.moved = true;
+    }
+
+    fn translate(&mut self, tx: f32, ty: f32) {
+        let m = self.line;
+        self.set_line([m[0], m[1], m[2], m[3], tx * m[0] + ty * m[2] + m[4], tx * m[1] + ty * m[3] + m[5]]);
+    }
+
+    fn next_line(&mut self) {
+        self.translate(0.0, -self.leading);
+        self.next_line = true;
+    }
+
+    /// Shows a string or a `TJ` array, separated from the text before by what the move implies.
+    fn show(&mut self, operand: Option<&Object>) {
+        let Some(encoding) = self.font else { return };
+        let y = self.line[5];
+        if !self.text.is_empty() {
+            let new_line = self.next_line || self.shown_y.is_some_and(|last| (last - y).abs() > SAME_LINE);
+            if new_line {
+                self.break_line();
+            } else if self.moved {
+                self.space();
+            }
+        }
+        let decode = |bytes: &[u8], out: &mut String| {
+            if let Ok(s) = encoding.bytes_to_string(bytes) {
+                out.push_str(&s);
+            }
+        };
+        match operand {
+            Some(Object::String(bytes, _)) => decode(bytes, &mut self.text),
+            Some(Object::Array(items)) => {
+                for item in items {
+                    match item {
+                        Object::String(bytes, _) => decode(bytes, &mut self.text),
+                        other if other.as_float().is_ok_and(|n| n < TJ_SPACE) => self.space(),
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+        self.shown_y = Some(y);
+        self.moved = false;
+        self.next_line = false;
+    }
+
+    fn space(&mut self) {
+        if !self.text.ends_with(char::is_whitespace) {
+            self.text.push(' ');
+        }
+    }
+
+    fn break_line(&mut self) {
+        let trimmed = self.text.trim_end_matches([' ', '\t']).len();
+        self.text.truncate(trimmed);
+        self.text.push('\n');
+    }
+
+    fn finish(self) -> Option<String> {
+        let text = self.text.trim();
+        (!text.is_empty()).then(|| text.to_string())
+    }
+}
+
+/// `error` and its sources, joined by `: `.
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut out = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        out.push_str(": ");
+        out.push_str(&e.to_string());
+        source = e.source();
+    }
+    out
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weir_testkit::docs::{PdfPage, encrypted_pdf, pdf};
+
+    #[test]
+    fn each_page_gives_its_lines_in_order() {
+        let bytes = pdf(&[PdfPage::Text("Hello page one\nsecond line"), PdfPage::Text("Café (two) \\ ok")]);
+        let pages = pages(&bytes, 1000).expect("pages");
+        assert_eq!(pages, [Some("Hello page one\nsecond line".to_string()), Some("Café (two) \\ ok".to_string())]);
+    }
+
+    #[test]
+    fn a_page_without_text_is_none_and_max_pages_cuts() {
+        let bytes = pdf(&[PdfPage::Text("a"), PdfPage::Drawing, PdfPage::Text("c")]);
+        assert_eq!(pages(&bytes, 1000).expect("pages"), [Some("a".to_string()), None, Some("c".to_string())]);
+        assert_eq!(pages(&bytes, 1).expect("pages"), [Some("a".to_string())]);
+    }
+
+    #[test]
+    fn damaged_files_get_precise_messages() {
+        let bytes = pdf(&[PdfPage::Text("hello")]);
+        let cut = pages(&bytes[..bytes.len() / 2], 10).expect_err("truncated");
+        assert_eq!(cut, format!("truncated PDF: no %%EOF marker at the end of its {} bytes", bytes.len() / 2));
+        assert_eq!(pages(b"GIF89a....", 10).expect_err("not pdf"), "not a PDF: no %PDF- header in its first 10 bytes");
+        let garbage = b"%PDF-1.7\n\x00\x01garbage that is no object at all\n%%EOF\n";
+        let err = pages(garbage, 10).expect_err("garbage");
+        assert!(err.starts_with("corrupt PDF: "), "{err}");
+    }
+
+    #[test]
+    fn an_encrypted_file_says_it_needs_a_password() {
+        let err = pages(&encrypted_pdf("secret"), 10).expect_err("encrypted");
+        assert!(err.starts_with("encrypted PDF: "), "{err}");
+    }
+
+    #[test]
+    fn tj_gaps_and_baseline_moves_separate_words_and_lines() {
+        let mut text = PageText::default();
+        let encodings: BTreeMap<Vec<u8>, Encoding<'_>> =
+            [(b"F1".to_vec(), Encoding::SimpleEncoding(b"WinAnsiEncoding"))].into_iter().collect();
+        let op = |name: &str, operands: Vec<Object>| Operation::new(name, operands);
+        let s = |t: &str| Object::string_literal(t);
+        for o in [
+            op("BT", vec![]),
+            op("Tf", vec![Object::Name(b"F1".to_vec()), 12.into()]),
+            op("Tm", vec![1.into(), 0.into(), 0.into(), 1.into(), 72.into(), 700.into()]),
+            op("TJ", vec![Object::Array(vec![s("Hel"), (-20).into(), s("lo"), (-300).into(), s("world")])]),
+            op("Td", vec![100.into(), 0.into()]),
+            op("Tj", vec![s("again")]),
+            op("Tm", vec![1.into(), 0.into(), 0.into(), 1.into(), 72.into(), 680.into()]),
+            op("Tj", vec![s("next")]),
+            op("ET", vec![]),
+        ] {
+            text.apply(&o, &encodings);
+        }
+        assert_eq!(text.finish().as_deref(), Some("Hello world again\nnext"));
+    }
+}
