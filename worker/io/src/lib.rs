@@ -7,12 +7,14 @@
 //! - [`sink`]: writes each unit's rows (and failed rows) as Parquet part files.
 //! - [`download`]: the `download` step.
 //! - [`upload`]: the `upload` step.
+//! - [`rowio`]: one bounded, retried request per row, shared by `download` and `upload`.
 //! - [`fetch`]: reads a whole object (a tokenizer, model weights) before a job starts.
 //! - [`parquet_io`]: Parquet reading and writing over object stores.
 
 pub mod download;
 pub mod fetch;
 pub mod parquet_io;
+pub mod rowio;
 pub mod sink;
 pub mod source;
 pub mod store;

@@ -14,7 +14,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::ByteArrayType;
@@ -22,20 +21,18 @@ use arrow_array::{Array, ArrayRef, GenericByteArray, OffsetSizeTrait, RecordBatc
 use arrow_schema::DataType;
 use bytes::Bytes;
 use futures::future::BoxFuture;
-use futures::{StreamExt, stream};
 use object_store::path::Path;
 use object_store::{PutOptions, PutPayload};
 use tokio::sync::Semaphore;
 use weir_core::batch::{row_ref, row_refs};
-use weir_core::{BuildError, RowFailure, Step, StepContext, StepError, StepOutput};
+use weir_core::{BuildError, Step, StepContext, StepError, StepOutput};
 use weir_crds::Upload;
 
+use crate::rowio::{Attempt, per_row, with_retries};
 use crate::store::{Location, StoreRegistry, is_transient};
 
 pub const DEFAULT_MAX_CONNECTIONS: u32 = 32;
 pub const DEFAULT_RETRIES: u32 = 5;
-/// First retry delay; doubles each retry.
-const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 
 /// The runnable `upload` step.
 pub struct UploadStep {
@@ -88,34 +85,16 @@ impl Step for UploadStep {
         Box::pin(async move {
             let bodies = row_bytes(&input, &self.input)?;
             let names = object_names(&input, &self.suffix);
-            let jobs: Vec<(Path, Option<Bytes>)> =
-                names.into_iter().map(|name| self.prefix.path.clone().join(name)).zip(bodies).collect();
-            let written: Vec<Option<Result<String, String>>> = stream::iter(jobs)
-                .map(|(path, body)| {
-                    let this = self.clone();
-                    async move {
-                        match body {
-                            Some(body) => Some(this.put(path, body).await),
-                            None => None,
-                        }
-                    }
-                })
-                .buffered(self.max_connections)
-                .collect()
-                .await;
-            let mut failures = Vec::new();
-            let uris: Vec<Option<String>> = written
+            let rows: Vec<Option<(Path, Bytes)>> = names
                 .into_iter()
-                .enumerate()
-                .map(|(row, r)| match r {
-                    Some(Ok(uri)) => Some(uri),
-                    Some(Err(message)) => {
-                        failures.push(RowFailure::new(row, message));
-                        None
-                    }
-                    None => None,
-                })
+                .zip(bodies)
+                .map(|(name, body)| body.map(|b| (self.prefix.path.clone().join(name), b)))
                 .collect();
+            let (uris, failures) = per_row(rows, self.max_connections, |(path, body)| {
+                let this = self.clone();
+                async move { this.put(path, body).await }
+            })
+            .await;
             let array: ArrayRef = Arc::new(StringArray::from(uris));
             StepOutput::with_column(&input, &self.output, array, failures)
         })
@@ -126,26 +105,20 @@ impl UploadStep {
     /// Writes one object, retrying transient failures; returns its URI.
     async fn put(&self, path: Path, body: Bytes) -> Result<String, String> {
         let uri = self.prefix.uri_of(&path);
-        let mut attempt = 0;
-        loop {
-            let result = {
-                let _permit =
-                    self.connections.acquire().await.map_err(|_| "upload step is shutting down".to_string())?;
-                let payload = PutPayload::from(body.clone());
-                self.prefix.store.put_opts(&path, payload, PutOptions::default()).await
-            };
-            let error = match result {
-                Ok(_) => return Ok(uri),
-                Err(e) if !is_transient(&e) => return Err(format!("{uri}: {e}")),
-                Err(e) => format!("{uri}: {e}"),
-            };
-            if attempt >= self.retries {
-                let tries = attempt + 1;
-                return Err(format!("{error} (gave up after {tries} attempt{})", if tries == 1 { "" } else { "s" }));
+        with_retries(self.retries, || async {
+            let _permit = self
+                .connections
+                .acquire()
+                .await
+                .map_err(|_| Attempt::Fatal("upload step is shutting down".to_string()))?;
+            let payload = PutPayload::from(body.clone());
+            match self.prefix.store.put_opts(&path, payload, PutOptions::default()).await {
+                Ok(_) => Ok(uri.clone()),
+                Err(e) if !is_transient(&e) => Err(Attempt::Fatal(format!("{uri}: {e}"))),
+                Err(e) => Err(Attempt::Transient(format!("{uri}: {e}"))),
             }
-            tokio::time::sleep(FIRST_BACKOFF * 2u32.saturating_pow(attempt)).await;
-            attempt += 1;
-        }
+        })
+        .await
     }
 }
 
