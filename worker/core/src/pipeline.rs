@@ -21,7 +21,7 @@ use crate::channel::{StageReceiver, StageSender, stage_channel};
 use crate::compute::ComputePool;
 use crate::error::{ExecError, StepError};
 use crate::stats::{PipelineStats, StepStats};
-use crate::step::{Step, StepContext, StepOutput};
+use crate::step::{MoreOutput, Step, StepContext, StepOutput};
 use crate::unit::{ErrorRecord, UnitReader, UnitSink, UnitSummary, WorkUnit};
 
 /// What a failed row does.
@@ -210,6 +210,7 @@ impl Pipeline {
                 ctx: StepContext { compute: self.compute.clone() },
                 stats: self.stats.stages[index + 1].clone(),
                 planner: planner.clone(),
+                budget: self.budget.clone(),
                 errors: self.options.errors,
             };
             tasks.spawn(stage.run(rx, next_tx).map(|r| r.map(|()| None)));
@@ -326,7 +327,16 @@ struct StepStage {
     ctx: StepContext,
     stats: Arc<StepStats>,
     planner: Arc<MorselPlanner>,
+    budget: MemoryBudget,
     errors: ErrorHandling,
+}
+
+/// The parts still to come of one morsel's output ([`StepOutput::more`]).
+struct Draining {
+    unit: Arc<WorkUnit>,
+    /// The step's input morsel, which the parts' failures refer to.
+    input: RecordBatch,
+    more: MoreOutput,
 }
 
 type InFlight = futures::future::BoxFuture<'static, Processed>;
@@ -349,21 +359,42 @@ impl StepStage {
         let concurrency = self.step.concurrency().unwrap_or(self.ctx.compute.threads()).max(1);
         let mut in_flight: FuturesOrdered<InFlight> = FuturesOrdered::new();
         let mut input_done = false;
+        // While a morsel's output is still arriving in parts, the next finished morsel waits here.
+        let mut draining: Option<Draining> = None;
+        let mut held: Option<Processed> = None;
         loop {
-            let idle = in_flight.is_empty();
+            if draining.is_none()
+                && let Some(done) = held.take()
+            {
+                let (message, more) = self.finish(done)?;
+                draining = more;
+                if let Some(message) = message
+                    && !self.send(&tx, message).await
+                {
+                    return Ok(());
+                }
+                continue;
+            }
+            let idle = in_flight.is_empty() && draining.is_none();
             if idle && input_done {
                 return Ok(());
             }
             let wait = Instant::now();
             tokio::select! {
                 biased;
-                Some(done) = in_flight.next(), if !idle => {
-                    let Some(message) = self.finish(done)? else { continue };
-                    let sending = Instant::now();
-                    if !tx.send(message).await {
+                part = next_part(&mut draining), if draining.is_some() => {
+                    let Some(part) = part else {
+                        draining = None;
+                        continue;
+                    };
+                    let Some(current) = draining.as_ref() else { continue };
+                    let message = self.finish_part(current, part)?;
+                    if !self.send(&tx, message).await {
                         return Ok(());
                     }
-                    self.stats.add_blocked_out(sending.elapsed());
+                }
+                Some(done) = in_flight.next(), if !in_flight.is_empty() && held.is_none() => {
+                    held = Some(done);
                 }
                 message = rx.recv(), if !input_done && in_flight.len() < concurrency => {
                     if idle {
@@ -378,9 +409,26 @@ impl StepStage {
         }
     }
 
+    /// Sends `message` downstream, timing the wait; `false` when downstream is gone.
+    async fn send(&self, tx: &StageSender<Message>, message: Message) -> bool {
+        let sending = Instant::now();
+        let sent = tx.send(message).await;
+        self.stats.add_blocked_out(sending.elapsed());
+        sent
+    }
+
     fn start(&self, message: Message) -> InFlight {
         match message {
             Message::UnitEnd(unit) => Box::pin(async move { Processed::UnitEnd(unit) }),
+            // Nothing to process (every row failed or was filtered out upstream): a step need not
+            // handle empty morsels, and its output column would be missing, not empty.
+            Message::Morsel(morsel) if morsel.batch.num_rows() == 0 => {
+                let input = morsel.batch.clone();
+                let output = Ok(StepOutput::ok(input.clone()));
+                Box::pin(
+                    async move { Processed::Morsel(Box::new(Done { morsel, input, output, elapsed: Duration::ZERO })) },
+                )
+            }
             Message::Morsel(morsel) => {
                 self.stats.record_in(morsel.batch.num_rows(), batch_bytes(&morsel.batch));
                 let input = morsel.batch.clone();
@@ -394,24 +442,45 @@ impl StepStage {
         }
     }
 
-    /// Turns a processed morsel into the message for the next stage, applying the error policy.
-    fn finish(&self, done: Processed) -> Result<Option<Message>, ExecError> {
-        let (mut morsel, input, output, elapsed) = match done {
-            Processed::UnitEnd(unit) => return Ok(Some(Message::UnitEnd(unit))),
-            Processed::Morsel(done) => {
-                let Done { morsel, input, output, elapsed } = *done;
-                (morsel, input, output, elapsed)
-            }
+    /// Turns a processed morsel into the message for the next stage, applying the error policy;
+    /// also returns the rest of its output when it comes in parts.
+    fn finish(&self, done: Processed) -> Result<(Option<Message>, Option<Draining>), ExecError> {
+        let Done { mut morsel, input, output, elapsed } = match done {
+            Processed::UnitEnd(unit) => return Ok((Some(Message::UnitEnd(unit)), None)),
+            Processed::Morsel(done) => *done,
         };
-        let output = output.map_err(|source| ExecError::Step {
-            index: self.index,
-            step: self.step.name().to_string(),
-            unit: morsel.unit.id,
-            source,
-        })?;
+        let mut output = output.map_err(|source| self.step_error(&morsel.unit, source))?;
         self.stats.add_busy(output.busy.unwrap_or(elapsed));
+        let more = output.more.take().map(|more| Draining { unit: morsel.unit.clone(), input: input.clone(), more });
+        self.apply(&mut morsel, &input, output)?;
+        Ok((Some(Message::Morsel(morsel)), more))
+    }
+
+    /// A later part of a morsel's output, as its own morsel: no source rows of its own, and a
+    /// reservation for just its bytes (the part exists already; waiting for budget cannot help).
+    fn finish_part(&self, from: &Draining, part: Result<StepOutput, StepError>) -> Result<Message, ExecError> {
+        let output = part.map_err(|source| self.step_error(&from.unit, source))?;
+        self.stats.add_busy(output.busy.unwrap_or_default());
+        let mut morsel = Morsel {
+            unit: from.unit.clone(),
+            batch: output.batch.clone(),
+            source_rows: 0,
+            reservation: self.budget.force(0),
+            errors: Vec::new(),
+        };
+        self.apply(&mut morsel, &from.input, output)?;
+        Ok(Message::Morsel(morsel))
+    }
+
+    fn step_error(&self, unit: &WorkUnit, source: StepError) -> ExecError {
+        ExecError::Step { index: self.index, step: self.step.name().to_string(), unit: unit.id, source }
+    }
+
+    /// Applies the error policy to `output`'s failed rows (rows of `input`), records stats, and
+    /// makes `output` the morsel's batch with a reservation resized to what it still needs.
+    fn apply(&self, morsel: &mut Morsel, input: &RecordBatch, output: StepOutput) -> Result<(), ExecError> {
         if !output.failures.is_empty() {
-            let refs = row_refs(&input);
+            let refs = row_refs(input);
             if !self.errors.skip_rows {
                 let first = &output.failures[0];
                 return Err(ExecError::RowFailed {
@@ -436,7 +505,15 @@ impl StepStage {
         let still_needed = self.planner.remaining_peak(self.index + 2, morsel.source_rows).max(bytes);
         morsel.reservation.resize(still_needed);
         morsel.batch = output.batch;
-        Ok(Some(Message::Morsel(morsel)))
+        Ok(())
+    }
+}
+
+/// The next part of the output being drained; `None` when it is complete (or there is none).
+async fn next_part(draining: &mut Option<Draining>) -> Option<Result<StepOutput, StepError>> {
+    match draining {
+        Some(d) => d.more.next().await,
+        None => None,
     }
 }
 

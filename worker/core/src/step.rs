@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use arrow_array::{ArrayRef, RecordBatch};
 use futures::future::BoxFuture;
+use futures::stream::BoxStream;
 
 use crate::batch;
 use crate::compute::ComputePool;
@@ -24,8 +25,10 @@ impl RowFailure {
     }
 }
 
+/// The rest of a step's output for one input morsel (see [`StepOutput::more`]).
+pub type MoreOutput = BoxStream<'static, Result<StepOutput, StepError>>;
+
 /// What a step made of a morsel.
-#[derive(Debug)]
 pub struct StepOutput {
     /// The output rows; failed rows are not in it.
     pub batch: RecordBatch,
@@ -33,12 +36,34 @@ pub struct StepOutput {
     pub failures: Vec<RowFailure>,
     /// Time spent working, when the step measured it (otherwise the executor times the call).
     pub busy: Option<Duration>,
+    /// More output for the same input morsel, for steps whose output can dwarf their input (the
+    /// frames of a long video). The executor sends `batch` on, then each part of `more` in order,
+    /// before the next morsel's output, and polls `more` only as fast as downstream takes parts,
+    /// so memory holds a few parts, not the whole output. Failures in parts name rows of the same
+    /// input morsel. Dropping the stream must stop the work behind it.
+    pub more: Option<MoreOutput>,
+}
+
+impl std::fmt::Debug for StepOutput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StepOutput")
+            .field("batch", &self.batch)
+            .field("failures", &self.failures)
+            .field("busy", &self.busy)
+            .field("more", &self.more.as_ref().map(|_| "..."))
+            .finish()
+    }
 }
 
 impl StepOutput {
     /// Output with no failed rows.
     pub fn ok(batch: RecordBatch) -> Self {
-        Self { batch, failures: Vec::new(), busy: None }
+        Self::new(batch, Vec::new())
+    }
+
+    /// Output with failed rows (not in `batch`).
+    pub fn new(batch: RecordBatch, failures: Vec<RowFailure>) -> Self {
+        Self { batch, failures, busy: None, more: None }
     }
 
     /// Adds (or replaces) column `name` with `values` (one per input row, failed rows null) and
@@ -55,7 +80,7 @@ impl StepOutput {
         let added = batch::with_column(input, name, values)?;
         let failed: Vec<usize> = failures.iter().map(|f| f.row).collect();
         let batch = batch::drop_rows(&added, &failed)?;
-        Ok(Self { batch, failures, busy: None })
+        Ok(Self::new(batch, failures))
     }
 }
 

@@ -36,6 +36,25 @@ pub trait MediaKernel: Send + Sync + 'static {
     /// Anything wrong with the file: it becomes this row's failure.
     fn read(&self, path: &Path) -> Result<Self::Value, MediaError>;
 
+    /// Whether [`MediaKernel::read_parts`] hands out a file's value in several parts, so the
+    /// step's output for a morsel comes in parts ([`StepOutput::more`]) and a long video is
+    /// never held whole.
+    fn in_parts(&self) -> bool {
+        false
+    }
+
+    /// Reads one file, handing its value to `emit` in parts as they are ready; stops early when
+    /// `emit` returns `false` (nobody wants more). The default hands out one part, [`read`].
+    ///
+    /// # Errors
+    /// As [`MediaKernel::read`]; parts already emitted stay emitted.
+    ///
+    /// [`read`]: MediaKernel::read
+    fn read_parts(&self, path: &Path, emit: &mut dyn FnMut(Self::Value) -> bool) -> Result<(), MediaError> {
+        emit(self.read(path)?);
+        Ok(())
+    }
+
     /// The output morsel from one value per input row (`None` for null or failed rows).
     ///
     /// # Errors
@@ -77,6 +96,9 @@ impl<K: MediaKernel> Step for MediaStep<K> {
         input: RecordBatch,
         ctx: StepContext,
     ) -> BoxFuture<'static, Result<StepOutput, StepError>> {
+        if self.kernel.in_parts() {
+            return Box::pin(async move { self.in_parts(input) });
+        }
         Box::pin(async move {
             let sources = row_sources(&input, self.kernel.input())?;
             let results: Vec<RowResult<K::Value>> = stream::iter(sources)
@@ -128,6 +150,108 @@ impl<K: MediaKernel> MediaStep<K> {
             None => Err(format!("{label}: the decoder stopped unexpectedly")),
         })
     }
+}
+
+/// Parts handed from a decoding thread to the step's output stream: few, so a decode runs at most
+/// this far ahead of what downstream has taken.
+const PARTS_AHEAD: usize = 1;
+
+/// What a decoding thread hands on.
+enum Part<V> {
+    Value(usize, V),
+    Failed(usize, String),
+}
+
+impl<K: MediaKernel> MediaStep<K> {
+    /// The output as an empty first part and then one part per value a file's decode hands out.
+    /// Rows are read one after another by a task this output owns (dropping the output aborts it;
+    /// a decode in progress stops at its next part); decodes run on blocking threads, not the
+    /// compute pool, because they wait for downstream between parts.
+    fn in_parts(self: Arc<Self>, input: RecordBatch) -> Result<StepOutput, StepError> {
+        let sources = row_sources(&input, self.kernel.input())?;
+        let rows = input.num_rows();
+        let (tx, rx) = tokio::sync::mpsc::channel::<Part<K::Value>>(PARTS_AHEAD);
+        let producer = AbortOnDrop(tokio::spawn(self.clone().produce(sources, tx)));
+        let kernel = self.kernel.clone();
+        let first = kernel.assemble(&input, (0..rows).map(|_| None).collect(), Vec::new())?;
+        let more = futures::stream::unfold((rx, producer), move |(mut rx, producer)| {
+            let (kernel, input) = (kernel.clone(), input.clone());
+            async move {
+                let part = rx.recv().await?;
+                let started = Instant::now();
+                let mut values: Vec<Option<K::Value>> = (0..input.num_rows()).map(|_| None).collect();
+                let mut failures = Vec::new();
+                match part {
+                    Part::Value(row, value) => values[row] = Some(value),
+                    Part::Failed(row, message) => failures.push(RowFailure::new(row, message)),
+                }
+                let output = kernel.assemble(&input, values, failures).map(|mut out| {
+                    out.busy = Some(started.elapsed());
+                    out
+                });
+                Some((output, (rx, producer)))
+            }
+        });
+        Ok(StepOutput { more: Some(Box::pin(more)), ..first })
+    }
+
+    /// Reads the rows in order, sending each file's parts (or its failure) to `tx`.
+    async fn produce(self: Arc<Self>, sources: Vec<Option<RowSource>>, tx: tokio::sync::mpsc::Sender<Part<K::Value>>) {
+        for (row, source) in sources.into_iter().enumerate() {
+            let Some(source) = source else { continue };
+            let label = source.label();
+            let staged = match source {
+                RowSource::Remote { uri } => match fetch(&self.stores, &uri).await {
+                    Ok(temp) => Staged::Ready(LocalMedia::Temporary(temp)),
+                    Err(e) => {
+                        if tx.send(Part::Failed(row, format!("{label}: {e}"))).await.is_err() {
+                            return;
+                        }
+                        continue;
+                    }
+                },
+                RowSource::Local { path, .. } => Staged::Ready(LocalMedia::InPlace(path)),
+                RowSource::Bytes { array, row } => Staged::Bytes(array, row),
+            };
+            let (kernel, parts) = (self.kernel.clone(), tx.clone());
+            let decoded = tokio::task::spawn_blocking(move || {
+                read_row_parts(kernel.as_ref(), staged, &mut |value| {
+                    parts.blocking_send(Part::Value(row, value)).is_ok()
+                })
+            })
+            .await;
+            let failure = match decoded {
+                Ok(Ok(())) => continue,
+                Ok(Err(e)) => format!("{label}: {e}"),
+                Err(_) => format!("{label}: the decoder stopped unexpectedly"),
+            };
+            if tx.send(Part::Failed(row, failure)).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// Aborts the task when dropped, so a dropped output stops its producer.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// [`read_row`] for kernels that hand out parts.
+fn read_row_parts<K: MediaKernel>(
+    kernel: &K,
+    staged: Staged,
+    emit: &mut dyn FnMut(K::Value) -> bool,
+) -> Result<(), MediaError> {
+    let media = match staged {
+        Staged::Ready(media) => media,
+        Staged::Bytes(array, row) => LocalMedia::Temporary(bytes_to_temp(&array, row)?),
+    };
+    catch_unwind(AssertUnwindSafe(|| kernel.read_parts(media.path(), emit))).map_err(|_| MediaError::Panicked)?
 }
 
 /// A row's media once fetched; bytes are written out on the compute thread.

@@ -4,13 +4,27 @@ use std::path::Path;
 use std::sync::Arc;
 
 use arrow_array::{ArrayRef, BinaryArray, RecordBatch, StringArray};
+use futures::StreamExt;
 use weir_core::{ComputePool, Step, StepContext, StepOutput};
 
-/// Runs `step` on `input` with a two-thread compute pool.
+/// Runs `step` on `input` with a two-thread compute pool; an output in parts is gathered into one.
 pub fn run(step: Arc<dyn Step>, input: RecordBatch) -> StepOutput {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     let ctx = StepContext { compute: ComputePool::new(2).expect("pool") };
-    runtime.block_on(step.process(input, ctx)).expect("the step fails no morsel")
+    runtime.block_on(async {
+        let mut first = step.process(input, ctx).await.expect("the step fails no morsel");
+        let Some(more) = first.more.take() else { return first };
+        let parts: Vec<StepOutput> = more.map(|part| part.expect("the step fails no part")).collect().await;
+        let mut batches = vec![first.batch.clone()];
+        for part in parts {
+            batches.push(part.batch);
+            first.failures.extend(part.failures);
+        }
+        first.failures.sort_by_key(|f| f.row);
+        first.batch =
+            arrow_select::concat::concat_batches(&first.batch.schema(), &batches).expect("parts share a schema");
+        first
+    })
 }
 
 /// A morsel with a `uri` column (`file://` URIs of `paths`, `None` as null) and a `doc` column.

@@ -121,7 +121,7 @@ impl Kernel for ChunkAudio {
             (format!("{}_offset", self.output), Arc::new(Float64Array::from(offset)) as ArrayRef),
         ];
         let batch = repeat_rows(input, &parents, added)?;
-        Ok(StepOutput { batch, failures, busy: None })
+        Ok(StepOutput::new(batch, failures))
     }
 }
 

@@ -12,9 +12,10 @@
 //! seek or with `keyframesOnly` it is `round(timestamp × fps)`, exact for constant frame rates.
 //!
 //! # Memory
-//! Every frame kept from one video is in the step's output morsel at once, so `fps`, `maxFrames`
-//! and `width`/`height` are what bound it (600 frames of 224x224 RGB: 90 MB). One video's frames
-//! must fit Arrow's 2 GiB binary column; past that the row fails.
+//! The kept frames leave in parts of about [`PART_BYTES`] ([`weir_core::StepOutput::more`]): the
+//! decode pauses while downstream has not taken the last part, so however long the video, the
+//! step holds the decoder's frames and a part or two. A video that fails half-way (a decoder error
+//! deep into the file) keeps the frames already handed on, and its row is recorded as failed.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -168,6 +169,14 @@ impl MediaKernel for SampleFrames {
         sample_frames(path, &self.options)
     }
 
+    fn in_parts(&self) -> bool {
+        true
+    }
+
+    fn read_parts(&self, path: &Path, emit: &mut dyn FnMut(SampledFrames) -> bool) -> Result<(), MediaError> {
+        sample_frames_in_parts(path, &self.options, PART_BYTES, emit)
+    }
+
     fn assemble(
         &self,
         input: &RecordBatch,
@@ -200,7 +209,7 @@ impl MediaKernel for SampleFrames {
             ),
         ];
         let batch = repeat_rows(input, &parents, added)?;
-        Ok(StepOutput { batch, failures, busy: None })
+        Ok(StepOutput::new(batch, failures))
     }
 }
 
@@ -239,6 +248,30 @@ fn image_column(frames: &[FrameInfo], pixels: Vec<u8>) -> Result<ArrayRef, StepE
 /// Any [`MediaError`] about the file: not a video, no video stream, over `maxPixels`, truncated,
 /// undecodable.
 pub fn sample_frames(path: &Path, options: &FrameOptions) -> Result<SampledFrames, MediaError> {
+    let mut all = SampledFrames::default();
+    sample_frames_in_parts(path, options, usize::MAX, &mut |part| {
+        all.pixels.extend_from_slice(&part.pixels);
+        all.frames.extend(part.frames);
+        true
+    })?;
+    Ok(all)
+}
+
+/// Pixels of kept frames handed on at once by `video.frames`: a part is about this big, so a
+/// long video is never held whole.
+pub const PART_BYTES: usize = 16 << 20;
+
+/// As [`sample_frames`], handing the kept frames to `emit` in parts of about `part_bytes` as they
+/// are decoded; stops when `emit` returns `false`.
+///
+/// # Errors
+/// As [`sample_frames`]; parts already handed on stay handed on.
+pub fn sample_frames_in_parts(
+    path: &Path,
+    options: &FrameOptions,
+    part_bytes: usize,
+    emit: &mut dyn FnMut(SampledFrames) -> bool,
+) -> Result<(), MediaError> {
     let mut input = open(path)?;
     let info = find_stream(&input, Type::Video)?;
     check_pixels("the video", info.width, info.height, options.max_pixels)?;
@@ -254,6 +287,8 @@ pub fn sample_frames(path: &Path, options: &FrameOptions) -> Result<SampledFrame
         decoded: 0,
         last_t: 0.0,
         kept: SampledFrames::default(),
+        part_bytes,
+        emit,
     };
     let stream = StreamDecode {
         stream: info.index,
@@ -262,7 +297,10 @@ pub fn sample_frames(path: &Path, options: &FrameOptions) -> Result<SampledFrame
         decoder: &mut decoder,
     };
     decode(&mut input, stream, &mut VideoFrame::empty(), |frame| sampling.on_frame(frame))?;
-    Ok(sampling.kept)
+    if !sampling.kept.frames.is_empty() {
+        (sampling.emit)(std::mem::take(&mut sampling.kept));
+    }
+    Ok(())
 }
 
 /// Refuses frames over `max` pixels (0x0, unknown, passes).
@@ -293,7 +331,10 @@ struct Sampling<'a> {
     counting: bool,
     decoded: u64,
     last_t: f64,
+    /// Frames kept since the last part was handed on.
     kept: SampledFrames,
+    part_bytes: usize,
+    emit: &'a mut dyn FnMut(SampledFrames) -> bool,
 }
 
 impl Sampling<'_> {
@@ -319,6 +360,9 @@ impl Sampling<'_> {
                 if i32::try_from(self.kept.pixels.len()).is_err() {
                     let frames = self.kept.frames.len();
                     return Err(MediaError::FramesTooLarge { frames, bytes: self.kept.pixels.len() });
+                }
+                if self.kept.pixels.len() >= self.part_bytes && !(self.emit)(std::mem::take(&mut self.kept)) {
+                    return Ok(Flow::Stop);
                 }
                 Ok(if last { Flow::Stop } else { Flow::Continue })
             }

@@ -121,7 +121,7 @@ impl Kernel for ExtractText {
         let added: Vec<(String, ArrayRef)> =
             vec![(self.output.clone(), Arc::new(text.finish())), (page_column, Arc::new(page.finish()))];
         let batch = repeat_rows(input, &parents, added)?;
-        Ok(StepOutput { batch, failures, busy: None })
+        Ok(StepOutput::new(batch, failures))
     }
 }
 
