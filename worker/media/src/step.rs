@@ -97,7 +97,10 @@ impl<K: MediaKernel> Step for MediaStep<K> {
         ctx: StepContext,
     ) -> BoxFuture<'static, Result<StepOutput, StepError>> {
         if self.kernel.in_parts() {
-            return Box::pin(async move { self.in_parts(input) });
+            // Started now, not when first polled: the stage holds finished morsels back while it
+            // sends an earlier one's parts, and the decodes should run meanwhile.
+            let output = self.in_parts(input);
+            return Box::pin(async move { output });
         }
         Box::pin(async move {
             let sources = row_sources(&input, self.kernel.input())?;
@@ -134,13 +137,9 @@ impl<K: MediaKernel> MediaStep<K> {
     async fn row(self: Arc<Self>, source: Option<RowSource>, compute: ComputePool) -> RowResult<K::Value> {
         let source = source?;
         let label = source.label();
-        let staged = match source {
-            RowSource::Remote { uri } => match fetch(&self.stores, &uri).await {
-                Ok(temp) => Staged::Ready(LocalMedia::Temporary(temp)),
-                Err(e) => return Some(Err(format!("{label}: {e}"))),
-            },
-            RowSource::Local { path, .. } => Staged::Ready(LocalMedia::InPlace(path)),
-            RowSource::Bytes { array, row } => Staged::Bytes(array, row),
+        let staged = match self.stage(source).await {
+            Ok(staged) => staged,
+            Err(e) => return Some(Err(format!("{label}: {e}"))),
         };
         let kernel = self.kernel.clone();
         let result = compute.run(move || read_row(kernel.as_ref(), staged)).await;
@@ -200,18 +199,14 @@ impl<K: MediaKernel> MediaStep<K> {
         for (row, source) in sources.into_iter().enumerate() {
             let Some(source) = source else { continue };
             let label = source.label();
-            let staged = match source {
-                RowSource::Remote { uri } => match fetch(&self.stores, &uri).await {
-                    Ok(temp) => Staged::Ready(LocalMedia::Temporary(temp)),
-                    Err(e) => {
-                        if tx.send(Part::Failed(row, format!("{label}: {e}"))).await.is_err() {
-                            return;
-                        }
-                        continue;
+            let staged = match self.stage(source).await {
+                Ok(staged) => staged,
+                Err(e) => {
+                    if tx.send(Part::Failed(row, format!("{label}: {e}"))).await.is_err() {
+                        return;
                     }
-                },
-                RowSource::Local { path, .. } => Staged::Ready(LocalMedia::InPlace(path)),
-                RowSource::Bytes { array, row } => Staged::Bytes(array, row),
+                    continue;
+                }
             };
             let (kernel, parts) = (self.kernel.clone(), tx.clone());
             let decoded = tokio::task::spawn_blocking(move || {
@@ -252,6 +247,18 @@ fn read_row_parts<K: MediaKernel>(
         Staged::Bytes(array, row) => LocalMedia::Temporary(bytes_to_temp(&array, row)?),
     };
     catch_unwind(AssertUnwindSafe(|| kernel.read_parts(media.path(), emit))).map_err(|_| MediaError::Panicked)?
+}
+
+impl<K: MediaKernel> MediaStep<K> {
+    /// Makes a row's media local: remote objects are fetched into a temporary file; bytes are
+    /// left to be written out on the decoding thread.
+    async fn stage(&self, source: RowSource) -> Result<Staged, MediaError> {
+        Ok(match source {
+            RowSource::Remote { uri } => Staged::Ready(LocalMedia::Temporary(fetch(&self.stores, &uri).await?)),
+            RowSource::Local { path, .. } => Staged::Ready(LocalMedia::InPlace(path)),
+            RowSource::Bytes { array, row } => Staged::Bytes(array, row),
+        })
+    }
 }
 
 /// A row's media once fetched; bytes are written out on the compute thread.
