@@ -37,6 +37,14 @@ impl UnitReader for Numbers {
     }
 }
 
+/// A morsel of `refs` (a `_weir_ref` column) and `values`.
+fn rows(refs: ArrayRef, values: Vec<u64>) -> Result<RecordBatch, StepError> {
+    Ok(RecordBatch::try_from_iter([
+        (weir_core::ROW_REF_COLUMN, refs),
+        ("value", Arc::new(UInt64Array::from(values)) as ArrayRef),
+    ])?)
+}
+
 /// Makes, per input row, `parts` rows `id * 1000 + k`, one part each; a row asking for 13 parts
 /// fails after its 3rd. Counts parts made and not yet written.
 struct Parted {
@@ -57,36 +65,26 @@ impl Step for Parted {
         Box::pin(async move {
             let parts = input.column_by_name("parts").expect("parts").as_primitive::<UInt64Type>().clone();
             let refs = input.column_by_name(weir_core::ROW_REF_COLUMN).expect("refs").clone();
-            let empty = RecordBatch::try_from_iter([
-                (weir_core::ROW_REF_COLUMN, refs.slice(0, 0)),
-                ("value", Arc::new(UInt64Array::from(Vec::<u64>::new())) as ArrayRef),
-            ])?;
+            let empty = rows(refs.slice(0, 0), Vec::new())?;
             let ids = input.column_by_name("id").expect("id").as_primitive::<UInt64Type>().clone();
-            let rows: Vec<(usize, u64, u64)> =
+            let plan: Vec<(usize, u64, u64)> =
                 parts.values().iter().zip(ids.values()).enumerate().map(|(r, (n, id))| (r, *n, *id)).collect();
             let this = self.clone();
-            let more = stream::iter(rows).flat_map(move |(row, n, id)| {
+            let more = stream::iter(plan).flat_map(move |(row, n, id)| {
                 let (this, refs) = (this.clone(), refs.clone());
                 stream::iter(0..n).map(move |k| {
                     if n == 13 && k == 3 {
-                        let empty = RecordBatch::try_from_iter([
-                            (weir_core::ROW_REF_COLUMN, refs.slice(0, 0)),
-                            ("value", Arc::new(UInt64Array::from(Vec::<u64>::new())) as ArrayRef),
-                        ])?;
-                        return Ok(StepOutput::new(empty, vec![RowFailure::new(row, "broke half-way")]));
+                        return Ok(StepOutput::new(
+                            rows(refs.slice(0, 0), Vec::new())?,
+                            vec![RowFailure::new(row, "broke half-way")],
+                        ));
                     }
                     if n == 13 && k > 3 {
-                        return Ok(StepOutput::ok(RecordBatch::try_from_iter([
-                            (weir_core::ROW_REF_COLUMN, refs.slice(0, 0)),
-                            ("value", Arc::new(UInt64Array::from(Vec::<u64>::new())) as ArrayRef),
-                        ])?));
+                        return Ok(StepOutput::ok(rows(refs.slice(0, 0), Vec::new())?));
                     }
                     let now = this.alive.fetch_add(1, SeqCst) + 1;
                     this.most_alive.fetch_max(now, SeqCst);
-                    Ok(StepOutput::ok(RecordBatch::try_from_iter([
-                        (weir_core::ROW_REF_COLUMN, refs.slice(row, 1)),
-                        ("value", Arc::new(UInt64Array::from(vec![id * 1000 + k])) as ArrayRef),
-                    ])?))
+                    Ok(StepOutput::ok(rows(refs.slice(row, 1), vec![id * 1000 + k])?))
                 })
             });
             Ok(StepOutput { more: Some(more.boxed()), ..StepOutput::ok(empty) })

@@ -11,16 +11,13 @@ use arrow_array::{Array, ArrayRef, BinaryArray, RecordBatch, StringArray};
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use object_store::GetOptions;
-use tokio::sync::Semaphore;
 use weir_core::batch::typed_column;
 use weir_core::{Step, StepContext, StepError, StepOutput};
 use weir_crds::Download;
 
-use crate::rowio::{Attempt, per_row, with_retries};
+use crate::rowio::{Attempt, Requests, per_row};
 use crate::store::{StoreRegistry, is_transient};
 
-pub const DEFAULT_MAX_CONNECTIONS: u32 = 32;
-pub const DEFAULT_RETRIES: u32 = 5;
 pub const DEFAULT_TIMEOUT_SECONDS: u32 = 60;
 
 /// The runnable `download` step.
@@ -28,22 +25,17 @@ pub struct DownloadStep {
     input: String,
     output: String,
     stores: Arc<StoreRegistry>,
-    connections: Arc<Semaphore>,
-    max_connections: usize,
-    retries: u32,
+    requests: Requests,
     timeout: Duration,
 }
 
 /// Builds `download` from its config, sharing `stores` with the rest of the job.
 pub fn build(config: &Download, stores: Arc<StoreRegistry>) -> Arc<dyn Step> {
-    let max_connections = config.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS).max(1) as usize;
     Arc::new(DownloadStep {
         input: config.input.clone(),
         output: config.output.clone(),
         stores,
-        connections: Arc::new(Semaphore::new(max_connections)),
-        max_connections,
-        retries: config.retries.unwrap_or(DEFAULT_RETRIES),
+        requests: Requests::new(config.max_connections, config.retries),
         timeout: Duration::from_secs(u64::from(config.timeout_seconds.unwrap_or(DEFAULT_TIMEOUT_SECONDS))),
     })
 }
@@ -65,7 +57,7 @@ impl Step for DownloadStep {
         Box::pin(async move {
             let uris: &StringArray = typed_column(&input, &self.input, "a string column of URIs")?;
             let uris: Vec<Option<String>> = uris.iter().map(|u| u.map(str::to_string)).collect();
-            let (values, failures) = per_row(uris, self.max_connections, |uri| {
+            let (values, failures) = per_row(uris, self.requests.limit(), |uri| {
                 let this = self.clone();
                 async move { this.fetch(&uri).await }
             })
@@ -81,27 +73,21 @@ impl DownloadStep {
     /// Fetches one object, retrying transient failures.
     async fn fetch(&self, uri: &str) -> Result<Bytes, String> {
         let location = self.stores.resolve(uri).map_err(|e| e.to_string())?;
-        with_retries(self.retries, || async {
-            let result = {
-                let _permit = self
-                    .connections
-                    .acquire()
-                    .await
-                    .map_err(|_| Attempt::Fatal("download step is shutting down".to_string()))?;
+        self.requests
+            .retried(|| async {
                 let get = async {
                     let got = location.store.get_opts(&location.path, GetOptions::default()).await?;
                     got.bytes().await
                 };
-                tokio::time::timeout(self.timeout, get).await
-            };
-            match result {
-                Ok(Ok(bytes)) => Ok(bytes),
-                Ok(Err(object_store::Error::NotFound { .. })) => Err(Attempt::Fatal(format!("not found: {uri}"))),
-                Ok(Err(e)) if !is_transient(&e) => Err(Attempt::Fatal(format!("{uri}: {e}"))),
-                Ok(Err(e)) => Err(Attempt::Transient(format!("{uri}: {e}"))),
-                Err(_) => Err(Attempt::Transient(format!("{uri}: timed out after {}s", self.timeout.as_secs()))),
-            }
-        })
-        .await
+                let result = tokio::time::timeout(self.timeout, get).await;
+                match result {
+                    Ok(Ok(bytes)) => Ok(bytes),
+                    Ok(Err(object_store::Error::NotFound { .. })) => Err(Attempt::Fatal(format!("not found: {uri}"))),
+                    Ok(Err(e)) if !is_transient(&e) => Err(Attempt::Fatal(format!("{uri}: {e}"))),
+                    Ok(Err(e)) => Err(Attempt::Transient(format!("{uri}: {e}"))),
+                    Err(_) => Err(Attempt::Transient(format!("{uri}: timed out after {}s", self.timeout.as_secs()))),
+                }
+            })
+            .await
     }
 }

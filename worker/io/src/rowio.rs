@@ -2,10 +2,57 @@
 //! number in flight, and retries of transient failures with exponential backoff.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{StreamExt, stream};
+use tokio::sync::Semaphore;
 use weir_core::RowFailure;
+
+/// Default requests in flight per step per worker.
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 32;
+/// Default retries of a transient failure.
+pub const DEFAULT_RETRIES: u32 = 5;
+
+/// How a step talks to object stores: at most `limit` requests in flight across all the morsels it
+/// works on (one semaphore shared by them), each retried up to `retries` times.
+#[derive(Debug, Clone)]
+pub struct Requests {
+    connections: Arc<Semaphore>,
+    limit: usize,
+    retries: u32,
+}
+
+impl Requests {
+    /// From a step's `maxConnections` and `retries`, with the defaults above.
+    pub fn new(max_connections: Option<u32>, retries: Option<u32>) -> Self {
+        let limit = max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS).max(1) as usize;
+        Self { connections: Arc::new(Semaphore::new(limit)), limit, retries: retries.unwrap_or(DEFAULT_RETRIES) }
+    }
+
+    /// Requests in flight at once.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// Runs `attempt` with retries (see [`with_retries`]), each try holding one of the connections.
+    ///
+    /// # Errors
+    /// As [`with_retries`].
+    pub async fn retried<T, F, Fut>(&self, attempt: F) -> Result<T, String>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<T, Attempt>>,
+    {
+        let (connections, attempt) = (&self.connections, &attempt);
+        with_retries(self.retries, || async move {
+            let _permit =
+                connections.acquire().await.map_err(|_| Attempt::Fatal("the step is shutting down".into()))?;
+            attempt().await
+        })
+        .await
+    }
+}
 
 /// First retry delay; doubles each retry.
 pub const FIRST_BACKOFF: Duration = Duration::from_millis(200);

@@ -23,16 +23,12 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use object_store::path::Path;
 use object_store::{PutOptions, PutPayload};
-use tokio::sync::Semaphore;
 use weir_core::batch::{row_ref, row_refs};
 use weir_core::{BuildError, Step, StepContext, StepError, StepOutput};
 use weir_crds::Upload;
 
-use crate::rowio::{Attempt, per_row, with_retries};
+use crate::rowio::{Attempt, Requests, per_row};
 use crate::store::{Location, StoreRegistry, is_transient};
-
-pub const DEFAULT_MAX_CONNECTIONS: u32 = 32;
-pub const DEFAULT_RETRIES: u32 = 5;
 
 /// The runnable `upload` step.
 pub struct UploadStep {
@@ -41,9 +37,7 @@ pub struct UploadStep {
     prefix: Location,
     /// `.ext`, or empty.
     suffix: String,
-    connections: Arc<Semaphore>,
-    max_connections: usize,
-    retries: u32,
+    requests: Requests,
 }
 
 /// Builds `upload` from its config, sharing `stores` with the rest of the job.
@@ -56,15 +50,12 @@ pub fn build(config: &Upload, stores: &StoreRegistry) -> Result<Arc<dyn Step>, B
     if extension.contains(['/', '\\']) {
         return Err(BuildError::new("extension", format!("`{extension}` must not contain a path separator")));
     }
-    let max_connections = config.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS).max(1) as usize;
     Ok(Arc::new(UploadStep {
         input: config.input.clone(),
         output: config.output.clone(),
         prefix,
         suffix: if extension.is_empty() { String::new() } else { format!(".{extension}") },
-        connections: Arc::new(Semaphore::new(max_connections)),
-        max_connections,
-        retries: config.retries.unwrap_or(DEFAULT_RETRIES),
+        requests: Requests::new(config.max_connections, config.retries),
     }))
 }
 
@@ -90,7 +81,7 @@ impl Step for UploadStep {
                 .zip(bodies)
                 .map(|(name, body)| body.map(|b| (self.prefix.path.clone().join(name), b)))
                 .collect();
-            let (uris, failures) = per_row(rows, self.max_connections, |(path, body)| {
+            let (uris, failures) = per_row(rows, self.requests.limit(), |(path, body)| {
                 let this = self.clone();
                 async move { this.put(path, body).await }
             })
@@ -105,20 +96,16 @@ impl UploadStep {
     /// Writes one object, retrying transient failures; returns its URI.
     async fn put(&self, path: Path, body: Bytes) -> Result<String, String> {
         let uri = self.prefix.uri_of(&path);
-        with_retries(self.retries, || async {
-            let _permit = self
-                .connections
-                .acquire()
-                .await
-                .map_err(|_| Attempt::Fatal("upload step is shutting down".to_string()))?;
-            let payload = PutPayload::from(body.clone());
-            match self.prefix.store.put_opts(&path, payload, PutOptions::default()).await {
-                Ok(_) => Ok(uri.clone()),
-                Err(e) if !is_transient(&e) => Err(Attempt::Fatal(format!("{uri}: {e}"))),
-                Err(e) => Err(Attempt::Transient(format!("{uri}: {e}"))),
-            }
-        })
-        .await
+        self.requests
+            .retried(|| async {
+                let payload = PutPayload::from(body.clone());
+                match self.prefix.store.put_opts(&path, payload, PutOptions::default()).await {
+                    Ok(_) => Ok(uri.clone()),
+                    Err(e) if !is_transient(&e) => Err(Attempt::Fatal(format!("{uri}: {e}"))),
+                    Err(e) => Err(Attempt::Transient(format!("{uri}: {e}"))),
+                }
+            })
+            .await
     }
 }
 
