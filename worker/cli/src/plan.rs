@@ -4,10 +4,13 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use weir_core::Step;
-use weir_crds::{MultimodalJobSpec, StepSpec};
+use weir_core::step::WithConcurrency;
+use weir_crds::{ModelSpec, MultimodalJobSpec, StepSpec};
 use weir_io::StoreRegistry;
-use weir_io::fetch::{FetchError, fetch};
+use weir_io::fetch::{FetchError, fetch, fetch_cached};
 use weir_io::store::S3Settings;
+use weir_models::assets::{Asset, companions};
+use weir_models::{ModelAssets, steps as model_steps};
 use weir_ops::BuildError;
 use weir_ops::image::{crop, decode, encode, resize, tensor};
 use weir_ops::relational::{explode, filter, select};
@@ -38,8 +41,11 @@ pub async fn build_steps(
     for (index, step) in spec.steps.iter().enumerate() {
         let assets = fetch_assets(index, step, stores).await?;
         let built =
-            build_step(step, stores, &assets).map_err(|source| PlanError::Build { index, op: step.op(), source });
-        steps.push(built?);
+            build_step(step, stores, &assets).map_err(|source| PlanError::Build { index, op: step.op(), source })?;
+        steps.push(match step.config().concurrency() {
+            Some(n) => WithConcurrency::wrap(built, n as usize),
+            None => built,
+        });
     }
     Ok(steps)
 }
@@ -49,6 +55,8 @@ pub async fn build_steps(
 struct Assets {
     /// `text.tokenize`'s `tokenizer.json`.
     tokenizer: Bytes,
+    /// A model step's weights and companion files.
+    model: Option<ModelAssets>,
 }
 
 /// Reads the objects step `index` needs.
@@ -56,10 +64,40 @@ async fn fetch_assets(index: usize, step: &StepSpec, stores: &StoreRegistry) -> 
     let read = async |field: &'static str, uri: &str| {
         fetch(stores, uri).await.map_err(|source| PlanError::Fetch { index, op: step.op(), field, source })
     };
+    let model =
+        async |spec: &ModelSpec| -> Result<Assets, PlanError> {
+            let weights = fetch_cached(stores, &spec.uri, &model_cache_dir())
+                .await
+                .map_err(|source| PlanError::Fetch { index, op: step.op(), field: "model.uri", source })?;
+            let mut assets = ModelAssets::new(Asset { uri: spec.uri.clone(), bytes: weights });
+            for (companion, uri) in companions(spec) {
+                let bytes = read(companion.field(), &uri).await?;
+                assets = assets.with(companion, Asset { uri, bytes });
+            }
+            Ok(Assets { model: Some(assets), ..Assets::default() })
+        };
     match step {
-        StepSpec::TextTokenize(c) => Ok(Assets { tokenizer: read("tokenizer", &c.tokenizer).await? }),
+        StepSpec::TextTokenize(c) => Ok(Assets { tokenizer: read("tokenizer", &c.tokenizer).await?, model: None }),
+        StepSpec::TextEmbed(c) => model(&c.model).await,
+        StepSpec::ImageEmbed(c) => model(&c.model).await,
+        StepSpec::ImageClassify(c) => model(&c.model).await,
         _ => Ok(Assets::default()),
     }
+}
+
+/// Where remote model weights are cached: `$WEIR_MODEL_CACHE`, else `$XDG_CACHE_HOME/weir/models`,
+/// else `~/.cache/weir/models`, else the temporary folder.
+fn model_cache_dir() -> std::path::PathBuf {
+    let env = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty()).map(std::path::PathBuf::from);
+    env("WEIR_MODEL_CACHE")
+        .or_else(|| env("XDG_CACHE_HOME").map(|d| d.join("weir/models")))
+        .or_else(|| env("HOME").map(|d| d.join(".cache/weir/models")))
+        .unwrap_or_else(|| std::env::temp_dir().join("weir-models"))
+}
+
+/// The model assets of a model step (read by [`fetch_assets`]).
+fn model_assets(assets: &Assets) -> Result<&ModelAssets, BuildError> {
+    assets.model.as_ref().ok_or_else(|| BuildError::new("model", "the model's files were not read"))
 }
 
 fn build_step(step: &StepSpec, stores: &Arc<StoreRegistry>, assets: &Assets) -> Result<Arc<dyn Step>, BuildError> {
@@ -88,6 +126,9 @@ fn build_step(step: &StepSpec, stores: &Arc<StoreRegistry>, assets: &Assets) -> 
         StepSpec::AudioResample(c) => weir_media::audio::resample::build(c),
         StepSpec::AudioMetadata(c) => weir_media::audio::metadata::build(c, stores.clone()),
         StepSpec::AudioChunk(c) => weir_media::audio::chunk::build(c),
+        StepSpec::TextEmbed(c) => model_steps::text_embed::build(c, model_assets(assets)?),
+        StepSpec::ImageEmbed(c) => model_steps::image::build_embed(c, model_assets(assets)?),
+        StepSpec::ImageClassify(c) => model_steps::image::build_classify(c, model_assets(assets)?),
     }
 }
 

@@ -115,6 +115,36 @@ pub trait Step: Send + Sync + 'static {
     ) -> BoxFuture<'static, Result<StepOutput, StepError>>;
 }
 
+/// A step run with the concurrency its manifest sets, instead of the step's own default.
+pub struct WithConcurrency {
+    step: Arc<dyn Step>,
+    concurrency: usize,
+}
+
+impl WithConcurrency {
+    pub fn wrap(step: Arc<dyn Step>, concurrency: usize) -> Arc<dyn Step> {
+        Arc::new(Self { step, concurrency: concurrency.max(1) })
+    }
+}
+
+impl Step for WithConcurrency {
+    fn name(&self) -> &str {
+        self.step.name()
+    }
+
+    fn concurrency(&self) -> Option<usize> {
+        Some(self.concurrency)
+    }
+
+    fn process(
+        self: Arc<Self>,
+        input: RecordBatch,
+        ctx: StepContext,
+    ) -> BoxFuture<'static, Result<StepOutput, StepError>> {
+        self.step.clone().process(input, ctx)
+    }
+}
+
 /// A synchronous, CPU-bound step body; [`ComputeStep`] runs it on the compute pool.
 pub trait Kernel: Send + Sync + 'static {
     fn name(&self) -> &str;

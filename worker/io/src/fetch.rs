@@ -1,8 +1,10 @@
 //! Reads a whole object (a local path or URI) into memory: a tokenizer file, model weights, or
 //! anything else a step needs before its first row.
 
+use std::path::{Path, PathBuf};
+
 use bytes::Bytes;
-use object_store::GetOptions;
+use object_store::{GetOptions, ObjectStoreExt};
 
 use crate::store::{StoreError, StoreRegistry};
 
@@ -15,6 +17,8 @@ pub enum FetchError {
     NotFound { uri: String },
     #[error("reading `{uri}`: {source}")]
     Read { uri: String, source: object_store::Error },
+    #[error("caching `{uri}` in `{dir}`: {source}")]
+    Cache { uri: String, dir: String, source: std::io::Error },
 }
 
 /// The whole object at `uri`.
@@ -34,6 +38,47 @@ pub async fn fetch(stores: &StoreRegistry, uri: &str) -> Result<Bytes, FetchErro
         object_store::Error::NotFound { .. } => FetchError::NotFound { uri: uri.to_string() },
         source => FetchError::Read { uri: uri.to_string(), source },
     })
+}
+
+/// The whole object at `uri`, with remote objects (`s3://`, `http(s)://`) kept in `cache_dir`
+/// so a restarted worker does not download them again. A cached copy is used while the object's
+/// size and ETag (or modification time) are unchanged; local files are read in place.
+///
+/// Writes go to a temporary file renamed into place, so a worker killed mid-download leaves no
+/// half-written copy and concurrent workers on one volume agree.
+///
+/// # Errors
+/// As [`fetch`], and [`FetchError::Cache`] when the cache folder cannot be written.
+pub async fn fetch_cached(stores: &StoreRegistry, uri: &str, cache_dir: &Path) -> Result<Bytes, FetchError> {
+    let location = stores.resolve(uri)?;
+    if location.base == "file://" {
+        return fetch(stores, uri).await;
+    }
+    let meta = location.store.head(&location.path).await.map_err(|source| match source {
+        object_store::Error::NotFound { .. } => FetchError::NotFound { uri: uri.to_string() },
+        source => FetchError::Read { uri: uri.to_string(), source },
+    })?;
+    let version = meta.e_tag.clone().unwrap_or_else(|| meta.last_modified.to_rfc3339());
+    let cached = cache_path(cache_dir, uri, &version, meta.size);
+    if let Ok(bytes) = tokio::fs::read(&cached).await
+        && bytes.len() as u64 == meta.size
+    {
+        return Ok(Bytes::from(bytes));
+    }
+    let bytes = fetch(stores, uri).await?;
+    let cache_error = |source| FetchError::Cache { uri: uri.to_string(), dir: cache_dir.display().to_string(), source };
+    tokio::fs::create_dir_all(cache_dir).await.map_err(cache_error)?;
+    let partial = cached.with_extension(format!("partial-{}", std::process::id()));
+    tokio::fs::write(&partial, &bytes).await.map_err(cache_error)?;
+    tokio::fs::rename(&partial, &cached).await.map_err(cache_error)?;
+    Ok(bytes)
+}
+
+/// Where one version of `uri` is cached: a hash of URI, version and size, then the object's name.
+fn cache_path(dir: &Path, uri: &str, version: &str, size: u64) -> PathBuf {
+    let key = crate::upload::fnv1a(format!("{uri}\n{version}\n{size}").as_bytes());
+    let name = uri.rsplit('/').next().unwrap_or("object");
+    dir.join(format!("{key:016x}-{name}"))
 }
 
 #[cfg(test)]

@@ -25,6 +25,13 @@ pub struct Image {
     pub data: Vec<u8>,
 }
 
+impl Image {
+    /// A borrowed view of this image.
+    pub fn view(&self) -> ImageView<'_> {
+        ImageView { width: self.width, height: self.height, channels: self.channels, data: &self.data }
+    }
+}
+
 /// A borrowed view of one image row.
 #[derive(Debug, Clone, Copy)]
 pub struct ImageView<'a> {

@@ -1,7 +1,7 @@
 //! Pipeline steps: one serde config struct per `op`, and the step list's structural CRD schema.
 //!
-//! Adding a step means one struct here (with `step_config!`), one line in [`StepSpec`] and
-//! [`StepSpec::config`], and its runtime `build()` in the worker.
+//! Adding a step means one struct here or in [`model`] (with `step_config!`), one line in
+//! [`StepSpec`] and [`StepSpec::config`], and its runtime `build()` in the worker.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -79,6 +79,9 @@ macro_rules! impl_step_config {
         }
     };
 }
+
+mod model;
+pub use model::*;
 
 step_config!(
     /// Read the object a URI column names (local path, `file://`, `s3://`, `http(s)://`) into bytes.
@@ -666,6 +669,12 @@ pub enum StepSpec {
     VectorL2(VectorCompare),
     #[serde(rename = "upload")]
     Upload(Upload),
+    #[serde(rename = "text.embed")]
+    TextEmbed(TextEmbed),
+    #[serde(rename = "image.embed")]
+    ImageEmbed(ImageEmbed),
+    #[serde(rename = "image.classify")]
+    ImageClassify(ImageClassify),
 }
 
 impl StepSpec {
@@ -696,6 +705,9 @@ impl StepSpec {
             StepSpec::VectorDot(c) => c,
             StepSpec::VectorL2(c) => c,
             StepSpec::Upload(c) => c,
+            StepSpec::TextEmbed(c) => c,
+            StepSpec::ImageEmbed(c) => c,
+            StepSpec::ImageClassify(c) => c,
         }
     }
 
@@ -726,6 +738,9 @@ impl StepSpec {
             StepSpec::VectorDot(_) => "vector.dot",
             StepSpec::VectorL2(_) => "vector.l2",
             StepSpec::Upload(_) => "upload",
+            StepSpec::TextEmbed(_) => "text.embed",
+            StepSpec::ImageEmbed(_) => "image.embed",
+            StepSpec::ImageClassify(_) => "image.classify",
         }
     }
 }
@@ -757,6 +772,9 @@ fn op_schemas(generator: &mut SchemaGenerator) -> Vec<(&'static str, Schema)> {
         ("vector.dot", VectorCompare::json_schema(generator)),
         ("vector.l2", VectorCompare::json_schema(generator)),
         ("upload", Upload::json_schema(generator)),
+        ("text.embed", TextEmbed::json_schema(generator)),
+        ("image.embed", ImageEmbed::json_schema(generator)),
+        ("image.classify", ImageClassify::json_schema(generator)),
     ]
 }
 
@@ -789,6 +807,11 @@ const CROSS_FIELD_RULES: &[(&str, &str)] = &[
     (
         "!self.op.startsWith('vector.') || has(self.other) != has(self.vector)",
         "vector steps need exactly one of other (a column) or vector (a literal)",
+    ),
+    ("self.op != 'text.embed' || self.model.arch == 'bert'", "text.embed needs a text model (model.arch bert)"),
+    (
+        "!(self.op in ['image.embed', 'image.classify']) || self.model.arch in ['efficientnet-lite0', 'resnet18', 'resnet34', 'resnet50', 'resnet101', 'resnet152']",
+        "image.embed and image.classify need an image model (model.arch efficientnet-lite0 or resnet18/34/50/101/152)",
     ),
 ];
 

@@ -1,0 +1,155 @@
+//! Model steps (`text.embed`, `image.embed`, `image.classify`) and the `model` block they share.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{PoolName, StepConfig};
+
+/// Which weights a model step runs and where they come from. Weights are never fetched from a
+/// model hub: they are read from a path or an object-store URI, once per worker, and remote
+/// objects are cached on local disk.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ModelSpec {
+    /// The network the weights are for.
+    pub arch: ModelArch,
+    /// Path or URI of the weights, a `.safetensors` file (convert PyTorch `.pth`/`.bin` files
+    /// with `weir model convert`).
+    pub uri: String,
+    /// Path or URI of `tokenizer.json` (text models); default `tokenizer.json` beside the weights.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokenizer: Option<String>,
+    /// Path or URI of the model's `config.json` (BERT family); default `config.json` beside the
+    /// weights.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<String>,
+    /// Path or URI of the class names (classifiers): a JSON list, a JSON object from class index
+    /// to name, or one name per line. Default: the class index as the label.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<String>,
+    /// Number type the weights are computed in; default `f32`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dtype: Option<ModelDtype>,
+    /// Where the model runs; default `auto` (CUDA when the worker is built with it and a GPU is
+    /// present, otherwise CPU).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<ModelDevice>,
+}
+
+/// Supported network architectures.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+pub enum ModelArch {
+    /// Any BERT-family encoder (BERT, MiniLM, all-MiniLM-L6-v2, BGE-small...).
+    #[serde(rename = "bert")]
+    Bert,
+    /// EfficientNet-Lite0 (ImageNet-style classifier, 224x224 input).
+    #[serde(rename = "efficientnet-lite0")]
+    EfficientNetLite0,
+    #[serde(rename = "resnet18")]
+    Resnet18,
+    #[serde(rename = "resnet34")]
+    Resnet34,
+    #[serde(rename = "resnet50")]
+    Resnet50,
+    #[serde(rename = "resnet101")]
+    Resnet101,
+    #[serde(rename = "resnet152")]
+    Resnet152,
+}
+
+impl ModelArch {
+    /// The name as written in manifests.
+    pub fn name(self) -> &'static str {
+        match self {
+            ModelArch::Bert => "bert",
+            ModelArch::EfficientNetLite0 => "efficientnet-lite0",
+            ModelArch::Resnet18 => "resnet18",
+            ModelArch::Resnet34 => "resnet34",
+            ModelArch::Resnet50 => "resnet50",
+            ModelArch::Resnet101 => "resnet101",
+            ModelArch::Resnet152 => "resnet152",
+        }
+    }
+}
+
+/// Number type of a model's computation.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelDtype {
+    F32,
+    F16,
+    Bf16,
+}
+
+/// Where a model runs.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelDevice {
+    Auto,
+    Cpu,
+    Cuda,
+}
+
+step_config!(
+    /// Embed text with a BERT-family encoder: mean pooling over the tokens, then L2
+    /// normalisation; the output is a fixed-size list of f32. Text longer than the model's
+    /// maximum length is truncated.
+    TextEmbed {
+        input: String,
+        output: String,
+        model: ModelSpec,
+        /// Texts per forward pass; default 64. Texts are grouped by length so padding stays small.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(range(min = 1, max = 4096))]
+        batch_size: Option<u32>,
+        /// Truncate to this many tokens; default the tokenizer's setting, at most the model's
+        /// position limit.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(range(min = 1))]
+        max_length: Option<u32>,
+        /// Scale each vector to unit length; default true.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        normalize: Option<bool>,
+    }
+);
+impl_step_config!(TextEmbed, inputs(s) => vec![s.input.as_str()], output(s) => Some(&s.output));
+
+step_config!(
+    /// Embed an image column with an image model: the pooled features before the classifier,
+    /// as a fixed-size list of f32. Images are resized (shorter side to 256, centre crop 224)
+    /// unless they already have the model's input size.
+    ImageEmbed {
+        input: String,
+        output: String,
+        model: ModelSpec,
+        /// Images per forward pass; default 16.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(range(min = 1, max = 4096))]
+        batch_size: Option<u32>,
+        /// Scale each vector to unit length; default true.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        normalize: Option<bool>,
+    }
+);
+impl_step_config!(ImageEmbed, inputs(s) => vec![s.input.as_str()], output(s) => Some(&s.output));
+
+step_config!(
+    /// Classify an image column: `output` gets the top label, `<output>_topk` the `topK` best
+    /// `{label, index, score}` (softmax probabilities, best first). Images are resized as for
+    /// `image.embed`.
+    ImageClassify {
+        input: String,
+        output: String,
+        model: ModelSpec,
+        /// Images per forward pass; default 16.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(range(min = 1, max = 4096))]
+        batch_size: Option<u32>,
+        /// Labels kept per image in `<output>_topk`; default 5.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(range(min = 1, max = 1000))]
+        top_k: Option<u32>,
+    }
+);
+impl_step_config!(ImageClassify, inputs(s) => vec![s.input.as_str()], output(s) => Some(&s.output),
+    extra(s) => vec![format!("{}_topk", s.output)]);

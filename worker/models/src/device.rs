@@ -1,0 +1,45 @@
+//! Where a model runs: the CPU, or a CUDA GPU when the worker is built with the `cuda` feature.
+
+use candle_core::{DType, Device};
+use weir_crds::{ModelDevice, ModelDtype};
+
+use crate::ModelError;
+
+/// The device for `wanted` (default `auto`).
+///
+/// # Errors
+/// [`ModelError::Device`] when `cuda` is asked for and this build has no CUDA support or the
+/// machine no usable GPU.
+pub fn select(wanted: Option<ModelDevice>) -> Result<Device, ModelError> {
+    match wanted.unwrap_or(ModelDevice::Auto) {
+        ModelDevice::Cpu => Ok(Device::Cpu),
+        ModelDevice::Auto => Ok(cuda().unwrap_or(Device::Cpu)),
+        ModelDevice::Cuda => cuda(),
+    }
+}
+
+#[cfg(feature = "cuda")]
+fn cuda() -> Result<Device, ModelError> {
+    Device::new_cuda(0).map_err(|e| ModelError::Device(format!("no usable CUDA device: {e}")))
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda() -> Result<Device, ModelError> {
+    Err(ModelError::Device("this weir was built without the `cuda` feature".into()))
+}
+
+/// The compute type for `wanted` on `device`: half types only where the device computes them
+/// fast (a CPU computes f16 and bf16 slower than f32, so it keeps f32).
+pub fn dtype(wanted: Option<ModelDtype>, device: &Device) -> DType {
+    match (wanted.unwrap_or(ModelDtype::F32), device) {
+        (ModelDtype::F32, _) | (_, Device::Cpu) => DType::F32,
+        (ModelDtype::F16, _) => DType::F16,
+        (ModelDtype::Bf16, _) => DType::BF16,
+    }
+}
+
+/// Batches a model step keeps in flight: two on a GPU, so the device never waits for the host
+/// to prepare the next batch; one on a CPU, where each batch already uses every compute thread.
+pub fn batches_in_flight(device: &Device) -> usize {
+    if device.is_cpu() { 1 } else { 2 }
+}

@@ -1,0 +1,28 @@
+//! Weir's model steps on candle: sentence embeddings, image embeddings and classification.
+//!
+//! # Layout
+//! - [`assets`]: the bytes a model step is built from (weights, tokenizer, config, labels).
+//! - [`device`]: where a model runs (CPU, or CUDA with the `cuda` feature).
+//! - [`weights`]: safetensors loading with errors that name the tensor and its expected shape.
+//! - [`convert`]: PyTorch checkpoints (zip or legacy pickle) to safetensors.
+//! - [`nn`]: layers with inference-time folding (batch norm into convolutions) and a CPU
+//!   depthwise convolution kernel.
+//! - [`vision`]: EfficientNet-Lite0 and the ResNet family, and their input preprocessing.
+//! - [`text`]: BERT-family sentence embeddings.
+//! - [`steps`]: the runnable `text.embed`, `image.embed` and `image.classify` steps.
+//!
+//! Models are loaded once when a step is built and shared by the step's concurrent tasks;
+//! a missing or mismatched weight fails the build, never a row.
+
+pub mod assets;
+pub mod convert;
+pub mod device;
+pub mod error;
+pub mod nn;
+pub mod steps;
+pub mod text;
+pub mod vision;
+pub mod weights;
+
+pub use assets::ModelAssets;
+pub use error::ModelError;

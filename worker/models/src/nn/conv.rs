@@ -1,0 +1,243 @@
+//! Convolutions with their batch norm folded in at load time, as inference wants them.
+//!
+//! `bn(conv(x))` with fixed statistics is `conv(x) * s + (beta - mean * s)` where
+//! `s = gamma / sqrt(var + eps)`: scaling the kernel by `s` per output channel and adding one
+//! bias removes the norm from every forward pass.
+
+use candle_core::{D, Device, Tensor};
+
+use super::depthwise::DepthwiseConv;
+use crate::ModelError;
+use crate::weights::Weights;
+
+/// Zero padding on each side of a feature map.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pad {
+    pub top: usize,
+    pub bottom: usize,
+    pub left: usize,
+    pub right: usize,
+}
+
+impl Pad {
+    /// The same padding on every side (PyTorch's `padding=p`).
+    pub fn symmetric(p: usize) -> Self {
+        Self { top: p, bottom: p, left: p, right: p }
+    }
+
+    /// TensorFlow's `SAME` padding for an `h`x`w` input: the output is `ceil(size / stride)` and
+    /// any odd padding goes after (bottom, right). EfficientNet weights ported from TF need it.
+    pub fn tf_same(h: usize, w: usize, kernel: usize, stride: usize) -> Self {
+        let total = |size: usize| ((size.div_ceil(stride) - 1) * stride + kernel).saturating_sub(size);
+        let (ph, pw) = (total(h), total(w));
+        Self { top: ph / 2, bottom: ph - ph / 2, left: pw / 2, right: pw - pw / 2 }
+    }
+
+    /// Output height and width of a `kernel`/`stride` convolution over a padded `h`x`w` input.
+    pub fn output_size(&self, h: usize, w: usize, kernel: usize, stride: usize) -> (usize, usize) {
+        let out =
+            |size: usize, before: usize, after: usize| (size + before + after).saturating_sub(kernel) / stride + 1;
+        (out(h, self.top, self.bottom), out(w, self.left, self.right))
+    }
+
+    fn is_zero(&self) -> bool {
+        *self == Self::symmetric(0)
+    }
+
+    fn apply(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        if self.is_zero() {
+            return Ok(x.clone());
+        }
+        x.pad_with_zeros(2, self.top, self.bottom)?.pad_with_zeros(3, self.left, self.right)
+    }
+}
+
+/// How a layer pads its input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Padding {
+    /// TensorFlow `SAME` (depends on the input size).
+    TfSame,
+    /// A fixed amount on every side.
+    Symmetric(usize),
+}
+
+impl Padding {
+    fn for_input(self, h: usize, w: usize, kernel: usize, stride: usize) -> Pad {
+        match self {
+            Padding::TfSame => Pad::tf_same(h, w, kernel, stride),
+            Padding::Symmetric(p) => Pad::symmetric(p),
+        }
+    }
+}
+
+/// The non-linearity after a layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    None,
+    Relu,
+    Relu6,
+}
+
+impl Activation {
+    pub fn apply(self, x: &Tensor) -> candle_core::Result<Tensor> {
+        match self {
+            Activation::None => Ok(x.clone()),
+            Activation::Relu => x.relu(),
+            Activation::Relu6 => x.clamp(0f32, 6f32),
+        }
+    }
+
+    pub fn apply_slice(self, values: &mut [f32]) {
+        match self {
+            Activation::None => {}
+            Activation::Relu => values.iter_mut().for_each(|v| *v = v.max(0.)),
+            Activation::Relu6 => values.iter_mut().for_each(|v| *v = v.clamp(0., 6.)),
+        }
+    }
+}
+
+/// The shape of a convolution as the architecture declares it.
+#[derive(Debug, Clone, Copy)]
+pub struct ConvShape {
+    pub in_channels: usize,
+    pub out_channels: usize,
+    pub kernel: usize,
+    pub stride: usize,
+    pub padding: Padding,
+    /// `true` for one filter per input channel (`groups = in_channels = out_channels`).
+    pub depthwise: bool,
+}
+
+/// Names of a convolution's weights and of the batch norm after it.
+#[derive(Debug, Clone, Copy)]
+pub struct ConvNames<'a> {
+    pub conv: &'a str,
+    pub bn: &'a str,
+    pub bn_eps: f64,
+}
+
+/// A convolution + batch norm (folded) + activation.
+pub struct ConvBn {
+    shape: ConvShape,
+    /// `(out, in / groups, k, k)`, already scaled by the norm.
+    weight: Tensor,
+    /// `(1, out, 1, 1)`.
+    bias: Tensor,
+    activation: Activation,
+    /// The fused CPU kernel for depthwise layers.
+    depthwise_cpu: Option<DepthwiseConv>,
+}
+
+impl ConvBn {
+    /// Loads and folds `names` from `weights`, checking every shape against `shape`.
+    ///
+    /// # Errors
+    /// [`ModelError::Weights`] naming a missing or misshapen tensor.
+    pub fn load(
+        weights: &Weights,
+        names: ConvNames<'_>,
+        shape: ConvShape,
+        activation: Activation,
+        device: &Device,
+    ) -> Result<Self, ModelError> {
+        let ConvShape { in_channels, out_channels, kernel, .. } = shape;
+        let per_group = if shape.depthwise { 1 } else { in_channels };
+        let kernel_shape = [out_channels, per_group, kernel, kernel];
+        let conv = weights.get(&format!("{}.weight", names.conv), &kernel_shape)?;
+        let norm = |part: &str| weights.get(&format!("{}.{part}", names.bn), &[out_channels]);
+        let (gamma, beta, mean, var) = (norm("weight")?, norm("bias")?, norm("running_mean")?, norm("running_var")?);
+        let scale = (gamma / (var + names.bn_eps)?.sqrt()?)?;
+        let weight = conv.broadcast_mul(&scale.reshape((out_channels, 1, 1, 1))?)?;
+        let bias = (beta - (mean * &scale)?)?;
+        let depthwise_cpu = match (shape.depthwise, device) {
+            (true, Device::Cpu) => Some(DepthwiseConv {
+                weights: weight.flatten_all()?.to_vec1()?,
+                bias: bias.to_vec1()?,
+                kernel,
+                stride: shape.stride,
+                pad: Pad::symmetric(0),
+                activation,
+            }),
+            _ => None,
+        };
+        Ok(Self {
+            shape,
+            weight: weight.to_device(device)?,
+            bias: bias.reshape((1, out_channels, 1, 1))?.to_device(device)?,
+            activation,
+            depthwise_cpu,
+        })
+    }
+
+    /// Applies the layer to an NCHW batch.
+    pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let (n, c, h, w) = x.dims4()?;
+        let ConvShape { kernel, stride, out_channels, .. } = self.shape;
+        let pad = self.shape.padding.for_input(h, w, kernel, stride);
+        if let Some(op) = &self.depthwise_cpu {
+            let op = DepthwiseConv { pad, ..op.clone() };
+            return x.contiguous()?.apply_op1_no_bwd(&op);
+        }
+        let y = if kernel == 1 && stride == 1 && pad.is_zero() {
+            // A 1x1 convolution is one matrix product per image.
+            let weight = self.weight.reshape((out_channels, c))?;
+            weight.broadcast_matmul(&x.reshape((n, c, h * w))?)?.reshape((n, out_channels, h, w))?
+        } else {
+            let groups = if self.shape.depthwise { c } else { 1 };
+            pad.apply(x)?.conv2d(&self.weight, 0, stride, 1, groups)?
+        };
+        self.activation.apply(&y.broadcast_add(&self.bias)?)
+    }
+}
+
+/// A fully connected classifier head.
+pub struct Linear {
+    /// `(classes, features)`.
+    weight: Tensor,
+    bias: Tensor,
+}
+
+impl Linear {
+    /// Loads `<name>.weight` and `<name>.bias` with `features` inputs; the number of classes is
+    /// whatever the weights say (a fine-tuned head is fine).
+    ///
+    /// # Errors
+    /// [`ModelError::Weights`] naming a missing or misshapen tensor.
+    pub fn load(weights: &Weights, name: &str, features: usize, device: &Device) -> Result<Self, ModelError> {
+        let weight_name = format!("{name}.weight");
+        let classes = match weights.shape_of(&weight_name) {
+            Some(&[classes, _]) => classes,
+            _ => 1000,
+        };
+        let weight = weights.get(&weight_name, &[classes, features])?.to_device(device)?;
+        let bias = weights.get(&format!("{name}.bias"), &[classes])?.to_device(device)?;
+        Ok(Self { weight, bias })
+    }
+
+    /// `(N, features)` to `(N, classes)`.
+    pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        x.matmul(&self.weight.t()?)?.broadcast_add(&self.bias)
+    }
+
+    pub fn classes(&self) -> usize {
+        self.weight.dim(0).unwrap_or(0)
+    }
+}
+
+/// Global average pooling: `(N, C, H, W)` to `(N, C)`.
+pub fn global_average(x: &Tensor) -> candle_core::Result<Tensor> {
+    x.flatten_from(2)?.mean(D::Minus1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tf_same_padding_puts_the_odd_pixel_after() {
+        assert_eq!(Pad::tf_same(224, 224, 3, 2), Pad { top: 0, bottom: 1, left: 0, right: 1 });
+        assert_eq!(Pad::tf_same(56, 56, 5, 2), Pad { top: 1, bottom: 2, left: 1, right: 2 });
+        assert_eq!(Pad::tf_same(14, 14, 5, 1), Pad::symmetric(2));
+        assert_eq!(Pad::tf_same(224, 224, 3, 2).output_size(224, 224, 3, 2), (112, 112));
+    }
+}

