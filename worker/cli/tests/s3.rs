@@ -144,3 +144,81 @@ fn a_job_reads_and_writes_s3() {
         assert_eq!(rows, 12);
     });
 }
+
+/// Model weights named by an `s3://` URI are downloaded once into the local model cache and
+/// reused by the next run while the object is unchanged.
+#[test]
+fn model_weights_in_s3_are_cached_on_local_disk() {
+    let minilm =
+        std::path::PathBuf::from(std::env::var("WEIR_MINILM_DIR").unwrap_or_else(|_| {
+            panic!("WEIR_MINILM_DIR is not set: run scripts/test.sh, which fetches all-MiniLM-L6-v2")
+        }));
+    let moto = Moto::start();
+    moto.create_bucket("weir");
+    let store = moto.store("weir");
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        for file in ["model.safetensors", "tokenizer.json", "config.json"] {
+            let bytes = std::fs::read(minilm.join(file)).expect("model file");
+            store.put(&Path::from(format!("models/minilm/{file}")), PutPayload::from(bytes)).await.expect("put");
+        }
+        for (i, sentence) in
+            ["A man is eating food.", "A cat sleeps on the sofa.", "Rivers flow to the sea."].iter().enumerate()
+        {
+            store
+                .put(&Path::from(format!("texts/t{i}.txt")), PutPayload::from(sentence.to_string()))
+                .await
+                .expect("put");
+        }
+    });
+    let tmp = tempfile::tempdir().expect("tmp");
+    let cache = tmp.path().join("model-cache");
+    let run_once = |name: &str| {
+        let manifest = write_manifest(
+            tmp.path(),
+            name,
+            &format!(
+                "  source: {{files: {{uri: \"s3://weir/texts/\", glob: \"*.txt\"}}}}
+  steps:
+    - {{op: download, input: uri, output: bytes}}
+    - {{op: document.text, input: bytes, output: text}}
+    - {{op: text.embed, input: text, output: embedding, model: {{arch: bert, uri: \"s3://weir/models/minilm/model.safetensors\"}}}}
+    - {{op: select, columns: [uri, embedding]}}
+  sink: {{parquet: {{uri: \"{}/{name}/\"}}}}
+",
+                tmp.path().display()
+            ),
+        );
+        let result = weir()
+            .args(["run", "--no-progress"])
+            .arg(&manifest)
+            .env("AWS_ENDPOINT_URL", &moto.endpoint)
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_REGION", "us-east-1")
+            .env("WEIR_MODEL_CACHE", &cache)
+            .output()
+            .expect("spawn weir");
+        assert!(result.status.success(), "stderr: {}", text(&result.stderr));
+        assert!(text(&result.stdout).contains("3 rows in, 3 out, 0 failed"), "{}", text(&result.stdout));
+    };
+    run_once("first");
+    let cached: Vec<_> = std::fs::read_dir(&cache).expect("cache dir").filter_map(|e| e.ok()).collect();
+    assert_eq!(cached.len(), 1, "only the weights are cached: {cached:?}");
+    let weights = std::fs::metadata(minilm.join("model.safetensors")).expect("weights").len();
+    let first = cached[0].metadata().expect("meta");
+    assert_eq!(first.len(), weights);
+    run_once("second");
+    let again = std::fs::metadata(cached[0].path()).expect("still cached");
+    assert_eq!(again.modified().ok(), first.modified().ok(), "the second run reused the cached copy");
+    let batches = read_parquet_dir(&tmp.path().join("second"));
+    let dims: Vec<usize> = batches
+        .iter()
+        .map(|b| b.column_by_name("embedding").expect("embedding").data_type().clone())
+        .map(|t| match t {
+            arrow_schema::DataType::FixedSizeList(_, n) => n as usize,
+            other => panic!("embedding is {other}"),
+        })
+        .collect();
+    assert!(dims.iter().all(|&d| d == 384), "{dims:?}");
+}

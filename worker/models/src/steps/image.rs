@@ -3,8 +3,9 @@
 
 use std::sync::Arc;
 
-use arrow_array::builder::{Float32Builder, ListBuilder, StringBuilder, StructBuilder, UInt32Builder};
-use arrow_array::{ArrayRef, RecordBatch};
+use arrow_array::builder::StringBuilder;
+use arrow_array::{ArrayRef, Float32Array, ListArray, RecordBatch, StringArray, StructArray, UInt32Array};
+use arrow_buffer::{NullBuffer, OffsetBuffer};
 use arrow_schema::{DataType, Field, Fields};
 use candle_core::{D, Tensor};
 use rayon::prelude::*;
@@ -142,23 +143,16 @@ fn ranked_fields() -> Fields {
 }
 
 fn ranked_column(ranked: &[Option<Vec<(usize, f32)>>], labels: &[String]) -> ArrayRef {
-    let entries = StructBuilder::new(
-        ranked_fields(),
-        vec![Box::new(StringBuilder::new()), Box::new(UInt32Builder::new()), Box::new(Float32Builder::new())],
-    );
-    let item = Field::new("item", DataType::Struct(ranked_fields()), false);
-    let mut builder = ListBuilder::new(entries).with_field(Arc::new(item));
-    for row in ranked {
-        for &(index, score) in row.iter().flatten() {
-            let entry = builder.values();
-            entry.field_builder::<StringBuilder>(0).map(|b| b.append_value(&labels[index]));
-            entry.field_builder::<UInt32Builder>(1).map(|b| b.append_value(index as u32));
-            entry.field_builder::<Float32Builder>(2).map(|b| b.append_value(score));
-            entry.append(true);
-        }
-        builder.append(row.is_some());
-    }
-    Arc::new(builder.finish())
+    let entries: Vec<(usize, f32)> = ranked.iter().flatten().flatten().copied().collect();
+    let names = StringArray::from_iter_values(entries.iter().map(|(i, _)| labels[*i].as_str()));
+    let indices = UInt32Array::from_iter_values(entries.iter().map(|(i, _)| *i as u32));
+    let scores = Float32Array::from_iter_values(entries.iter().map(|(_, s)| *s));
+    let columns: Vec<ArrayRef> = vec![Arc::new(names), Arc::new(indices), Arc::new(scores)];
+    let values = StructArray::new(ranked_fields(), columns, None);
+    let lengths = ranked.iter().map(|r| r.as_ref().map_or(0, Vec::len));
+    let nulls = NullBuffer::from(ranked.iter().map(Option::is_some).collect::<Vec<_>>());
+    let item = Arc::new(Field::new("item", DataType::Struct(ranked_fields()), false));
+    Arc::new(ListArray::new(item, OffsetBuffer::from_lengths(lengths), Arc::new(values), Some(nulls)))
 }
 
 impl Kernel for ImageModelStep {
