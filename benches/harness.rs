@@ -1,6 +1,9 @@
 //! What every benchmark shares: runs a manifest in a child process (so its peak RSS is the run's
 //! own), parses `--flag value` options, and keeps generated inputs under the target dir.
 
+// Each benchmark uses part of this module.
+#![allow(dead_code)]
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;

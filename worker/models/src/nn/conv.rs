@@ -6,6 +6,7 @@
 
 use candle_core::{D, Device, Tensor};
 
+use super::bias::BiasActivation;
 use super::depthwise::DepthwiseConv;
 use crate::ModelError;
 use crate::weights::Weights;
@@ -126,6 +127,8 @@ pub struct ConvBn {
     activation: Activation,
     /// The fused CPU kernel for depthwise layers.
     depthwise_cpu: Option<DepthwiseConv>,
+    /// The fused CPU bias and activation for the other layers.
+    bias_cpu: Option<BiasActivation>,
 }
 
 impl ConvBn {
@@ -160,12 +163,17 @@ impl ConvBn {
             }),
             _ => None,
         };
+        let bias_cpu = match device {
+            Device::Cpu => Some(BiasActivation { bias: bias.to_vec1()?, activation }),
+            _ => None,
+        };
         Ok(Self {
             shape,
             weight: weight.to_device(device)?,
             bias: bias.reshape((1, out_channels, 1, 1))?.to_device(device)?,
             activation,
             depthwise_cpu,
+            bias_cpu,
         })
     }
 
@@ -186,7 +194,10 @@ impl ConvBn {
             let groups = if self.shape.depthwise { c } else { 1 };
             pad.apply(x)?.conv2d(&self.weight, 0, stride, 1, groups)?
         };
-        self.activation.apply(&y.broadcast_add(&self.bias)?)
+        match &self.bias_cpu {
+            Some(op) => y.contiguous()?.apply_op1_no_bwd(op),
+            None => self.activation.apply(&y.broadcast_add(&self.bias)?),
+        }
     }
 }
 

@@ -1,5 +1,6 @@
 //! Inference layers: folded convolutions, a fused CPU depthwise kernel, the classifier head.
 
+pub mod bias;
 pub mod conv;
 pub mod depthwise;
 

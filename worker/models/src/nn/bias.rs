@@ -1,0 +1,47 @@
+//! Per-channel bias plus activation in one pass over an NCHW f32 tensor, for the CPU.
+//!
+//! candle adds a broadcast bias and clamps (ReLU6) as three element-wise passes whose broadcast
+//! paths index every element; after the matrix products they were a quarter of EfficientNet's
+//! time. One pass per channel plane, vectorised, costs a few percent.
+
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, CustomOp1, Layout, Shape};
+use rayon::prelude::*;
+
+use super::conv::Activation;
+
+/// `act(x + bias[c])` for every element of channel `c`.
+#[derive(Debug, Clone)]
+pub struct BiasActivation {
+    pub bias: Vec<f32>,
+    pub activation: Activation,
+}
+
+impl CustomOp1 for BiasActivation {
+    fn name(&self) -> &'static str {
+        "bias-activation"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let CpuStorage::F32(data) = storage else {
+            candle_core::bail!("bias-activation takes f32, got {:?}", storage.dtype())
+        };
+        let Some((start, end)) = layout.contiguous_offsets() else {
+            candle_core::bail!("bias-activation needs a contiguous input")
+        };
+        let &[_, c, h, w] = layout.dims() else {
+            candle_core::bail!("bias-activation takes NCHW, got {:?}", layout.dims())
+        };
+        if c != self.bias.len() {
+            candle_core::bail!("bias-activation has {} channels, input has {c}", self.bias.len())
+        }
+        let mut out = data[start..end].to_vec();
+        let plane = (h * w).max(1);
+        out.par_chunks_mut(plane).enumerate().for_each(|(p, values)| {
+            let bias = self.bias[p % c];
+            values.iter_mut().for_each(|v| *v += bias);
+            self.activation.apply_slice(values);
+        });
+        Ok((CpuStorage::F32(out), layout.shape().clone()))
+    }
+}
