@@ -61,15 +61,7 @@ fn asset(path: &Path) -> Result<Asset> {
 }
 
 fn spec(arch: ModelArch, uri: &Path) -> ModelSpec {
-    ModelSpec {
-        arch,
-        uri: uri.display().to_string(),
-        tokenizer: None,
-        config: None,
-        labels: None,
-        dtype: None,
-        device: None,
-    }
+    ModelSpec::new(arch, uri.display().to_string())
 }
 
 /// Sentences of 6 to 40 words, like captions and short paragraphs.

@@ -36,6 +36,13 @@ pub struct ModelSpec {
     pub device: Option<ModelDevice>,
 }
 
+impl ModelSpec {
+    /// `arch` weights at `uri`, everything else at its default.
+    pub fn new(arch: ModelArch, uri: impl Into<String>) -> Self {
+        Self { arch, uri: uri.into(), tokenizer: None, config: None, labels: None, dtype: None, device: None }
+    }
+}
+
 /// Supported network architectures.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
 pub enum ModelArch {

@@ -56,6 +56,19 @@ impl Moto {
         assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
     }
 
+    /// `weir run --no-progress MANIFEST` with this server's endpoint and test credentials.
+    fn weir_run(&self, manifest: &std::path::Path) -> Command {
+        let mut command = weir();
+        command
+            .args(["run", "--no-progress"])
+            .arg(manifest)
+            .env("AWS_ENDPOINT_URL", &self.endpoint)
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_REGION", "us-east-1");
+        command
+    }
+
     fn store(&self, bucket: &str) -> Arc<dyn ObjectStore> {
         let store = AmazonS3Builder::new()
             .with_endpoint(&self.endpoint)
@@ -106,15 +119,7 @@ fn a_job_reads_and_writes_s3() {
   errorPolicy: {onRowError: skip}
 ",
     );
-    let result = weir()
-        .args(["run", "--no-progress"])
-        .arg(&manifest)
-        .env("AWS_ENDPOINT_URL", &moto.endpoint)
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("AWS_REGION", "us-east-1")
-        .output()
-        .expect("spawn weir");
+    let result = moto.weir_run(&manifest).output().expect("spawn weir");
     assert!(result.status.success(), "stderr: {}", text(&result.stderr));
     assert!(text(&result.stdout).contains("13 rows in, 12 out, 1 failed"), "{}", text(&result.stdout));
 
@@ -189,16 +194,7 @@ fn model_weights_in_s3_are_cached_on_local_disk() {
                 tmp.path().display()
             ),
         );
-        let result = weir()
-            .args(["run", "--no-progress"])
-            .arg(&manifest)
-            .env("AWS_ENDPOINT_URL", &moto.endpoint)
-            .env("AWS_ACCESS_KEY_ID", "test")
-            .env("AWS_SECRET_ACCESS_KEY", "test")
-            .env("AWS_REGION", "us-east-1")
-            .env("WEIR_MODEL_CACHE", &cache)
-            .output()
-            .expect("spawn weir");
+        let result = moto.weir_run(&manifest).env("WEIR_MODEL_CACHE", &cache).output().expect("spawn weir");
         assert!(result.status.success(), "stderr: {}", text(&result.stderr));
         assert!(text(&result.stdout).contains("3 rows in, 3 out, 0 failed"), "{}", text(&result.stdout));
     };

@@ -89,13 +89,8 @@ mod tests {
     #[test]
     fn text_models_read_tokenizer_and_config_beside_the_weights_unless_named() {
         let mut spec = ModelSpec {
-            arch: ModelArch::Bert,
-            uri: "s3://models/minilm/model.safetensors".into(),
-            tokenizer: None,
             config: Some("/etc/minilm.json".into()),
-            labels: None,
-            dtype: None,
-            device: None,
+            ..ModelSpec::new(ModelArch::Bert, "s3://models/minilm/model.safetensors")
         };
         assert_eq!(
             companions(&spec),

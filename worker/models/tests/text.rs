@@ -14,15 +14,7 @@ use common::{asset, models_dir};
 fn minilm_assets() -> (ModelSpec, ModelAssets) {
     let dir = models_dir().join("all-MiniLM-L6-v2");
     let weights = dir.join("model.safetensors");
-    let spec = ModelSpec {
-        arch: ModelArch::Bert,
-        uri: weights.display().to_string(),
-        tokenizer: None,
-        config: None,
-        labels: None,
-        dtype: None,
-        device: None,
-    };
+    let spec = ModelSpec::new(ModelArch::Bert, weights.display().to_string());
     let assets = ModelAssets::new(asset(&weights))
         .with(Companion::Tokenizer, asset(&dir.join("tokenizer.json")))
         .with(Companion::Config, asset(&dir.join("config.json")));

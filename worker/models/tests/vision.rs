@@ -14,15 +14,7 @@ use weir_ops::image::ImageView;
 use common::{asset, models_dir};
 
 fn spec(arch: ModelArch, uri: &Path) -> ModelSpec {
-    ModelSpec {
-        arch,
-        uri: uri.display().to_string(),
-        tokenizer: None,
-        config: None,
-        labels: None,
-        dtype: None,
-        device: None,
-    }
+    ModelSpec::new(arch, uri.display().to_string())
 }
 
 fn photo(name: &str) -> image::RgbImage {

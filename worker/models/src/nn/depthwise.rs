@@ -5,11 +5,11 @@
 //! with more threads. Here each (image, channel) plane is one task: the kernel's taps slide along
 //! contiguous rows, which the compiler vectorises at stride 1.
 
-use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape};
 use rayon::prelude::*;
 
 use super::conv::{Activation, Pad};
+use super::nchw_f32;
 
 /// The fused depthwise convolution `act(conv(x, w) + b)` on an NCHW f32 tensor.
 #[derive(Debug, Clone)]
@@ -80,21 +80,9 @@ impl CustomOp1 for DepthwiseConv {
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let CpuStorage::F32(data) = storage else {
-            candle_core::bail!("depthwise-conv2d takes f32, got {:?}", storage.dtype())
-        };
-        let Some((start, end)) = layout.contiguous_offsets() else {
-            candle_core::bail!("depthwise-conv2d needs a contiguous input")
-        };
-        let &[n, c, in_h, in_w] = layout.dims() else {
-            candle_core::bail!("depthwise-conv2d takes NCHW, got {:?}", layout.dims())
-        };
-        if c != self.channels() {
-            candle_core::bail!("depthwise-conv2d has {} channels, input has {c}", self.channels())
-        }
+        let (input, [n, c, in_h, in_w]) = nchw_f32(self.name(), storage, layout, self.channels())?;
         let (out_h, out_w) = self.pad.output_size(in_h, in_w, self.kernel, self.stride);
         let geometry = Plane { in_h, in_w, out_h, out_w };
-        let input = &data[start..end];
         let mut out = vec![0f32; n * c * out_h * out_w];
         out.par_chunks_mut(out_h * out_w).enumerate().for_each(|(p, plane_out)| {
             let plane_in = &input[p * in_h * in_w..(p + 1) * in_h * in_w];

@@ -15,8 +15,8 @@ pub use preprocess::{IMAGENET, InputSpec};
 pub use resnet::ResNet;
 
 enum Network {
-    EfficientNet(EfficientNetLite0),
-    ResNet(ResNet),
+    EfficientNet(Box<EfficientNetLite0>),
+    ResNet(Box<ResNet>),
 }
 
 /// A loaded image model on its device.
@@ -35,13 +35,13 @@ impl VisionModel {
         let device = device::select(spec.device)?;
         let (network, input) = match spec.arch {
             ModelArch::EfficientNetLite0 => {
-                (Network::EfficientNet(EfficientNetLite0::load(weights, &device)?), efficientnet::INPUT)
+                (Network::EfficientNet(Box::new(EfficientNetLite0::load(weights, &device)?)), efficientnet::INPUT)
             }
             ModelArch::Resnet18
             | ModelArch::Resnet34
             | ModelArch::Resnet50
             | ModelArch::Resnet101
-            | ModelArch::Resnet152 => (Network::ResNet(ResNet::load(spec.arch, weights, &device)?), IMAGENET),
+            | ModelArch::Resnet152 => (Network::ResNet(Box::new(ResNet::load(spec.arch, weights, &device)?)), IMAGENET),
             ModelArch::Bert => {
                 return Err(ModelError::Weights {
                     uri: weights.uri().to_string(),
