@@ -23,8 +23,9 @@ storage's address in decimal) and the sorted list of storage keys; then, for eac
 order, the element count as a little-endian u64 followed by the raw little-endian elements.
 
 Usage: python torch_checkpoint_writer.py OUT_DIR
-writes OUT_DIR/zip.pth, OUT_DIR/legacy.pth (the same state dict), OUT_DIR/wrapped.pth (zip,
-``{"state_dict": ..., "epoch": 3}``) and OUT_DIR/expected.json (name -> dtype, shape, values).
+writes OUT_DIR/zip.pth, OUT_DIR/legacy.pth (the same state dict), OUT_DIR/wrapped.pth (zip) and
+OUT_DIR/wrapped-legacy.pth (``{"state_dict": ..., "epoch": 3, "best_acc1": <f64 tensor>}``) and
+OUT_DIR/expected.json (name -> dtype, shape, values of the state dict).
 """
 
 import io
@@ -169,7 +170,11 @@ def main():
     tensors, expected = state_dict()
     write_zip(os.path.join(out, "zip.pth"), tensors)
     write_legacy(os.path.join(out, "legacy.pth"), tensors)
-    write_zip(os.path.join(out, "wrapped.pth"), {"state_dict": tensors, "epoch": 3})
+    # A training checkpoint: the state dict wrapped, with a tensor beside it whose storage (f64,
+    # outside the state dict) the legacy reader must still step over.
+    wrapped = {"state_dict": tensors, "epoch": 3, "best_acc1": contiguous("F64", [], [76.1])}
+    write_zip(os.path.join(out, "wrapped.pth"), wrapped)
+    write_legacy(os.path.join(out, "wrapped-legacy.pth"), wrapped)
     with open(os.path.join(out, "expected.json"), "w") as f:
         json.dump(expected, f, indent=1)
         f.write("\n")

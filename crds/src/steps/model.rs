@@ -27,7 +27,8 @@ pub struct ModelSpec {
     /// to name, or one name per line. Default: the class index as the label.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub labels: Option<String>,
-    /// Number type the weights are computed in; default `f32`.
+    /// Number type a text model computes in on a GPU; default `f32`. The CPU, and image models,
+    /// always compute in f32.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dtype: Option<ModelDtype>,
     /// Where the model runs; default `auto` (CUDA when the worker is built with it and a GPU is
@@ -99,7 +100,7 @@ pub enum ModelDevice {
 
 step_config!(
     /// Embed text with a BERT-family encoder: mean pooling over the tokens, then L2
-    /// normalisation; the output is a fixed-size list of f32. Text longer than the model's
+    /// normalisation unless `normalize` is false; the output is a fixed-size list of f32. Text longer than the model's
     /// maximum length is truncated.
     TextEmbed {
         input: String,

@@ -29,7 +29,8 @@ pub enum PlanError {
 }
 
 /// Builds the runnable steps of `spec`, in order, first reading the objects they need whole
-/// (tokenizer files), so a missing one fails the job before any row runs.
+/// (tokenizer files, model weights and their companion files), so a missing one fails the job
+/// before any row runs. Model steps load their model here, once.
 ///
 /// # Errors
 /// [`PlanError`] naming the first step whose config is unusable or whose object cannot be read.

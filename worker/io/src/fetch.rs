@@ -4,7 +4,8 @@
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
-use object_store::{GetOptions, ObjectStoreExt};
+use object_store::{GetOptions, ObjectMeta, ObjectStoreExt};
+use tokio::io::AsyncWriteExt;
 
 use crate::store::{StoreError, StoreRegistry};
 
@@ -44,8 +45,8 @@ pub async fn fetch(stores: &StoreRegistry, uri: &str) -> Result<Bytes, FetchErro
 /// so a restarted worker does not download them again. A cached copy is used while the object's
 /// size and ETag (or modification time) are unchanged; local files are read in place.
 ///
-/// Writes go to a temporary file renamed into place, so a worker killed mid-download leaves no
-/// half-written copy and concurrent workers on one volume agree.
+/// Writes go to a uniquely named temporary file, synced and renamed into place, so a worker killed
+/// mid-download leaves no half-written copy and workers sharing a volume never write one file.
 ///
 /// # Errors
 /// As [`fetch`], and [`FetchError::Cache`] when the cache folder cannot be written.
@@ -54,30 +55,46 @@ pub async fn fetch_cached(stores: &StoreRegistry, uri: &str, cache_dir: &Path) -
     if location.base == "file://" {
         return fetch(stores, uri).await;
     }
-    let meta = location.store.head(&location.path).await.map_err(|source| match source {
+    let read_error = |source| match source {
         object_store::Error::NotFound { .. } => FetchError::NotFound { uri: uri.to_string() },
         source => FetchError::Read { uri: uri.to_string(), source },
-    })?;
-    let version = meta.e_tag.clone().unwrap_or_else(|| meta.last_modified.to_rfc3339());
-    let cached = cache_path(cache_dir, uri, &version, meta.size);
-    if let Ok(bytes) = tokio::fs::read(&cached).await
+    };
+    let meta = location.store.head(&location.path).await.map_err(read_error)?;
+    if let Ok(bytes) = tokio::fs::read(cache_path(cache_dir, uri, &meta)).await
         && bytes.len() as u64 == meta.size
     {
-        return Ok(Bytes::from(bytes));
+        return Ok(bytes.into());
     }
-    let bytes = fetch(stores, uri).await?;
+    // The key comes from the response itself, so bytes are never filed under another version.
+    let got = location.store.get_opts(&location.path, GetOptions::default()).await.map_err(read_error)?;
+    let cached = cache_path(cache_dir, uri, &got.meta);
+    let bytes = got.bytes().await.map_err(read_error)?;
     let cache_error = |source| FetchError::Cache { uri: uri.to_string(), dir: cache_dir.display().to_string(), source };
     tokio::fs::create_dir_all(cache_dir).await.map_err(cache_error)?;
-    let partial = cached.with_extension(format!("partial-{}", std::process::id()));
-    tokio::fs::write(&partial, &bytes).await.map_err(cache_error)?;
+    let partial = cached.with_extension(format!("partial-{}", unique_suffix()));
+    let mut file = tokio::fs::File::create(&partial).await.map_err(cache_error)?;
+    file.write_all(&bytes).await.map_err(cache_error)?;
+    // On disk before it is renamed into place: a crash must not leave a full-length file of junk.
+    file.sync_all().await.map_err(cache_error)?;
     tokio::fs::rename(&partial, &cached).await.map_err(cache_error)?;
     Ok(bytes)
 }
 
-/// Where one version of `uri` is cached: a hash of URI, version and size, then the object's name.
-fn cache_path(dir: &Path, uri: &str, version: &str, size: u64) -> PathBuf {
-    let key = crate::upload::fnv1a(format!("{uri}\n{version}\n{size}").as_bytes());
-    let name = uri.rsplit('/').next().unwrap_or("object");
+/// A name no other writer uses at the same time, even workers in other containers sharing the
+/// volume with the same process id.
+fn unique_suffix() -> String {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    let count = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{}-{nanos}-{count}", std::process::id())
+}
+
+/// Where one version of `uri` is cached: a hash of URI, ETag (or modification time) and size,
+/// then the object's name, shortened.
+fn cache_path(dir: &Path, uri: &str, meta: &ObjectMeta) -> PathBuf {
+    let version = meta.e_tag.clone().unwrap_or_else(|| meta.last_modified.to_rfc3339());
+    let key = crate::upload::fnv1a(format!("{uri}\n{version}\n{}", meta.size).as_bytes());
+    let name: String = meta.location.filename().unwrap_or("object").chars().take(100).collect();
     dir.join(format!("{key:016x}-{name}"))
 }
 

@@ -1,6 +1,6 @@
 //! PyTorch checkpoints to safetensors, without Python: both the zip format (PyTorch 1.6 and
-//! later) and the legacy format (one pickle stream followed by raw storages) that candle's own
-//! reader refuses.
+//! later, read by candle, which takes contiguous and transposed views) and the legacy format (one
+//! pickle stream followed by raw storages, which candle refuses; any strided view is copied).
 //!
 //! The legacy layout, as `torch.save` wrote it before 1.6: a pickled magic number, a pickled
 //! protocol version, a pickled `sys_info` dict, the pickled object (tensors refer to storages by
@@ -100,10 +100,7 @@ const STATE_DICT_KEYS: [&str; 3] = ["state_dict", "model", "model_state_dict"];
 fn read_zip(input: &Path) -> Result<Vec<(String, Tensor)>, ConvertError> {
     let malformed =
         |e: candle_core::Error| ConvertError::Malformed { path: input.display().to_string(), message: e.to_string() };
-    let top = candle_core::pickle::read_all(input).map_err(malformed)?;
-    if !top.is_empty() {
-        return Ok(top);
-    }
+    // A wrapped state dict wins over tensors stored beside it (a checkpoint's `best_acc1`).
     for key in STATE_DICT_KEYS {
         if let Ok(nested) = candle_core::pickle::read_all_with_key(input, Some(key))
             && !nested.is_empty()
@@ -111,7 +108,7 @@ fn read_zip(input: &Path) -> Result<Vec<(String, Tensor)>, ConvertError> {
             return Ok(nested);
         }
     }
-    Ok(Vec::new())
+    candle_core::pickle::read_all(input).map_err(malformed)
 }
 
 fn read_legacy(input: &Path) -> Result<Vec<(String, Tensor)>, ConvertError> {
@@ -128,10 +125,15 @@ fn read_legacy(input: &Path) -> Result<Vec<(String, Tensor)>, ConvertError> {
     let keys =
         read_pickle(&mut reader).and_then(storage_keys).map_err(|e| malformed(format!("storage key list: {e}")))?;
 
+    // Every storage in the stream must be skipped or read, including those of tensors outside
+    // the state dict (optimizer state, metrics): their element sizes come from the whole object.
+    let mut sizes = HashMap::new();
+    storage_sizes(&object, &mut sizes).map_err(&malformed)?;
     let infos = tensor_infos(state_dict(object));
     let mut storages: HashMap<String, Vec<u8>> = HashMap::with_capacity(keys.len());
     for key in keys {
-        let elem_size = infos.iter().find(|i| storage_key(i) == key).map_or(4, |i| i.dtype.size_in_bytes());
+        let elem_size =
+            *sizes.get(&key).ok_or_else(|| malformed(format!("storage `{key}` is not referred to by any tensor")))?;
         let mut count = [0u8; 8];
         reader.read_exact(&mut count).map_err(|e| malformed(format!("storage `{key}`: {e}")))?;
         let bytes = u64::from_le_bytes(count)
@@ -166,6 +168,52 @@ fn read_pickle<R: BufRead>(reader: &mut R) -> Result<Object, String> {
     let mut stack = Stack::empty();
     stack.read_loop(reader).map_err(|e| e.to_string())?;
     stack.finalize().map_err(|e| e.to_string())
+}
+
+/// Bytes per element of a storage class, as `torch.save` names them.
+fn element_size(class: &str) -> Option<usize> {
+    Some(match class {
+        "BoolStorage" | "ByteStorage" | "CharStorage" => 1,
+        "ShortStorage" | "HalfStorage" | "BFloat16Storage" => 2,
+        "IntStorage" | "FloatStorage" => 4,
+        "LongStorage" | "DoubleStorage" | "ComplexFloatStorage" => 8,
+        "ComplexDoubleStorage" => 16,
+        _ => return None,
+    })
+}
+
+/// Records the element size of every storage `object` refers to by persistent id
+/// (`('storage', <class>, key, location, numel, ...)`), wherever it sits in the object.
+fn storage_sizes(object: &Object, sizes: &mut HashMap<String, usize>) -> Result<(), String> {
+    match object {
+        Object::PersistentLoad(id) => {
+            if let Object::Tuple(parts) = id.as_ref()
+                && let (Some(Object::Class { class_name, .. }), Some(Object::Unicode(key))) =
+                    (parts.get(1), parts.get(2))
+            {
+                let size = element_size(class_name)
+                    .ok_or_else(|| format!("storage `{key}` has the unsupported type {class_name}"))?;
+                sizes.insert(key.clone(), size);
+            }
+        }
+        Object::Tuple(items) | Object::List(items) => {
+            for item in items {
+                storage_sizes(item, sizes)?;
+            }
+        }
+        Object::Dict(entries) => {
+            for (key, value) in entries {
+                storage_sizes(key, sizes)?;
+                storage_sizes(value, sizes)?;
+            }
+        }
+        Object::Reduce { callable, args } | Object::Build { callable, args } => {
+            storage_sizes(callable, sizes)?;
+            storage_sizes(args, sizes)?;
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 /// The list of storage keys pickled after the state dict.
@@ -210,11 +258,15 @@ fn strided_tensor(storage: &[u8], info: &TensorInfo) -> Result<Tensor, String> {
     let count: usize = dims.iter().product();
     let mut out = Vec::with_capacity(count * size);
     let mut index = vec![0usize; dims.len()];
+    let past_end = || "views elements past the end of its storage".to_string();
     for _ in 0..count {
-        let element = offset + index.iter().zip(strides).map(|(i, s)| i * s).sum::<usize>();
-        let bytes = storage
-            .get(element * size..(element + 1) * size)
-            .ok_or_else(|| format!("views element {element} past the end of its storage"))?;
+        let element = index
+            .iter()
+            .zip(strides)
+            .try_fold(offset, |acc, (i, s)| i.checked_mul(*s).and_then(|step| acc.checked_add(step)))
+            .ok_or_else(past_end)?;
+        let start = element.checked_mul(size).ok_or_else(past_end)?;
+        let bytes = storage.get(start..start + size).ok_or_else(past_end)?;
         out.extend_from_slice(bytes);
         for axis in (0..dims.len()).rev() {
             index[axis] += 1;

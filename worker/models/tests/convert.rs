@@ -1,6 +1,7 @@
 //! `weir model convert` on both checkpoint formats `torch.save` writes (zip and legacy), made
 //! without torch by `tests/reference/torch_checkpoint_writer.py`: names, dtypes, shapes and
-//! values survive, strided views included, and a wrapped state dict is unwrapped.
+//! values survive, strided views included, and a wrapped state dict is unwrapped even with
+//! other tensors beside it.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -47,7 +48,7 @@ fn check(tensors: &HashMap<String, Tensor>, expected: &HashMap<String, Value>, f
 fn zip_legacy_and_wrapped_checkpoints_convert_to_the_same_tensors() {
     let dir = tempfile::tempdir().expect("tmp");
     let expected = write_checkpoints(dir.path());
-    for file in ["zip.pth", "legacy.pth", "wrapped.pth"] {
+    for file in ["zip.pth", "legacy.pth", "wrapped.pth", "wrapped-legacy.pth"] {
         let read: HashMap<String, Tensor> =
             read_checkpoint(&dir.path().join(file)).unwrap_or_else(|e| panic!("{file}: {e}")).into_iter().collect();
         check(&read, &expected, file);

@@ -9,7 +9,7 @@ use arrow_buffer::{NullBuffer, OffsetBuffer};
 use arrow_schema::{DataType, Field, Fields};
 use candle_core::{D, Tensor};
 use rayon::prelude::*;
-use weir_core::batch::with_column;
+use weir_core::batch::{drop_rows, with_column};
 use weir_core::step::{ComputeStep, Kernel};
 use weir_core::{BuildError, RowFailure, Step, StepError, StepOutput};
 use weir_crds::{ImageClassify, ImageEmbed, ModelSpec};
@@ -191,7 +191,8 @@ impl Kernel for ImageModelStep {
         for (name, array) in self.columns(&outputs) {
             batch = with_column(&batch, &name, array)?;
         }
-        Ok(StepOutput::new(batch, failures))
+        let failed: Vec<usize> = failures.iter().map(|f| f.row).collect();
+        Ok(StepOutput::new(drop_rows(&batch, &failed)?, failures))
     }
 }
 

@@ -1,4 +1,5 @@
-//! `text.embed`: a text column to unit-length sentence vectors (fixed-size list of f32).
+//! `text.embed`: a text column to sentence vectors (fixed-size list of f32, unit length unless
+//! `normalize: false`).
 
 use std::sync::Arc;
 

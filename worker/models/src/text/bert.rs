@@ -131,7 +131,9 @@ impl SentenceEmbedder {
         let hidden = self.model.forward(&ids, &ids.zeros_like()?, Some(&mask))?;
         let mask = mask.to_dtype(hidden.dtype())?.unsqueeze(2)?;
         let summed = hidden.broadcast_mul(&mask)?.sum(1)?;
-        let counts = mask.sum(1)?;
+        // A text with no tokens at all (a tokenizer without special tokens, an empty text) pools
+        // to zeros rather than 0 / 0.
+        let counts = mask.sum(1)?.clamp(1f64, f64::MAX)?;
         let mut pooled = summed.broadcast_div(&counts)?;
         if self.normalize {
             let norms = pooled.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?.clamp(1e-12, f64::MAX)?;

@@ -43,9 +43,10 @@ impl VisionModel {
             | ModelArch::Resnet101
             | ModelArch::Resnet152 => (Network::ResNet(Box::new(ResNet::load(spec.arch, weights, &device)?)), IMAGENET),
             ModelArch::Bert => {
-                return Err(ModelError::Weights {
+                return Err(ModelError::Asset {
+                    field: "model.arch",
                     uri: weights.uri().to_string(),
-                    message: "model.arch bert is a text model; image steps need an image model".into(),
+                    message: "bert is a text model; image steps need an image model".into(),
                 });
             }
         };

@@ -68,7 +68,8 @@ impl ResNet {
     /// [`ModelError::Weights`] naming the first missing or misshapen tensor.
     pub fn load(arch: ModelArch, weights: &Weights, device: &Device) -> Result<Self, ModelError> {
         let Some(Depth { bottleneck, blocks: counts }) = depth(arch) else {
-            return Err(ModelError::Weights {
+            return Err(ModelError::Asset {
+                field: "model.arch",
                 uri: weights.uri().to_string(),
                 message: format!("{} is not a ResNet", arch.name()),
             });
@@ -99,14 +100,15 @@ impl ResNet {
                         conv(&name("conv2"), &name("bn2"), shape(width, width, 3, 1), Activation::None)?,
                     ]
                 };
-                let downsample = match stride != 1 || channels != out {
-                    true => Some(conv(
+                let downsample = if stride != 1 || channels != out {
+                    Some(conv(
                         &name("downsample.0"),
                         &name("downsample.1"),
                         shape(channels, out, 1, stride),
                         Activation::None,
-                    )?),
-                    false => None,
+                    )?)
+                } else {
+                    None
                 };
                 blocks.push(Residual { convs, downsample });
                 channels = out;
