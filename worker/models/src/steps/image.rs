@@ -45,16 +45,16 @@ fn load(spec: &ModelSpec, assets: &ModelAssets) -> Result<VisionModel, ModelErro
     VisionModel::load(spec, &Weights::parse(&assets.weights)?)
 }
 
-fn step(input: &str, output: &str, model: VisionModel, head: Head, batch_size: Option<u32>) -> Arc<dyn Step> {
+fn kernel(input: &str, output: &str, model: VisionModel, head: Head, batch_size: Option<u32>) -> ImageModelStep {
     let in_flight = device::batches_in_flight(model.device());
-    Arc::new(ComputeStep(ImageModelStep {
+    ImageModelStep {
         input: input.to_string(),
         output: output.to_string(),
         model,
         head,
         batch_size: batch_size.map_or(DEFAULT_BATCH_SIZE, |b| b as usize),
         in_flight,
-    }))
+    }
 }
 
 /// Builds `image.embed`, loading its model from `assets`.
@@ -64,7 +64,7 @@ fn step(input: &str, output: &str, model: VisionModel, head: Head, batch_size: O
 pub fn build_embed(config: &ImageEmbed, assets: &ModelAssets) -> Result<Arc<dyn Step>, BuildError> {
     let model = load(&config.model, assets)?;
     let head = Head::Embed { normalize: config.normalize.unwrap_or(true) };
-    Ok(step(&config.input, &config.output, model, head, config.batch_size))
+    Ok(Arc::new(ComputeStep(kernel(&config.input, &config.output, model, head, config.batch_size))))
 }
 
 /// Builds `image.classify`, loading its model and labels from `assets`.
@@ -72,6 +72,14 @@ pub fn build_embed(config: &ImageEmbed, assets: &ModelAssets) -> Result<Arc<dyn 
 /// # Errors
 /// As [`build_embed`], and a labels file whose count differs from the classifier's.
 pub fn build_classify(config: &ImageClassify, assets: &ModelAssets) -> Result<Arc<dyn Step>, BuildError> {
+    Ok(Arc::new(ComputeStep(classify_kernel(config, assets)?)))
+}
+
+/// The `image.classify` kernel, for callers that run it directly.
+///
+/// # Errors
+/// As [`build_classify`].
+pub fn classify_kernel(config: &ImageClassify, assets: &ModelAssets) -> Result<ImageModelStep, BuildError> {
     let model = load(&config.model, assets)?;
     let classes = model.classes();
     let labels = match &assets.labels {
@@ -79,7 +87,7 @@ pub fn build_classify(config: &ImageClassify, assets: &ModelAssets) -> Result<Ar
         None => labels::indices(classes),
     };
     let top_k = config.top_k.map_or(DEFAULT_TOP_K, |k| k as usize).min(classes);
-    Ok(step(&config.input, &config.output, model, Head::Classify { labels, top_k }, config.batch_size))
+    Ok(kernel(&config.input, &config.output, model, Head::Classify { labels, top_k }, config.batch_size))
 }
 
 /// The top `k` classes of one probability row, best first.
@@ -91,19 +99,18 @@ fn top_k(probabilities: &[f32], k: usize) -> Vec<(usize, f32)> {
 }
 
 impl ImageModelStep {
-    /// The model's output rows (features, or probabilities) for `inputs`, a batch at a time.
+    /// The model's output rows (features, or probabilities) for one batch of prepared images.
     fn run(&self, inputs: &[&[f32]]) -> candle_core::Result<Vec<Vec<f32>>> {
-        let mut rows = Vec::with_capacity(inputs.len());
-        for chunk in inputs.chunks(self.batch_size.max(1)) {
-            let features = self.model.features(&self.model.batch(chunk)?)?;
-            let out = match &self.head {
-                Head::Embed { normalize: true } => unit_length(&features)?,
-                Head::Embed { normalize: false } => features,
-                Head::Classify { .. } => self.model.probabilities(&features)?,
-            };
-            rows.extend(out.to_vec2::<f32>()?);
+        if inputs.is_empty() {
+            return Ok(Vec::new());
         }
-        Ok(rows)
+        let features = self.model.features(&self.model.batch(inputs)?)?;
+        let out = match &self.head {
+            Head::Embed { normalize: true } => unit_length(&features)?,
+            Head::Embed { normalize: false } => features,
+            Head::Classify { .. } => self.model.probabilities(&features)?,
+        };
+        out.to_vec2::<f32>()
     }
 
     fn columns(&self, outputs: &[Option<Vec<f32>>]) -> Vec<(String, ArrayRef)> {
@@ -170,22 +177,28 @@ impl Kernel for ImageModelStep {
     fn apply(&self, input: &RecordBatch) -> Result<StepOutput, StepError> {
         let column = ImageColumn::from_batch(input, &self.input)?;
         let spec = *self.model.input();
-        let prepared: Vec<Option<Result<Vec<f32>, String>>> =
-            (0..column.len()).into_par_iter().map(|i| column.get(i).map(|img| spec.prepare(img))).collect();
+        let present: Vec<usize> = (0..column.len()).filter(|&i| column.get(i).is_some()).collect();
         let mut failures = Vec::new();
-        let mut ready: Vec<(usize, Vec<f32>)> = Vec::new();
-        for (row, result) in prepared.into_iter().enumerate() {
-            match result {
-                Some(Ok(pixels)) => ready.push((row, pixels)),
-                Some(Err(message)) => failures.push(RowFailure::new(row, message)),
-                None => {}
-            }
-        }
-        let inputs: Vec<&[f32]> = ready.iter().map(|(_, p)| p.as_slice()).collect();
-        let results = self.run(&inputs).map_err(|e| StepError::Other(format!("{}: {e}", self.name())))?;
         let mut outputs = vec![None; input.num_rows()];
-        for ((row, _), out) in ready.iter().zip(results) {
-            outputs[*row] = Some(out);
+        // Images are prepared a batch at a time, so only one batch of f32 pixels (600 KB an
+        // image at 224x224) exists at once, however large the morsel.
+        for rows in present.chunks(self.batch_size.max(1)) {
+            let prepared: Vec<Result<Vec<f32>, String>> = rows
+                .par_iter()
+                .map(|&row| column.get(row).map_or_else(|| Err("null image".to_string()), |img| spec.prepare(img)))
+                .collect();
+            let mut ready: Vec<(usize, Vec<f32>)> = Vec::with_capacity(rows.len());
+            for (&row, result) in rows.iter().zip(prepared) {
+                match result {
+                    Ok(pixels) => ready.push((row, pixels)),
+                    Err(message) => failures.push(RowFailure::new(row, message)),
+                }
+            }
+            let inputs: Vec<&[f32]> = ready.iter().map(|(_, p)| p.as_slice()).collect();
+            let results = self.run(&inputs).map_err(|e| StepError::Other(format!("{}: {e}", self.name())))?;
+            for ((row, _), out) in ready.iter().zip(results) {
+                outputs[*row] = Some(out);
+            }
         }
         let mut batch = input.clone();
         for (name, array) in self.columns(&outputs) {
