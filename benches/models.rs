@@ -11,7 +11,6 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use bytes::Bytes;
 use weir_crds::{ModelArch, ModelSpec};
 use weir_models::ModelAssets;
 use weir_models::assets::{Asset, Companion};
@@ -56,8 +55,7 @@ fn models_dir() -> Result<PathBuf> {
 }
 
 fn asset(path: &Path) -> Result<Asset> {
-    let bytes = std::fs::read(path).with_context(|| path.display().to_string())?;
-    Ok(Asset { uri: path.display().to_string(), bytes: Bytes::from(bytes) })
+    Asset::read(path).with_context(|| path.display().to_string())
 }
 
 fn spec(arch: ModelArch, uri: &Path) -> ModelSpec {

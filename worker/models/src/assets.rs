@@ -13,6 +13,16 @@ pub struct Asset {
     pub bytes: Bytes,
 }
 
+impl Asset {
+    /// A local file read whole, named by its path.
+    ///
+    /// # Errors
+    /// The file cannot be read.
+    pub fn read(path: &std::path::Path) -> std::io::Result<Self> {
+        Ok(Self { uri: path.display().to_string(), bytes: Bytes::from(std::fs::read(path)?) })
+    }
+}
+
 /// What a model needs besides the weights, by field name (`model.tokenizer`...).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Companion {

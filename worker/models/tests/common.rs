@@ -4,7 +4,6 @@
 
 use std::path::PathBuf;
 
-use bytes::Bytes;
 use weir_models::assets::Asset;
 
 /// `$WEIR_MODELS` (default `~/.cache/weir/models`), as filled by `scripts/fetch-models.sh`.
@@ -23,6 +22,5 @@ pub fn models_dir() -> PathBuf {
 
 /// A file read whole, as the planner hands it to a model.
 pub fn asset(path: &std::path::Path) -> Asset {
-    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
-    Asset { uri: path.display().to_string(), bytes: Bytes::from(bytes) }
+    Asset::read(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
 }

@@ -7,7 +7,13 @@ pub mod depthwise;
 pub use conv::{Activation, ConvBn, ConvNames, ConvShape, Linear, Pad, Padding, global_average};
 
 use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, Layout};
+use candle_core::{CpuStorage, D, Layout, Tensor};
+
+/// Scales each row of `(N, D)` vectors to unit length (a zero row stays zero).
+pub fn unit_length(vectors: &Tensor) -> candle_core::Result<Tensor> {
+    let norms = vectors.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?.clamp(1e-12, f64::MAX)?;
+    vectors.broadcast_div(&norms)
+}
 
 /// The f32 elements and `[n, c, h, w]` of a contiguous NCHW tensor, as a CPU kernel `op` needs
 /// it with `channels` channels.

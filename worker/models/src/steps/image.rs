@@ -7,7 +7,6 @@ use arrow_array::builder::StringBuilder;
 use arrow_array::{ArrayRef, Float32Array, ListArray, RecordBatch, StringArray, StructArray, UInt32Array};
 use arrow_buffer::{NullBuffer, OffsetBuffer};
 use arrow_schema::{DataType, Field, Fields};
-use candle_core::{D, Tensor};
 use rayon::prelude::*;
 use weir_core::batch::{drop_rows, with_column};
 use weir_core::step::{ComputeStep, Kernel};
@@ -16,6 +15,7 @@ use weir_crds::{ImageClassify, ImageEmbed, ModelSpec};
 use weir_ops::image::ImageColumn;
 
 use super::{labels, vector_column};
+use crate::nn::unit_length;
 use crate::vision::VisionModel;
 use crate::weights::Weights;
 use crate::{ModelAssets, ModelError, device};
@@ -126,11 +126,6 @@ impl ImageModelStep {
             }
         }
     }
-}
-
-fn unit_length(features: &Tensor) -> candle_core::Result<Tensor> {
-    let norms = features.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?.clamp(1e-12, f64::MAX)?;
-    features.broadcast_div(&norms)
 }
 
 fn top_labels(ranked: &[Option<Vec<(usize, f32)>>], labels: &[String]) -> ArrayRef {

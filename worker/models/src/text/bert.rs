@@ -1,13 +1,14 @@
 //! Sentence embeddings from a BERT-family encoder (all-MiniLM-L6-v2 and kin): tokens in,
 //! attention-masked mean pooling, optional L2 normalisation out, as sentence-transformers does.
 
-use candle_core::{D, DType, Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 use candle_transformers::models::bert::{BertModel, Config};
 use rayon::prelude::*;
 use tokenizers::{Tokenizer, TruncationParams};
 use weir_crds::ModelSpec;
 
 use crate::assets::{Asset, ModelAssets};
+use crate::nn::unit_length;
 use crate::weights::Weights;
 use crate::{ModelError, device};
 
@@ -136,8 +137,7 @@ impl SentenceEmbedder {
         let counts = mask.sum(1)?.clamp(1f64, f64::MAX)?;
         let mut pooled = summed.broadcast_div(&counts)?;
         if self.normalize {
-            let norms = pooled.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?.clamp(1e-12, f64::MAX)?;
-            pooled = pooled.broadcast_div(&norms)?;
+            pooled = unit_length(&pooled)?;
         }
         Ok(pooled.to_dtype(DType::F32)?.to_vec2()?)
     }
