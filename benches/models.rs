@@ -1,6 +1,7 @@
 //! Model throughput on the CPU: all-MiniLM-L6-v2 sentences/s at batch 64 (and one short sentence
-//! unbatched), EfficientNet-Lite0, ResNet-18 and ResNet-50 images/s at 224x224, each on every
-//! core and on one.
+//! unbatched), EfficientNet-Lite0, ResNet-18 and ResNet-50 images/s at 224x224, MTCNN faces in
+//! 512x512 photos, and Whisper tiny.en on 30 s windows of espeak-ng speech; each on every core
+//! and on one.
 //!
 //! `cargo bench -p weir-benches --bench models` after `scripts/fetch-models.sh` (options after
 //! `--`: `--sentences N` (1024), `--images N` (128), `--batch N` (images per pass, 16)). ResNet
@@ -14,8 +15,10 @@ use anyhow::{Context, Result, bail};
 use weir_crds::{ModelArch, ModelSpec};
 use weir_models::ModelAssets;
 use weir_models::assets::{Asset, Companion};
+use weir_models::speech::{Options, Transcriber};
 use weir_models::text::SentenceEmbedder;
 use weir_models::vision::VisionModel;
+use weir_models::vision::mtcnn::{DetectOptions, Mtcnn};
 use weir_models::weights::Weights;
 
 mod harness;
@@ -37,6 +40,8 @@ fn main() -> Result<()> {
             for arch in [ModelArch::Resnet18, ModelArch::Resnet50] {
                 vision(arch.name(), &resnet(arch)?, images, batch)?;
             }
+            mtcnn(&models)?;
+            whisper(&models)?;
             Ok(())
         })?;
     }
@@ -117,7 +122,7 @@ fn minilm(models: &Path, count: usize) -> Result<()> {
 fn efficientnet(models: &Path) -> Result<VisionModel> {
     let out = std::env::temp_dir().join("weir-bench-efficientnet-lite0.safetensors");
     if !out.exists() {
-        weir_models::convert::convert(&models.join("efficientnet-lite0/efficientnet-lite0-57934424.pth"), &out)?;
+        weir_models::convert::convert(&[&models.join("efficientnet-lite0/efficientnet-lite0-57934424.pth")], &out)?;
     }
     let weights = Weights::parse(&asset(&out)?)?;
     Ok(VisionModel::load(&spec(ModelArch::EfficientNetLite0, &out), &weights)?)
@@ -159,4 +164,85 @@ fn vision(name: &str, model: &VisionModel, count: usize, batch: usize) -> Result
         seconds * 1e3 / done as f64
     );
     Ok(())
+}
+
+/// MTCNN on scikit-image's two 512x512 photos with a face, eight passes each.
+fn mtcnn(models: &Path) -> Result<()> {
+    let out = std::env::temp_dir().join("weir-bench-mtcnn.safetensors");
+    if !out.exists() {
+        let nets = ["pnet.pt", "rnet.pt", "onet.pt"].map(|f| models.join("mtcnn").join(f));
+        weir_models::convert::convert(&[&nets[0], &nets[1], &nets[2]], &out)?;
+    }
+    let model = Mtcnn::load(&spec(ModelArch::Mtcnn, &out), &Weights::parse(&asset(&out)?)?)?;
+    let photos: Vec<image::RgbImage> = ["astronaut.png", "camera.png"]
+        .iter()
+        .map(|name| Ok(image::open(models.join("photos").join(name))?.to_rgb8()))
+        .collect::<Result<_>>()?;
+    let options = DetectOptions { min_size: 20, min_score: 0.7, max_detections: 100 };
+    let passes = 8;
+    let started = Instant::now();
+    for _ in 0..passes {
+        for img in &photos {
+            let view = weir_ops::image::ImageView {
+                width: img.width(),
+                height: img.height(),
+                channels: 3,
+                data: img.as_raw(),
+            };
+            model.detect(view, &options).map_err(anyhow::Error::msg)?;
+        }
+    }
+    let per_image = started.elapsed().as_secs_f64() / (passes * photos.len()) as f64;
+    println!("MTCNN: 512x512 photos, minSize 20: {:.1} images/s ({:.1} ms/image)", 1.0 / per_image, per_image * 1e3);
+    Ok(())
+}
+
+/// Whisper tiny.en on four 30 s windows of espeak-ng speech, batched 4 at a time.
+fn whisper(models: &Path) -> Result<()> {
+    let package = models.join("whisper-tiny.en");
+    let out = std::env::temp_dir().join("weir-bench-whisper-tiny.en.safetensors");
+    if !out.exists() {
+        weir_models::convert::convert(&[&package.join("model.bin")], &out)?;
+    }
+    let assets = ModelAssets::new(asset(&out)?).with(Companion::Tokenizer, asset(&package.join("tokenizer.json"))?);
+    let options = Options { language: None, timestamps: true };
+    let model = Transcriber::load(&spec(ModelArch::Whisper, &out), &assets, &options)?;
+    let window = spoken_window()?;
+    let clips = vec![window.as_slice(); 4];
+    model.transcribe(&clips[..1], &options, 1)?;
+    let started = Instant::now();
+    let transcripts = model.transcribe(&clips, &options, 4)?;
+    let seconds = started.elapsed().as_secs_f64();
+    let words = transcripts.iter().map(|t| t.text.split_whitespace().count()).sum::<usize>();
+    println!(
+        "Whisper tiny.en: 4 x 30 s of speech ({words} words) at batch 4: {:.1} s, {:.0}x real time",
+        seconds,
+        120.0 / seconds
+    );
+    Ok(())
+}
+
+/// 30 s of 16 kHz mono speech: espeak-ng reading a paragraph (ffmpeg resamples).
+fn spoken_window() -> Result<Vec<f32>> {
+    let text = "The river carries silt past the old mills. Engineers measured the flow every spring and wrote \
+        long reports about the weather, the water and the fish. In the afternoon the children played in the \
+        park while it rained, and in the evening everybody went home to read the reports again.";
+    let wav = std::env::temp_dir().join("weir-bench-speech.wav");
+    let spoke = std::process::Command::new("espeak-ng")
+        .args(["-v", "en-us", "-s", "150", "-w"])
+        .arg(&wav)
+        .arg(text)
+        .status()?;
+    if !spoke.success() {
+        bail!("espeak-ng failed (apt install espeak-ng)");
+    }
+    let out = std::process::Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(&wav)
+        .args(["-ar", "16000", "-ac", "1", "-t", "30", "-f", "f32le", "-"])
+        .output()?;
+    if !out.status.success() {
+        bail!("ffmpeg failed to resample the speech");
+    }
+    Ok(out.stdout.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect())
 }

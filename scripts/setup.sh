@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 # shellcheck source=scripts/lib.sh
 . scripts/lib.sh
 
-ensure_packages "${BUILD_PACKAGES[@]}" ca-certificates curl python3 python3-venv
+ensure_packages "${BUILD_PACKAGES[@]}" ca-certificates curl python3 python3-venv espeak-ng
 
 if ! command -v cargo >/dev/null 2>&1; then
   echo "==> installing the Rust toolchain with rustup"
@@ -32,5 +32,17 @@ WEIR_MODELS="$PWD/data/models" bash scripts/fetch-models.sh
 effnet=data/models/efficientnet-lite0
 [ -f "$effnet/model.safetensors" ] ||
   "$HOME/.cargo/bin/weir" model convert "$effnet/efficientnet-lite0-57934424.pth" "$effnet/model.safetensors"
+whisper=data/models/whisper-tiny.en
+[ -f "$whisper/model.safetensors" ] ||
+  "$HOME/.cargo/bin/weir" model convert "$whisper/model.bin" "$whisper/model.safetensors"
+mtcnn=data/models/mtcnn
+[ -f "$mtcnn/model.safetensors" ] ||
+  "$HOME/.cargo/bin/weir" model convert "$mtcnn/pnet.pt" "$mtcnn/rnet.pt" "$mtcnn/onet.pt" "$mtcnn/model.safetensors"
+if [ ! -f data/speech/weather.wav ]; then
+  echo "==> speaking the speech example's sentences with espeak-ng into data/speech"
+  mkdir -p data/speech
+  espeak-ng -v en-us -s 140 -w data/speech/weather.wav "It will rain tomorrow in the afternoon."
+  espeak-ng -v en-us -s 140 -w data/speech/park.wav "The children are playing in the park."
+fi
 
-echo "done: now run  weir run manifests/examples/images-local.yaml  (or video-frames, audio, documents, embed-documents, classify-images)"
+echo "done: now run  weir run manifests/examples/images-local.yaml  (or video-frames, audio, documents, embed-documents, classify-images, detect-faces, transcribe-speech)"

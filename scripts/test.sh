@@ -6,8 +6,9 @@ cd "$(dirname "$0")/.."
 # shellcheck source=scripts/lib.sh
 . scripts/lib.sh
 
-# System packages: the build's (see lib.sh); Python for the S3 test server (moto).
-ensure_packages "${BUILD_PACKAGES[@]}" python3 python3-venv
+# System packages: the build's (see lib.sh); Python for the S3 test server (moto); espeak-ng
+# speaks the sentences the speech-recognition tests transcribe.
+ensure_packages "${BUILD_PACKAGES[@]}" python3 python3-venv espeak-ng
 
 # A real S3-compatible server for the tests: moto, in a virtualenv outside the checkout.
 ensure_venv

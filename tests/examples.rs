@@ -122,7 +122,7 @@ async fn the_classify_images_example_labels_photos_and_reports_bad_files() {
     let effnet = models.join("efficientnet-lite0");
     std::fs::create_dir_all(&effnet).expect("dir");
     weir_models::convert::convert(
-        &fetched.join("efficientnet-lite0/efficientnet-lite0-57934424.pth"),
+        &[&fetched.join("efficientnet-lite0/efficientnet-lite0-57934424.pth")],
         &effnet.join("model.safetensors"),
     )
     .expect("convert");
@@ -138,10 +138,90 @@ async fn the_classify_images_example_labels_photos_and_reports_bad_files() {
     assert!(label_of("chelsea.png").contains("cat") || label_of("chelsea.png").contains("Mau"));
 }
 
-/// `(uri, label)` of every row in the Parquet files directly under `dir`.
-fn uri_and_label(dir: &Path) -> Vec<(String, String)> {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_detect_faces_example_cuts_out_each_face() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let fetched = fetched_models();
+    let photos = tmp.path().join("models/photos");
+    std::fs::create_dir_all(&photos).expect("photos");
+    for name in ["astronaut.png", "camera.png", "coffee.png"] {
+        std::fs::copy(fetched.join("photos").join(name), photos.join(name)).expect("copy");
+    }
+    write_bad_files(&photos).expect("bad files");
+    let mtcnn = tmp.path().join("models/mtcnn");
+    std::fs::create_dir_all(&mtcnn).expect("dir");
+    let nets = ["pnet.pt", "rnet.pt", "onet.pt"].map(|f| fetched.join("mtcnn").join(f));
+    weir_models::convert::convert(&[&nets[0], &nets[1], &nets[2]], &mtcnn.join("model.safetensors")).expect("convert");
+
+    let report = run_example("detect-faces.yaml", tmp.path()).await;
+    let s = &report.summary;
+    // One face each in astronaut and camera; coffee has none and leaves through explode.
+    assert_eq!((s.rows_in, s.rows_out, s.rows_failed), (3 + 5, 2, 5), "{s:?}");
+    let crops = column_values(&tmp.path().join("out/detect-faces"), "png");
+    assert_eq!(crops.len(), 2);
+    for (uri, png) in crops {
+        let png = png.as_any().downcast_ref::<arrow_array::BinaryArray>().expect("bytes").value(0).to_vec();
+        let face = image::load_from_memory(&png).expect("a PNG");
+        assert_eq!((face.width(), face.height()), (160, 160), "{uri}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_transcribe_speech_example_writes_what_was_said() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let speech = tmp.path().join("speech");
+    std::fs::create_dir_all(&speech).expect("speech");
+    let sentences = [
+        ("rain.wav", "It will rain tomorrow in the afternoon."),
+        ("park.wav", "The children are playing in the park."),
+    ];
+    for (file, text) in sentences {
+        let status = std::process::Command::new("espeak-ng")
+            .args(["-v", "en-us", "-s", "140", "-w"])
+            .arg(speech.join(file))
+            .arg(text)
+            .status();
+        assert!(status.is_ok_and(|s| s.success()), "espeak-ng (scripts/test.sh installs it)");
+    }
+    std::fs::write(speech.join("empty.wav"), b"").expect("empty file");
+    let whisper = tmp.path().join("models/whisper-tiny.en");
+    std::fs::create_dir_all(&whisper).expect("dir");
+    let fetched = fetched_models().join("whisper-tiny.en");
+    weir_models::convert::convert(&[&fetched.join("model.bin")], &whisper.join("model.safetensors")).expect("convert");
+    std::fs::copy(fetched.join("tokenizer.json"), whisper.join("tokenizer.json")).expect("tokenizer");
+
+    let report = run_example("transcribe-speech.yaml", tmp.path()).await;
+    let s = &report.summary;
+    assert_eq!((s.rows_in, s.rows_out, s.rows_failed), (3, 2, 1), "the empty file fails: {s:?}");
+    let texts = column_values(&tmp.path().join("out/transcribe-speech"), "text");
+    for (file, sentence) in sentences {
+        let (_, text) = texts.iter().find(|(uri, _)| uri.ends_with(file)).expect("row per recording");
+        let text = text.as_any().downcast_ref::<arrow_array::StringArray>().expect("text").value(0).to_lowercase();
+        for word in sentence.trim_end_matches('.').split(' ') {
+            assert!(text.contains(&word.to_lowercase()), "{file}: {text:?} lacks {word:?}");
+        }
+    }
+}
+
+/// `(uri, value of column)` for every row in the Parquet files directly under `dir`, each value
+/// a one-element array.
+fn column_values(dir: &Path, name: &str) -> Vec<(String, arrow_array::ArrayRef)> {
     use arrow_array::{Array, StringArray};
     let mut rows = Vec::new();
+    for batch in parquet_batches(dir) {
+        let uris =
+            batch.column_by_name("uri").and_then(|c| c.as_any().downcast_ref::<StringArray>().cloned()).expect("uri");
+        let values = batch.column_by_name(name).expect(name);
+        for i in 0..batch.num_rows() {
+            rows.push((uris.value(i).to_string(), values.slice(i, 1)));
+        }
+    }
+    rows
+}
+
+/// The record batches of the Parquet files directly under `dir`.
+fn parquet_batches(dir: &Path) -> Vec<arrow_array::RecordBatch> {
+    let mut batches = Vec::new();
     for entry in std::fs::read_dir(dir).expect("output dir") {
         let path = entry.expect("entry").path();
         if path.extension().is_none_or(|e| e != "parquet") {
@@ -151,16 +231,23 @@ fn uri_and_label(dir: &Path) -> Vec<(String, String)> {
         let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
             .and_then(|b| b.build())
             .expect("parquet");
-        for batch in reader {
-            let batch = batch.expect("batch");
-            let column = |name: &str| {
-                batch.column_by_name(name).and_then(|c| c.as_any().downcast_ref::<StringArray>().cloned()).expect(name)
-            };
-            let (uris, labels) = (column("uri"), column("label"));
-            for i in 0..batch.num_rows() {
-                if !labels.is_null(i) {
-                    rows.push((uris.value(i).to_string(), labels.value(i).to_string()));
-                }
+        batches.extend(reader.map(|b| b.expect("batch")));
+    }
+    batches
+}
+
+/// `(uri, label)` of every row in the Parquet files directly under `dir`.
+fn uri_and_label(dir: &Path) -> Vec<(String, String)> {
+    use arrow_array::{Array, StringArray};
+    let mut rows = Vec::new();
+    for batch in parquet_batches(dir) {
+        let column = |name: &str| {
+            batch.column_by_name(name).and_then(|c| c.as_any().downcast_ref::<StringArray>().cloned()).expect(name)
+        };
+        let (uris, labels) = (column("uri"), column("label"));
+        for i in 0..batch.num_rows() {
+            if !labels.is_null(i) {
+                rows.push((uris.value(i).to_string(), labels.value(i).to_string()));
             }
         }
     }

@@ -307,7 +307,9 @@ fn check_columns(spec: &MultimodalJobSpec, problems: &mut Vec<Problem>) {
         let path = format!("spec.steps[{i}]");
         if let Some(cols) = &columns {
             for input in step.config().inputs() {
-                if !cols.iter().any(|c| c == input) {
+                // `face.bbox` reads a field of the struct column `face`; fields are not planned.
+                let top = input.split_once('.').map_or(input, |(top, _)| top);
+                if !cols.iter().any(|c| c == input || c == top) {
                     problems.push(Problem {
                         path: path.clone(),
                         message: format!(

@@ -158,7 +158,8 @@ step_config!(
         /// Centred box of this size.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         center: Option<CropSize>,
-        /// Column holding `[x1, y1, x2, y2]` in pixels per row (e.g. a detection's bbox).
+        /// Column holding `[x1, y1, x2, y2]` in pixels per row; a dotted name reads a struct
+        /// field (`face.bbox`, after exploding `image.detect`'s output into `face`).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         bbox_column: Option<String>,
     }
@@ -675,6 +676,10 @@ pub enum StepSpec {
     ImageEmbed(ImageEmbed),
     #[serde(rename = "image.classify")]
     ImageClassify(ImageClassify),
+    #[serde(rename = "image.detect")]
+    ImageDetect(ImageDetect),
+    #[serde(rename = "audio.transcribe")]
+    AudioTranscribe(AudioTranscribe),
 }
 
 impl StepSpec {
@@ -708,6 +713,8 @@ impl StepSpec {
             StepSpec::TextEmbed(c) => c,
             StepSpec::ImageEmbed(c) => c,
             StepSpec::ImageClassify(c) => c,
+            StepSpec::ImageDetect(c) => c,
+            StepSpec::AudioTranscribe(c) => c,
         }
     }
 
@@ -741,6 +748,8 @@ impl StepSpec {
             StepSpec::TextEmbed(_) => "text.embed",
             StepSpec::ImageEmbed(_) => "image.embed",
             StepSpec::ImageClassify(_) => "image.classify",
+            StepSpec::ImageDetect(_) => "image.detect",
+            StepSpec::AudioTranscribe(_) => "audio.transcribe",
         }
     }
 }
@@ -775,6 +784,8 @@ fn op_schemas(generator: &mut SchemaGenerator) -> Vec<(&'static str, Schema)> {
         ("text.embed", TextEmbed::json_schema(generator)),
         ("image.embed", ImageEmbed::json_schema(generator)),
         ("image.classify", ImageClassify::json_schema(generator)),
+        ("image.detect", ImageDetect::json_schema(generator)),
+        ("audio.transcribe", AudioTranscribe::json_schema(generator)),
     ]
 }
 
@@ -812,6 +823,11 @@ const CROSS_FIELD_RULES: &[(&str, &str)] = &[
     (
         "!(self.op in ['image.embed', 'image.classify']) || self.model.arch in ['efficientnet-lite0', 'resnet18', 'resnet34', 'resnet50', 'resnet101', 'resnet152']",
         "image.embed and image.classify need an image model (model.arch efficientnet-lite0 or resnet18/34/50/101/152)",
+    ),
+    ("self.op != 'image.detect' || self.model.arch == 'mtcnn'", "image.detect needs a detector (model.arch mtcnn)"),
+    (
+        "self.op != 'audio.transcribe' || self.model.arch == 'whisper'",
+        "audio.transcribe needs a speech model (model.arch whisper)",
     ),
 ];
 

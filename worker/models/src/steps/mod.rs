@@ -1,8 +1,10 @@
 //! The runnable model steps; each `build` loads its model once, from assets the caller read.
 
+pub mod detect;
 pub mod image;
 pub mod labels;
 pub mod text_embed;
+pub mod transcribe;
 
 use std::sync::Arc;
 

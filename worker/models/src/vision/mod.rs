@@ -1,6 +1,8 @@
-//! Image models: EfficientNet-Lite0 and the ResNet family, behind one [`VisionModel`].
+//! Image models: EfficientNet-Lite0 and the ResNet family behind one [`VisionModel`], and the
+//! MTCNN face detector.
 
 pub mod efficientnet;
+pub mod mtcnn;
 pub mod preprocess;
 pub mod resnet;
 
@@ -42,11 +44,14 @@ impl VisionModel {
             | ModelArch::Resnet50
             | ModelArch::Resnet101
             | ModelArch::Resnet152 => (Network::ResNet(Box::new(ResNet::load(spec.arch, weights, &device)?)), IMAGENET),
-            ModelArch::Bert => {
+            other @ (ModelArch::Bert | ModelArch::Whisper | ModelArch::Mtcnn) => {
                 return Err(ModelError::Asset {
                     field: "model.arch",
                     uri: weights.uri().to_string(),
-                    message: "bert is a text model; image steps need an image model".into(),
+                    message: format!(
+                        "{} is not an image classifier; image.embed and image.classify need one",
+                        other.name()
+                    ),
                 });
             }
         };

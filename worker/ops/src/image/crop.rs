@@ -63,7 +63,7 @@ impl Kernel for CropImages {
     fn apply(&self, input: &RecordBatch) -> Result<StepOutput, StepError> {
         let images = ImageColumn::from_batch(input, &self.input)?;
         let boxes = match &self.region {
-            Region::BboxColumn(name) => Some(bboxes(weir_core::batch::column(input, name)?, name)?),
+            Region::BboxColumn(name) => Some(bboxes(&weir_core::batch::column_path(input, name)?, name)?),
             _ => None,
         };
         let results: Vec<_> = (0..images.len())

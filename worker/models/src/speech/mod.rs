@@ -1,0 +1,6 @@
+//! Speech recognition: Whisper's log-mel input and greedy decoding.
+
+pub mod mel;
+pub mod whisper;
+
+pub use whisper::{Options, Segment, Transcriber, Transcript};
