@@ -184,7 +184,7 @@ step_config!(
         model: ModelSpec,
         /// 30 s windows per forward pass; default 8.
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        #[schemars(range(min = 1, max = 1024))]
+        #[schemars(range(min = 1, max = 4096))]
         batch_size: Option<u32>,
         /// Spoken language (`en`, `de`, `fr`...); default detected per window by multilingual
         /// models, English for English-only ones.

@@ -101,9 +101,34 @@ impl PNet {
     }
 }
 
+/// A convolution, its PReLU, and the `(kernel, stride)` max pooling after it, if any.
+struct ConvStage {
+    conv: Conv,
+    prelu: Prelu,
+    pool: Option<(usize, usize)>,
+}
+
+impl ConvStage {
+    /// Loads `<net>.conv<n>` and `<net>.prelu<n>`.
+    fn load(
+        w: &Weights,
+        net: &str,
+        n: usize,
+        shape: [usize; 4],
+        pool: Option<(usize, usize)>,
+        device: &Device,
+    ) -> Result<Self, ModelError> {
+        Ok(Self {
+            conv: Conv::load(w, &format!("{net}.conv{n}"), shape, device)?,
+            prelu: Prelu::load(w, &format!("{net}.prelu{n}"), shape[0], true, device)?,
+            pool,
+        })
+    }
+}
+
 /// A refinement network (R-Net on 24x24 crops, O-Net on 48x48): convolutions, then dense layers.
 pub struct RefineNet {
-    convs: Vec<(Conv, Prelu, Option<(usize, usize)>)>,
+    convs: Vec<ConvStage>,
     dense: Linear,
     dense_prelu: Prelu,
     classify: Linear,
@@ -113,21 +138,9 @@ pub struct RefineNet {
 impl RefineNet {
     pub fn load_rnet(w: &Weights, device: &Device) -> Result<Self, ModelError> {
         let convs = vec![
-            (
-                Conv::load(w, "rnet.conv1", [28, 3, 3, 3], device)?,
-                Prelu::load(w, "rnet.prelu1", 28, true, device)?,
-                Some((3, 2)),
-            ),
-            (
-                Conv::load(w, "rnet.conv2", [48, 28, 3, 3], device)?,
-                Prelu::load(w, "rnet.prelu2", 48, true, device)?,
-                Some((3, 2)),
-            ),
-            (
-                Conv::load(w, "rnet.conv3", [64, 48, 2, 2], device)?,
-                Prelu::load(w, "rnet.prelu3", 64, true, device)?,
-                None,
-            ),
+            ConvStage::load(w, "rnet", 1, [28, 3, 3, 3], Some((3, 2)), device)?,
+            ConvStage::load(w, "rnet", 2, [48, 28, 3, 3], Some((3, 2)), device)?,
+            ConvStage::load(w, "rnet", 3, [64, 48, 2, 2], None, device)?,
         ];
         Ok(Self {
             convs,
@@ -140,26 +153,10 @@ impl RefineNet {
 
     pub fn load_onet(w: &Weights, device: &Device) -> Result<Self, ModelError> {
         let convs = vec![
-            (
-                Conv::load(w, "onet.conv1", [32, 3, 3, 3], device)?,
-                Prelu::load(w, "onet.prelu1", 32, true, device)?,
-                Some((3, 2)),
-            ),
-            (
-                Conv::load(w, "onet.conv2", [64, 32, 3, 3], device)?,
-                Prelu::load(w, "onet.prelu2", 64, true, device)?,
-                Some((3, 2)),
-            ),
-            (
-                Conv::load(w, "onet.conv3", [64, 64, 3, 3], device)?,
-                Prelu::load(w, "onet.prelu3", 64, true, device)?,
-                Some((2, 2)),
-            ),
-            (
-                Conv::load(w, "onet.conv4", [128, 64, 2, 2], device)?,
-                Prelu::load(w, "onet.prelu4", 128, true, device)?,
-                None,
-            ),
+            ConvStage::load(w, "onet", 1, [32, 3, 3, 3], Some((3, 2)), device)?,
+            ConvStage::load(w, "onet", 2, [64, 32, 3, 3], Some((3, 2)), device)?,
+            ConvStage::load(w, "onet", 3, [64, 64, 3, 3], Some((2, 2)), device)?,
+            ConvStage::load(w, "onet", 4, [128, 64, 2, 2], None, device)?,
         ];
         Ok(Self {
             convs,
@@ -173,10 +170,10 @@ impl RefineNet {
     /// Crops `(N, 3, S, S)` to face probabilities `(N)` and box offsets `(N, 4)`.
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
         let mut x = x.clone();
-        for (conv, prelu, pool) in &self.convs {
-            x = prelu.forward(&conv.forward(&x)?)?;
-            if let Some((kernel, stride)) = pool {
-                x = max_pool_ceil(&x, *kernel, *stride)?;
+        for stage in &self.convs {
+            x = stage.prelu.forward(&stage.conv.forward(&x)?)?;
+            if let Some((kernel, stride)) = stage.pool {
+                x = max_pool_ceil(&x, kernel, stride)?;
             }
         }
         // The original (Caffe) weights flatten width-major: (N, C, H, W) -> (N, W, H, C).
