@@ -222,27 +222,10 @@ fn whisper(models: &Path) -> Result<()> {
     Ok(())
 }
 
-/// 30 s of 16 kHz mono speech: espeak-ng reading a paragraph (ffmpeg resamples).
+/// 30 s of 16 kHz mono speech: espeak-ng reading a paragraph.
 fn spoken_window() -> Result<Vec<f32>> {
     let text = "The river carries silt past the old mills. Engineers measured the flow every spring and wrote \
         long reports about the weather, the water and the fish. In the afternoon the children played in the \
         park while it rained, and in the evening everybody went home to read the reports again.";
-    let wav = std::env::temp_dir().join("weir-bench-speech.wav");
-    let spoke = std::process::Command::new("espeak-ng")
-        .args(["-v", "en-us", "-s", "150", "-w"])
-        .arg(&wav)
-        .arg(text)
-        .status()?;
-    if !spoke.success() {
-        bail!("espeak-ng failed (apt install espeak-ng)");
-    }
-    let out = std::process::Command::new("ffmpeg")
-        .args(["-v", "error", "-i"])
-        .arg(&wav)
-        .args(["-ar", "16000", "-ac", "1", "-t", "30", "-f", "f32le", "-"])
-        .output()?;
-    if !out.status.success() {
-        bail!("ffmpeg failed to resample the speech");
-    }
-    Ok(out.stdout.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect())
+    Ok(weir_testkit::speech::speak_16k_mono(text, 150, Some(30))?)
 }

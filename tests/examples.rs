@@ -168,12 +168,8 @@ async fn the_transcribe_speech_example_writes_what_was_said() {
         ("park.wav", "The children are playing in the park."),
     ];
     for (file, text) in sentences {
-        let status = std::process::Command::new("espeak-ng")
-            .args(["-v", "en-us", "-s", "140", "-w"])
-            .arg(speech.join(file))
-            .arg(text)
-            .status();
-        assert!(status.is_ok_and(|s| s.success()), "espeak-ng (scripts/test.sh installs it)");
+        weir_testkit::speech::speak_to_wav(text, 140, &speech.join(file))
+            .expect("espeak-ng (scripts/test.sh installs it)");
     }
     std::fs::write(speech.join("empty.wav"), b"").expect("empty file");
     let whisper = tmp.path().join("models/whisper-tiny.en");

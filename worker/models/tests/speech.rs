@@ -4,7 +4,6 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 use weir_crds::{ModelArch, ModelSpec};
 use weir_models::ModelAssets;
@@ -27,21 +26,9 @@ fn whisper_tiny_en(dir: &Path) -> (ModelSpec, ModelAssets) {
     (ModelSpec::new(ModelArch::Whisper, weights.display().to_string()), assets)
 }
 
-/// `text` spoken by espeak-ng, as 16 kHz mono f32 samples (ffmpeg resamples).
+/// `text` spoken by espeak-ng, as 16 kHz mono f32 samples.
 fn speak(text: &str) -> Vec<f32> {
-    let dir = tempfile::tempdir().expect("tmp");
-    let wav = dir.path().join("speech.wav");
-    let status = Command::new("espeak-ng").args(["-v", "en-us", "-s", "140", "-w"]).arg(&wav).arg(text).status();
-    assert!(status.is_ok_and(|s| s.success()), "espeak-ng failed: install it (scripts/test.sh does)");
-    let out = Command::new("ffmpeg")
-        .args(["-v", "error", "-i"])
-        .arg(&wav)
-        .args(["-ar", "16000", "-ac", "1", "-f", "f32le", "-"])
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("ffmpeg");
-    assert!(out.status.success());
-    out.stdout.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
+    weir_testkit::speech::speak_16k_mono(text, 140, None).expect("espeak-ng and ffmpeg (scripts/test.sh installs them)")
 }
 
 /// Lower-case words without punctuation.

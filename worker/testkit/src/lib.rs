@@ -6,3 +6,4 @@ pub mod docs;
 pub mod images;
 pub mod media;
 pub mod process;
+pub mod speech;

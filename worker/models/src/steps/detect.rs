@@ -4,8 +4,7 @@
 use std::sync::Arc;
 
 use arrow_array::builder::{FixedSizeListBuilder, Float32Builder, StringBuilder};
-use arrow_array::{ArrayRef, Float32Array, ListArray, RecordBatch, StructArray};
-use arrow_buffer::{NullBuffer, OffsetBuffer};
+use arrow_array::{ArrayRef, Float32Array, RecordBatch};
 use arrow_schema::{DataType, Field, Fields};
 use weir_core::batch::{drop_rows, with_column};
 use weir_core::step::{ComputeStep, Kernel};
@@ -13,6 +12,7 @@ use weir_core::{BuildError, RowFailure, Step, StepError, StepOutput};
 use weir_crds::ImageDetect;
 use weir_ops::image::ImageColumn;
 
+use super::struct_list_column;
 use crate::vision::mtcnn::{DetectOptions, Detection, Mtcnn};
 use crate::weights::Weights;
 use crate::{ModelAssets, device};
@@ -110,9 +110,6 @@ fn detections_column(rows: &[Option<Vec<Detection>>]) -> ArrayRef {
         Arc::new(Float32Array::from_iter_values(all.iter().map(|d| d.score))),
         Arc::new(labels.finish()),
     ];
-    let values = StructArray::new(detection_fields(), columns, None);
-    let lengths = rows.iter().map(|r| r.as_ref().map_or(0, Vec::len));
-    let nulls = NullBuffer::from(rows.iter().map(Option::is_some).collect::<Vec<_>>());
-    let item = Arc::new(Field::new("item", DataType::Struct(detection_fields()), false));
-    Arc::new(ListArray::new(item, OffsetBuffer::from_lengths(lengths), Arc::new(values), Some(nulls)))
+    let lengths: Vec<Option<usize>> = rows.iter().map(|r| r.as_ref().map(Vec::len)).collect();
+    struct_list_column(detection_fields(), columns, &lengths)
 }

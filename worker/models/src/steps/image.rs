@@ -4,8 +4,7 @@
 use std::sync::Arc;
 
 use arrow_array::builder::StringBuilder;
-use arrow_array::{ArrayRef, Float32Array, ListArray, RecordBatch, StringArray, StructArray, UInt32Array};
-use arrow_buffer::{NullBuffer, OffsetBuffer};
+use arrow_array::{ArrayRef, Float32Array, RecordBatch, StringArray, UInt32Array};
 use arrow_schema::{DataType, Field, Fields};
 use rayon::prelude::*;
 use weir_core::batch::{drop_rows, with_column};
@@ -14,7 +13,7 @@ use weir_core::{BuildError, RowFailure, Step, StepError, StepOutput};
 use weir_crds::{ImageClassify, ImageEmbed, ModelSpec};
 use weir_ops::image::ImageColumn;
 
-use super::{labels, vector_column};
+use super::{labels, struct_list_column, vector_column};
 use crate::nn::unit_length;
 use crate::vision::VisionModel;
 use crate::weights::Weights;
@@ -150,11 +149,8 @@ fn ranked_column(ranked: &[Option<Vec<(usize, f32)>>], labels: &[String]) -> Arr
     let indices = UInt32Array::from_iter_values(entries.iter().map(|(i, _)| *i as u32));
     let scores = Float32Array::from_iter_values(entries.iter().map(|(_, s)| *s));
     let columns: Vec<ArrayRef> = vec![Arc::new(names), Arc::new(indices), Arc::new(scores)];
-    let values = StructArray::new(ranked_fields(), columns, None);
-    let lengths = ranked.iter().map(|r| r.as_ref().map_or(0, Vec::len));
-    let nulls = NullBuffer::from(ranked.iter().map(Option::is_some).collect::<Vec<_>>());
-    let item = Arc::new(Field::new("item", DataType::Struct(ranked_fields()), false));
-    Arc::new(ListArray::new(item, OffsetBuffer::from_lengths(lengths), Arc::new(values), Some(nulls)))
+    let lengths: Vec<Option<usize>> = ranked.iter().map(|r| r.as_ref().map(Vec::len)).collect();
+    struct_list_column(ranked_fields(), columns, &lengths)
 }
 
 impl Kernel for ImageModelStep {

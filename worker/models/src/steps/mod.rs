@@ -9,8 +9,19 @@ pub mod transcribe;
 use std::sync::Arc;
 
 use arrow_array::builder::{FixedSizeListBuilder, Float32Builder};
-use arrow_array::{ArrayRef, FixedSizeListArray};
-use arrow_schema::{DataType, Field};
+use arrow_array::{ArrayRef, FixedSizeListArray, ListArray, StructArray};
+use arrow_buffer::{NullBuffer, OffsetBuffer};
+use arrow_schema::{DataType, Field, Fields};
+
+/// A `list<struct<fields>>` column: `columns` hold every row's entries back to back, and row `i`
+/// has `lengths[i]` of them, or is null when `lengths[i]` is `None`.
+pub(crate) fn struct_list_column(fields: Fields, columns: Vec<ArrayRef>, lengths: &[Option<usize>]) -> ArrayRef {
+    let values = StructArray::new(fields.clone(), columns, None);
+    let nulls = NullBuffer::from(lengths.iter().map(Option::is_some).collect::<Vec<_>>());
+    let offsets = OffsetBuffer::from_lengths(lengths.iter().map(|l| l.unwrap_or(0)));
+    let item = Arc::new(Field::new("item", DataType::Struct(fields), false));
+    Arc::new(ListArray::new(item, offsets, Arc::new(values), Some(nulls)))
+}
 
 /// A fixed-size list column of f32 vectors (`None` rows are null).
 pub(crate) fn vector_column(vectors: &[Option<Vec<f32>>], dimensions: usize) -> ArrayRef {

@@ -4,8 +4,7 @@
 use std::sync::Arc;
 
 use arrow_array::builder::StringBuilder;
-use arrow_array::{ArrayRef, Float32Array, ListArray, RecordBatch, StringArray, StructArray};
-use arrow_buffer::{NullBuffer, OffsetBuffer};
+use arrow_array::{ArrayRef, Float32Array, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, Fields};
 use weir_core::batch::{drop_rows, with_column};
 use weir_core::step::{ComputeStep, Kernel};
@@ -13,6 +12,7 @@ use weir_core::{BuildError, RowFailure, Step, StepError, StepOutput};
 use weir_crds::AudioTranscribe;
 use weir_media::audio::{AudioColumn, AudioView};
 
+use super::struct_list_column;
 use crate::speech::mel::SAMPLE_RATE;
 use crate::speech::{Options, Transcriber, Transcript};
 use crate::{ModelAssets, device};
@@ -127,11 +127,8 @@ fn segments_column(rows: &[Option<Transcript>]) -> ArrayRef {
         Arc::new(Float32Array::from_iter_values(segments.iter().map(|s| s.end))),
         Arc::new(texts.finish()),
     ];
-    let values = StructArray::new(segment_fields(), columns, None);
-    let lengths = rows.iter().map(|r| r.as_ref().map_or(0, |t| t.segments.len()));
-    let nulls = NullBuffer::from(rows.iter().map(Option::is_some).collect::<Vec<_>>());
-    let item = Arc::new(Field::new("item", DataType::Struct(segment_fields()), false));
-    Arc::new(ListArray::new(item, OffsetBuffer::from_lengths(lengths), Arc::new(values), Some(nulls)))
+    let lengths: Vec<Option<usize>> = rows.iter().map(|r| r.as_ref().map(|t| t.segments.len())).collect();
+    struct_list_column(segment_fields(), columns, &lengths)
 }
 
 #[cfg(test)]
