@@ -6,11 +6,8 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command};
+use std::process::Command;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use common::*;
 use object_store::aws::AmazonS3Builder;
@@ -18,83 +15,40 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use weir_testkit::images::{encode_jpeg, gradient};
+use weir_testkit::moto::Moto;
 
-/// A moto S3 server on a free loopback port, stopped on drop.
-struct Moto {
-    child: Child,
-    endpoint: String,
+/// `weir run --no-progress MANIFEST` against `moto`'s endpoint with its test credentials.
+fn weir_run(moto: &Moto, manifest: &std::path::Path) -> Command {
+    let mut command = weir();
+    command
+        .args(["run", "--no-progress"])
+        .arg(manifest)
+        .env("AWS_ENDPOINT_URL", moto.endpoint())
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_REGION", "us-east-1");
+    command
 }
 
-impl Moto {
-    fn start() -> Self {
-        let bin = std::env::var("WEIR_MOTO_SERVER").unwrap_or_else(|_| {
-            panic!("WEIR_MOTO_SERVER is not set: run scripts/test.sh, which installs moto[server] and sets it")
-        });
-        let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
-        let child = Command::new(bin)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("start moto_server");
-        let started = Instant::now();
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(started.elapsed() < Duration::from_secs(20), "moto_server did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Self { child, endpoint: format!("http://127.0.0.1:{port}") }
-    }
-
-    /// Creates a bucket with a plain HTTP PUT (moto accepts unsigned requests).
-    fn create_bucket(&self, bucket: &str) {
-        let host = self.endpoint.trim_start_matches("http://");
-        let mut s = TcpStream::connect(host).expect("connect");
-        write!(s, "PUT /{bucket} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-            .expect("put");
-        let mut reply = String::new();
-        s.read_to_string(&mut reply).expect("reply");
-        assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
-    }
-
-    /// `weir run --no-progress MANIFEST` with this server's endpoint and test credentials.
-    fn weir_run(&self, manifest: &std::path::Path) -> Command {
-        let mut command = weir();
-        command
-            .args(["run", "--no-progress"])
-            .arg(manifest)
-            .env("AWS_ENDPOINT_URL", &self.endpoint)
-            .env("AWS_ACCESS_KEY_ID", "test")
-            .env("AWS_SECRET_ACCESS_KEY", "test")
-            .env("AWS_REGION", "us-east-1");
-        command
-    }
-
-    fn store(&self, bucket: &str) -> Arc<dyn ObjectStore> {
-        let store = AmazonS3Builder::new()
-            .with_endpoint(&self.endpoint)
-            .with_allow_http(true)
-            .with_bucket_name(bucket)
-            .with_region("us-east-1")
-            .with_access_key_id("test")
-            .with_secret_access_key("test")
-            .build()
-            .expect("s3 store");
-        Arc::new(store)
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// An S3 client for `bucket` on `moto`.
+fn s3_store(moto: &Moto, bucket: &str) -> Arc<dyn ObjectStore> {
+    let store = AmazonS3Builder::new()
+        .with_endpoint(moto.endpoint())
+        .with_allow_http(true)
+        .with_bucket_name(bucket)
+        .with_region("us-east-1")
+        .with_access_key_id("test")
+        .with_secret_access_key("test")
+        .build()
+        .expect("s3 store");
+    Arc::new(store)
 }
 
 #[test]
 fn a_job_reads_and_writes_s3() {
     let moto = Moto::start();
     moto.create_bucket("weir");
-    let store = moto.store("weir");
+    let store = s3_store(&moto, "weir");
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(async {
         for i in 0..12u64 {
@@ -119,7 +73,7 @@ fn a_job_reads_and_writes_s3() {
   errorPolicy: {onRowError: skip}
 ",
     );
-    let result = moto.weir_run(&manifest).output().expect("spawn weir");
+    let result = weir_run(&moto, &manifest).output().expect("spawn weir");
     assert!(result.status.success(), "stderr: {}", text(&result.stderr));
     assert!(text(&result.stdout).contains("13 rows in, 12 out, 1 failed"), "{}", text(&result.stdout));
 
@@ -160,7 +114,7 @@ fn model_weights_in_s3_are_cached_on_local_disk() {
         }));
     let moto = Moto::start();
     moto.create_bucket("weir");
-    let store = moto.store("weir");
+    let store = s3_store(&moto, "weir");
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(async {
         for file in ["model.safetensors", "tokenizer.json", "config.json"] {
@@ -194,7 +148,7 @@ fn model_weights_in_s3_are_cached_on_local_disk() {
                 tmp.path().display()
             ),
         );
-        let result = moto.weir_run(&manifest).env("WEIR_MODEL_CACHE", &cache).output().expect("spawn weir");
+        let result = weir_run(&moto, &manifest).env("WEIR_MODEL_CACHE", &cache).output().expect("spawn weir");
         assert!(result.status.success(), "stderr: {}", text(&result.stderr));
         assert!(text(&result.stdout).contains("3 rows in, 3 out, 0 failed"), "{}", text(&result.stdout));
     };
