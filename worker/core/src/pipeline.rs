@@ -186,9 +186,39 @@ impl Pipeline {
     /// Cancelling `options.cancel` or dropping the future stops all stages; units not finished
     /// leave only attempt-named files behind (see [`UnitSink`]).
     pub async fn run<S: UnitSink>(self, units: Vec<WorkUnit>, sink: S) -> Result<RunSummary, ExecError> {
-        let started = Instant::now();
         let rows_planned: u64 = units.iter().map(WorkUnit::rows).sum();
         self.stats.set_totals(units.len() as u64, Some(rows_planned));
+        let errors = self.options.errors;
+        let summary = self.run_units(futures::stream::iter(units).boxed(), sink, rows_planned).await?;
+        check_error_ratio(errors, summary.rows_failed, summary.rows_in)?;
+        Ok(summary)
+    }
+
+    /// Runs units as they arrive on `units` (a worker's leased units) into `sink`, returning when
+    /// the stream has ended and every unit is finished. The error ratio is not checked (the
+    /// coordinator judges it over the whole job); each unit's completion is seen by `sink`'s
+    /// [`UnitSink::finish_unit`].
+    ///
+    /// # Errors
+    /// As [`Pipeline::run`], less the error ratio.
+    ///
+    /// # Cancellation
+    /// As [`Pipeline::run`].
+    pub async fn run_stream<S: UnitSink>(
+        self,
+        units: BoxStream<'static, WorkUnit>,
+        sink: S,
+    ) -> Result<RunSummary, ExecError> {
+        self.run_units(units, sink, 0).await
+    }
+
+    async fn run_units<S: UnitSink>(
+        self,
+        units: BoxStream<'static, WorkUnit>,
+        sink: S,
+        rows_planned: u64,
+    ) -> Result<RunSummary, ExecError> {
+        let started = Instant::now();
         let target = self.options.target_morsel_bytes.unwrap_or(self.budget.limit() / 16).clamp(256 << 10, 16 << 20);
         let planner = Arc::new(MorselPlanner::new(self.steps.len() + 1, target, self.options.max_morsel_rows));
         let cancel = self.options.cancel.clone();
@@ -243,7 +273,6 @@ impl Pipeline {
         let snapshot = self.stats.snapshot();
         let rows_in = snapshot.first().map_or(0, |s| s.rows_out);
         let rows_failed = self.stats.rows_failed();
-        check_error_ratio(self.options.errors, rows_failed, rows_in)?;
         Ok(RunSummary {
             rows_in,
             rows_out: units.iter().map(|u| u.rows).sum(),
@@ -274,8 +303,8 @@ struct SourceStage {
 }
 
 impl SourceStage {
-    async fn run(self, units: Vec<WorkUnit>, tx: StageSender<Message>) -> Result<(), ExecError> {
-        for unit in units {
+    async fn run(self, mut units: BoxStream<'static, WorkUnit>, tx: StageSender<Message>) -> Result<(), ExecError> {
+        while let Some(unit) = units.next().await {
             let unit = Arc::new(unit);
             let mut batches: BoxStream<'static, _> = self.reader.read(&unit);
             loop {

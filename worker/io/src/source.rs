@@ -55,6 +55,15 @@ pub async fn plan(source: &SourceSpec, stores: Arc<StoreRegistry>) -> Result<Sou
     }
 }
 
+/// The reader for units planned from `source`, without listing it again (a worker reads the units
+/// a coordinator planned).
+pub fn reader(source: &SourceSpec, stores: Arc<StoreRegistry>) -> Arc<dyn UnitReader> {
+    match &source.parquet {
+        Some(parquet) => Arc::new(ParquetReader { stores, columns: parquet.columns.clone() }),
+        None => Arc::new(FilesReader),
+    }
+}
+
 fn matcher(field: &'static str, glob: &str) -> Result<GlobMatcher, SourceError> {
     let glob = Glob::new(glob).map_err(|e| SourceError::Invalid { field, message: e.to_string() })?;
     Ok(glob.compile_matcher())
