@@ -1,0 +1,153 @@
+//! The coordinator's gRPC service: each call is a short critical section on the job state, and
+//! commits go to the checkpoint store outside it.
+
+use tokio::time::Instant;
+use tonic::{Request, Response, Status};
+use weir_checkpoint::{CommitOutcome, UnitCommit};
+
+use super::Coordinator;
+use crate::convert::unit_to_proto;
+use crate::leases::LeaseDecision;
+use crate::proto::{self, lease_response::Result as LeaseResult};
+
+#[tonic::async_trait]
+impl proto::coordinator_server::Coordinator for Coordinator {
+    async fn register(
+        &self,
+        request: Request<proto::RegisterRequest>,
+    ) -> Result<Response<proto::RegisterResponse>, Status> {
+        let request = request.into_inner();
+        require_worker(&request.worker)?;
+        self.lock().register(&request.worker, &request.pool, Instant::now());
+        eprintln!("weir coordinator: worker {} joined pool {}", request.worker, request.pool);
+        let options = &self.shared.options;
+        Ok(Response::new(proto::RegisterResponse {
+            lease_ttl_ms: options.lease_ttl.as_millis() as u64,
+            heartbeat_interval_ms: options.heartbeat.as_millis() as u64,
+        }))
+    }
+
+    async fn lease(&self, request: Request<proto::LeaseRequest>) -> Result<Response<proto::LeaseResponse>, Status> {
+        let request = request.into_inner();
+        require_worker(&request.worker)?;
+        let result = {
+            let mut state = self.lock();
+            if state.is_ended() {
+                state.tell_ended(&request.worker);
+                let status = state.status(&self.shared.job, self.shared.started.elapsed());
+                LeaseResult::Ended(proto::JobEnded {
+                    succeeded: status.phase == proto::Phase::Succeeded as i32,
+                    message: status.message,
+                })
+            } else {
+                match state.lease(&request.worker, &request.pool, Instant::now()) {
+                    LeaseDecision::Granted { unit, attempt } => {
+                        let mut wire = self
+                            .shared
+                            .units
+                            .get(unit as usize)
+                            .map(unit_to_proto)
+                            .ok_or_else(|| Status::internal(format!("unit {unit} is not in the plan")))?;
+                        wire.attempt = attempt;
+                        LeaseResult::Unit(wire)
+                    }
+                    LeaseDecision::Wait(after) => LeaseResult::WaitMs(after.as_millis() as u64),
+                    LeaseDecision::AllCommitted => LeaseResult::WaitMs(200),
+                }
+            }
+        };
+        Ok(Response::new(proto::LeaseResponse { result: Some(result) }))
+    }
+
+    async fn heartbeat(
+        &self,
+        request: Request<proto::HeartbeatRequest>,
+    ) -> Result<Response<proto::HeartbeatResponse>, Status> {
+        let request = request.into_inner();
+        require_worker(&request.worker)?;
+        let held: Vec<(u64, u32)> = request.held.iter().map(|h| (h.unit, h.attempt)).collect();
+        let mut state = self.lock();
+        let revoked = state.heartbeat(&request.worker, &request.pool, &held, Instant::now());
+        if state.is_ended() {
+            state.tell_ended(&request.worker);
+        }
+        Ok(Response::new(proto::HeartbeatResponse {
+            revoked: revoked.into_iter().map(|(unit, attempt)| proto::UnitAttempt { unit, attempt }).collect(),
+            job_ended: state.is_ended(),
+        }))
+    }
+
+    async fn complete(
+        &self,
+        request: Request<proto::CompleteRequest>,
+    ) -> Result<Response<proto::CompleteResponse>, Status> {
+        let request = request.into_inner();
+        require_worker(&request.worker)?;
+        if !self.lock().knows_unit(request.unit) {
+            return Err(Status::invalid_argument(format!("unit {} is not in the plan", request.unit)));
+        }
+        let commit = UnitCommit {
+            unit: request.unit,
+            attempt: request.attempt,
+            rows_in: request.rows_in,
+            rows_out: request.rows_out,
+            errors: request.errors,
+            files: request.files,
+        };
+        let outcome = self.shared.checkpoint.commit(&commit).await.map_err(|e| {
+            if e.is_transient() { Status::unavailable(e.to_string()) } else { Status::internal(e.to_string()) }
+        })?;
+        let (winner, committed) = match outcome {
+            CommitOutcome::Committed => (commit, true),
+            CommitOutcome::AlreadyCommitted(winner) => (winner, false),
+        };
+        let max_ratio = self.max_error_ratio();
+        let all_done = {
+            let mut state = self.lock();
+            let all_done = state.committed(&winner);
+            state.check_error_ratio(max_ratio);
+            if state.is_ended() {
+                self.shared.ended.cancel();
+            }
+            all_done
+        };
+        if all_done {
+            self.shared.all_committed.notify_one();
+        }
+        Ok(Response::new(proto::CompleteResponse { committed }))
+    }
+
+    async fn fail(&self, request: Request<proto::FailRequest>) -> Result<Response<proto::FailResponse>, Status> {
+        let request = request.into_inner();
+        require_worker(&request.worker)?;
+        let verb = if request.handed_back { "handed back" } else { "failed" };
+        eprintln!(
+            "weir coordinator: unit {} attempt {} {verb} by {}: {}",
+            request.unit, request.attempt, request.worker, request.message
+        );
+        let mut state = self.lock();
+        state.attempt_failed(
+            request.unit,
+            request.attempt,
+            request.handed_back,
+            request.fatal,
+            &request.message,
+            Instant::now(),
+        );
+        if state.is_ended() {
+            self.shared.ended.cancel();
+        }
+        Ok(Response::new(proto::FailResponse {}))
+    }
+
+    async fn status(&self, _request: Request<proto::StatusRequest>) -> Result<Response<proto::JobStatus>, Status> {
+        Ok(Response::new(Coordinator::status(self)))
+    }
+}
+
+fn require_worker(worker: &str) -> Result<(), Status> {
+    if worker.is_empty() {
+        return Err(Status::invalid_argument("worker must name the calling worker"));
+    }
+    Ok(())
+}

@@ -1,0 +1,236 @@
+//! The coordinator's in-memory job state: the unit table, registered workers and counters.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use tokio::time::Instant;
+use weir_checkpoint::UnitCommit;
+
+use crate::leases::{FailureVerdict, LeaseDecision, UnitTable};
+use crate::proto::{self, Phase};
+
+/// A registered worker.
+#[derive(Debug, Clone)]
+pub struct WorkerInfo {
+    pub pool: String,
+    pub last_seen: Instant,
+}
+
+/// How finalizing ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    Succeeded { rows_in: u64, rows_out: u64, rows_failed: u64 },
+    Failed(String),
+}
+
+#[derive(Debug)]
+pub struct JobState {
+    table: UnitTable,
+    workers: HashMap<String, WorkerInfo>,
+    phase: Phase,
+    message: String,
+    rows_total: u64,
+    rows_in: u64,
+    rows_out: u64,
+    rows_failed: u64,
+    attempts_failed: u64,
+    epoch: u32,
+    pub already_complete: bool,
+    /// Workers that have been told the job ended.
+    told: HashSet<String>,
+}
+
+impl JobState {
+    pub fn new(
+        table: UnitTable,
+        committed: impl IntoIterator<Item = UnitCommit>,
+        rows_total: u64,
+        epoch: u32,
+        already_complete: bool,
+    ) -> Self {
+        let mut state = Self {
+            table,
+            workers: HashMap::new(),
+            phase: if already_complete { Phase::Succeeded } else { Phase::Running },
+            message: if already_complete { "the output is already complete".into() } else { String::new() },
+            rows_total,
+            rows_in: 0,
+            rows_out: 0,
+            rows_failed: 0,
+            attempts_failed: 0,
+            epoch,
+            already_complete,
+            told: HashSet::new(),
+        };
+        for commit in committed {
+            state.count(&commit);
+        }
+        state
+    }
+
+    fn count(&mut self, commit: &UnitCommit) {
+        self.rows_in += commit.rows_in;
+        self.rows_out += commit.rows_out;
+        self.rows_failed += commit.errors;
+    }
+
+    pub fn epoch(&self) -> u32 {
+        self.epoch
+    }
+
+    pub fn is_ended(&self) -> bool {
+        matches!(self.phase, Phase::Succeeded | Phase::Failed)
+    }
+
+    /// Notes that `worker` was told the job ended.
+    pub fn tell_ended(&mut self, worker: &str) {
+        self.told.insert(worker.to_string());
+    }
+
+    /// Every live worker knows the job ended, so the coordinator may exit.
+    pub fn everyone_told(&self) -> bool {
+        self.workers.keys().all(|w| self.told.contains(w))
+    }
+
+    pub fn all_committed(&self) -> bool {
+        self.phase == Phase::Running && self.table.committed() == self.table.len()
+    }
+
+    pub fn register(&mut self, worker: &str, pool: &str, now: Instant) {
+        self.workers.insert(worker.to_string(), WorkerInfo { pool: pool.to_string(), last_seen: now });
+    }
+
+    /// Notes that `worker` is alive; a worker unknown to this coordinator (it restarted) joins.
+    pub fn seen(&mut self, worker: &str, pool: &str, now: Instant) {
+        match self.workers.get_mut(worker) {
+            Some(info) => info.last_seen = now,
+            None => self.register(worker, pool, now),
+        }
+    }
+
+    pub fn lease(&mut self, worker: &str, pool: &str, now: Instant) -> LeaseDecision {
+        self.seen(worker, pool, now);
+        if self.phase != Phase::Running {
+            return LeaseDecision::Wait(Duration::from_millis(200));
+        }
+        self.table.lease(worker, now)
+    }
+
+    pub fn heartbeat(&mut self, worker: &str, pool: &str, held: &[(u64, u32)], now: Instant) -> Vec<(u64, u32)> {
+        self.seen(worker, pool, now);
+        self.table.heartbeat(worker, held, now)
+    }
+
+    /// Expires leases and forgets workers silent for three lease lifetimes.
+    pub fn expire(&mut self, now: Instant) -> Vec<(u64, u32, String)> {
+        let forget_after = self.table.ttl() * 3;
+        self.workers.retain(|name, w| {
+            let alive = now.saturating_duration_since(w.last_seen) < forget_after;
+            if !alive {
+                eprintln!("weir coordinator: worker {name} (pool {}) is silent; forgetting it", w.pool);
+            }
+            alive
+        });
+        self.table.expire(now)
+    }
+
+    pub fn knows_unit(&self, unit: u64) -> bool {
+        self.table.contains(unit)
+    }
+
+    /// Records the committed attempt of a unit (ours or the one that won); `true` when every unit is
+    /// now committed.
+    pub fn committed(&mut self, commit: &UnitCommit) -> bool {
+        if !self.table.is_committed(commit.unit) {
+            self.table.mark_committed(commit.unit);
+            self.count(commit);
+        }
+        self.all_committed()
+    }
+
+    /// Fails the job when more rows failed than the error policy allows, even if every remaining
+    /// row succeeded.
+    pub fn check_error_ratio(&mut self, max_ratio: Option<f64>) {
+        let Some(max) = max_ratio else { return };
+        if self.rows_total > 0 && self.rows_failed as f64 > max * self.rows_total as f64 {
+            let message = format!(
+                "{} of {} rows failed, more than errorPolicy.maxErrorRatio {max}",
+                self.rows_failed, self.rows_total
+            );
+            self.fail_job(message);
+        }
+    }
+
+    pub fn attempt_failed(
+        &mut self,
+        unit: u64,
+        attempt: u32,
+        handed_back: bool,
+        fatal: bool,
+        message: &str,
+        now: Instant,
+    ) {
+        if !handed_back {
+            self.attempts_failed += 1;
+        }
+        if fatal {
+            self.fail_job(message.to_string());
+            return;
+        }
+        if let FailureVerdict::GiveUp { failures } = self.table.fail(unit, attempt, handed_back, now) {
+            self.fail_job(format!("unit {unit} failed {failures} times; last error: {message}"));
+        }
+    }
+
+    pub fn fail_job(&mut self, message: String) {
+        if !self.is_ended() {
+            eprintln!("weir coordinator: job failed: {message}");
+            self.phase = Phase::Failed;
+            self.message = message;
+        }
+    }
+
+    pub fn set_finalizing(&mut self) {
+        if self.phase == Phase::Running {
+            self.phase = Phase::Finalizing;
+        }
+    }
+
+    pub fn end(&mut self, verdict: Verdict) {
+        match verdict {
+            Verdict::Succeeded { rows_in, rows_out, rows_failed } => {
+                (self.rows_in, self.rows_out, self.rows_failed) = (rows_in, rows_out, rows_failed);
+                self.phase = Phase::Succeeded;
+                self.message = format!("{rows_out} rows written, {rows_failed} failed");
+            }
+            Verdict::Failed(message) => self.fail_job(message),
+        }
+    }
+
+    pub fn status(&self, job: &str, elapsed: Duration) -> proto::JobStatus {
+        let done = self.table.committed() as u64;
+        let total = self.table.len() as u64;
+        let eta = if done == 0 || done >= total {
+            if done >= total { 0.0 } else { -1.0 }
+        } else {
+            elapsed.as_secs_f64() / done as f64 * (total - done) as f64
+        };
+        proto::JobStatus {
+            job: job.to_string(),
+            phase: self.phase as i32,
+            units_total: total,
+            units_committed: done,
+            units_leased: self.table.leased() as u64,
+            rows_total: self.rows_total,
+            rows_in: self.rows_in,
+            rows_out: self.rows_out,
+            rows_failed: self.rows_failed,
+            workers: self.workers.len() as u32,
+            message: self.message.clone(),
+            elapsed_seconds: elapsed.as_secs_f64(),
+            eta_seconds: eta,
+            attempts_failed: self.attempts_failed,
+            epoch: self.epoch,
+        }
+    }
+}

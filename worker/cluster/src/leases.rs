@@ -1,0 +1,311 @@
+//! The coordinator's table of work units and their leases: pure state, driven by the caller's clock.
+//!
+//! A unit is pending, leased to one worker until its lease expires, or committed. Expired and
+//! failed attempts go back to pending with a growing back-off; attempt numbers are unique within
+//! the coordinator's epoch, and epochs are unique across coordinator restarts, so two attempts of a
+//! unit never write the same files.
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// Attempt numbers of epoch `e` are `e * ATTEMPTS_PER_EPOCH + n`.
+pub const ATTEMPTS_PER_EPOCH: u32 = 1000;
+/// Delay before a failed unit is leased again, doubled per failure up to [`MAX_RETRY_DELAY`].
+const RETRY_DELAY: Duration = Duration::from_millis(250);
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(10);
+
+/// One unit's scheduling state.
+#[derive(Debug, Clone, PartialEq)]
+enum UnitState {
+    Pending { not_before: Option<Instant> },
+    Leased { attempt: u32, worker: String, expires: Instant },
+    Committed,
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    state: UnitState,
+    /// Attempts handed out in this epoch.
+    issued: u32,
+    /// Attempts that failed (not handed back, not expired with a shutdown).
+    failures: u32,
+}
+
+/// Why a lease was granted or not.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LeaseDecision {
+    Granted {
+        unit: u64,
+        attempt: u32,
+    },
+    /// Nothing pending now; the earliest back-off ends after this long (or a lease may expire).
+    Wait(Duration),
+    /// Every unit is committed.
+    AllCommitted,
+}
+
+/// A failed attempt the caller should act on.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FailureVerdict {
+    /// Pending again.
+    Retry,
+    /// The unit failed `max_failures` times: the job fails.
+    GiveUp { failures: u32 },
+    /// Not the current lease (stale report): ignored.
+    Stale,
+}
+
+/// Units by id, with their leases.
+#[derive(Debug)]
+pub struct UnitTable {
+    units: HashMap<u64, Entry>,
+    /// Pending unit ids, in id order, so work proceeds roughly in source order.
+    pending: BTreeSet<u64>,
+    epoch: u32,
+    ttl: Duration,
+    max_failures: u32,
+}
+
+impl UnitTable {
+    /// A table of `ids`, all pending except `committed`, handing out attempts of `epoch`.
+    pub fn new(ids: impl IntoIterator<Item = u64>, committed: &BTreeSet<u64>, epoch: u32, ttl: Duration) -> Self {
+        let mut units = HashMap::new();
+        let mut pending = BTreeSet::new();
+        for id in ids {
+            let state = if committed.contains(&id) {
+                UnitState::Committed
+            } else {
+                pending.insert(id);
+                UnitState::Pending { not_before: None }
+            };
+            units.insert(id, Entry { state, issued: 0, failures: 0 });
+        }
+        Self { units, pending, epoch, ttl, max_failures: 4 }
+    }
+
+    /// Fails the job once a unit has failed this many times (default 4).
+    pub fn with_max_failures(mut self, max: u32) -> Self {
+        self.max_failures = max.max(1);
+        self
+    }
+
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// Leases the first pending unit whose back-off is over to `worker`.
+    pub fn lease(&mut self, worker: &str, now: Instant) -> LeaseDecision {
+        let ready = self.pending.iter().copied().find(|id| match self.units.get(id).map(|e| &e.state) {
+            Some(UnitState::Pending { not_before }) => not_before.is_none_or(|t| t <= now),
+            _ => false,
+        });
+        let Some(id) = ready else {
+            return self.wait_decision(now);
+        };
+        self.pending.remove(&id);
+        let epoch = self.epoch;
+        let ttl = self.ttl;
+        let Some(entry) = self.units.get_mut(&id) else {
+            return self.wait_decision(now);
+        };
+        let attempt = epoch.saturating_mul(ATTEMPTS_PER_EPOCH).saturating_add(entry.issued.min(ATTEMPTS_PER_EPOCH - 1));
+        entry.issued += 1;
+        entry.state = UnitState::Leased { attempt, worker: worker.to_string(), expires: now + ttl };
+        LeaseDecision::Granted { unit: id, attempt }
+    }
+
+    fn wait_decision(&self, now: Instant) -> LeaseDecision {
+        if self.committed() == self.units.len() {
+            return LeaseDecision::AllCommitted;
+        }
+        let earliest = self
+            .pending
+            .iter()
+            .filter_map(|id| match self.units.get(id).map(|e| &e.state) {
+                Some(UnitState::Pending { not_before: Some(t) }) => Some(t.saturating_duration_since(now)),
+                _ => None,
+            })
+            .min();
+        LeaseDecision::Wait(earliest.unwrap_or(self.ttl / 4).clamp(Duration::from_millis(50), Duration::from_secs(2)))
+    }
+
+    /// Extends `worker`'s leases on `held`; returns those of `held` it no longer holds.
+    pub fn heartbeat(&mut self, worker: &str, held: &[(u64, u32)], now: Instant) -> Vec<(u64, u32)> {
+        let ttl = self.ttl;
+        held.iter()
+            .copied()
+            .filter(|&(unit, attempt)| match self.units.get_mut(&unit).map(|e| &mut e.state) {
+                Some(UnitState::Leased { attempt: a, worker: w, expires }) if *a == attempt && w == worker => {
+                    *expires = now + ttl;
+                    false
+                }
+                // Its completion crossed this heartbeat: nothing to abandon.
+                Some(UnitState::Committed) => false,
+                _ => true,
+            })
+            .collect()
+    }
+
+    /// Returns expired leases to pending; returns them as `(unit, attempt, worker)`.
+    pub fn expire(&mut self, now: Instant) -> Vec<(u64, u32, String)> {
+        let mut expired = Vec::new();
+        for (&id, entry) in &mut self.units {
+            if let UnitState::Leased { attempt, worker, expires } = &entry.state
+                && *expires <= now
+            {
+                expired.push((id, *attempt, worker.clone()));
+                entry.state = UnitState::Pending { not_before: None };
+                self.pending.insert(id);
+            }
+        }
+        expired.sort();
+        expired
+    }
+
+    /// Whether `attempt` of `unit` may still be committed: the unit is not committed yet. Any
+    /// attempt may commit, even one whose lease expired (its files are complete; the checkpoint
+    /// store arbitrates between attempts).
+    pub fn is_committed(&self, unit: u64) -> bool {
+        matches!(self.units.get(&unit).map(|e| &e.state), Some(UnitState::Committed))
+    }
+
+    pub fn contains(&self, unit: u64) -> bool {
+        self.units.contains_key(&unit)
+    }
+
+    /// Marks `unit` committed (whichever attempt won).
+    pub fn mark_committed(&mut self, unit: u64) {
+        if let Some(entry) = self.units.get_mut(&unit) {
+            entry.state = UnitState::Committed;
+            self.pending.remove(&unit);
+        }
+    }
+
+    /// Records a failed attempt. A handed-back attempt is pending again at once and not counted.
+    pub fn fail(&mut self, unit: u64, attempt: u32, handed_back: bool, now: Instant) -> FailureVerdict {
+        let Some(entry) = self.units.get_mut(&unit) else {
+            return FailureVerdict::Stale;
+        };
+        if !matches!(&entry.state, UnitState::Leased { attempt: a, .. } if *a == attempt) {
+            return FailureVerdict::Stale;
+        }
+        if handed_back {
+            entry.state = UnitState::Pending { not_before: None };
+            self.pending.insert(unit);
+            return FailureVerdict::Retry;
+        }
+        entry.failures += 1;
+        if entry.failures >= self.max_failures {
+            entry.state = UnitState::Pending { not_before: None };
+            return FailureVerdict::GiveUp { failures: entry.failures };
+        }
+        let delay = RETRY_DELAY.saturating_mul(1 << (entry.failures - 1).min(16)).min(MAX_RETRY_DELAY);
+        entry.state = UnitState::Pending { not_before: Some(now + delay) };
+        self.pending.insert(unit);
+        FailureVerdict::Retry
+    }
+
+    pub fn len(&self) -> usize {
+        self.units.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.units.is_empty()
+    }
+
+    pub fn committed(&self) -> usize {
+        self.units.values().filter(|e| e.state == UnitState::Committed).count()
+    }
+
+    pub fn leased(&self) -> usize {
+        self.units.values().filter(|e| matches!(e.state, UnitState::Leased { .. })).count()
+    }
+
+    /// Leases held by `worker`.
+    pub fn held_by(&self, worker: &str) -> Vec<(u64, u32)> {
+        let mut held: Vec<(u64, u32)> = self
+            .units
+            .iter()
+            .filter_map(|(&id, e)| match &e.state {
+                UnitState::Leased { attempt, worker: w, .. } if w == worker => Some((id, *attempt)),
+                _ => None,
+            })
+            .collect();
+        held.sort();
+        held
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TTL: Duration = Duration::from_secs(10);
+
+    fn table(n: u64) -> UnitTable {
+        UnitTable::new(0..n, &BTreeSet::new(), 0, TTL)
+    }
+
+    #[test]
+    fn units_are_leased_in_id_order_then_the_caller_waits() {
+        let now = Instant::now();
+        let mut t = table(2);
+        assert_eq!(t.lease("a", now), LeaseDecision::Granted { unit: 0, attempt: 0 });
+        assert_eq!(t.lease("b", now), LeaseDecision::Granted { unit: 1, attempt: 0 });
+        assert!(matches!(t.lease("a", now), LeaseDecision::Wait(_)));
+    }
+
+    #[test]
+    fn committed_units_are_never_leased_again() {
+        let now = Instant::now();
+        let mut t = UnitTable::new(0..3, &BTreeSet::from([0, 2]), 1, TTL);
+        assert_eq!(t.lease("a", now), LeaseDecision::Granted { unit: 1, attempt: 1000 });
+        t.mark_committed(1);
+        assert_eq!(t.lease("a", now), LeaseDecision::AllCommitted);
+    }
+
+    #[test]
+    fn an_expired_lease_is_leased_again_with_a_new_attempt() {
+        let now = Instant::now();
+        let mut t = table(1);
+        assert_eq!(t.lease("a", now), LeaseDecision::Granted { unit: 0, attempt: 0 });
+        assert!(t.expire(now + TTL / 2).is_empty());
+        assert_eq!(t.expire(now + TTL), vec![(0, 0, "a".to_string())]);
+        assert_eq!(t.lease("b", now + TTL), LeaseDecision::Granted { unit: 0, attempt: 1 });
+        assert_eq!(t.heartbeat("a", &[(0, 0)], now + TTL), vec![(0, 0)], "the old lease is revoked");
+    }
+
+    #[test]
+    fn heartbeats_keep_a_lease_alive() {
+        let now = Instant::now();
+        let mut t = table(1);
+        t.lease("a", now);
+        assert!(t.heartbeat("a", &[(0, 0)], now + TTL / 2).is_empty());
+        assert!(t.expire(now + TTL).is_empty(), "extended to 1.5 ttl");
+        assert_eq!(t.expire(now + TTL * 2).len(), 1);
+    }
+
+    #[test]
+    fn failures_back_off_and_give_up_at_the_limit() {
+        let now = Instant::now();
+        let mut t = table(1).with_max_failures(2);
+        t.lease("a", now);
+        assert_eq!(t.fail(0, 0, false, now), FailureVerdict::Retry);
+        assert!(matches!(t.lease("a", now), LeaseDecision::Wait(_)), "backing off");
+        assert_eq!(t.lease("a", now + Duration::from_secs(1)), LeaseDecision::Granted { unit: 0, attempt: 1 });
+        assert_eq!(t.fail(0, 0, false, now), FailureVerdict::Stale, "an old attempt's report is ignored");
+        assert_eq!(t.fail(0, 1, false, now), FailureVerdict::GiveUp { failures: 2 });
+    }
+
+    #[test]
+    fn a_handed_back_unit_is_leased_again_at_once_without_counting_a_failure() {
+        let now = Instant::now();
+        let mut t = table(1).with_max_failures(1);
+        t.lease("a", now);
+        assert_eq!(t.fail(0, 0, true, now), FailureVerdict::Retry);
+        assert_eq!(t.lease("b", now), LeaseDecision::Granted { unit: 0, attempt: 1 });
+        assert_eq!(t.held_by("b"), vec![(0, 1)]);
+    }
+}

@@ -1,0 +1,25 @@
+//! Weir's distributed runtime: a coordinator that plans and leases work units and commits their
+//! results to the checkpoint store, and workers that run them.
+//!
+//! # Layout
+//! - [`proto`]: the coordinator's gRPC API (generated from `proto/coordinator.proto`).
+//! - [`leases`]: the pure table of units and leases the coordinator drives.
+//! - [`coordinator`]: the coordinator service, its housekeeping and the job's finalization.
+//! - [`worker`]: the worker loop: lease, run, report, heartbeat, drain.
+//! - [`retry`]: retrying coordinator calls while it is down or restarting.
+//! - [`convert`]: work units to and from their wire form.
+
+pub mod convert;
+pub mod coordinator;
+pub mod leases;
+pub mod retry;
+pub mod worker;
+
+/// The coordinator's gRPC messages, client and server.
+#[allow(clippy::doc_markdown, missing_docs)]
+pub mod proto {
+    tonic::include_proto!("weir.coordinator.v1");
+}
+
+pub use coordinator::{Coordinator, CoordinatorError, CoordinatorOptions, JobOutcome};
+pub use worker::{WorkerExit, WorkerOptions, WorkerSetup, run_worker};

@@ -1,0 +1,403 @@
+//! The worker loop: lease units from the coordinator, stream them through this worker's
+//! pipeline, report each finished unit, and keep the leases alive with heartbeats.
+//!
+//! # Guarantees
+//! - A unit is reported complete only after its part files are closed (written whole).
+//! - A pipeline failure fails the unit it names and hands back the others; the worker then starts
+//!   a fresh pipeline (the steps, and any model they loaded, are reused).
+//! - On shutdown (SIGTERM) the worker stops leasing, finishes the units it holds within the grace
+//!   period, hands back what is left, and returns `Ok`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use object_store::ObjectStoreExt;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+use weir_core::unit::BoxError;
+use weir_core::{
+    ComputePool, ErrorHandling, ErrorRecord, ExecError, MemoryBudget, Pipeline, PipelineOptions, Step, UnitReader,
+    UnitSink, UnitSummary, WorkUnit,
+};
+use weir_io::StoreRegistry;
+use weir_io::sink::ParquetSink;
+
+use crate::convert::unit_from_proto;
+use crate::proto::coordinator_client::CoordinatorClient;
+use crate::proto::{self, lease_response::Result as LeaseResult};
+use crate::retry::{Backoff, retry_rpc};
+
+/// Who this worker is and where its coordinator listens.
+#[derive(Debug, Clone)]
+pub struct WorkerOptions {
+    /// Unique among the job's workers (a restarted worker may reuse its name).
+    pub id: String,
+    pub pool: String,
+    /// `http://host:port`.
+    pub coordinator: String,
+    /// Units held at once: one running, the next one already leased.
+    pub capacity: usize,
+    /// After SIGTERM, how long held units may take to finish before they are handed back.
+    pub grace: Duration,
+}
+
+/// What a worker runs units with; everything is shared by its successive pipelines.
+pub struct WorkerSetup {
+    pub reader: Arc<dyn UnitReader>,
+    pub steps: Vec<Arc<dyn Step>>,
+    pub budget: MemoryBudget,
+    pub compute: ComputePool,
+    pub errors: ErrorHandling,
+    pub sink: weir_crds::ParquetSink,
+    pub stores: Arc<StoreRegistry>,
+}
+
+/// Why a worker stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("coordinator `{endpoint}` unreachable: {message}")]
+    Unreachable { endpoint: String, message: String },
+    #[error("building the sink: {0}")]
+    Sink(#[from] weir_io::StoreError),
+}
+
+/// Why the worker loop returned.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WorkerExit {
+    /// The coordinator said the job ended.
+    JobEnded { succeeded: bool, message: String },
+    /// Shutdown was requested; held units were finished or handed back.
+    Drained,
+}
+
+/// A unit this worker holds, with the permit that counts it against its capacity.
+struct Held {
+    unit: WorkUnit,
+    _permit: OwnedSemaphorePermit,
+}
+
+/// Runs units leased from the coordinator until the job ends or `shutdown` is cancelled.
+///
+/// # Errors
+/// [`WorkerError`] when the coordinator's address is unusable, it refuses registration, or the
+/// sink cannot be built.
+///
+/// # Cancellation
+/// Cancelling `shutdown` drains: see the module's guarantees.
+pub async fn run_worker(
+    setup: WorkerSetup,
+    options: WorkerOptions,
+    shutdown: CancellationToken,
+) -> Result<WorkerExit, WorkerError> {
+    let client = connect(&options.coordinator)?;
+    let register = proto::RegisterRequest {
+        worker: options.id.clone(),
+        pool: options.pool.clone(),
+        capacity: options.capacity as u32,
+    };
+    let timing = retry_rpc(&shutdown, Backoff::patient(), || {
+        let mut client = client.clone();
+        let register = register.clone();
+        async move { client.register(register).await }
+    })
+    .await
+    .map_err(|status| WorkerError::Unreachable {
+        endpoint: options.coordinator.clone(),
+        message: status.message().to_string(),
+    })?;
+    let heartbeat_every = Duration::from_millis(timing.heartbeat_interval_ms.max(50));
+    let capacity = options.capacity.max(1);
+    let worker = Worker {
+        setup: Arc::new(setup),
+        options: Arc::new(options),
+        client,
+        held: Arc::default(),
+        capacity: Arc::new(Semaphore::new(capacity)),
+        ended: CancellationToken::new(),
+        exit: Arc::default(),
+    };
+    let heartbeats = tokio::spawn(worker.clone().heartbeats(heartbeat_every));
+    let _stop_heartbeats = AbortOnDrop(heartbeats);
+    while !shutdown.is_cancelled() && !worker.ended.is_cancelled() {
+        worker.round(&shutdown).await?;
+    }
+    let exit = worker.exit.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    Ok(exit.unwrap_or(WorkerExit::Drained))
+}
+
+/// Aborts the task when dropped, so no heartbeat outlives the worker loop.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// A lazily connected client: calls fail with `Unavailable` while the coordinator is down, and
+/// reconnect once it is back.
+fn connect(endpoint: &str) -> Result<CoordinatorClient<Channel>, WorkerError> {
+    let channel = Channel::from_shared(endpoint.to_string())
+        .map_err(|e| WorkerError::Unreachable { endpoint: endpoint.to_string(), message: e.to_string() })?
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(30))
+        .connect_lazy();
+    Ok(CoordinatorClient::new(channel))
+}
+
+/// The worker's shared handles; cloning is cheap.
+#[derive(Clone)]
+struct Worker {
+    setup: Arc<WorkerSetup>,
+    options: Arc<WorkerOptions>,
+    client: CoordinatorClient<Channel>,
+    held: Arc<Mutex<HashMap<u64, Held>>>,
+    capacity: Arc<Semaphore>,
+    /// Cancelled when the coordinator says the job ended.
+    ended: CancellationToken,
+    exit: Arc<Mutex<Option<WorkerExit>>>,
+}
+
+impl Worker {
+    fn log(&self, message: impl std::fmt::Display) {
+        eprintln!("weir worker {}: {message}", self.options.id);
+    }
+
+    fn held(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Held>> {
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// One pipeline's life: lease units into it until the job ends, shutdown, or a failure;
+    /// then hand back whatever it did not finish.
+    async fn round(&self, shutdown: &CancellationToken) -> Result<(), WorkerError> {
+        let setup = &self.setup;
+        let cancel = CancellationToken::new();
+        let round_over = shutdown.child_token();
+        let (unit_tx, mut unit_rx) = mpsc::channel::<WorkUnit>(1);
+        let (done_tx, done_rx) = mpsc::channel::<UnitSummary>(self.options.capacity.max(1));
+        let sink = ReportingSink { inner: ParquetSink::new(&setup.sink, &setup.stores)?, done: done_tx };
+        let options = PipelineOptions { errors: setup.errors, cancel: cancel.clone(), ..Default::default() };
+        let pipeline = Pipeline::new(
+            setup.reader.clone(),
+            setup.steps.clone(),
+            setup.budget.clone(),
+            setup.compute.clone(),
+            options,
+        );
+        let units = futures::stream::poll_fn(move |cx| unit_rx.poll_recv(cx)).boxed();
+        let grace = self.options.grace;
+        let run = async {
+            let result = tokio::select! {
+                result = pipeline.run_stream(units, sink) => result,
+                () = async { shutdown.cancelled().await; tokio::time::sleep(grace).await } => {
+                    cancel.cancel();
+                    Err(ExecError::Cancelled)
+                }
+            };
+            round_over.cancel();
+            result
+        };
+        let (result, (), ()) = tokio::join!(run, self.lease_into(unit_tx, &round_over), self.report(done_rx));
+        let error = result.err();
+        if let Some(e) = &error {
+            self.log(format_args!("pipeline stopped: {e}"));
+        }
+        self.abandon(error.as_ref()).await;
+        Ok(())
+    }
+
+    /// Leases units while there is capacity, until `stop`, the job's end, or the pipeline is gone.
+    async fn lease_into(&self, units: mpsc::Sender<WorkUnit>, stop: &CancellationToken) {
+        loop {
+            let permit = tokio::select! {
+                () = stop.cancelled() => return,
+                () = self.ended.cancelled() => return,
+                permit = self.capacity.clone().acquire_owned() => match permit {
+                    Ok(permit) => permit,
+                    Err(_) => return,
+                },
+            };
+            let request = proto::LeaseRequest { worker: self.options.id.clone(), pool: self.options.pool.clone() };
+            let reply = retry_rpc(stop, Backoff::patient(), || {
+                let mut client = self.client.clone();
+                let request = request.clone();
+                async move { client.lease(request).await }
+            })
+            .await;
+            let wait = match reply.map(|r| r.result) {
+                Ok(Some(LeaseResult::Unit(unit))) => match unit_from_proto(unit) {
+                    Ok(unit) => {
+                        self.held().insert(unit.id, Held { unit: unit.clone(), _permit: permit });
+                        if units.send(unit).await.is_err() {
+                            return;
+                        }
+                        continue;
+                    }
+                    Err(message) => {
+                        self.log(message);
+                        Duration::from_secs(1)
+                    }
+                },
+                Ok(Some(LeaseResult::WaitMs(ms))) => Duration::from_millis(ms),
+                Ok(Some(LeaseResult::Ended(ended))) => {
+                    self.log(format_args!("job ended: {}", ended.message));
+                    *self.exit.lock().unwrap_or_else(|p| p.into_inner()) =
+                        Some(WorkerExit::JobEnded { succeeded: ended.succeeded, message: ended.message });
+                    self.ended.cancel();
+                    return;
+                }
+                Ok(None) => Duration::from_secs(1),
+                Err(status) if stop.is_cancelled() => {
+                    let _ = status;
+                    return;
+                }
+                Err(status) => {
+                    self.log(format_args!("lease refused: {status}"));
+                    Duration::from_secs(1)
+                }
+            };
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = self.ended.cancelled() => return,
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    /// Reports each finished unit to the coordinator, in the order they finish.
+    async fn report(&self, mut done: mpsc::Receiver<UnitSummary>) {
+        while let Some(summary) = done.recv().await {
+            let rows_in = self.held().get(&summary.unit).map_or(0, |h| h.unit.rows());
+            let request = proto::CompleteRequest {
+                worker: self.options.id.clone(),
+                unit: summary.unit,
+                attempt: summary.attempt,
+                rows_in,
+                rows_out: summary.rows,
+                errors: summary.errors,
+                files: summary.files.clone(),
+            };
+            let reply = retry_rpc(&CancellationToken::new(), Backoff::bounded(REPORT_PATIENCE), || {
+                let mut client = self.client.clone();
+                let request = request.clone();
+                async move { client.complete(request).await }
+            })
+            .await;
+            match reply {
+                Ok(reply) if !reply.committed => {
+                    self.log(format_args!(
+                        "unit {} attempt {} lost to an earlier attempt",
+                        summary.unit, summary.attempt
+                    ));
+                    self.discard(&summary.files).await;
+                }
+                Ok(_) => {}
+                Err(status) => self.log(format_args!(
+                    "could not report unit {} ({status}); its lease will expire and it will run again",
+                    summary.unit
+                )),
+            }
+            self.held().remove(&summary.unit);
+        }
+    }
+
+    /// Deletes the files of an attempt that lost (best effort: the coordinator sweeps leftovers).
+    async fn discard(&self, files: &[String]) {
+        for file in files {
+            if let Ok(location) = self.setup.stores.resolve(file) {
+                let _ = location.store.delete(&location.path).await;
+            }
+        }
+    }
+
+    /// Fails the unit `error` names and hands back every other unit still held.
+    async fn abandon(&self, error: Option<&ExecError>) {
+        let units: Vec<WorkUnit> = self.held().drain().map(|(_, h)| h.unit).collect();
+        let blamed = match error {
+            Some(ExecError::Step { unit, .. } | ExecError::Source { unit, .. } | ExecError::Sink { unit, .. }) => {
+                Some(*unit)
+            }
+            _ => None,
+        };
+        let fatal = matches!(error, Some(ExecError::RowFailed { .. } | ExecError::TooManyErrors { .. }));
+        for unit in units {
+            let failed = fatal || blamed == Some(unit.id);
+            let message = match error {
+                Some(e) if failed => e.to_string(),
+                _ => "handed back unfinished".to_string(),
+            };
+            let request = proto::FailRequest {
+                worker: self.options.id.clone(),
+                unit: unit.id,
+                attempt: unit.attempt,
+                message,
+                fatal,
+                handed_back: !failed,
+            };
+            let reply = retry_rpc(&CancellationToken::new(), Backoff::bounded(REPORT_PATIENCE), || {
+                let mut client = self.client.clone();
+                let request = request.clone();
+                async move { client.fail(request).await }
+            })
+            .await;
+            if let Err(status) = reply {
+                self.log(format_args!("could not hand back unit {}: {status}", unit.id));
+            }
+        }
+    }
+
+    /// Renews the leases of held units until the worker stops; notices the job's end.
+    async fn heartbeats(self, every: Duration) {
+        loop {
+            tokio::time::sleep(every).await;
+            let held: Vec<proto::UnitAttempt> =
+                self.held().values().map(|h| proto::UnitAttempt { unit: h.unit.id, attempt: h.unit.attempt }).collect();
+            let request =
+                proto::HeartbeatRequest { worker: self.options.id.clone(), held, pool: self.options.pool.clone() };
+            match self.client.clone().heartbeat(request).await {
+                Ok(reply) => {
+                    let reply = reply.into_inner();
+                    for revoked in reply.revoked {
+                        self.log(format_args!(
+                            "lease of unit {} attempt {} was revoked; its result may be discarded",
+                            revoked.unit, revoked.attempt
+                        ));
+                    }
+                }
+                Err(status) => self.log(format_args!("heartbeat failed: {}", status.message())),
+            }
+        }
+    }
+}
+
+/// How long a finished unit's report is retried while the coordinator is unreachable.
+const REPORT_PATIENCE: Duration = Duration::from_secs(120);
+
+/// The Parquet sink, telling the worker about each unit it has closed.
+struct ReportingSink {
+    inner: ParquetSink,
+    done: mpsc::Sender<UnitSummary>,
+}
+
+impl UnitSink for ReportingSink {
+    async fn write(&mut self, unit: &WorkUnit, batch: arrow_array::RecordBatch) -> Result<(), BoxError> {
+        self.inner.write(unit, batch).await
+    }
+
+    async fn write_errors(&mut self, unit: &WorkUnit, errors: Vec<ErrorRecord>) -> Result<(), BoxError> {
+        self.inner.write_errors(unit, errors).await
+    }
+
+    async fn finish_unit(&mut self, unit: &WorkUnit) -> Result<UnitSummary, BoxError> {
+        let summary = self.inner.finish_unit(unit).await?;
+        self.done.send(summary.clone()).await.map_err(|_| "the worker stopped reporting")?;
+        Ok(summary)
+    }
+
+    fn buffered_bytes(&self) -> u64 {
+        self.inner.buffered_bytes()
+    }
+}
