@@ -1,13 +1,15 @@
 //! The `weir` command's library: plan a `MultimodalJob` into a pipeline and run it in this process.
 //!
 //! # Layout
+//! - [`cluster`]: the distributed roles: coordinator, worker, local supervisor, status.
 //! - [`examples`]: the inputs of the example manifests (`weir generate media|documents`).
 //! - [`plan`]: the step registry (config to runnable step) and source/sink wiring.
 //! - [`run`]: the embedded runner behind `weir run`.
 //! - [`progress`]: the live per-step progress display.
 //! - [`profile`]: the end-of-run per-step profile (terminal table and Markdown report).
-//! - [`size`]: parsing of byte sizes such as `512MiB`.
+//! - [`size`]: parsing of byte sizes such as `512MiB` and durations such as `30s`.
 
+pub mod cluster;
 pub mod examples;
 pub mod plan;
 pub mod profile;

@@ -1,14 +1,22 @@
 //! `weir`: run, validate and inspect MultimodalJob pipelines.
 
+mod cluster_cmd;
+
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
+use weir::cluster::WorkerResources;
+use weir::cluster::supervise::Topology;
 use weir::profile::render_text;
+use weir::size::parse_duration;
 use weir::size::{format_size, parse_size};
 use weir::{RunOptions, run_job};
+use weir_cluster::{CoordinatorOptions, WorkerOptions};
 use weir_crds::{crd_yaml, parse_manifest, validate_manifest};
 use weir_testkit::images::{BAD_FILES, JpegSet, write_bad_files, write_jpeg_set};
 
@@ -37,6 +45,67 @@ enum Command {
         /// Do not draw progress bars.
         #[arg(long)]
         no_progress: bool,
+        /// Run as a coordinator and worker processes on this machine, e.g. `cpu=2,gpu=1` (or `3`):
+        /// the same processes and protocol as on Kubernetes; a process that dies is restarted.
+        #[arg(long, value_name = "POOL=N,...")]
+        workers: Option<Topology>,
+        /// With --workers: a worker silent for this long loses its units to other workers.
+        #[arg(long, value_parser = parse_duration, default_value = "30s")]
+        lease_ttl: Duration,
+    },
+    /// Serve a job's coordinator: plan units, lease them to workers, commit their results.
+    Coordinator {
+        manifest: PathBuf,
+        /// Address to serve gRPC on.
+        #[arg(long, default_value = "0.0.0.0:7070")]
+        listen: SocketAddr,
+        /// A worker silent for this long loses its units to other workers.
+        #[arg(long, value_parser = parse_duration, default_value = "30s")]
+        lease_ttl: Duration,
+        /// How often workers renew their leases (default: a sixth of the lease TTL).
+        #[arg(long, value_parser = parse_duration)]
+        heartbeat: Option<Duration>,
+        /// A unit that fails this many times fails the job.
+        #[arg(long, default_value_t = 4)]
+        max_failures: u32,
+    },
+    /// Run a job's units leased from its coordinator until the job ends (SIGTERM drains).
+    Worker {
+        manifest: PathBuf,
+        /// The coordinator, e.g. http://weir-coordinator:7070.
+        #[arg(long, env = "WEIR_COORDINATOR")]
+        coordinator: String,
+        /// The pool this worker serves (cpu or gpu).
+        #[arg(long, default_value = "cpu")]
+        pool: String,
+        /// This worker's name (default: the host name and process id).
+        #[arg(long, env = "WEIR_WORKER_ID")]
+        id: Option<String>,
+        /// Compute threads (default: one per core).
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+        /// Memory budget for data in flight (default: a quarter of the memory limit, at most 2 GiB).
+        #[arg(long, value_parser = parse_size)]
+        memory_limit: Option<u64>,
+        /// Units held at once (one running while the next is read).
+        #[arg(long, default_value_t = 2)]
+        capacity: usize,
+        /// After SIGTERM, how long held units may take to finish before they are handed back.
+        #[arg(long, value_parser = parse_duration, default_value = "30s")]
+        grace: Duration,
+    },
+    /// Show the progress of a job: from its running coordinator, else from its checkpoint.
+    Status {
+        manifest: PathBuf,
+        /// Ask this coordinator (default: the one the job's checkpoint names).
+        #[arg(long)]
+        coordinator: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// Print a line every 2 seconds until the job ends.
+        #[arg(long)]
+        watch: bool,
     },
     /// Check manifests offline with the same rules as the Kubernetes API server; lists every problem.
     Validate {
@@ -110,10 +179,32 @@ enum Generate {
 fn main() -> ExitCode {
     weir::tune_allocator();
     match Cli::parse().command {
-        Command::Run { manifest, memory_limit, threads, profile, no_progress } => exit(run(
+        Command::Run {
+            manifest,
+            memory_limit,
+            threads,
+            profile: _,
+            no_progress,
+            workers: Some(topology),
+            lease_ttl,
+        } => exit(cluster_cmd::run_supervised(manifest, topology, threads, memory_limit, lease_ttl, !no_progress)),
+        Command::Run { manifest, memory_limit, threads, profile, no_progress, workers: None, .. } => exit(run(
             manifest,
             RunOptions { memory_limit, threads, progress: !no_progress, profile_uri: profile, ..Default::default() },
         )),
+        Command::Coordinator { manifest, listen, lease_ttl, heartbeat, max_failures } => {
+            let heartbeat = heartbeat.unwrap_or(lease_ttl / 6);
+            let options = CoordinatorOptions { lease_ttl, heartbeat, max_failures, ..Default::default() };
+            cluster_cmd::coordinator(manifest, listen, options)
+        }
+        Command::Worker { manifest, coordinator, pool, id, threads, memory_limit, capacity, grace } => {
+            let id = id.unwrap_or_else(cluster_cmd::default_worker_id);
+            let options = WorkerOptions { id, pool, coordinator, capacity, grace };
+            exit(cluster_cmd::worker(manifest, options, WorkerResources { threads, memory_limit }))
+        }
+        Command::Status { manifest, coordinator, json, watch } => {
+            exit(cluster_cmd::status(manifest, coordinator.as_deref(), json, watch))
+        }
         Command::Validate { manifests } => validate(&manifests),
         Command::Crd => {
             print!("{}", crd_yaml());
@@ -138,9 +229,14 @@ fn exit(result: Result<()>) -> ExitCode {
     }
 }
 
+/// Reads and parses a manifest file.
+fn read_job(manifest: &std::path::Path) -> Result<weir_crds::MultimodalJob> {
+    let text = std::fs::read_to_string(manifest).with_context(|| format!("reading {}", manifest.display()))?;
+    Ok(parse_manifest(&text, &manifest.display().to_string())?)
+}
+
 fn run(manifest: PathBuf, mut options: RunOptions) -> Result<()> {
-    let text = std::fs::read_to_string(&manifest).with_context(|| format!("reading {}", manifest.display()))?;
-    let job = parse_manifest(&text, &manifest.display().to_string())?;
+    let job = read_job(&manifest)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     runtime.block_on(async {
         let cancel = CancellationToken::new();

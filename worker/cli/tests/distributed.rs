@@ -1,0 +1,199 @@
+//! `weir run --workers`: a coordinator and worker processes on localhost. The output must hold
+//! every input row exactly once whatever is killed, and the errors only the deliberately bad rows.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use weir_testkit::images::{BAD_FILES, JpegSet, Rng, write_bad_files, write_jpeg_set};
+
+/// A job that decodes, resizes and re-encodes every file of `images`, `files_per_unit` per unit.
+fn image_job(dir: &Path, images: &Path, files_per_unit: usize) -> std::path::PathBuf {
+    write_manifest(
+        dir,
+        "dist",
+        &format!(
+            r#"  source:
+    files: {{uri: "{}", filesPerUnit: {files_per_unit}}}
+  steps:
+    - {{op: download, input: uri, output: bytes}}
+    - {{op: image.decode, input: bytes, output: image, mode: RGB}}
+    - {{op: image.resize, input: image, output: image, width: 64, height: 64}}
+    - {{op: image.encode, input: image, output: png, format: png}}
+    - {{op: select, columns: [uri, png]}}
+  sink:
+    parquet: {{uri: "{}"}}
+  errorPolicy: {{onRowError: skip, maxErrorRatio: 0.5}}
+"#,
+            file_uri(images),
+            file_uri(&dir.join("out"))
+        ),
+    )
+}
+
+fn input_uris(images: &Path) -> BTreeSet<String> {
+    std::fs::read_dir(images).expect("list images").map(|e| file_uri(&e.expect("entry").path())).collect()
+}
+
+/// Output `uri`s, failing on any duplicate.
+fn output_uris(out: &Path) -> BTreeSet<String> {
+    let uris = strings(&read_parquet_dir(out), "uri");
+    let unique: BTreeSet<String> = uris.iter().cloned().collect();
+    assert_eq!(unique.len(), uris.len(), "a row was written twice");
+    unique
+}
+
+fn error_refs(out: &Path) -> BTreeSet<String> {
+    strings(&read_parquet_dir(&out.join("_errors")), "row_ref").into_iter().collect()
+}
+
+/// Checks the exactly-once contract on a finished run's output.
+fn assert_exactly_once(images: &Path, out: &Path) {
+    let inputs = input_uris(images);
+    let bad: BTreeSet<String> = BAD_FILES.iter().map(|b| file_uri(&images.join(b))).collect();
+    let good: BTreeSet<String> = inputs.difference(&bad).cloned().collect();
+    assert_eq!(output_uris(out), good, "every good input exactly once");
+    assert_eq!(error_refs(out), bad, "the errors hold exactly the bad files");
+    let parts = std::fs::read_dir(out).expect("out").filter(|e| e.as_ref().is_ok_and(|e| e.path().is_file()));
+    assert!(parts.count() > 1, "part files and the marker");
+    assert!(out.join("_SUCCESS").exists());
+}
+
+#[test]
+fn worker_processes_write_every_row_once_and_a_rerun_is_a_no_op() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let images = dir.path().join("images");
+    write_jpeg_set(&images, JpegSet { count: 120, min_side: 64, max_side: 160, ..JpegSet::default() }).expect("jpegs");
+    write_bad_files(&images).expect("bad files");
+    let manifest = image_job(dir.path(), &images, 10);
+
+    let run = weir().args(["run", "--no-progress", "--workers", "cpu=2"]).arg(&manifest).output().expect("weir run");
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    assert!(text(&run.stdout).contains("125 rows in, 120 out, 5 failed"), "{}", text(&run.stdout));
+    assert_exactly_once(&images, &dir.path().join("out"));
+
+    let status = weir().args(["status", "--json"]).arg(&manifest).output().expect("weir status");
+    let json: serde_json::Value = serde_json::from_slice(&status.stdout).expect("status json");
+    assert_eq!(json["phase"], "Succeeded", "{json}");
+    assert_eq!(json["unitsCommitted"], 13);
+    assert_eq!(json["rowsOut"], 120);
+
+    let again = weir().args(["run", "--no-progress", "--workers", "cpu=2"]).arg(&manifest).output().expect("rerun");
+    assert!(again.status.success(), "{}", text(&again.stderr));
+    assert!(text(&again.stderr).contains("already complete"), "{}", text(&again.stderr));
+    assert_exactly_once(&images, &dir.path().join("out"));
+}
+
+/// Child processes of `pid` (the supervisor's coordinator and workers) with their command lines.
+fn children(pid: u32) -> Vec<(u32, String)> {
+    let list = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    list.split_whitespace()
+        .filter_map(|p| p.parse::<u32>().ok())
+        .map(|p| (p, std::fs::read_to_string(format!("/proc/{p}/cmdline")).unwrap_or_default().replace('\0', " ")))
+        .collect()
+}
+
+fn sigkill(pid: u32) {
+    // SAFETY: kill(2) on a child of our child, read from /proc just now.
+    unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+}
+
+/// Kills a random worker every 0.8 s, and the coordinator at the third kill, until `run` exits;
+/// returns what it killed.
+fn kill_randomly(run: &mut Child, seed: u64, deadline: Duration) -> Vec<String> {
+    let mut rng = Rng::new(seed);
+    let mut killed = Vec::new();
+    let started = Instant::now();
+    let mut next = Duration::from_millis(1500);
+    loop {
+        if run.try_wait().expect("try_wait").is_some() {
+            return killed;
+        }
+        assert!(started.elapsed() < deadline, "the run did not finish in {deadline:?}; killed {killed:?}");
+        if started.elapsed() >= next {
+            next += Duration::from_millis(800);
+            let kids = children(run.id());
+            let coordinator = kids.iter().find(|(_, cmd)| cmd.contains(" coordinator "));
+            let workers: Vec<&(u32, String)> = kids.iter().filter(|(_, cmd)| cmd.contains(" worker ")).collect();
+            let victim = match (killed.len(), coordinator) {
+                (2, Some(c)) => Some(c),
+                _ if !workers.is_empty() => Some(workers[rng.range(0, workers.len() as u32) as usize]),
+                _ => None,
+            };
+            if let Some((pid, cmd)) = victim {
+                let what = if cmd.contains(" coordinator ") {
+                    "coordinator".to_string()
+                } else {
+                    cmd.split(" --id ").nth(1).and_then(|s| s.split(' ').next()).unwrap_or("worker").to_string()
+                };
+                eprintln!("chaos: SIGKILL {what} (pid {pid}) at {:.1}s", started.elapsed().as_secs_f64());
+                sigkill(*pid);
+                killed.push(what);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn killing_workers_and_the_coordinator_loses_and_duplicates_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let images = dir.path().join("images");
+    write_jpeg_set(&images, JpegSet { count: 3000, min_side: 300, max_side: 500, seed: 7, ..JpegSet::default() })
+        .expect("jpegs");
+    write_bad_files(&images).expect("bad files");
+    let manifest = image_job(dir.path(), &images, 20);
+
+    let mut run = weir()
+        .args(["run", "--no-progress", "--workers", "cpu=3", "--lease-ttl", "2s"])
+        .arg(&manifest)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("weir run");
+    let killed = kill_randomly(&mut run, 0x5eed, Duration::from_secs(600));
+    let output = run.wait_with_output().expect("wait");
+    eprintln!("chaos: killed {killed:?}");
+    assert!(output.status.success(), "the run failed after killing {killed:?}");
+    assert!(killed.len() >= 3 && killed.contains(&"coordinator".to_string()), "the run ended too soon: {killed:?}");
+    assert_exactly_once(&images, &dir.path().join("out"));
+}
+
+#[test]
+fn a_worker_told_to_stop_hands_back_its_units_and_exits_cleanly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let images = dir.path().join("images");
+    write_jpeg_set(&images, JpegSet { count: 400, min_side: 300, max_side: 500, ..JpegSet::default() }).expect("jpegs");
+    let manifest = image_job(dir.path(), &images, 10);
+    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let mut coordinator = weir()
+        .args(["coordinator", "--listen", &format!("127.0.0.1:{port}"), "--lease-ttl", "2s"])
+        .arg(&manifest)
+        .spawn()
+        .expect("coordinator");
+    let worker = |id: &str, grace: &str| -> Child {
+        weir()
+            .args(["worker", "--coordinator", &endpoint, "--id", id, "--threads", "1", "--grace", grace])
+            .arg(&manifest)
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("worker")
+    };
+    let stopping = worker("stopping", "0s");
+    std::thread::sleep(Duration::from_millis(1500));
+    // SAFETY: SIGTERM to our own child.
+    unsafe { libc::kill(stopping.id() as libc::pid_t, libc::SIGTERM) };
+    let stopped = stopping.wait_with_output().expect("wait");
+    assert!(stopped.status.success(), "SIGTERM exits 0: {}", text(&stopped.stderr));
+    assert!(text(&stopped.stderr).contains("drained"), "{}", text(&stopped.stderr));
+
+    let mut finisher = worker("finisher", "30s");
+    let ended = coordinator.wait().expect("coordinator");
+    assert!(ended.success());
+    let _ = finisher.wait();
+    assert_eq!(output_uris(&dir.path().join("out")), input_uris(&images));
+}
