@@ -41,11 +41,16 @@ fn shutdown_on_signals() -> CancellationToken {
 
 /// `weir coordinator`: exit 0 when the job succeeded, [`EXIT_JOB_FAILED`] when it failed, 1 when
 /// the coordinator itself failed (a supervisor restarts it then).
-pub fn coordinator(manifest: PathBuf, listen: SocketAddr, options: CoordinatorOptions) -> ExitCode {
+pub fn coordinator(
+    manifest: PathBuf,
+    listen: SocketAddr,
+    metrics: Option<SocketAddr>,
+    options: CoordinatorOptions,
+) -> ExitCode {
     let result = read_job(&manifest).and_then(|job| {
         runtime()?.block_on(async {
             let shutdown = shutdown_on_signals();
-            Ok(weir::cluster::coordinator(&job, listen, options, shutdown).await)
+            Ok(weir::cluster::coordinator(&job, listen, metrics, options, shutdown).await)
         })
     });
     match result {

@@ -68,6 +68,9 @@ enum Command {
         /// A unit that fails this many times fails the job.
         #[arg(long, default_value_t = 4)]
         max_failures: u32,
+        /// Serve Prometheus metrics on this address (`/metrics`).
+        #[arg(long)]
+        metrics_listen: Option<SocketAddr>,
     },
     /// Run a job's units leased from its coordinator until the job ends (SIGTERM drains).
     Worker {
@@ -93,6 +96,9 @@ enum Command {
         /// After SIGTERM, how long held units may take to finish before they are handed back.
         #[arg(long, value_parser = parse_duration, default_value = "30s")]
         grace: Duration,
+        /// Serve Prometheus metrics on this address (`/metrics`).
+        #[arg(long)]
+        metrics_listen: Option<SocketAddr>,
     },
     /// Show the progress of a job: from its running coordinator, else from its checkpoint.
     Status {
@@ -192,15 +198,19 @@ fn main() -> ExitCode {
             manifest,
             RunOptions { memory_limit, threads, progress: !no_progress, profile_uri: profile, ..Default::default() },
         )),
-        Command::Coordinator { manifest, listen, lease_ttl, heartbeat, max_failures } => {
+        Command::Coordinator { manifest, listen, lease_ttl, heartbeat, max_failures, metrics_listen } => {
             let heartbeat = heartbeat.unwrap_or(lease_ttl / 6);
             let options = CoordinatorOptions { lease_ttl, heartbeat, max_failures, ..Default::default() };
-            cluster_cmd::coordinator(manifest, listen, options)
+            cluster_cmd::coordinator(manifest, listen, metrics_listen, options)
         }
-        Command::Worker { manifest, coordinator, pool, id, threads, memory_limit, capacity, grace } => {
+        Command::Worker { manifest, coordinator, pool, id, threads, memory_limit, capacity, grace, metrics_listen } => {
             let id = id.unwrap_or_else(cluster_cmd::default_worker_id);
             let options = WorkerOptions { id, pool, coordinator, capacity, grace };
-            exit(cluster_cmd::worker(manifest, options, WorkerResources { threads, memory_limit }))
+            exit(cluster_cmd::worker(
+                manifest,
+                options,
+                WorkerResources { threads, memory_limit, metrics: metrics_listen },
+            ))
         }
         Command::Status { manifest, coordinator, json, watch } => {
             exit(cluster_cmd::status(manifest, coordinator.as_deref(), json, watch))

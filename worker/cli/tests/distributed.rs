@@ -197,3 +197,70 @@ fn a_worker_told_to_stop_hands_back_its_units_and_exits_cleanly() {
     let _ = finisher.wait();
     assert_eq!(output_uris(&dir.path().join("out")), input_uris(&images));
 }
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port()
+}
+
+/// `GET /metrics` on `port`, or `None` while nothing listens.
+fn scrape(port: u16) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n").ok()?;
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).ok()?;
+    reply.split_once("\r\n\r\n").map(|(_, body)| body.to_string())
+}
+
+/// The value of the sample whose line starts with `prefix` (name and labels).
+fn sample(text: &str, prefix: &str) -> Option<f64> {
+    text.lines().find(|l| l.starts_with(prefix)).and_then(|l| l.rsplit(' ').next()).and_then(|v| v.parse().ok())
+}
+
+#[test]
+fn coordinator_and_workers_serve_prometheus_metrics_while_running() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let images = dir.path().join("images");
+    write_jpeg_set(&images, JpegSet { count: 300, min_side: 300, max_side: 500, ..JpegSet::default() }).expect("jpegs");
+    let manifest = image_job(dir.path(), &images, 10);
+    let (port, coordinator_metrics, worker_metrics) = (free_port(), free_port(), free_port());
+    let mut coordinator = weir()
+        .args(["coordinator", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--metrics-listen", &format!("127.0.0.1:{coordinator_metrics}")])
+        .arg(&manifest)
+        .spawn()
+        .expect("coordinator");
+    let mut worker = weir()
+        .args(["worker", "--coordinator", &format!("http://127.0.0.1:{port}"), "--id", "w0", "--threads", "1"])
+        .args(["--metrics-listen", &format!("127.0.0.1:{worker_metrics}")])
+        .arg(&manifest)
+        .spawn()
+        .expect("worker");
+    let started = Instant::now();
+    let (mut job, mut steps) = (None, None);
+    while job.is_none() || steps.is_none() {
+        assert!(started.elapsed() < Duration::from_secs(120), "no metrics with progress: {job:?} {steps:?}");
+        assert!(coordinator.try_wait().expect("wait").is_none(), "the job ended before metrics showed progress");
+        let committed = scrape(coordinator_metrics)
+            .filter(|t| sample(t, r#"weir_job_units{job="dist",state="committed"}"#).is_some_and(|v| v > 0.0));
+        job = job.or(committed);
+        let decoded = scrape(worker_metrics).filter(|t| {
+            sample(t, r#"weir_step_rows_total{direction="out",job="dist",pool="cpu",step="image.decode",worker="w0"}"#)
+                .is_some_and(|v| v > 0.0)
+        });
+        steps = steps.or(decoded);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (job, steps) = (job.unwrap_or_default(), steps.unwrap_or_default());
+    assert_eq!(sample(&job, r#"weir_job_units{job="dist",state="total"}"#), Some(30.0), "{job}");
+    assert_eq!(sample(&job, r#"weir_job_workers{job="dist",pool="cpu"}"#), Some(1.0), "{job}");
+    for name in ["weir_step_busy_seconds_total", "weir_step_blocked_seconds_total", "weir_memory_budget_bytes"] {
+        assert!(steps.contains(name), "{name} missing:\n{steps}");
+    }
+    assert!(
+        sample(&steps, r#"weir_worker_units_total{job="dist",outcome="leased""#).is_some_and(|v| v >= 1.0),
+        "{steps}"
+    );
+    assert!(coordinator.wait().expect("coordinator").success());
+    assert!(worker.wait().expect("worker").success());
+}

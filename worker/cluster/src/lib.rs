@@ -6,12 +6,14 @@
 //! - [`leases`]: the pure table of units and leases the coordinator drives.
 //! - [`coordinator`]: the coordinator service, its housekeeping and the job's finalization.
 //! - [`worker`]: the worker loop: lease, run, report, heartbeat, drain.
+//! - [`metrics`]: Prometheus metrics of coordinators and workers, and the `/metrics` endpoint.
 //! - [`retry`]: retrying coordinator calls while it is down or restarting.
 //! - [`convert`]: work units to and from their wire form.
 
 pub mod convert;
 pub mod coordinator;
 pub mod leases;
+pub mod metrics;
 pub mod retry;
 pub mod worker;
 

@@ -19,13 +19,14 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 use weir_core::unit::BoxError;
 use weir_core::{
-    ComputePool, ErrorHandling, ErrorRecord, ExecError, MemoryBudget, Pipeline, PipelineOptions, Step, UnitReader,
-    UnitSink, UnitSummary, WorkUnit,
+    ComputePool, ErrorHandling, ErrorRecord, ExecError, MemoryBudget, Pipeline, PipelineOptions, PipelineStats, Step,
+    UnitReader, UnitSink, UnitSummary, WorkUnit,
 };
 use weir_io::StoreRegistry;
 use weir_io::sink::ParquetSink;
 
 use crate::convert::unit_from_proto;
+use crate::metrics::WorkerMetrics;
 use crate::proto::coordinator_client::CoordinatorClient;
 use crate::proto::{self, lease_response::Result as LeaseResult};
 use crate::retry::{Backoff, retry_rpc};
@@ -53,6 +54,23 @@ pub struct WorkerSetup {
     pub errors: ErrorHandling,
     pub sink: weir_crds::ParquetSink,
     pub stores: Arc<StoreRegistry>,
+    /// Where the worker's counters go; see [`WorkerSetup::metrics_renderer`].
+    pub metrics: Arc<WorkerMetrics>,
+    /// The counters of the worker's pipelines, kept across them (set by the first).
+    pub stats: Arc<Mutex<Option<Arc<PipelineStats>>>>,
+}
+
+impl WorkerSetup {
+    /// Renders the worker's metrics, synced with its pipelines' counters, for `/metrics`.
+    pub fn metrics_renderer(&self) -> Arc<dyn Fn() -> String + Send + Sync> {
+        let (metrics, stats, budget) = (self.metrics.clone(), self.stats.clone(), self.budget.clone());
+        Arc::new(move || {
+            if let Some(stats) = stats.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+                metrics.sync(stats, &budget);
+            }
+            metrics.render()
+        })
+    }
 }
 
 /// Why a worker stopped with an error.
@@ -180,13 +198,7 @@ impl Worker {
         let (done_tx, done_rx) = mpsc::channel::<UnitSummary>(self.options.capacity.max(1));
         let sink = ReportingSink { inner: ParquetSink::new(&setup.sink, &setup.stores)?, done: done_tx };
         let options = PipelineOptions { errors: setup.errors, cancel: cancel.clone(), ..Default::default() };
-        let pipeline = Pipeline::new(
-            setup.reader.clone(),
-            setup.steps.clone(),
-            setup.budget.clone(),
-            setup.compute.clone(),
-            options,
-        );
+        let pipeline = self.pipeline(options);
         let units = futures::stream::poll_fn(move |cx| unit_rx.poll_recv(cx)).boxed();
         let grace = self.options.grace;
         let run = async {
@@ -207,6 +219,26 @@ impl Worker {
         }
         self.abandon(error.as_ref()).await;
         Ok(())
+    }
+
+    /// A pipeline of the worker's steps, counting into the worker's running totals.
+    fn pipeline(&self, options: PipelineOptions) -> Pipeline {
+        let setup = &self.setup;
+        let pipeline = Pipeline::new(
+            setup.reader.clone(),
+            setup.steps.clone(),
+            setup.budget.clone(),
+            setup.compute.clone(),
+            options,
+        );
+        let mut stats = setup.stats.lock().unwrap_or_else(|p| p.into_inner());
+        match stats.as_ref() {
+            Some(totals) => pipeline.with_stats(totals.clone()),
+            None => {
+                *stats = Some(pipeline.stats());
+                pipeline
+            }
+        }
     }
 
     /// Leases units while there is capacity, until `stop`, the job's end, or the pipeline is gone.
@@ -231,6 +263,7 @@ impl Worker {
                 Ok(Some(LeaseResult::Unit(unit))) => match unit_from_proto(unit) {
                     Ok(unit) => {
                         self.held().insert(unit.id, Held { unit: unit.clone(), _permit: permit });
+                        self.setup.metrics.unit("leased");
                         if units.send(unit).await.is_err() {
                             return;
                         }
@@ -294,7 +327,7 @@ impl Worker {
                     ));
                     self.discard(&summary.files).await;
                 }
-                Ok(_) => {}
+                Ok(_) => self.setup.metrics.unit("completed"),
                 Err(status) => self.log(format_args!(
                     "could not report unit {} ({status}); its lease will expire and it will run again",
                     summary.unit
@@ -325,6 +358,7 @@ impl Worker {
         let fatal = matches!(error, Some(ExecError::RowFailed { .. } | ExecError::TooManyErrors { .. }));
         for unit in units {
             let failed = fatal || blamed == Some(unit.id);
+            self.setup.metrics.unit(if failed { "failed" } else { "handed_back" });
             let message = match error {
                 Some(e) if failed => e.to_string(),
                 _ => "handed back unfinished".to_string(),

@@ -167,6 +167,16 @@ impl Pipeline {
         Self { reader, steps, budget, compute, options, stats }
     }
 
+    /// Counts into `stats` (from an earlier pipeline of the same steps) instead of fresh counters,
+    /// so totals accumulate across a worker's successive pipelines. Ignored when the stage count
+    /// differs.
+    pub fn with_stats(mut self, stats: Arc<PipelineStats>) -> Self {
+        if stats.stages.len() == self.stats.stages.len() {
+            self.stats = stats;
+        }
+        self
+    }
+
     /// Live counters of this pipeline (shared with the running stages).
     pub fn stats(&self) -> Arc<PipelineStats> {
         self.stats.clone()

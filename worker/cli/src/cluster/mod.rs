@@ -5,9 +5,11 @@ pub mod status;
 pub mod supervise;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 use weir_cluster::coordinator::{Coordinator, CoordinatorError, CoordinatorOptions, JobOutcome, bind};
+use weir_cluster::metrics::{WorkerMetrics, serve_metrics};
 use weir_cluster::worker::{WorkerError, WorkerExit, WorkerOptions, WorkerSetup, run_worker};
 use weir_core::budget::detect_memory_limit;
 use weir_core::{ComputePool, ErrorHandling, MemoryBudget};
@@ -33,6 +35,7 @@ pub fn job_name(job: &MultimodalJob) -> String {
 pub async fn coordinator(
     job: &MultimodalJob,
     listen: SocketAddr,
+    metrics: Option<SocketAddr>,
     options: CoordinatorOptions,
     shutdown: CancellationToken,
 ) -> Result<JobOutcome, CoordinatorError> {
@@ -40,9 +43,36 @@ pub async fn coordinator(
     let coordinator = Coordinator::start(&job_name(job), &job.spec, stores, options).await?;
     let (listener, addr) =
         bind(listen).await.map_err(|e| CoordinatorError::Failed(format!("binding {listen}: {e}")))?;
+    let _metrics = match metrics {
+        Some(at) => Some(
+            MetricsServer::start(at, coordinator.metrics_renderer(), "coordinator")
+                .await
+                .map_err(|e| CoordinatorError::Failed(format!("binding {at}: {e}")))?,
+        ),
+        None => None,
+    };
     coordinator.advertise(&format!("http://{addr}")).await?;
     eprintln!("weir coordinator: serving {} on {addr}", job_name(job));
     coordinator.serve(listener, shutdown).await
+}
+
+/// The `/metrics` endpoint of this process; stops when dropped.
+struct MetricsServer {
+    _stop: tokio_util::sync::DropGuard,
+}
+
+impl MetricsServer {
+    async fn start(
+        at: SocketAddr,
+        render: std::sync::Arc<dyn Fn() -> String + Send + Sync>,
+        who: &str,
+    ) -> std::io::Result<Self> {
+        let listener = tokio::net::TcpListener::bind(at).await?;
+        eprintln!("weir {who}: metrics on http://{}/metrics", listener.local_addr()?);
+        let stop = CancellationToken::new();
+        tokio::spawn(serve_metrics(listener, render, stop.clone()));
+        Ok(Self { _stop: stop.drop_guard() })
+    }
 }
 
 /// Resources of one worker process.
@@ -52,6 +82,8 @@ pub struct WorkerResources {
     pub threads: usize,
     /// Memory budget; default a quarter of the memory limit, at most 2 GiB.
     pub memory_limit: Option<u64>,
+    /// Where to serve `/metrics`.
+    pub metrics: Option<SocketAddr>,
 }
 
 /// Why a worker process stopped with an error.
@@ -63,6 +95,8 @@ pub enum WorkerProcessError {
     Worker(#[from] WorkerError),
     #[error("starting compute threads: {0}")]
     Threads(String),
+    #[error("serving metrics: {0}")]
+    Metrics(std::io::Error),
 }
 
 /// Builds `job`'s steps once (loading its models) and runs units leased from the coordinator.
@@ -91,6 +125,16 @@ pub async fn worker(
         },
         sink: spec.sink.parquet.clone(),
         stores,
+        metrics: Arc::new(WorkerMetrics::new(&job_name(job), &options.pool, &options.id)),
+        stats: Arc::default(),
+    };
+    let _metrics = match resources.metrics {
+        Some(at) => Some(
+            MetricsServer::start(at, setup.metrics_renderer(), &format!("worker {}", options.id))
+                .await
+                .map_err(WorkerProcessError::Metrics)?,
+        ),
+        None => None,
     };
     Ok(run_worker(setup, options, shutdown).await?)
 }

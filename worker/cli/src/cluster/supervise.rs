@@ -140,6 +140,7 @@ pub async fn supervise(options: &SuperviseOptions, shutdown: CancellationToken) 
     let manifest = OsString::from(options.manifest.as_os_str());
     let mut coordinator_args: Vec<OsString> =
         vec!["coordinator".into(), manifest.clone(), "--listen".into(), format!("127.0.0.1:{port}").into()];
+    coordinator_args.extend(["--metrics-listen".into(), "127.0.0.1:0".into()]);
     coordinator_args.extend(options.coordinator_args.iter().map(OsString::from));
     let mut children = vec![Supervised {
         role: Role::Coordinator,
@@ -164,6 +165,8 @@ pub async fn supervise(options: &SuperviseOptions, shutdown: CancellationToken) 
                 &options.threads.to_string(),
                 "--memory-limit",
                 &options.memory_limit.to_string(),
+                "--metrics-listen",
+                "127.0.0.1:0",
             ]
             .iter()
             .map(OsString::from)

@@ -34,6 +34,7 @@ use state::JobState;
 
 use crate::convert::{unit_from_proto, unit_to_proto};
 use crate::leases::UnitTable;
+use crate::metrics::CoordinatorMetrics;
 use crate::proto;
 use crate::proto::coordinator_server::CoordinatorServer;
 
@@ -262,6 +263,18 @@ impl Coordinator {
     pub fn status(&self) -> proto::JobStatus {
         let elapsed = self.shared.started.elapsed();
         self.lock().status(&self.shared.job, elapsed)
+    }
+
+    /// Renders the coordinator's metrics as of now, for `/metrics`.
+    pub fn metrics_renderer(&self) -> Arc<dyn Fn() -> String + Send + Sync> {
+        let coordinator = self.clone();
+        let metrics = Arc::new(CoordinatorMetrics::new(&self.shared.job));
+        Arc::new(move || {
+            let status = coordinator.status();
+            let pools = coordinator.lock().workers_by_pool();
+            metrics.sync(&status, &pools);
+            metrics.render()
+        })
     }
 
     /// Cancelled once the job has ended.

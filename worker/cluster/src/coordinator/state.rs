@@ -78,6 +78,15 @@ impl JobState {
         self.epoch
     }
 
+    /// Live workers per pool, sorted by pool.
+    pub fn workers_by_pool(&self) -> Vec<(String, usize)> {
+        let mut pools: std::collections::BTreeMap<String, usize> = Default::default();
+        for info in self.workers.values() {
+            *pools.entry(info.pool.clone()).or_default() += 1;
+        }
+        pools.into_iter().collect()
+    }
+
     pub fn is_ended(&self) -> bool {
         matches!(self.phase, Phase::Succeeded | Phase::Failed)
     }

@@ -1,0 +1,348 @@
+//! Prometheus metrics of coordinators and workers, served as text on `/metrics`.
+//!
+//! Names are `weir_*`; labels are bounded (job, pool, worker, step, and small fixed enums), never a
+//! URI or a row. Step counters are synced from the executor's own counters at scrape time, so the
+//! hot path pays nothing for them.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use prometheus::{CounterVec, Encoder, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use weir_core::{MemoryBudget, PipelineStats, StepStatsSnapshot};
+
+use crate::proto::JobStatus;
+
+/// Creates a metric vector and registers it; the options are constant, so failure is a bug.
+macro_rules! registered {
+    ($registry:expr, $kind:ident, $name:expr, $help:expr, $labels:expr, $consts:expr) => {{
+        let metric = $kind::new(Opts::new($name, $help).const_labels($consts.clone()), $labels)
+            .expect(concat!("metric options of ", $name));
+        $registry.register(Box::new(metric.clone())).expect(concat!("register ", $name));
+        metric
+    }};
+}
+
+/// A worker's metrics: per-step flow and time, memory budget, units by outcome.
+pub struct WorkerMetrics {
+    registry: Registry,
+    rows: IntCounterVec,
+    bytes: IntCounterVec,
+    failed: IntCounterVec,
+    busy: CounterVec,
+    blocked: CounterVec,
+    memory: IntGaugeVec,
+    units: IntCounterVec,
+    /// Step counters as last synced, to add only the difference.
+    last: Mutex<Vec<StepStatsSnapshot>>,
+}
+
+impl WorkerMetrics {
+    /// Metrics labelled with this worker's job, pool and name.
+    pub fn new(job: &str, pool: &str, worker: &str) -> Self {
+        let registry = Registry::new();
+        let consts: std::collections::HashMap<String, String> =
+            [("job", job), ("pool", pool), ("worker", worker)].into_iter().map(|(k, v)| (k.into(), v.into())).collect();
+        Self {
+            rows: registered!(
+                registry,
+                IntCounterVec,
+                "weir_step_rows_total",
+                "Rows into and out of each step.",
+                &["step", "direction"],
+                consts
+            ),
+            bytes: registered!(
+                registry,
+                IntCounterVec,
+                "weir_step_bytes_total",
+                "Arrow bytes into and out of each step.",
+                &["step", "direction"],
+                consts
+            ),
+            failed: registered!(
+                registry,
+                IntCounterVec,
+                "weir_step_rows_failed_total",
+                "Rows each step failed.",
+                &["step"],
+                consts
+            ),
+            busy: registered!(
+                registry,
+                CounterVec,
+                "weir_step_busy_seconds_total",
+                "Seconds each step spent working.",
+                &["step"],
+                consts
+            ),
+            blocked: registered!(
+                registry,
+                CounterVec,
+                "weir_step_blocked_seconds_total",
+                "Seconds each step waited on its input or on its output (backpressure).",
+                &["step", "on"],
+                consts
+            ),
+            memory: registered!(
+                registry,
+                IntGaugeVec,
+                "weir_memory_budget_bytes",
+                "The memory budget: its limit and the bytes reserved now.",
+                &["kind"],
+                consts
+            ),
+            units: registered!(
+                registry,
+                IntCounterVec,
+                "weir_worker_units_total",
+                "Units this worker leased, completed or failed.",
+                &["outcome"],
+                consts
+            ),
+            registry,
+            last: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Counts a unit outcome: `leased`, `completed`, `failed` or `handed_back`.
+    pub fn unit(&self, outcome: &str) {
+        self.units.with_label_values(&[outcome]).inc();
+    }
+
+    /// Brings the step counters up to `stats` and the gauges up to `budget`.
+    pub fn sync(&self, stats: &PipelineStats, budget: &MemoryBudget) {
+        let now = stats.snapshot();
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        for (i, step) in now.iter().enumerate() {
+            let before = last.get(i).filter(|b| b.name == step.name).cloned().unwrap_or_else(|| zero(&step.name));
+            let name = step.name.as_str();
+            self.rows.with_label_values(&[name, "in"]).inc_by(step.rows_in.saturating_sub(before.rows_in));
+            self.rows.with_label_values(&[name, "out"]).inc_by(step.rows_out.saturating_sub(before.rows_out));
+            self.bytes.with_label_values(&[name, "in"]).inc_by(step.bytes_in.saturating_sub(before.bytes_in));
+            self.bytes.with_label_values(&[name, "out"]).inc_by(step.bytes_out.saturating_sub(before.bytes_out));
+            self.failed.with_label_values(&[name]).inc_by(step.rows_failed.saturating_sub(before.rows_failed));
+            self.busy.with_label_values(&[name]).inc_by(seconds(step.busy, before.busy));
+            self.blocked.with_label_values(&[name, "input"]).inc_by(seconds(step.blocked_in, before.blocked_in));
+            self.blocked.with_label_values(&[name, "output"]).inc_by(seconds(step.blocked_out, before.blocked_out));
+        }
+        *last = now;
+        self.memory.with_label_values(&["limit"]).set(budget.limit() as i64);
+        self.memory.with_label_values(&["used"]).set(budget.used() as i64);
+    }
+
+    /// The text exposition of every metric.
+    pub fn render(&self) -> String {
+        render(&self.registry)
+    }
+}
+
+fn zero(name: &str) -> StepStatsSnapshot {
+    StepStatsSnapshot { name: name.to_string(), ..Default::default() }
+}
+
+fn seconds(now: Duration, before: Duration) -> f64 {
+    now.saturating_sub(before).as_secs_f64()
+}
+
+/// The coordinator's metrics: the job's units, rows and workers.
+pub struct CoordinatorMetrics {
+    registry: Registry,
+    units: IntGaugeVec,
+    rows: IntGaugeVec,
+    workers: IntGaugeVec,
+    attempts_failed: IntGaugeVec,
+}
+
+impl CoordinatorMetrics {
+    pub fn new(job: &str) -> Self {
+        let registry = Registry::new();
+        let consts: std::collections::HashMap<String, String> = [("job".to_string(), job.to_string())].into();
+        Self {
+            units: registered!(
+                registry,
+                IntGaugeVec,
+                "weir_job_units",
+                "The job's work units: total, committed and leased now.",
+                &["state"],
+                consts
+            ),
+            rows: registered!(
+                registry,
+                IntGaugeVec,
+                "weir_job_rows",
+                "Source rows of committed units: in, out (written) and failed; total planned.",
+                &["kind"],
+                consts
+            ),
+            workers: registered!(
+                registry,
+                IntGaugeVec,
+                "weir_job_workers",
+                "Workers heard from recently, by pool.",
+                &["pool"],
+                consts
+            ),
+            attempts_failed: registered!(
+                registry,
+                IntGaugeVec,
+                "weir_job_attempts_failed",
+                "Unit attempts that failed since this coordinator started.",
+                &[],
+                consts
+            ),
+            registry,
+        }
+    }
+
+    /// Sets every gauge from `status` and the live workers per pool.
+    pub fn sync(&self, status: &JobStatus, workers: &[(String, usize)]) {
+        for (state, value) in
+            [("total", status.units_total), ("committed", status.units_committed), ("leased", status.units_leased)]
+        {
+            self.units.with_label_values(&[state]).set(value as i64);
+        }
+        for (kind, value) in [
+            ("total", status.rows_total),
+            ("in", status.rows_in),
+            ("out", status.rows_out),
+            ("failed", status.rows_failed),
+        ] {
+            self.rows.with_label_values(&[kind]).set(value as i64);
+        }
+        self.workers.reset();
+        for (pool, n) in workers {
+            self.workers.with_label_values(&[pool]).set(*n as i64);
+        }
+        self.attempts_failed.with_label_values::<&str>(&[]).set(status.attempts_failed as i64);
+    }
+
+    pub fn render(&self) -> String {
+        render(&self.registry)
+    }
+}
+
+fn render(registry: &Registry) -> String {
+    let mut buffer = Vec::new();
+    // Encoding text into a Vec cannot fail for well-formed families.
+    let _ = TextEncoder::new().encode(&registry.gather(), &mut buffer);
+    String::from_utf8_lossy(&buffer).into_owned()
+}
+
+/// Serves `GET /metrics` (HTTP/1.1, one request per connection) with the text `render` returns,
+/// until `shutdown`.
+///
+/// # Cancellation
+/// Returns when `shutdown` is cancelled; connections in progress are dropped.
+pub async fn serve_metrics(
+    listener: TcpListener,
+    render: Arc<dyn Fn() -> String + Send + Sync>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let (mut stream, _) = tokio::select! {
+            () = shutdown.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(_) => continue,
+            },
+        };
+        let render = render.clone();
+        // One short exchange per scrape; bounded by the read timeout below.
+        tokio::spawn(async move {
+            let mut request = Vec::with_capacity(512);
+            let mut chunk = [0u8; 512];
+            let read = tokio::time::timeout(Duration::from_secs(5), async {
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") && request.len() < 16 << 10 {
+                    match stream.read(&mut chunk).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => request.extend_from_slice(&chunk[..n]),
+                    }
+                }
+            });
+            if read.await.is_err() {
+                return;
+            }
+            let line = String::from_utf8_lossy(&request);
+            let (status, body) = if line.starts_with("GET /metrics ") || line.starts_with("GET /metrics?") {
+                ("200 OK", render())
+            } else {
+                ("404 Not Found", "not found: try /metrics\n".to_string())
+            };
+            let head = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(head.as_bytes()).await;
+            let _ = stream.write_all(body.as_bytes()).await;
+            let _ = stream.shutdown().await;
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use weir_core::StepStats;
+
+    use super::*;
+
+    #[test]
+    fn step_counters_follow_the_executor_across_syncs() {
+        let decode = Arc::new(StepStats::new("image.decode", 2));
+        let stats = PipelineStats::new(vec![decode.clone()]);
+        let budget = MemoryBudget::new(1 << 20);
+        let metrics = WorkerMetrics::new("j", "cpu", "cpu-0");
+        decode.record_in(10, 1000);
+        decode.record_out(9, 5000);
+        decode.record_failed(1);
+        decode.add_busy(Duration::from_millis(1500));
+        metrics.sync(&stats, &budget);
+        decode.record_in(5, 500);
+        decode.add_blocked_out(Duration::from_secs(2));
+        metrics.sync(&stats, &budget);
+        metrics.unit("completed");
+        let text = metrics.render();
+        for line in [
+            r#"weir_step_rows_total{direction="in",job="j",pool="cpu",step="image.decode",worker="cpu-0"} 15"#,
+            r#"weir_step_rows_total{direction="out",job="j",pool="cpu",step="image.decode",worker="cpu-0"} 9"#,
+            r#"weir_step_rows_failed_total{job="j",pool="cpu",step="image.decode",worker="cpu-0"} 1"#,
+            r#"weir_step_busy_seconds_total{job="j",pool="cpu",step="image.decode",worker="cpu-0"} 1.5"#,
+            r#"weir_step_blocked_seconds_total{job="j",on="output",pool="cpu",step="image.decode",worker="cpu-0"} 2"#,
+            r#"weir_memory_budget_bytes{job="j",kind="limit",pool="cpu",worker="cpu-0"} 1048576"#,
+            r#"weir_worker_units_total{job="j",outcome="completed",pool="cpu",worker="cpu-0"} 1"#,
+        ] {
+            assert!(text.contains(line), "missing {line} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn job_gauges_reflect_the_status() {
+        let metrics = CoordinatorMetrics::new("j");
+        let status = JobStatus { units_total: 10, units_committed: 4, rows_out: 40, ..Default::default() };
+        metrics.sync(&status, &[("cpu".into(), 3)]);
+        let text = metrics.render();
+        assert!(text.contains(r#"weir_job_units{job="j",state="committed"} 4"#), "{text}");
+        assert!(text.contains(r#"weir_job_rows{job="j",kind="out"} 40"#), "{text}");
+        assert!(text.contains(r#"weir_job_workers{job="j",pool="cpu"} 3"#), "{text}");
+    }
+
+    #[tokio::test]
+    async fn metrics_are_served_over_http() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let stop = CancellationToken::new();
+        let server = tokio::spawn(serve_metrics(listener, Arc::new(|| "weir_up 1\n".to_string()), stop.clone()));
+        let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await.expect("write");
+        let mut reply = String::new();
+        stream.read_to_string(&mut reply).await.expect("read");
+        assert!(reply.starts_with("HTTP/1.1 200 OK"), "{reply}");
+        assert!(reply.ends_with("weir_up 1\n"), "{reply}");
+        stop.cancel();
+        server.await.expect("server");
+    }
+}

@@ -1,0 +1,160 @@
+//! The coordinator's gRPC API, served in-process and driven by the generated client: leases,
+//! first-attempt-wins commits, failures, restarts from the checkpoint, and finalization.
+
+use std::path::Path;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use weir_cluster::coordinator::{Coordinator, CoordinatorOptions, bind};
+use weir_cluster::proto::coordinator_client::CoordinatorClient;
+use weir_cluster::proto::{self, lease_response::Result as Lease};
+use weir_crds::parse_manifest;
+use weir_io::StoreRegistry;
+
+/// A job over `files` empty files, one unit per two files, writing under `dir/out`.
+fn job(dir: &Path, files: usize) -> weir_crds::MultimodalJob {
+    let input = dir.join("in");
+    std::fs::create_dir_all(&input).expect("mkdir");
+    for i in 0..files {
+        std::fs::write(input.join(format!("{i:03}.txt")), b"x").expect("write");
+    }
+    let text = format!(
+        "apiVersion: weir.dev/v1alpha1\nkind: MultimodalJob\nmetadata: {{name: t}}\nspec:\n  source:\n    files: {{uri: \"{}\", filesPerUnit: 2}}\n  steps:\n    - {{op: download, input: uri, output: bytes}}\n  sink:\n    parquet: {{uri: \"{}\"}}\n",
+        input.display(),
+        dir.join("out").display()
+    );
+    parse_manifest(&text, "test").expect("manifest")
+}
+
+struct Running {
+    client: CoordinatorClient<tonic::transport::Channel>,
+    stop: CancellationToken,
+    served: tokio::task::JoinHandle<Result<weir_cluster::JobOutcome, weir_cluster::CoordinatorError>>,
+}
+
+async fn start(job: &weir_crds::MultimodalJob, options: CoordinatorOptions) -> Running {
+    let stores = std::sync::Arc::new(StoreRegistry::default());
+    let coordinator = Coordinator::start("t", &job.spec, stores, options).await.expect("start");
+    let (listener, addr) = bind("127.0.0.1:0".parse().expect("addr")).await.expect("bind");
+    let stop = CancellationToken::new();
+    let served = tokio::spawn(coordinator.serve(listener, stop.clone()));
+    let client = CoordinatorClient::connect(format!("http://{addr}")).await.expect("connect");
+    Running { client, stop, served }
+}
+
+fn options() -> CoordinatorOptions {
+    CoordinatorOptions { linger: Duration::from_millis(100), ..CoordinatorOptions::default() }
+}
+
+async fn lease(client: &mut CoordinatorClient<tonic::transport::Channel>, worker: &str) -> Lease {
+    let request = proto::LeaseRequest { worker: worker.into(), pool: "cpu".into() };
+    client.lease(request).await.expect("lease").into_inner().result.expect("result")
+}
+
+fn complete(unit: &proto::Unit, worker: &str, files: Vec<String>) -> proto::CompleteRequest {
+    proto::CompleteRequest {
+        worker: worker.into(),
+        unit: unit.id,
+        attempt: unit.attempt,
+        rows_in: 2,
+        rows_out: 2,
+        errors: 0,
+        files,
+    }
+}
+
+#[tokio::test]
+async fn the_first_finished_attempt_is_committed_and_a_later_one_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let job = job(dir.path(), 4);
+    let mut run = start(&job, options()).await;
+    let c = &mut run.client;
+    let Lease::Unit(first) = lease(c, "a").await else { panic!("no unit") };
+    assert_eq!((first.id, first.attempt), (0, 0));
+    // The lease is handed back; the unit is leased again with a new attempt.
+    let back = proto::FailRequest {
+        worker: "a".into(),
+        unit: 0,
+        attempt: 0,
+        message: "stopping".into(),
+        fatal: false,
+        handed_back: true,
+    };
+    c.fail(back).await.expect("fail");
+    let Lease::Unit(again) = lease(c, "b").await else { panic!("no unit") };
+    assert_eq!((again.id, again.attempt), (0, 1));
+    // Both attempts finish: the first to report wins, a retried report of it stays committed.
+    let winner = complete(&again, "b", vec![]);
+    assert!(c.complete(winner.clone()).await.expect("complete").into_inner().committed);
+    assert!(c.complete(winner).await.expect("retry").into_inner().committed, "idempotent");
+    assert!(!c.complete(complete(&first, "a", vec![])).await.expect("late").into_inner().committed);
+    let status = c.status(proto::StatusRequest {}).await.expect("status").into_inner();
+    assert_eq!((status.units_total, status.units_committed, status.rows_out), (2, 1, 2));
+    run.stop.cancel();
+    let _ = run.served.await;
+}
+
+#[tokio::test]
+async fn a_restarted_coordinator_continues_from_the_committed_units_in_a_new_epoch() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let job = job(dir.path(), 6);
+    let mut run = start(&job, options()).await;
+    let Lease::Unit(unit) = lease(&mut run.client, "a").await else { panic!("no unit") };
+    assert!(run.client.complete(complete(&unit, "a", vec![])).await.expect("complete").into_inner().committed);
+    run.stop.cancel();
+    let _ = run.served.await;
+
+    let mut run = start(&job, options()).await;
+    let status = run.client.status(proto::StatusRequest {}).await.expect("status").into_inner();
+    assert_eq!((status.units_committed, status.epoch), (1, 1));
+    let Lease::Unit(next) = lease(&mut run.client, "a").await else { panic!("no unit") };
+    assert_eq!((next.id, next.attempt), (1, 1000), "unit 0 is done; attempts of epoch 1 start at 1000");
+    run.stop.cancel();
+    let _ = run.served.await;
+}
+
+#[tokio::test]
+async fn a_fatal_failure_fails_the_job_and_workers_are_told() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let job = job(dir.path(), 2);
+    let mut run = start(&job, options()).await;
+    let Lease::Unit(unit) = lease(&mut run.client, "a").await else { panic!("no unit") };
+    let fatal = proto::FailRequest {
+        worker: "a".into(),
+        unit: unit.id,
+        attempt: unit.attempt,
+        message: "row file:///x failed in step #0".into(),
+        fatal: true,
+        handed_back: false,
+    };
+    run.client.fail(fatal).await.expect("fail");
+    let Lease::Ended(ended) = lease(&mut run.client, "a").await else { panic!("not ended") };
+    assert!(!ended.succeeded);
+    assert!(ended.message.contains("file:///x"), "{}", ended.message);
+    let outcome = run.served.await.expect("join");
+    assert!(outcome.is_err_and(|e| e.to_string().contains("file:///x")));
+    assert!(!dir.path().join("out/_SUCCESS").exists());
+}
+
+#[tokio::test]
+async fn finishing_every_unit_writes_the_manifest_and_marker_and_sweeps_orphans() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let job = job(dir.path(), 4);
+    let out = dir.path().join("out");
+    std::fs::create_dir_all(&out).expect("out");
+    let mut run = start(&job, options()).await;
+    for _ in 0..2 {
+        let Lease::Unit(unit) = lease(&mut run.client, "a").await else { panic!("no unit") };
+        let kept = out.join(format!("part-{:06}-{}.parquet", unit.id, unit.attempt));
+        std::fs::write(&kept, b"kept").expect("part");
+        let files = vec![format!("file://{}", kept.display())];
+        assert!(run.client.complete(complete(&unit, "a", files)).await.expect("complete").into_inner().committed);
+    }
+    std::fs::write(out.join("part-000000-7.parquet"), b"orphan of a lost attempt").expect("orphan");
+    let outcome = run.served.await.expect("join").expect("succeeded");
+    assert_eq!(outcome.status.phase, proto::Phase::Succeeded as i32);
+    assert!(out.join("_SUCCESS").exists());
+    assert!(out.join("_weir/manifest.json").exists());
+    assert!(!out.join("part-000000-7.parquet").exists(), "the orphan is deleted");
+    assert!(out.join("part-000000-0.parquet").exists() && out.join("part-000001-0.parquet").exists());
+}
