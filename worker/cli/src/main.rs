@@ -99,6 +99,13 @@ enum Command {
         /// Serve Prometheus metrics on this address (`/metrics`).
         #[arg(long)]
         metrics_listen: Option<SocketAddr>,
+        /// A worker of a pool that does not lease units serves its steps over Arrow Flight here.
+        #[arg(long, default_value = "0.0.0.0:7071")]
+        exchange_listen: SocketAddr,
+        /// The URL other workers reach this worker's Flight service at (default: http:// and the
+        /// bound address; on Kubernetes, the pod's name in the headless service).
+        #[arg(long, env = "WEIR_EXCHANGE_ADVERTISE")]
+        exchange_advertise: Option<String>,
     },
     /// Show the progress of a job: from its running coordinator, else from its checkpoint.
     Status {
@@ -203,13 +210,25 @@ fn main() -> ExitCode {
             let options = CoordinatorOptions { lease_ttl, heartbeat, max_failures, ..Default::default() };
             cluster_cmd::coordinator(manifest, listen, metrics_listen, options)
         }
-        Command::Worker { manifest, coordinator, pool, id, threads, memory_limit, capacity, grace, metrics_listen } => {
+        Command::Worker {
+            manifest,
+            coordinator,
+            pool,
+            id,
+            threads,
+            memory_limit,
+            capacity,
+            grace,
+            metrics_listen,
+            exchange_listen,
+            exchange_advertise,
+        } => {
             let id = id.unwrap_or_else(cluster_cmd::default_worker_id);
             let options = WorkerOptions { id, pool, coordinator, capacity, grace };
             exit(cluster_cmd::worker(
                 manifest,
                 options,
-                WorkerResources { threads, memory_limit, metrics: metrics_listen },
+                WorkerResources { threads, memory_limit, metrics: metrics_listen, exchange_listen, exchange_advertise },
             ))
         }
         Command::Status { manifest, coordinator, json, watch } => {

@@ -38,15 +38,32 @@ pub async fn build_steps(
     spec: &MultimodalJobSpec,
     stores: &Arc<StoreRegistry>,
 ) -> Result<Vec<Arc<dyn Step>>, PlanError> {
+    Ok(build_steps_where(spec, stores, |_| true).await?.into_iter().flatten().collect())
+}
+
+/// As [`build_steps`], for the steps whose index `include` accepts (a worker builds, and loads the
+/// models of, only its pool's steps); the others are `None`.
+///
+/// # Errors
+/// As [`build_steps`].
+pub async fn build_steps_where(
+    spec: &MultimodalJobSpec,
+    stores: &Arc<StoreRegistry>,
+    include: impl Fn(usize) -> bool,
+) -> Result<Vec<Option<Arc<dyn Step>>>, PlanError> {
     let mut steps = Vec::with_capacity(spec.steps.len());
     for (index, step) in spec.steps.iter().enumerate() {
+        if !include(index) {
+            steps.push(None);
+            continue;
+        }
         let assets = fetch_assets(index, step, stores).await?;
         let built =
             build_step(step, stores, &assets).map_err(|source| PlanError::Build { index, op: step.op(), source })?;
-        steps.push(match step.config().concurrency() {
+        steps.push(Some(match step.config().concurrency() {
             Some(n) => WithConcurrency::wrap(built, n as usize),
             None => built,
-        });
+        }));
     }
     Ok(steps)
 }

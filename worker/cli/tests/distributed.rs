@@ -264,3 +264,45 @@ fn coordinator_and_workers_serve_prometheus_metrics_while_running() {
     assert!(coordinator.wait().expect("coordinator").success());
     assert!(worker.wait().expect("worker").success());
 }
+
+#[test]
+fn gpu_pool_steps_run_on_gpu_workers_over_flight_and_a_killed_gpu_worker_loses_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let images = dir.path().join("images");
+    write_jpeg_set(&images, JpegSet { count: 1000, min_side: 300, max_side: 500, seed: 11, ..JpegSet::default() })
+        .expect("jpegs");
+    write_bad_files(&images).expect("bad files");
+    let manifest = image_job(dir.path(), &images, 20);
+    let body = std::fs::read_to_string(&manifest).expect("manifest");
+    // Decode and resize cross to the gpu pool and back; the bad files' failures come back with them.
+    let body = body.replace("width: 64, height: 64}", "width: 64, height: 64, pool: gpu}");
+    std::fs::write(&manifest, body.replace("mode: RGB}", "mode: RGB, pool: gpu}")).expect("manifest");
+
+    let mut run = weir()
+        .args(["run", "--no-progress", "--workers", "cpu=2,gpu=1", "--lease-ttl", "2s"])
+        .arg(&manifest)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("weir run");
+    let started = Instant::now();
+    let mut kills = 0;
+    while run.try_wait().expect("wait").is_none() && kills < 2 {
+        assert!(started.elapsed() < Duration::from_secs(300), "the run did not finish");
+        std::thread::sleep(Duration::from_millis(100));
+        if started.elapsed() >= Duration::from_millis(1500 + 1500 * kills)
+            && let Some((pid, _)) = children(run.id()).into_iter().find(|(_, cmd)| cmd.contains("--pool gpu"))
+        {
+            eprintln!("chaos: SIGKILL the gpu worker (pid {pid}) at {:.1}s", started.elapsed().as_secs_f64());
+            sigkill(pid);
+            kills += 1;
+        }
+    }
+    let output = run.wait_with_output().expect("wait");
+    let log = text(&output.stderr);
+    assert!(output.status.success(), "{log}");
+    assert_eq!(kills, 2, "the run ended before the gpu worker was killed twice");
+    assert!(log.contains("serving gpu steps"), "{log}");
+    assert!(log.contains(" on http://127.0.0.1:"), "a unit failed over the dead gpu worker: {log}");
+    assert_exactly_once(&images, &dir.path().join("out"));
+}

@@ -5,15 +5,19 @@
 //! - [`proto`]: the coordinator's gRPC API (generated from `proto/coordinator.proto`).
 //! - [`leases`]: the pure table of units and leases the coordinator drives.
 //! - [`coordinator`]: the coordinator service, its housekeeping and the job's finalization.
-//! - [`worker`]: the worker loop: lease, run, report, heartbeat, drain.
+//! - [`worker`]: the worker loop: lease, run, report, heartbeat, drain; or serve a pool's steps.
+//! - [`exchange`]: Arrow Flight between pools: the step server and the remote step.
+//! - [`placement`]: which pool runs each step, and which pool leases units.
 //! - [`metrics`]: Prometheus metrics of coordinators and workers, and the `/metrics` endpoint.
 //! - [`retry`]: retrying coordinator calls while it is down or restarting.
 //! - [`convert`]: work units to and from their wire form.
 
 pub mod convert;
 pub mod coordinator;
+pub mod exchange;
 pub mod leases;
 pub mod metrics;
+pub mod placement;
 pub mod retry;
 pub mod worker;
 
@@ -24,4 +28,4 @@ pub mod proto {
 }
 
 pub use coordinator::{Coordinator, CoordinatorError, CoordinatorOptions, JobOutcome};
-pub use worker::{WorkerExit, WorkerOptions, WorkerSetup, run_worker};
+pub use worker::{ServeOptions, WorkerExit, WorkerOptions, WorkerSetup, run_worker, serve_pool};

@@ -26,6 +26,8 @@ use weir_io::StoreRegistry;
 use weir_io::sink::ParquetSink;
 
 use crate::convert::unit_from_proto;
+use crate::exchange::server_bind as bind;
+use crate::exchange::{StepServer, serve_steps};
 use crate::metrics::WorkerMetrics;
 use crate::proto::coordinator_client::CoordinatorClient;
 use crate::proto::{self, lease_response::Result as LeaseResult};
@@ -80,6 +82,8 @@ pub enum WorkerError {
     Unreachable { endpoint: String, message: String },
     #[error("building the sink: {0}")]
     Sink(#[from] weir_io::StoreError),
+    #[error("binding {0}: {1}")]
+    Bind(std::net::SocketAddr, std::io::Error),
 }
 
 /// Why the worker loop returned.
@@ -115,6 +119,7 @@ pub async fn run_worker(
         worker: options.id.clone(),
         pool: options.pool.clone(),
         capacity: options.capacity as u32,
+        exchange_endpoint: String::new(),
     };
     let timing = retry_rpc(&shutdown, Backoff::patient(), || {
         let mut client = client.clone();
@@ -157,7 +162,10 @@ impl Drop for AbortOnDrop {
 
 /// A lazily connected client: calls fail with `Unavailable` while the coordinator is down, and
 /// reconnect once it is back.
-fn connect(endpoint: &str) -> Result<CoordinatorClient<Channel>, WorkerError> {
+///
+/// # Errors
+/// When `endpoint` is not a URL.
+pub fn connect(endpoint: &str) -> Result<CoordinatorClient<Channel>, WorkerError> {
     let channel = Channel::from_shared(endpoint.to_string())
         .map_err(|e| WorkerError::Unreachable { endpoint: endpoint.to_string(), message: e.to_string() })?
         .connect_timeout(Duration::from_secs(2))
@@ -389,8 +397,12 @@ impl Worker {
             tokio::time::sleep(every).await;
             let held: Vec<proto::UnitAttempt> =
                 self.held().values().map(|h| proto::UnitAttempt { unit: h.unit.id, attempt: h.unit.attempt }).collect();
-            let request =
-                proto::HeartbeatRequest { worker: self.options.id.clone(), held, pool: self.options.pool.clone() };
+            let request = proto::HeartbeatRequest {
+                worker: self.options.id.clone(),
+                held,
+                pool: self.options.pool.clone(),
+                ..Default::default()
+            };
             match self.client.clone().heartbeat(request).await {
                 Ok(reply) => {
                     let reply = reply.into_inner();
@@ -434,4 +446,72 @@ impl UnitSink for ReportingSink {
     fn buffered_bytes(&self) -> u64 {
         self.inner.buffered_bytes()
     }
+}
+
+/// How a worker of a non-leasing pool serves its steps.
+pub struct ServeOptions {
+    /// Where to listen for exchanges.
+    pub listen: std::net::SocketAddr,
+    /// The URL other workers reach it at (default `http://<bound address>`).
+    pub advertise: Option<String>,
+}
+
+/// Serves this worker's pool's steps to the leasing workers until the job ends or `shutdown`;
+/// exchanges in progress finish first.
+///
+/// # Errors
+/// [`WorkerError`] when the coordinator's address is unusable or the listener cannot be bound.
+pub async fn serve_pool(
+    server: StepServer,
+    options: WorkerOptions,
+    serve: ServeOptions,
+    shutdown: CancellationToken,
+) -> Result<WorkerExit, WorkerError> {
+    let client = connect(&options.coordinator)?;
+    let (listener, bound) = bind(serve.listen).await.map_err(|e| WorkerError::Bind(serve.listen, e))?;
+    let endpoint = serve.advertise.clone().unwrap_or_else(|| format!("http://{bound}"));
+    let load = server.load();
+    let stop = CancellationToken::new();
+    let serving = tokio::spawn(serve_steps(server, listener, stop.clone()));
+    eprintln!("weir worker {}: serving {} steps on {endpoint}", options.id, options.pool);
+    let register = proto::RegisterRequest {
+        worker: options.id.clone(),
+        pool: options.pool.clone(),
+        capacity: options.capacity as u32,
+        exchange_endpoint: endpoint.clone(),
+    };
+    let timing = retry_rpc(&shutdown, Backoff::patient(), || {
+        let mut client = client.clone();
+        let register = register.clone();
+        async move { client.register(register).await }
+    })
+    .await;
+    let every = timing.map_or(Duration::from_secs(1), |t| Duration::from_millis(t.heartbeat_interval_ms.max(50)));
+    let mut exit = WorkerExit::Drained;
+    while !shutdown.is_cancelled() {
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            () = tokio::time::sleep(every) => {}
+        }
+        let request = proto::HeartbeatRequest {
+            worker: options.id.clone(),
+            held: Vec::new(),
+            pool: options.pool.clone(),
+            exchange_endpoint: endpoint.clone(),
+            exchanges_in_flight: load.load(std::sync::atomic::Ordering::Relaxed),
+        };
+        match client.clone().heartbeat(request).await {
+            Ok(reply) if reply.get_ref().job_ended => {
+                exit = WorkerExit::JobEnded { succeeded: true, message: "the job ended".into() };
+                break;
+            }
+            Ok(_) => {}
+            Err(status) => eprintln!("weir worker {}: heartbeat failed: {}", options.id, status.message()),
+        }
+    }
+    stop.cancel();
+    if let Ok(Err(e)) = serving.await {
+        eprintln!("weir worker {}: exchange server: {e}", options.id);
+    }
+    Ok(exit)
 }

@@ -4,19 +4,24 @@
 pub mod status;
 pub mod supervise;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 use weir_cluster::coordinator::{Coordinator, CoordinatorError, CoordinatorOptions, JobOutcome, bind};
+use weir_cluster::exchange::{RemoteStep, Router, StepServer};
 use weir_cluster::metrics::{WorkerMetrics, serve_metrics};
-use weir_cluster::worker::{WorkerError, WorkerExit, WorkerOptions, WorkerSetup, run_worker};
+use weir_cluster::placement::{leasing_pool, pool_name, step_pools};
+use weir_cluster::worker::{
+    ServeOptions, WorkerError, WorkerExit, WorkerOptions, WorkerSetup, connect, run_worker, serve_pool,
+};
 use weir_core::budget::detect_memory_limit;
-use weir_core::{ComputePool, ErrorHandling, MemoryBudget};
-use weir_crds::{MultimodalJob, RowErrorAction};
+use weir_core::{ComputePool, ErrorHandling, MemoryBudget, Step, StepContext};
+use weir_crds::{MultimodalJob, PoolName, RowErrorAction};
 use weir_io::source;
 
-use crate::plan::{PlanError, build_steps, stores_for};
+use crate::plan::{PlanError, build_steps_where, stores_for};
 
 /// Exit status of `weir coordinator` when the job failed (as opposed to the process failing):
 /// a supervisor does not restart it.
@@ -76,7 +81,7 @@ impl MetricsServer {
 }
 
 /// Resources of one worker process.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct WorkerResources {
     /// Compute threads; 0 = one per core.
     pub threads: usize,
@@ -84,6 +89,10 @@ pub struct WorkerResources {
     pub memory_limit: Option<u64>,
     /// Where to serve `/metrics`.
     pub metrics: Option<SocketAddr>,
+    /// Where a worker of a non-leasing pool serves its steps over Arrow Flight.
+    pub exchange_listen: SocketAddr,
+    /// The URL other workers reach it at (default: `http://` and the bound address).
+    pub exchange_advertise: Option<String>,
 }
 
 /// Why a worker process stopped with an error.
@@ -97,9 +106,13 @@ pub enum WorkerProcessError {
     Threads(String),
     #[error("serving metrics: {0}")]
     Metrics(std::io::Error),
+    #[error("--pool: `{0}` is not a pool (cpu or gpu)")]
+    Pool(String),
 }
 
-/// Builds `job`'s steps once (loading its models) and runs units leased from the coordinator.
+/// Builds the steps of this worker's pool once (loading their models) and either runs units
+/// leased from the coordinator (the leasing pool: other pools' steps become remote steps) or serves
+/// its steps to the leasing workers over Arrow Flight.
 ///
 /// # Errors
 /// [`WorkerProcessError`] when a step cannot be built or the coordinator cannot be used.
@@ -111,14 +124,41 @@ pub async fn worker(
 ) -> Result<WorkerExit, WorkerProcessError> {
     let spec = &job.spec;
     let stores = stores_for(spec);
-    let steps = build_steps(spec, &stores).await?;
+    let pools = step_pools(spec);
+    let mine = match options.pool.as_str() {
+        "gpu" => PoolName::Gpu,
+        "cpu" => PoolName::Cpu,
+        other => return Err(WorkerProcessError::Pool(other.to_string())),
+    };
+    let built = build_steps_where(spec, &stores, |i| pools.get(i) == Some(&mine)).await?;
+    let compute = ComputePool::new(resources.threads).map_err(|e| WorkerProcessError::Threads(e.to_string()))?;
+    if mine != leasing_pool(spec) {
+        let steps: HashMap<usize, Arc<dyn Step>> =
+            built.into_iter().enumerate().filter_map(|(i, s)| s.map(|s| (i, s))).collect();
+        let server = StepServer::new(steps, StepContext { compute });
+        let serve = ServeOptions { listen: resources.exchange_listen, advertise: resources.exchange_advertise };
+        return Ok(serve_pool(server, options, serve, shutdown).await?);
+    }
+    let coordinator = connect(&options.coordinator)?;
+    let steps = built
+        .into_iter()
+        .enumerate()
+        .map(|(i, step)| match step {
+            Some(step) => step,
+            None => {
+                let pool = pool_name(pools.get(i).copied().unwrap_or(PoolName::Gpu));
+                let router = Arc::new(Router::new(coordinator.clone(), &options.id, pool));
+                Arc::new(RemoteStep::new(i, spec.steps[i].op(), router, REMOTE_MORSELS_IN_FLIGHT)) as Arc<dyn Step>
+            }
+        })
+        .collect();
     let limit = resources.memory_limit.unwrap_or_else(default_memory_limit);
     let policy = spec.error_policy();
     let setup = WorkerSetup {
         reader: source::reader(&spec.source, stores.clone()),
         steps,
         budget: MemoryBudget::new(limit),
-        compute: ComputePool::new(resources.threads).map_err(|e| WorkerProcessError::Threads(e.to_string()))?,
+        compute,
         errors: ErrorHandling {
             skip_rows: policy.on_row_error == RowErrorAction::Skip,
             max_error_ratio: policy.max_error_ratio,
@@ -138,6 +178,9 @@ pub async fn worker(
     };
     Ok(run_worker(setup, options, shutdown).await?)
 }
+
+/// Morsels a remote step keeps in flight: one being processed by the peer while the next travels.
+const REMOTE_MORSELS_IN_FLIGHT: usize = 2;
 
 /// A quarter of the detected memory limit, at most 2 GiB (as `weir run`).
 pub fn default_memory_limit() -> u64 {

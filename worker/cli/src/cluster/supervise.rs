@@ -167,6 +167,8 @@ pub async fn supervise(options: &SuperviseOptions, shutdown: CancellationToken) 
                 &options.memory_limit.to_string(),
                 "--metrics-listen",
                 "127.0.0.1:0",
+                "--exchange-listen",
+                "127.0.0.1:0",
             ]
             .iter()
             .map(OsString::from)

@@ -18,7 +18,11 @@ impl proto::coordinator_server::Coordinator for Coordinator {
     ) -> Result<Response<proto::RegisterResponse>, Status> {
         let request = request.into_inner();
         require_worker(&request.worker)?;
-        self.lock().register(&request.worker, &request.pool, Instant::now());
+        {
+            let mut state = self.lock();
+            state.register(&request.worker, &request.pool, Instant::now());
+            state.exchange_report(&request.worker, &request.exchange_endpoint, 0);
+        }
         eprintln!("weir coordinator: worker {} joined pool {}", request.worker, request.pool);
         let options = &self.shared.options;
         Ok(Response::new(proto::RegisterResponse {
@@ -68,6 +72,7 @@ impl proto::coordinator_server::Coordinator for Coordinator {
         let held: Vec<(u64, u32)> = request.held.iter().map(|h| (h.unit, h.attempt)).collect();
         let mut state = self.lock();
         let revoked = state.heartbeat(&request.worker, &request.pool, &held, Instant::now());
+        state.exchange_report(&request.worker, &request.exchange_endpoint, request.exchanges_in_flight);
         if state.is_ended() {
             state.tell_ended(&request.worker);
         }
@@ -138,6 +143,13 @@ impl proto::coordinator_server::Coordinator for Coordinator {
             self.shared.ended.cancel();
         }
         Ok(Response::new(proto::FailResponse {}))
+    }
+
+    async fn route(&self, request: Request<proto::RouteRequest>) -> Result<Response<proto::RouteResponse>, Status> {
+        let request = request.into_inner();
+        require_worker(&request.worker)?;
+        let endpoint = self.lock().route(&request.pool, Instant::now()).unwrap_or_default();
+        Ok(Response::new(proto::RouteResponse { endpoint }))
     }
 
     async fn status(&self, _request: Request<proto::StatusRequest>) -> Result<Response<proto::JobStatus>, Status> {

@@ -14,6 +14,10 @@ use crate::proto::{self, Phase};
 pub struct WorkerInfo {
     pub pool: String,
     pub last_seen: Instant,
+    /// Where it serves its pool's steps, if it does.
+    pub exchange: Option<String>,
+    /// Exchanges in progress at its last heartbeat, plus routes given since.
+    pub load: u32,
 }
 
 /// How finalizing ended.
@@ -106,7 +110,31 @@ impl JobState {
     }
 
     pub fn register(&mut self, worker: &str, pool: &str, now: Instant) {
-        self.workers.insert(worker.to_string(), WorkerInfo { pool: pool.to_string(), last_seen: now });
+        let info = WorkerInfo { pool: pool.to_string(), last_seen: now, exchange: None, load: 0 };
+        self.workers.insert(worker.to_string(), info);
+    }
+
+    /// Records where `worker` serves its steps and how busy it is.
+    pub fn exchange_report(&mut self, worker: &str, endpoint: &str, load: u32) {
+        if let Some(info) = self.workers.get_mut(worker)
+            && !endpoint.is_empty()
+        {
+            info.exchange = Some(endpoint.to_string());
+            info.load = load;
+        }
+    }
+
+    /// The endpoint of the least-loaded worker of `pool` heard from within a lease lifetime; the
+    /// pick counts as load until its next heartbeat, so picks spread between heartbeats.
+    pub fn route(&mut self, pool: &str, now: Instant) -> Option<String> {
+        let ttl = self.table.ttl();
+        let (_, info) = self
+            .workers
+            .iter_mut()
+            .filter(|(_, w)| w.pool == pool && w.exchange.is_some() && now.saturating_duration_since(w.last_seen) < ttl)
+            .min_by_key(|(name, w)| (w.load, name.to_string()))?;
+        info.load += 1;
+        info.exchange.clone()
     }
 
     /// Notes that `worker` is alive; a worker unknown to this coordinator (it restarted) joins.

@@ -1,0 +1,174 @@
+//! The stand-in for a step of another pool: each morsel goes to a worker of that pool, chosen by
+//! the coordinator, and comes back processed.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arrow_array::RecordBatch;
+use arrow_flight::FlightDescriptor;
+use arrow_flight::decode::{DecodedPayload, FlightDataDecoder};
+use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::error::FlightError;
+use arrow_flight::flight_service_client::FlightServiceClient;
+use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt, TryStreamExt};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+use weir_core::{Step, StepContext, StepError, StepOutput};
+
+use super::{MAX_MESSAGE_BYTES, parse_part_metadata, step_command};
+use crate::proto;
+use crate::proto::coordinator_client::CoordinatorClient;
+use crate::retry::{Backoff, retry_rpc};
+
+/// A chosen peer is asked for again after this long, so load spreads as peers come and go.
+const REROUTE_AFTER: Duration = Duration::from_secs(10);
+/// How long a remote step waits for a worker of its pool to exist before failing the morsel.
+const ROUTE_PATIENCE: Duration = Duration::from_secs(120);
+
+/// Finds workers of a pool through the coordinator and keeps a connection to the current one.
+pub struct Router {
+    coordinator: CoordinatorClient<Channel>,
+    worker: String,
+    pool: String,
+    current: Mutex<Option<(String, FlightServiceClient<Channel>, Instant)>>,
+}
+
+impl Router {
+    pub fn new(coordinator: CoordinatorClient<Channel>, worker: &str, pool: &str) -> Self {
+        Self { coordinator, worker: worker.to_string(), pool: pool.to_string(), current: Mutex::new(None) }
+    }
+
+    /// The peer to use now: the current one while fresh, else the coordinator's least-loaded pick.
+    async fn peer(&self) -> Result<(String, FlightServiceClient<Channel>), StepError> {
+        if let Some((endpoint, client, since)) = self.current.lock().unwrap_or_else(|p| p.into_inner()).as_ref()
+            && since.elapsed() < REROUTE_AFTER
+        {
+            return Ok((endpoint.clone(), client.clone()));
+        }
+        let request = proto::RouteRequest { worker: self.worker.clone(), pool: self.pool.clone() };
+        let started = Instant::now();
+        let endpoint = loop {
+            let reply = retry_rpc(&CancellationToken::new(), Backoff::bounded(ROUTE_PATIENCE), || {
+                let mut client = self.coordinator.clone();
+                let request = request.clone();
+                async move { client.route(request).await }
+            })
+            .await
+            .map_err(|s| {
+                StepError::Transient(format!("asking the coordinator for a {} worker: {}", self.pool, s.message()))
+            })?;
+            if !reply.endpoint.is_empty() {
+                break reply.endpoint;
+            }
+            if started.elapsed() > ROUTE_PATIENCE {
+                return Err(StepError::Transient(format!("no {} worker is available", self.pool)));
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        };
+        let channel = Channel::from_shared(endpoint.clone())
+            .map_err(|e| StepError::Other(format!("peer endpoint `{endpoint}`: {e}")))?
+            .connect_timeout(Duration::from_secs(2))
+            .connect_lazy();
+        let client = FlightServiceClient::new(channel)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        *self.current.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((endpoint.clone(), client.clone(), Instant::now()));
+        Ok((endpoint, client))
+    }
+
+    /// Stops using `endpoint` (it failed); the next morsel asks for another peer.
+    fn forget(&self, endpoint: &str) {
+        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        if current.as_ref().is_some_and(|(e, _, _)| e == endpoint) {
+            *current = None;
+        }
+    }
+}
+
+/// Step `index` of the job, run by a worker of another pool.
+pub struct RemoteStep {
+    index: usize,
+    name: String,
+    router: Arc<Router>,
+    concurrency: usize,
+}
+
+impl RemoteStep {
+    /// `concurrency` morsels are in flight at once (two keep a GPU busy while the next arrives).
+    pub fn new(index: usize, name: &str, router: Arc<Router>, concurrency: usize) -> Self {
+        Self { index, name: name.to_string(), router, concurrency: concurrency.max(1) }
+    }
+
+    async fn exchange(self: Arc<Self>, input: RecordBatch) -> Result<StepOutput, StepError> {
+        let (endpoint, mut client) = self.router.peer().await?;
+        let failed = |e: String| {
+            self.router.forget(&endpoint);
+            StepError::Transient(format!("{} on {endpoint}: {e}", self.name))
+        };
+        let request = FlightDataEncoderBuilder::new()
+            .with_max_flight_data_size(MAX_MESSAGE_BYTES)
+            .with_flight_descriptor(Some(FlightDescriptor::new_cmd(step_command(self.index))))
+            .build(futures::stream::once(async move { Ok(input) }))
+            .filter_map(|message| async move { message.ok() });
+        let response = client.do_exchange(request).await.map_err(|s| failed(s.message().to_string()))?;
+        let mut decoder = FlightDataDecoder::new(response.into_inner().map_err(|s| FlightError::Tonic(Box::new(s))));
+        let first = next_part(&mut decoder).await.map_err(&failed)?;
+        let mut output = first.ok_or_else(|| failed("the peer answered nothing".into()))?;
+        let router = self.router.clone();
+        let name = self.name.clone();
+        let more = futures::stream::try_unfold(Some(decoder), move |state| {
+            let (router, endpoint, name) = (router.clone(), endpoint.clone(), name.clone());
+            async move {
+                let Some(mut decoder) = state else { return Ok(None) };
+                match next_part(&mut decoder).await {
+                    Ok(Some(part)) => Ok(Some((part, Some(decoder)))),
+                    Ok(None) => Ok(None),
+                    Err(e) => {
+                        router.forget(&endpoint);
+                        Err(StepError::Transient(format!("{name} on {endpoint}: {e}")))
+                    }
+                }
+            }
+        });
+        output.more = Some(more.boxed());
+        Ok(output)
+    }
+}
+
+/// The next output part of an exchange; `None` at its end.
+async fn next_part(decoder: &mut FlightDataDecoder) -> Result<Option<StepOutput>, String> {
+    while let Some(message) = decoder.next().await {
+        let message = message.map_err(|e| match e {
+            FlightError::Tonic(status) => status.message().to_string(),
+            other => other.to_string(),
+        })?;
+        if let DecodedPayload::RecordBatch(batch) = message.payload {
+            let (failures, busy) = parse_part_metadata(&message.inner.app_metadata)?;
+            let mut output = StepOutput::new(batch, failures);
+            output.busy = busy;
+            return Ok(Some(output));
+        }
+    }
+    Ok(None)
+}
+
+impl Step for RemoteStep {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn concurrency(&self) -> Option<usize> {
+        Some(self.concurrency)
+    }
+
+    fn process(
+        self: Arc<Self>,
+        input: RecordBatch,
+        _ctx: StepContext,
+    ) -> BoxFuture<'static, Result<StepOutput, StepError>> {
+        self.exchange(input).boxed()
+    }
+}
