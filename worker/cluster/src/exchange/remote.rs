@@ -29,7 +29,8 @@ const ROUTE_PATIENCE: Duration = Duration::from_secs(120);
 
 /// Finds workers of a pool through the coordinator and keeps a connection to the current one.
 pub struct Router {
-    coordinator: CoordinatorClient<Channel>,
+    /// `None`: a fixed peer (see [`Router::to`]).
+    coordinator: Option<CoordinatorClient<Channel>>,
     worker: String,
     pool: String,
     current: Mutex<Option<(String, FlightServiceClient<Channel>, Instant)>>,
@@ -37,21 +38,35 @@ pub struct Router {
 
 impl Router {
     pub fn new(coordinator: CoordinatorClient<Channel>, worker: &str, pool: &str) -> Self {
-        Self { coordinator, worker: worker.to_string(), pool: pool.to_string(), current: Mutex::new(None) }
+        let (worker, pool) = (worker.to_string(), pool.to_string());
+        Self { coordinator: Some(coordinator), worker, pool, current: Mutex::new(None) }
+    }
+
+    /// Always the peer at `endpoint`, without a coordinator (benchmarks, tools).
+    ///
+    /// # Errors
+    /// When `endpoint` is not a URL.
+    pub fn to(endpoint: &str) -> Result<Self, StepError> {
+        let client = flight_client(endpoint)?;
+        let current = Mutex::new(Some((endpoint.to_string(), client, Instant::now())));
+        Ok(Self { coordinator: None, worker: String::new(), pool: String::new(), current })
     }
 
     /// The peer to use now: the current one while fresh, else the coordinator's least-loaded pick.
     async fn peer(&self) -> Result<(String, FlightServiceClient<Channel>), StepError> {
         if let Some((endpoint, client, since)) = self.current.lock().unwrap_or_else(|p| p.into_inner()).as_ref()
-            && since.elapsed() < REROUTE_AFTER
+            && (since.elapsed() < REROUTE_AFTER || self.coordinator.is_none())
         {
             return Ok((endpoint.clone(), client.clone()));
         }
+        let Some(coordinator) = &self.coordinator else {
+            return Err(StepError::Transient("the fixed peer failed".into()));
+        };
         let request = proto::RouteRequest { worker: self.worker.clone(), pool: self.pool.clone() };
         let started = Instant::now();
         let endpoint = loop {
             let reply = retry_rpc(&CancellationToken::new(), Backoff::bounded(ROUTE_PATIENCE), || {
-                let mut client = self.coordinator.clone();
+                let mut client = coordinator.clone();
                 let request = request.clone();
                 async move { client.route(request).await }
             })
@@ -67,13 +82,7 @@ impl Router {
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         };
-        let channel = Channel::from_shared(endpoint.clone())
-            .map_err(|e| StepError::Other(format!("peer endpoint `{endpoint}`: {e}")))?
-            .connect_timeout(Duration::from_secs(2))
-            .connect_lazy();
-        let client = FlightServiceClient::new(channel)
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let client = flight_client(&endpoint)?;
         *self.current.lock().unwrap_or_else(|p| p.into_inner()) =
             Some((endpoint.clone(), client.clone(), Instant::now()));
         Ok((endpoint, client))
@@ -81,11 +90,25 @@ impl Router {
 
     /// Stops using `endpoint` (it failed); the next morsel asks for another peer.
     fn forget(&self, endpoint: &str) {
+        if self.coordinator.is_none() {
+            return;
+        }
         let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
         if current.as_ref().is_some_and(|(e, _, _)| e == endpoint) {
             *current = None;
         }
     }
+}
+
+/// A lazily connected Flight client for `endpoint`.
+fn flight_client(endpoint: &str) -> Result<FlightServiceClient<Channel>, StepError> {
+    let channel = Channel::from_shared(endpoint.to_string())
+        .map_err(|e| StepError::Other(format!("peer endpoint `{endpoint}`: {e}")))?
+        .connect_timeout(Duration::from_secs(2))
+        .connect_lazy();
+    Ok(FlightServiceClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES))
 }
 
 /// Step `index` of the job, run by a worker of another pool.
