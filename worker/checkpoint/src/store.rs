@@ -46,7 +46,8 @@ impl CheckpointStore {
     /// # Guarantees
     /// Distinct for every call, even concurrent ones from different processes: the listing only
     /// picks a starting point, and a caller that loses the race for a number tries the next one.
-    /// Numbers are claimed without gaps.
+    /// Numbers are claimed in order; one may be skipped when a create that succeeded is retried
+    /// after a lost reply (it then reads as taken).
     ///
     /// # Errors
     /// [`CheckpointError::Store`] when listing or putting fails; [`CheckpointError::EpochsExhausted`]

@@ -28,7 +28,7 @@ fn parquet_rows_flow_through_crop_tensor_and_explode_with_precise_download_error
         &format!(
             "  source: {{parquet: {{uri: \"{}\", columns: [uri, tags]}}}}
   steps:
-    - {{op: download, input: uri, output: bytes, retries: 1, timeoutSeconds: 5}}
+    - {{op: download, input: uri, output: bytes, retries: 1, timeoutSeconds: 1}}
     - {{op: image.decode, input: bytes, output: image, mode: L}}
     - {{op: filter, where: [{{column: image.width, op: ge, value: 100}}]}}
     - {{op: image.crop, input: image, output: face, center: {{width: 32, height: 16}}}}

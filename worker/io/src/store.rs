@@ -101,22 +101,13 @@ impl StoreRegistry {
     }
 
     fn build(&self, url: &Url) -> Result<Arc<dyn ObjectStore>, object_store::Error> {
-        let retry = RetryConfig {
-            backoff: BackoffConfig {
-                init_backoff: Duration::from_millis(100),
-                max_backoff: Duration::from_secs(5),
-                base: 2.0,
-            },
-            max_retries: 3,
-            retry_timeout: Duration::from_secs(60),
-        };
         let client =
             ClientOptions::new().with_timeout(Duration::from_secs(120)).with_connect_timeout(Duration::from_secs(5));
         Ok(match url.scheme() {
             "file" => Arc::new(LocalFileSystem::new()),
             "s3" | "s3a" => {
                 let bucket = url.host_str().unwrap_or_default();
-                let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket).with_retry(retry);
+                let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket).with_retry(retry_config());
                 let endpoint = self.s3.endpoint.clone().or_else(|| std::env::var("AWS_ENDPOINT_URL").ok());
                 if let Some(endpoint) = endpoint {
                     let client = client.with_allow_http(endpoint.starts_with("http://"));
@@ -132,9 +123,48 @@ impl StoreRegistry {
             _ => {
                 let base = format!("{}://{}", url.scheme(), &url[url::Position::BeforeHost..url::Position::AfterPort]);
                 let client = client.with_allow_http(url.scheme() == "http");
-                Arc::new(HttpBuilder::new().with_url(base).with_retry(retry).with_client_options(client).build()?)
+                Arc::new(
+                    HttpBuilder::new().with_url(base).with_retry(retry_config()).with_client_options(client).build()?,
+                )
             }
         })
+    }
+}
+
+/// How long one request to an object store keeps being retried: long enough to ride out a
+/// storage outage of tens of seconds (a restarting S3-compatible server, a network blip) inside
+/// the request, rather than turn it into a failed row, unit or commit.
+///
+/// object_store retries, for every request, a failed connect (refused), a connection dropped
+/// before an answer began, and 5xx, 429 and 408 answers; a timeout or reset only for safe or
+/// idempotent requests (GET, HEAD, LIST, overwriting PUT, multipart parts), not for a
+/// create-if-absent PUT (the checkpoint's commits, whose callers retry them).
+///
+/// Kept under `download`'s default 60 s per-attempt timeout, which would otherwise cut a request
+/// that is still retrying.
+pub const RETRY_WINDOW: Duration = Duration::from_secs(30);
+
+/// First pause between retries of a request.
+const INIT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// The longest pause between retries, so about how long requests take to resume after an outage.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// The retry policy of every store built here: backoff with jitter until [`RETRY_WINDOW`] has
+/// passed since the request started (then one last try at most [`MAX_BACKOFF`] later).
+///
+/// object_store draws each pause uniformly between `init_backoff` and `base` times the previous
+/// one, so with `base: 2` pauses grow by only ~50 ms a retry on average and a retry count bounds
+/// the window poorly (10 retries from 100 ms last 2.6 s in the median, 1.4 s at the 1st
+/// percentile). Hence `base: 3` (pauses grow ~1.5x a retry on average) and a window bounded by
+/// time: `max_retries` is a backstop that even the shortest pauses cannot use up before the
+/// window ends.
+pub fn retry_config() -> RetryConfig {
+    let backstop = RETRY_WINDOW.as_millis().div_ceil(INIT_BACKOFF.as_millis());
+    RetryConfig {
+        backoff: BackoffConfig { init_backoff: INIT_BACKOFF, max_backoff: MAX_BACKOFF, base: 3.0 },
+        max_retries: usize::try_from(backstop).unwrap_or(usize::MAX),
+        retry_timeout: RETRY_WINDOW,
     }
 }
 
@@ -198,6 +228,16 @@ mod tests {
     fn unsupported_schemes_are_named() {
         let err = StoreRegistry::default().resolve("ftp://host/x").expect_err("ftp");
         assert!(err.to_string().contains("unsupported scheme `ftp`"), "{err}");
+    }
+
+    #[test]
+    fn the_retry_window_ends_retries_before_the_retry_count_does() {
+        let config = retry_config();
+        let shortest_total = config.backoff.init_backoff * u32::try_from(config.max_retries).expect("retries");
+        assert!(shortest_total >= config.retry_timeout, "{shortest_total:?} < {:?}", config.retry_timeout);
+        assert!(config.retry_timeout >= Duration::from_secs(30));
+        let download_timeout = Duration::from_secs(u64::from(crate::download::DEFAULT_TIMEOUT_SECONDS));
+        assert!(config.retry_timeout + config.backoff.max_backoff < download_timeout);
     }
 
     #[test]
