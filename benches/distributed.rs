@@ -3,7 +3,7 @@
 //! and Arrow Flight exchange throughput for 224x224x3 tensors between two local processes.
 //!
 //! `cargo build --release -p weir && cargo bench -p weir-benches --bench distributed` (options
-//! after `--`: `--images N`, `--rounds N`, `--tensors N`, `--batch N`). Both runs include process
+//! after `--`: `--images N`, `--files-per-unit N`, `--rounds N`, `--tensors N`, `--batch N`). Both runs include process
 //! start; the data set is generated once under the target dir (shared with `preprocess`).
 
 mod harness;
@@ -31,6 +31,9 @@ fn main() -> Result<()> {
     }
     let images: usize = args.flag("--images", 2000)?;
     let rounds: usize = args.flag("--rounds", 3)?;
+    // Small units keep both workers busy to the end of a job this short: with large ones, one
+    // worker sits idle while the other finishes the last units it holds.
+    let files_per_unit: usize = args.flag("--files-per-unit", 25)?;
     let weir = weir_binary()?;
     let data = data_dir(&format!("jpeg-{images}"), |dir| {
         write_jpeg_set(dir, JpegSet { count: images, quality: 85, ..JpegSet::default() })?;
@@ -38,14 +41,16 @@ fn main() -> Result<()> {
     })?;
     let work = tempfile::tempdir()?;
     let manifest = work.path().join("bench.yaml");
-    std::fs::write(&manifest, manifest_text(&data, &work.path().join("out")))?;
+    std::fs::write(&manifest, manifest_text(&data, &work.path().join("out"), files_per_unit))?;
     let (mut embedded, mut distributed) = (Vec::new(), Vec::new());
     for _ in 0..rounds {
         embedded.push(timed_run(&weir, &manifest, &work.path().join("out"), &[])?);
         distributed.push(timed_run(&weir, &manifest, &work.path().join("out"), &["--workers", "cpu=2"])?);
     }
     let (one, many) = (median(&mut embedded), median(&mut distributed));
-    println!("distributed: {images} JPEGs, decode -> resize 224x224 -> JPEG q85 -> Parquet, median of {rounds} runs");
+    println!(
+        "distributed: {images} JPEGs in units of {files_per_unit}, decode -> resize 224x224 -> JPEG q85 -> Parquet, median of {rounds} runs"
+    );
     println!("distributed: in one process        {:.0} images/s ({one:.2} s)", images as f64 / one);
     println!("distributed: coordinator + 2 workers {:.0} images/s ({many:.2} s)", images as f64 / many);
     println!("distributed: throughput change {:+.1}%", (one / many - 1.0) * 100.0);
@@ -63,13 +68,13 @@ fn weir_binary() -> Result<PathBuf> {
     Ok(weir)
 }
 
-fn manifest_text(data: &Path, out: &Path) -> String {
+fn manifest_text(data: &Path, out: &Path, files_per_unit: usize) -> String {
     format!(
         "apiVersion: weir.dev/v1alpha1
 kind: MultimodalJob
 metadata: {{name: bench-distributed}}
 spec:
-  source: {{files: {{uri: \"{}/\", glob: \"*.jpg\", filesPerUnit: 100}}}}
+  source: {{files: {{uri: \"{}/\", glob: \"*.jpg\", filesPerUnit: {files_per_unit}}}}}
   steps:
     - {{op: download, input: uri, output: bytes}}
     - {{op: image.decode, input: bytes, output: image}}

@@ -19,13 +19,7 @@ fn image_job(dir: &Path, images: &Path, files_per_unit: usize) -> std::path::Pat
         &format!(
             r#"  source:
     files: {{uri: "{}", filesPerUnit: {files_per_unit}}}
-  steps:
-    - {{op: download, input: uri, output: bytes}}
-    - {{op: image.decode, input: bytes, output: image, mode: RGB}}
-    - {{op: image.resize, input: image, output: image, width: 64, height: 64}}
-    - {{op: image.encode, input: image, output: png, format: png}}
-    - {{op: select, columns: [uri, png]}}
-  sink:
+{IMAGE_STEPS}  sink:
     parquet: {{uri: "{}"}}
   errorPolicy: {{onRowError: skip, maxErrorRatio: 0.5}}
 "#,

@@ -16,7 +16,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use futures::{StreamExt, TryStreamExt};
-use object_store::aws::AmazonS3Builder;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -33,30 +32,10 @@ const RUN_DEADLINE: Duration = Duration::from_secs(300);
 /// for several seconds after it starts.
 const IMAGES: JpegSet = JpegSet { count: 400, min_side: 300, max_side: 500, quality: 85, seed: 11 };
 
-/// An S3 client for [`BUCKET`] at `endpoint`, with moto's test credentials.
-fn s3_store(endpoint: &str) -> Arc<dyn ObjectStore> {
-    let store = AmazonS3Builder::new()
-        .with_endpoint(endpoint)
-        .with_allow_http(true)
-        .with_bucket_name(BUCKET)
-        .with_region("us-east-1")
-        .with_access_key_id("test")
-        .with_secret_access_key("test")
-        .build()
-        .expect("s3 store");
-    Arc::new(store)
-}
-
-/// `weir ARGS` talking to S3 through `proxy`.
+/// `weir ARGS MANIFEST` talking to S3 through `proxy`.
 fn weir_via(proxy: SocketAddr, args: &[&str], manifest: &FsPath) -> Command {
-    let mut command = weir();
-    command
-        .args(args)
-        .arg(manifest)
-        .env("AWS_ENDPOINT_URL", format!("http://{proxy}"))
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("AWS_REGION", "us-east-1");
+    let mut command = weir_s3(&format!("http://{proxy}"));
+    command.args(args).arg(manifest);
     command
 }
 
@@ -83,13 +62,7 @@ fn image_job(dir: &FsPath) -> PathBuf {
         &format!(
             r#"  source:
     files: {{uri: "s3://{BUCKET}/images/", filesPerUnit: 10}}
-  steps:
-    - {{op: download, input: uri, output: bytes}}
-    - {{op: image.decode, input: bytes, output: image, mode: RGB}}
-    - {{op: image.resize, input: image, output: image, width: 64, height: 64}}
-    - {{op: image.encode, input: image, output: png, format: png}}
-    - {{op: select, columns: [uri, png]}}
-  sink:
+{IMAGE_STEPS}  sink:
     parquet: {{uri: "s3://{BUCKET}/out/"}}
   checkpoint: {{uri: "s3://{BUCKET}/checkpoint/"}}
   errorPolicy: {{onRowError: skip, maxErrorRatio: 0.5}}
@@ -220,7 +193,7 @@ fn a_ten_second_storage_outage_pauses_the_job_and_loses_nothing() {
     moto.create_bucket(BUCKET);
     let proxy = TcpProxy::start(moto.endpoint().trim_start_matches("http://").parse().expect("moto address"))
         .expect("start proxy");
-    let store = s3_store(moto.endpoint());
+    let store = s3_store(moto.endpoint(), BUCKET);
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
 
     let dir = tempfile::tempdir().expect("tempdir");

@@ -7,48 +7,26 @@
 mod common;
 
 use std::process::Command;
-use std::sync::Arc;
 
 use common::*;
-use object_store::aws::AmazonS3Builder;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::{ObjectStoreExt, PutPayload};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use weir_testkit::images::{encode_jpeg, gradient};
 use weir_testkit::moto::Moto;
 
 /// `weir run --no-progress MANIFEST` against `moto`'s endpoint with its test credentials.
 fn weir_run(moto: &Moto, manifest: &std::path::Path) -> Command {
-    let mut command = weir();
+    let mut command = weir_s3(moto.endpoint());
+    command.args(["run", "--no-progress"]).arg(manifest);
     command
-        .args(["run", "--no-progress"])
-        .arg(manifest)
-        .env("AWS_ENDPOINT_URL", moto.endpoint())
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("AWS_REGION", "us-east-1");
-    command
-}
-
-/// An S3 client for `bucket` on `moto`.
-fn s3_store(moto: &Moto, bucket: &str) -> Arc<dyn ObjectStore> {
-    let store = AmazonS3Builder::new()
-        .with_endpoint(moto.endpoint())
-        .with_allow_http(true)
-        .with_bucket_name(bucket)
-        .with_region("us-east-1")
-        .with_access_key_id("test")
-        .with_secret_access_key("test")
-        .build()
-        .expect("s3 store");
-    Arc::new(store)
 }
 
 #[test]
 fn a_job_reads_and_writes_s3() {
     let moto = Moto::start();
     moto.create_bucket("weir");
-    let store = s3_store(&moto, "weir");
+    let store = s3_store(moto.endpoint(), "weir");
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(async {
         for i in 0..12u64 {
@@ -114,7 +92,7 @@ fn model_weights_in_s3_are_cached_on_local_disk() {
         }));
     let moto = Moto::start();
     moto.create_bucket("weir");
-    let store = s3_store(&moto, "weir");
+    let store = s3_store(moto.endpoint(), "weir");
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(async {
         for file in ["model.safetensors", "tokenizer.json", "config.json"] {

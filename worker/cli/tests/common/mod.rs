@@ -12,6 +12,40 @@ pub fn weir() -> Command {
     Command::new(env!("CARGO_BIN_EXE_weir"))
 }
 
+/// `weir` with an S3 endpoint and moto's test credentials in its environment.
+pub fn weir_s3(endpoint: &str) -> Command {
+    let mut command = weir();
+    command
+        .env("AWS_ENDPOINT_URL", endpoint)
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_REGION", "us-east-1");
+    command
+}
+
+/// An S3 client for `bucket` at `endpoint`, with moto's test credentials.
+pub fn s3_store(endpoint: &str, bucket: &str) -> std::sync::Arc<dyn object_store::ObjectStore> {
+    let store = object_store::aws::AmazonS3Builder::new()
+        .with_endpoint(endpoint)
+        .with_allow_http(true)
+        .with_bucket_name(bucket)
+        .with_region("us-east-1")
+        .with_access_key_id("test")
+        .with_secret_access_key("test")
+        .build()
+        .expect("s3 store");
+    std::sync::Arc::new(store)
+}
+
+/// The steps of the distributed tests' job: decode, resize to 64x64, PNG; `uri` and `png` out.
+pub const IMAGE_STEPS: &str = "  steps:
+    - {op: download, input: uri, output: bytes}
+    - {op: image.decode, input: bytes, output: image, mode: RGB}
+    - {op: image.resize, input: image, output: image, width: 64, height: 64}
+    - {op: image.encode, input: image, output: png, format: png}
+    - {op: select, columns: [uri, png]}
+";
+
 /// Writes `body` (the part under `spec:`) as a manifest in `dir`.
 pub fn write_manifest(dir: &Path, name: &str, spec: &str) -> PathBuf {
     let path = dir.join(format!("{name}.yaml"));
