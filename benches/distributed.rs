@@ -18,8 +18,7 @@ use arrow_array::{ArrayRef, BinaryArray, RecordBatch};
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
 use harness::{Args, data_dir};
-use weir_cluster::bind;
-use weir_cluster::exchange::{RemoteStep, Router, StepServer, serve_steps};
+use weir_cluster::exchange::{RemoteStep, Router, StepServer, serve_steps, server_bind};
 use weir_core::{ComputePool, Step, StepContext, StepError, StepOutput};
 use weir_testkit::images::{JpegSet, write_jpeg_set};
 
@@ -181,7 +180,7 @@ fn serve_identity(args: &[String]) -> Result<()> {
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse()?;
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     runtime.block_on(async {
-        let (listener, _) = bind(addr).await?;
+        let (listener, _) = server_bind(addr).await?;
         let steps = [(0usize, Arc::new(Identity) as Arc<dyn Step>)].into_iter().collect();
         let server = StepServer::new(steps, StepContext { compute: ComputePool::new(1)? });
         serve_steps(server, listener, tokio_util::sync::CancellationToken::new()).await?;

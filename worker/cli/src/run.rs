@@ -21,9 +21,8 @@ use crate::progress::ProgressDisplay;
 /// Most of the detected memory the budget takes by default, and its cap.
 const DEFAULT_BUDGET_FRACTION: u64 = 4;
 const DEFAULT_BUDGET_CAP: u64 = 2 << 30;
-/// The success marker written beside the output once every unit is done (one name for every runner).
-pub use weir_cluster::coordinator::SUCCESS_MARKER;
-use weir_cluster::coordinator::success_body;
+/// The success marker written beside the output once every unit is done.
+pub const SUCCESS_MARKER: &str = "_SUCCESS";
 
 /// How to run a job in this process.
 #[derive(Debug, Clone, Default)]
@@ -83,7 +82,9 @@ pub async fn run_job(job: &MultimodalJob, options: RunOptions) -> Result<RunRepo
     let name = job.metadata.name.clone().unwrap_or_else(|| "job".into());
     let stores = stores_for(spec);
     let output_uri = spec.sink.parquet.uri.clone();
-    let limit = options.memory_limit.unwrap_or_else(default_memory_limit);
+    let limit = options.memory_limit.unwrap_or_else(|| {
+        detect_memory_limit().map_or(DEFAULT_BUDGET_CAP, |m| (m / DEFAULT_BUDGET_FRACTION).min(DEFAULT_BUDGET_CAP))
+    });
     let profile_uri =
         options.profile_uri.clone().unwrap_or_else(|| format!("{}profile.md", with_slash(&spec.checkpoint_uri())));
     let marker = format!("{}{SUCCESS_MARKER}", with_slash(&output_uri));
@@ -137,11 +138,6 @@ pub async fn run_job(job: &MultimodalJob, options: RunOptions) -> Result<RunRepo
     Ok(RunReport { summary, stages, output_uri, errors_uri, profile_uri, memory_limit: limit, already_complete: false })
 }
 
-/// The default memory budget: a quarter of the detected memory limit, at most 2 GiB.
-pub fn default_memory_limit() -> u64 {
-    detect_memory_limit().map_or(DEFAULT_BUDGET_CAP, |m| (m / DEFAULT_BUDGET_FRACTION).min(DEFAULT_BUDGET_CAP))
-}
-
 fn with_slash(uri: &str) -> String {
     if uri.ends_with('/') { uri.to_string() } else { format!("{uri}/") }
 }
@@ -157,6 +153,13 @@ async fn put(stores: &StoreRegistry, uri: &str, body: String) -> Result<(), RunE
 }
 
 fn success_json(summary: &RunSummary) -> String {
-    let files = summary.units.iter().flat_map(|u| u.files.iter().map(String::as_str));
-    success_body([summary.rows_in, summary.rows_out, summary.rows_failed], summary.units.len(), files)
+    let files: Vec<&str> = summary.units.iter().flat_map(|u| u.files.iter().map(String::as_str)).collect();
+    let body = serde_json::json!({
+        "rowsIn": summary.rows_in,
+        "rowsOut": summary.rows_out,
+        "rowsFailed": summary.rows_failed,
+        "units": summary.units.len(),
+        "files": files,
+    });
+    format!("{body}\n")
 }

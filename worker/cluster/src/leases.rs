@@ -66,8 +66,6 @@ pub struct UnitTable {
     epoch: u32,
     ttl: Duration,
     max_failures: u32,
-    /// Units committed, kept with the states so progress checks stay O(1) per commit.
-    committed: usize,
 }
 
 impl UnitTable {
@@ -84,8 +82,7 @@ impl UnitTable {
             };
             units.insert(id, Entry { state, issued: 0, failures: 0 });
         }
-        let committed = units.len() - pending.len();
-        Self { units, pending, epoch, ttl, max_failures: 4, committed }
+        Self { units, pending, epoch, ttl, max_failures: 4 }
     }
 
     /// Fails the job once a unit has failed this many times (default 4).
@@ -180,12 +177,9 @@ impl UnitTable {
 
     /// Marks `unit` committed (whichever attempt won).
     pub fn mark_committed(&mut self, unit: u64) {
-        if let Some(entry) = self.units.get_mut(&unit)
-            && entry.state != UnitState::Committed
-        {
+        if let Some(entry) = self.units.get_mut(&unit) {
             entry.state = UnitState::Committed;
             self.pending.remove(&unit);
-            self.committed += 1;
         }
     }
 
@@ -222,7 +216,7 @@ impl UnitTable {
     }
 
     pub fn committed(&self) -> usize {
-        self.committed
+        self.units.values().filter(|e| e.state == UnitState::Committed).count()
     }
 
     pub fn leased(&self) -> usize {

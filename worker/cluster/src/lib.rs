@@ -28,14 +28,4 @@ pub mod proto {
 }
 
 pub use coordinator::{Coordinator, CoordinatorError, CoordinatorOptions, JobOutcome};
-
-/// Binds a listener on `addr` (port 0 picks a free port) and returns it with its address.
-///
-/// # Errors
-/// When the address cannot be bound.
-pub async fn bind(addr: std::net::SocketAddr) -> std::io::Result<(tokio::net::TcpListener, std::net::SocketAddr)> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    let local = listener.local_addr()?;
-    Ok((listener, local))
-}
 pub use worker::{ServeOptions, WorkerExit, WorkerOptions, WorkerSetup, run_worker, serve_pool};

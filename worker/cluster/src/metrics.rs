@@ -15,11 +15,12 @@ use weir_core::{MemoryBudget, PipelineStats, StepStatsSnapshot};
 
 use crate::proto::JobStatus;
 
-/// Creates a metric vector and registers it (`?` on failure).
+/// Creates a metric vector and registers it; the options are constant, so failure is a bug.
 macro_rules! registered {
     ($registry:expr, $kind:ident, $name:expr, $help:expr, $labels:expr, $consts:expr) => {{
-        let metric = $kind::new(Opts::new($name, $help).const_labels($consts.clone()), $labels)?;
-        $registry.register(Box::new(metric.clone()))?;
+        let metric = $kind::new(Opts::new($name, $help).const_labels($consts.clone()), $labels)
+            .expect(concat!("metric options of ", $name));
+        $registry.register(Box::new(metric.clone())).expect(concat!("register ", $name));
         metric
     }};
 }
@@ -40,14 +41,11 @@ pub struct WorkerMetrics {
 
 impl WorkerMetrics {
     /// Metrics labelled with this worker's job, pool and name.
-    ///
-    /// # Errors
-    /// When the registry refuses a metric (a label value it cannot take).
-    pub fn new(job: &str, pool: &str, worker: &str) -> Result<Self, prometheus::Error> {
+    pub fn new(job: &str, pool: &str, worker: &str) -> Self {
         let registry = Registry::new();
         let consts: std::collections::HashMap<String, String> =
             [("job", job), ("pool", pool), ("worker", worker)].into_iter().map(|(k, v)| (k.into(), v.into())).collect();
-        Ok(Self {
+        Self {
             rows: registered!(
                 registry,
                 IntCounterVec,
@@ -106,7 +104,7 @@ impl WorkerMetrics {
             ),
             registry,
             last: Mutex::new(Vec::new()),
-        })
+        }
     }
 
     /// Counts a unit outcome: `leased`, `completed`, `failed` or `handed_back`.
@@ -159,12 +157,10 @@ pub struct CoordinatorMetrics {
 }
 
 impl CoordinatorMetrics {
-    /// # Errors
-    /// When the registry refuses a metric (a label value it cannot take).
-    pub fn new(job: &str) -> Result<Self, prometheus::Error> {
+    pub fn new(job: &str) -> Self {
         let registry = Registry::new();
         let consts: std::collections::HashMap<String, String> = [("job".to_string(), job.to_string())].into();
-        Ok(Self {
+        Self {
             units: registered!(
                 registry,
                 IntGaugeVec,
@@ -198,7 +194,7 @@ impl CoordinatorMetrics {
                 consts
             ),
             registry,
-        })
+        }
     }
 
     /// Sets every gauge from `status` and the live workers per pool.
@@ -245,11 +241,8 @@ pub async fn serve_metrics(
     render: Arc<dyn Fn() -> String + Send + Sync>,
     shutdown: CancellationToken,
 ) {
-    // Each scrape is one short exchange, owned here and bounded in time.
-    let mut connections = tokio::task::JoinSet::new();
     loop {
-        while connections.try_join_next().is_some() {}
-        let (stream, _) = tokio::select! {
+        let (mut stream, _) = tokio::select! {
             () = shutdown.cancelled() => return,
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
@@ -257,35 +250,36 @@ pub async fn serve_metrics(
             },
         };
         let render = render.clone();
-        connections.spawn(async move {
-            let _ = tokio::time::timeout(Duration::from_secs(10), answer(stream, render)).await;
+        // One short exchange per scrape; bounded by the read timeout below.
+        tokio::spawn(async move {
+            let mut request = Vec::with_capacity(512);
+            let mut chunk = [0u8; 512];
+            let read = tokio::time::timeout(Duration::from_secs(5), async {
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") && request.len() < 16 << 10 {
+                    match stream.read(&mut chunk).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => request.extend_from_slice(&chunk[..n]),
+                    }
+                }
+            });
+            if read.await.is_err() {
+                return;
+            }
+            let line = String::from_utf8_lossy(&request);
+            let (status, body) = if line.starts_with("GET /metrics ") || line.starts_with("GET /metrics?") {
+                ("200 OK", render())
+            } else {
+                ("404 Not Found", "not found: try /metrics\n".to_string())
+            };
+            let head = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(head.as_bytes()).await;
+            let _ = stream.write_all(body.as_bytes()).await;
+            let _ = stream.shutdown().await;
         });
     }
-}
-
-/// Reads one request and answers it: the metrics on `GET /metrics`, 404 otherwise.
-async fn answer(mut stream: tokio::net::TcpStream, render: Arc<dyn Fn() -> String + Send + Sync>) {
-    let mut request = Vec::with_capacity(512);
-    let mut chunk = [0u8; 512];
-    while !request.windows(4).any(|w| w == b"\r\n\r\n") && request.len() < 16 << 10 {
-        match stream.read(&mut chunk).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => request.extend_from_slice(&chunk[..n]),
-        }
-    }
-    let line = String::from_utf8_lossy(&request);
-    let (status, body) = if line.starts_with("GET /metrics ") || line.starts_with("GET /metrics?") {
-        ("200 OK", render())
-    } else {
-        ("404 Not Found", "not found: try /metrics\n".to_string())
-    };
-    let head = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    let _ = stream.write_all(head.as_bytes()).await;
-    let _ = stream.write_all(body.as_bytes()).await;
-    let _ = stream.shutdown().await;
 }
 
 #[cfg(test)]
@@ -301,7 +295,7 @@ mod tests {
         let decode = Arc::new(StepStats::new("image.decode", 2));
         let stats = PipelineStats::new(vec![decode.clone()]);
         let budget = MemoryBudget::new(1 << 20);
-        let metrics = WorkerMetrics::new("j", "cpu", "cpu-0").expect("metrics");
+        let metrics = WorkerMetrics::new("j", "cpu", "cpu-0");
         decode.record_in(10, 1000);
         decode.record_out(9, 5000);
         decode.record_failed(1);
@@ -327,7 +321,7 @@ mod tests {
 
     #[test]
     fn job_gauges_reflect_the_status() {
-        let metrics = CoordinatorMetrics::new("j").expect("metrics");
+        let metrics = CoordinatorMetrics::new("j");
         let status = JobStatus { units_total: 10, units_committed: 4, rows_out: 40, ..Default::default() };
         metrics.sync(&status, &[("cpu".into(), 3)]);
         let text = metrics.render();

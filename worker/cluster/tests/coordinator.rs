@@ -5,8 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
-use weir_cluster::bind;
-use weir_cluster::coordinator::{Coordinator, CoordinatorOptions};
+use weir_cluster::coordinator::{Coordinator, CoordinatorOptions, bind};
 use weir_cluster::proto::coordinator_client::CoordinatorClient;
 use weir_cluster::proto::{self, lease_response::Result as Lease};
 use weir_crds::parse_manifest;

@@ -9,14 +9,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
-use weir_cluster::bind;
-use weir_cluster::coordinator::{Coordinator, CoordinatorError, CoordinatorOptions, JobOutcome};
+use weir_cluster::coordinator::{Coordinator, CoordinatorError, CoordinatorOptions, JobOutcome, bind};
 use weir_cluster::exchange::{RemoteStep, Router, StepServer};
 use weir_cluster::metrics::{WorkerMetrics, serve_metrics};
 use weir_cluster::placement::{leasing_pool, pool_name, step_pools};
 use weir_cluster::worker::{
     ServeOptions, WorkerError, WorkerExit, WorkerOptions, WorkerSetup, connect, run_worker, serve_pool,
 };
+use weir_core::budget::detect_memory_limit;
 use weir_core::{ComputePool, ErrorHandling, MemoryBudget, Step, StepContext};
 use weir_crds::{MultimodalJob, PoolName, RowErrorAction};
 use weir_io::source;
@@ -46,16 +46,13 @@ pub async fn coordinator(
 ) -> Result<JobOutcome, CoordinatorError> {
     let stores = stores_for(&job.spec);
     let coordinator = Coordinator::start(&job_name(job), &job.spec, stores, options).await?;
-    let (listener, addr) = bind(listen).await.map_err(|e| CoordinatorError::Bind(listen, e))?;
+    let (listener, addr) =
+        bind(listen).await.map_err(|e| CoordinatorError::Failed(format!("binding {listen}: {e}")))?;
     let _metrics = match metrics {
         Some(at) => Some(
-            MetricsServer::start(
-                at,
-                coordinator.metrics_renderer().map_err(|e| CoordinatorError::Internal(e.to_string()))?,
-                "coordinator",
-            )
-            .await
-            .map_err(|e| CoordinatorError::Bind(at, e))?,
+            MetricsServer::start(at, coordinator.metrics_renderer(), "coordinator")
+                .await
+                .map_err(|e| CoordinatorError::Failed(format!("binding {at}: {e}")))?,
         ),
         None => None,
     };
@@ -168,10 +165,7 @@ pub async fn worker(
         },
         sink: spec.sink.parquet.clone(),
         stores,
-        metrics: Arc::new(
-            WorkerMetrics::new(&job_name(job), &options.pool, &options.id)
-                .map_err(|e| WorkerProcessError::Metrics(std::io::Error::other(e)))?,
-        ),
+        metrics: Arc::new(WorkerMetrics::new(&job_name(job), &options.pool, &options.id)),
         stats: Arc::default(),
     };
     let _metrics = match resources.metrics {
@@ -188,4 +182,8 @@ pub async fn worker(
 /// Morsels a remote step keeps in flight: one being processed by the peer while the next travels.
 const REMOTE_MORSELS_IN_FLIGHT: usize = 2;
 
-pub use crate::run::default_memory_limit;
+/// A quarter of the detected memory limit, at most 2 GiB (as `weir run`).
+pub fn default_memory_limit() -> u64 {
+    const CAP: u64 = 2 << 30;
+    detect_memory_limit().map_or(CAP, |m| (m / 4).min(CAP))
+}

@@ -88,21 +88,14 @@ fn error_ratio_exceeded(spec: &MultimodalJobSpec, manifest: &JobManifest) -> Opt
     })
 }
 
+/// The marker's body: the same fields as the embedded runner's marker.
 fn success_json(manifest: &JobManifest) -> String {
-    let files = manifest.units.iter().flat_map(|u| u.files.iter().map(String::as_str));
-    success_body([manifest.rows_in, manifest.rows_out, manifest.rows_failed], manifest.units.len(), files)
-}
-
-/// The success marker's body, for the distributed and the embedded runner alike: rows in, out and
-/// failed, the number of units and every output file.
-pub fn success_body<'a>(rows: [u64; 3], units: usize, files: impl Iterator<Item = &'a str>) -> String {
-    let [rows_in, rows_out, rows_failed] = rows;
-    let files: Vec<&str> = files.collect();
+    let files: Vec<&str> = manifest.units.iter().flat_map(|u| u.files.iter().map(String::as_str)).collect();
     let body = serde_json::json!({
-        "rowsIn": rows_in,
-        "rowsOut": rows_out,
-        "rowsFailed": rows_failed,
-        "units": units,
+        "rowsIn": manifest.rows_in,
+        "rowsOut": manifest.rows_out,
+        "rowsFailed": manifest.rows_failed,
+        "units": manifest.units.len(),
         "files": files,
     });
     format!("{body}\n")

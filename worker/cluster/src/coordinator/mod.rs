@@ -14,6 +14,7 @@ mod service;
 mod state;
 
 use std::collections::BTreeSet;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -28,7 +29,7 @@ use weir_crds::{MultimodalJobSpec, RowErrorAction};
 use weir_io::source::{self, SourceError};
 use weir_io::{StoreError, StoreRegistry};
 
-pub use finalize::{SUCCESS_MARKER, success_body, success_exists};
+pub use finalize::{SUCCESS_MARKER, success_exists};
 use state::JobState;
 
 use crate::convert::{unit_from_proto, unit_to_proto};
@@ -74,10 +75,6 @@ pub enum CoordinatorError {
     Plan(String),
     #[error("writing `{uri}`: {source}")]
     Write { uri: String, source: object_store::Error },
-    #[error("binding {0}: {1}")]
-    Bind(std::net::SocketAddr, std::io::Error),
-    #[error("{0}")]
-    Internal(String),
     #[error("serving gRPC: {0}")]
     Serve(#[from] tonic::transport::Error),
     #[error("job failed: {0}")]
@@ -192,7 +189,7 @@ impl Coordinator {
             }
         }
         stop.cancel();
-        server.await.map_err(|e| CoordinatorError::Internal(format!("server task: {e}")))??;
+        server.await.map_err(|e| CoordinatorError::Failed(format!("server task: {e}")))??;
         let status = self.status();
         if status.phase == proto::Phase::Failed as i32 {
             return Err(CoordinatorError::Failed(status.message));
@@ -269,18 +266,15 @@ impl Coordinator {
     }
 
     /// Renders the coordinator's metrics as of now, for `/metrics`.
-    ///
-    /// # Errors
-    /// When the metrics cannot be registered (a label the registry refuses).
-    pub fn metrics_renderer(&self) -> Result<Arc<dyn Fn() -> String + Send + Sync>, prometheus::Error> {
+    pub fn metrics_renderer(&self) -> Arc<dyn Fn() -> String + Send + Sync> {
         let coordinator = self.clone();
-        let metrics = Arc::new(CoordinatorMetrics::new(&self.shared.job)?);
-        Ok(Arc::new(move || {
+        let metrics = Arc::new(CoordinatorMetrics::new(&self.shared.job));
+        Arc::new(move || {
             let status = coordinator.status();
             let pools = coordinator.lock().workers_by_pool();
             metrics.sync(&status, &pools);
             metrics.render()
-        }))
+        })
     }
 
     /// Cancelled once the job has ended.
@@ -314,6 +308,16 @@ impl Coordinator {
 
 /// The checkpoint note naming the running coordinator's endpoint.
 pub const ENDPOINT_NOTE: &str = "coordinator.json";
+
+/// Binds the coordinator's listener on `addr` (port 0 picks a free port).
+///
+/// # Errors
+/// When the address cannot be bound.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<(TcpListener, SocketAddr)> {
+    let listener = TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    Ok((listener, local))
+}
 
 /// The stored plan, or a new plan of the source stored as the plan (whichever coordinator stores
 /// first wins, so concurrent coordinators agree).

@@ -79,7 +79,6 @@ impl proto::coordinator_server::Coordinator for Coordinator {
         Ok(Response::new(proto::HeartbeatResponse {
             revoked: revoked.into_iter().map(|(unit, attempt)| proto::UnitAttempt { unit, attempt }).collect(),
             job_ended: state.is_ended(),
-            job_succeeded: state.is_succeeded(),
         }))
     }
 

@@ -91,10 +91,6 @@ impl JobState {
         pools.into_iter().collect()
     }
 
-    pub fn is_succeeded(&self) -> bool {
-        self.phase == Phase::Succeeded
-    }
-
     pub fn is_ended(&self) -> bool {
         matches!(self.phase, Phase::Succeeded | Phase::Failed)
     }

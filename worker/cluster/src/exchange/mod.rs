@@ -14,7 +14,7 @@ mod remote;
 mod server;
 
 pub use remote::{RemoteStep, Router};
-pub use server::{StepServer, serve_steps};
+pub use server::{StepServer, bind as server_bind, serve_steps};
 
 use bytes::Bytes;
 use weir_core::RowFailure;

@@ -1,6 +1,7 @@
 //! The Flight service of a worker that serves its pool's steps to workers of other pools.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -58,6 +59,16 @@ pub async fn serve_steps(
         .add_service(service)
         .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(listener), shutdown.cancelled_owned())
         .await
+}
+
+/// The address a listener bound to `addr` (port 0 picks one).
+///
+/// # Errors
+/// When it cannot be bound.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<(TcpListener, SocketAddr)> {
+    let listener = TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    Ok((listener, local))
 }
 
 type Stream<T> = BoxStream<'static, Result<T, Status>>;
