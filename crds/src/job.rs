@@ -77,6 +77,9 @@ pub struct MultimodalJobSpec {
     /// Object-storage credentials and endpoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage: Option<StorageSpec>,
+    /// The ServiceAccount the job's pods run as (e.g. for cloud IAM roles); default the namespace's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account: Option<ServiceAccountSpec>,
     /// Drain and stop the workers; resuming continues from the checkpoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub suspend: Option<bool>,
@@ -327,6 +330,24 @@ pub struct StorageSpec {
     pub endpoint: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
+}
+
+/// The pods' ServiceAccount: an existing one by name, or one the operator creates for the job.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "(has(self.create) && self.create) || has(self.name)", "message": "serviceAccount needs a name unless create is true"}
+]))]
+pub struct ServiceAccountSpec {
+    /// Its name; with `create`, default `<job>-weir`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Create it with the job (and delete it with the job).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub create: Option<bool>,
+    /// Annotations of a created ServiceAccount, e.g. `eks.amazonaws.com/role-arn`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<BTreeMap<String, String>>,
 }
 
 /// A Secret in the job's namespace.

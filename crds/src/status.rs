@@ -29,6 +29,9 @@ pub struct MultimodalJobStatus {
     pub start_time: Option<Time>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completion_time: Option<Time>,
+    /// Times the coordinator pod failed and was recreated (bounded by `spec.backoffLimit`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coordinator_restarts: Option<i32>,
     /// A human-readable summary of the last transition or failure.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,

@@ -8,7 +8,6 @@
 use std::collections::BTreeSet;
 use std::fmt;
 
-use kube_core::CustomResourceExt;
 use serde_json::Value;
 
 use crate::job::{FILES_SOURCE_COLUMNS, MultimodalJob, MultimodalJobSpec};
@@ -104,7 +103,7 @@ fn check_kind(raw: &Value, problems: &mut Vec<Problem>) {
 
 /// The OpenAPI v3 schema of `MultimodalJob` as it appears in the generated CRD.
 pub fn crd_schema() -> Value {
-    let crd = MultimodalJob::crd();
+    let crd = crate::crd();
     crd.spec
         .versions
         .first()

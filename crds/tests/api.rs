@@ -1,7 +1,7 @@
 //! The MultimodalJob API: committed CRD up to date, examples valid, and precise validation messages.
 
 use weir_crds::validate::crd_schema;
-use weir_crds::{crd_yaml, validate_manifest};
+use weir_crds::{crd_helm_template, crd_yaml, validate_manifest};
 
 fn problems(manifest: &str) -> Vec<String> {
     validate_manifest(manifest).problems.iter().map(ToString::to_string).collect()
@@ -31,8 +31,56 @@ fn committed_crd_matches_the_generated_one() {
 }
 
 #[test]
+fn the_install_bundle_and_the_chart_carry_the_same_crd() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let bundle = std::fs::read_to_string(format!("{root}/manifests/crd.yaml")).expect("manifests/crd.yaml");
+    assert!(
+        bundle == crd_yaml(),
+        "manifests/crd.yaml is stale: run `cargo run -p weir-crds --bin crdgen > manifests/crd.yaml`"
+    );
+    let chart = std::fs::read_to_string(format!("{root}/charts/weir/templates/crd.yaml")).expect("chart CRD");
+    assert!(
+        chart == crd_helm_template(),
+        "charts/weir/templates/crd.yaml is stale: run `cargo run -p weir-crds --bin crdgen -- --helm > charts/weir/templates/crd.yaml`"
+    );
+}
+
+#[test]
 fn every_example_manifest_is_valid() {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../manifests/examples");
+    for dir in ["examples", "kubernetes"] {
+        every_manifest_in_is_valid(&format!("{}/../manifests/{dir}", env!("CARGO_MANIFEST_DIR")));
+    }
+}
+
+#[test]
+fn a_name_that_would_make_invalid_pod_names_is_refused() {
+    let long = job(GOOD).replace("name: t}", &format!("name: {}}}", "a".repeat(41)));
+    let found = problems(&long);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(found[0].contains("at most 40 characters"), "{found:?}");
+    assert!(problems(&job(GOOD).replace("name: t}", "name: 9lives}")).len() == 1);
+}
+
+#[test]
+fn source_steps_and_sink_are_frozen_once_the_job_has_started() {
+    let schema = crd_schema();
+    let value = |text: &str| -> serde_json::Value { serde_yaml::from_str(text).expect("yaml") };
+    let started = |text: String| {
+        text.replace("metadata: {name: t}\n", "metadata: {name: t}\nstatus: {startTime: \"2026-01-01T00:00:00Z\"}\n")
+    };
+    let old = value(&started(job(GOOD)));
+    let resized = value(&started(job(&GOOD.replace("width: 224", "width: 128"))));
+    let scaled = value(&started(job(&format!("{GOOD}  pools: {{cpu: {{replicas: {{min: 1, max: 9}}}}}}\n"))));
+    let validator = kube_cel::Validator::new();
+    let errors = validator.validate(&schema, &resized, Some(&old)).expect_err("steps changed after start");
+    assert!(errors.into_vec().iter().any(|e| e.message.contains("cannot change once the job has started")));
+    assert!(validator.validate(&schema, &scaled, Some(&old)).is_ok(), "pools may change while running");
+    let not_started = value(&job(GOOD));
+    let unstarted_change = value(&job(&GOOD.replace("width: 224", "width: 128")));
+    assert!(validator.validate(&schema, &unstarted_change, Some(&not_started)).is_ok());
+}
+
+fn every_manifest_in_is_valid(dir: &str) {
     let mut checked = 0;
     for entry in std::fs::read_dir(dir).expect("examples") {
         let path = entry.expect("entry").path();
@@ -42,7 +90,7 @@ fn every_example_manifest_is_valid() {
             checked += 1;
         }
     }
-    assert!(checked > 0, "no example manifests found");
+    assert!(checked > 0, "no example manifests found in {dir}");
 }
 
 #[test]

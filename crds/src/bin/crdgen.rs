@@ -1,5 +1,10 @@
-//! Prints the `MultimodalJob` CRD as YAML (`cargo run -p weir-crds --bin crdgen > crds/multimodaljob.yaml`).
+//! Prints the `MultimodalJob` CRD as YAML: plain (`crds/multimodaljob.yaml`, `manifests/crd.yaml`)
+//! or, with `--helm`, as the chart's template (`charts/weir/templates/crd.yaml`).
 
 fn main() {
-    print!("{}", weir_crds::crd_yaml());
+    if std::env::args().any(|a| a == "--helm") {
+        print!("{}", weir_crds::crd_helm_template());
+    } else {
+        print!("{}", weir_crds::crd_yaml());
+    }
 }

@@ -7,7 +7,7 @@
 //! - [`coordinator`]: the coordinator service, its housekeeping and the job's finalization.
 //! - [`worker`]: the worker loop: lease, run, report, heartbeat, drain; or serve a pool's steps.
 //! - [`exchange`]: Arrow Flight between pools: the step server and the remote step.
-//! - [`placement`]: which pool runs each step, and which pool leases units.
+//! - [`placement`]: re-exported from `weir-crds` (which pool runs each step).
 //! - [`metrics`]: Prometheus metrics of coordinators and workers, and the `/metrics` endpoint.
 //! - [`retry`]: retrying coordinator calls while it is down or restarting.
 //! - [`convert`]: work units to and from their wire form.
@@ -17,7 +17,7 @@ pub mod coordinator;
 pub mod exchange;
 pub mod leases;
 pub mod metrics;
-pub mod placement;
+pub use weir_crds::placement;
 pub mod retry;
 pub mod worker;
 

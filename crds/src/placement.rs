@@ -4,7 +4,7 @@
 //! job has a gpu pool, every other step on `cpu`. Workers of the leasing pool read units, run their
 //! pool's steps, send the other steps' morsels to workers of those pools, and write the sink.
 
-use weir_crds::{MultimodalJobSpec, PoolName, StepSpec};
+use crate::{MultimodalJobSpec, PoolName, StepSpec};
 
 /// The pool of each step, in order.
 pub fn step_pools(spec: &MultimodalJobSpec) -> Vec<PoolName> {
@@ -55,7 +55,7 @@ mod tests {
         let text = format!(
             "apiVersion: weir.dev/v1alpha1\nkind: MultimodalJob\nmetadata: {{name: t}}\nspec:\n  source:\n    files: {{uri: in/}}\n  steps:\n{steps}  sink:\n    parquet: {{uri: out/}}\n{pools}"
         );
-        weir_crds::parse_manifest(&text, "test").expect("manifest").spec
+        crate::parse_manifest(&text, "test").expect("manifest").spec
     }
 
     const STEPS: &str = "    - {op: download, input: uri, output: bytes}\n    - {op: image.decode, input: bytes, output: image}\n    - {op: image.embed, input: image, output: e, model: {arch: resnet18, uri: m.safetensors}}\n";
