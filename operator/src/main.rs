@@ -1,14 +1,87 @@
-//! `weir-operator`: reconciles `MultimodalJob` resources (placeholder until the operator lands).
+//! `weir-operator`: reconciles `MultimodalJob` resources, in a cluster or from a kubeconfig.
 
-use anyhow::Result;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
-fn main() -> Result<()> {
-    // The API is real; reconciliation arrives with the operator issue. Until then this binary
-    // only proves the operator builds against the shared API types.
-    let crd = weir_crds::crd_yaml();
-    anyhow::ensure!(crd.contains("MultimodalJob"), "the CRD does not describe MultimodalJob");
-    eprintln!(
-        "weir-operator: reconciliation is not implemented yet; install the CRD with `weir crd | kubectl apply -f -`"
-    );
-    Ok(())
+use anyhow::{Context as _, Result};
+use clap::Parser;
+use kube::{Api, Client};
+use tracing_subscriber::EnvFilter;
+use weir_operator::children::Settings;
+use weir_operator::controller::{self, Context};
+use weir_operator::leader::{self, LeaseSettings};
+use weir_operator::metrics::{self, Metrics};
+use weir_operator::progress::GrpcProgress;
+
+#[derive(Parser)]
+#[command(
+    name = "weir-operator",
+    version,
+    about = "Reconciles MultimodalJob resources into Weir coordinators and worker pools"
+)]
+struct Args {
+    /// Watch only this namespace (default: all namespaces).
+    #[arg(long, env = "WEIR_WATCH_NAMESPACE")]
+    namespace: Option<String>,
+    /// Serve `/metrics` and `/healthz` here.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    metrics_listen: SocketAddr,
+    /// The worker image used when a pool names none.
+    #[arg(long, env = "WEIR_WORKER_IMAGE")]
+    worker_image: Option<String>,
+    /// imagePullPolicy of the pods (default: the cluster's).
+    #[arg(long)]
+    image_pull_policy: Option<String>,
+    /// Take a Lease before reconciling, so several replicas can run (one acts).
+    #[arg(long)]
+    leader_elect: bool,
+    /// The Lease's namespace (default: the pod's, else `default`).
+    #[arg(long, env = "POD_NAMESPACE")]
+    lease_namespace: Option<String>,
+    #[arg(long, default_value = "weir-operator")]
+    lease_name: String,
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .init();
+    let args = Args::parse();
+    let client = Client::try_default().await.context("cannot reach the Kubernetes API (in-cluster or kubeconfig)")?;
+    let metrics = Arc::new(Metrics::new().context("registering metrics")?);
+    let listener = tokio::net::TcpListener::bind(args.metrics_listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.metrics_listen))?;
+    let server = tokio::spawn(metrics::serve(listener, metrics.clone()));
+
+    let mut settings = Settings::default();
+    if let Some(image) = args.worker_image {
+        settings.image = image;
+    }
+    settings.image_pull_policy = args.image_pull_policy;
+    let ctx = Arc::new(Context::new(client.clone(), settings, metrics, Arc::new(GrpcProgress)));
+
+    let result = if args.leader_elect {
+        let namespace = args.lease_namespace.unwrap_or_else(|| "default".to_string());
+        let identity = std::env::var("POD_NAME").unwrap_or_else(|_| format!("weir-operator-{}", std::process::id()));
+        let lease = LeaseSettings {
+            name: args.lease_name,
+            namespace: namespace.clone(),
+            identity,
+            duration: Duration::from_secs(15),
+            renew_every: Duration::from_secs(5),
+        };
+        let mut leadership = leader::acquire(Api::namespaced(client, &namespace), lease).await;
+        tokio::select! {
+            () = controller::run(ctx, args.namespace.as_deref()) => Ok(()),
+            why = leadership.lost() => Err(anyhow::anyhow!("lost leadership: {why}")),
+        }
+    } else {
+        controller::run(ctx, args.namespace.as_deref()).await;
+        Ok(())
+    };
+    server.abort();
+    result
 }

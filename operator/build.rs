@@ -1,0 +1,12 @@
+//! Generates the client of the coordinator's gRPC API (the operator reads job progress from it)
+//! from the worker's `coordinator.proto`, with the vendored `protoc`.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let proto = "../worker/cluster/proto/coordinator.proto";
+    let protoc = protoc_bin_vendored::protoc_bin_path()?;
+    // SAFETY: build scripts are single-threaded; prost-build reads PROTOC from the environment.
+    unsafe { std::env::set_var("PROTOC", protoc) };
+    tonic_prost_build::configure().build_server(false).compile_protos(&[proto], &["../worker/cluster/proto"])?;
+    println!("cargo:rerun-if-changed={proto}");
+    Ok(())
+}

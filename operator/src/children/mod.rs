@@ -1,0 +1,160 @@
+//! The objects a `MultimodalJob` owns, built by pure functions from the job and the operator's settings.
+//!
+//! Names are deterministic (`<job>-coordinator`, `<job>-<pool>-<index>`, `<job>-workers`,
+//! `<job>-plan`), so an operator that restarts finds and adopts what it made before instead of
+//! creating duplicates.
+
+mod config;
+mod pods;
+mod services;
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::{Resource, ResourceExt};
+use weir_crds::{MultimodalJob, PoolName};
+
+use crate::error::Error;
+
+/// The one field manager of every server-side apply the operator makes.
+pub const FIELD_MANAGER: &str = "weir-operator";
+/// Label naming the job a child belongs to.
+pub const JOB_LABEL: &str = "weir.dev/job";
+/// Label naming a worker's pool.
+pub const POOL_LABEL: &str = "weir.dev/pool";
+/// `coordinator` or `worker`.
+pub const COMPONENT_LABEL: &str = "app.kubernetes.io/component";
+/// Where pods find the job's manifest (the plan ConfigMap's `job.yaml`).
+pub const MANIFEST_PATH: &str = "/etc/weir/job.yaml";
+/// The coordinator's gRPC port.
+pub const COORDINATOR_PORT: i32 = 7070;
+/// A worker's Arrow Flight port.
+pub const EXCHANGE_PORT: i32 = 7071;
+/// Every pod's Prometheus `/metrics` port.
+pub const METRICS_PORT: i32 = 9090;
+
+/// What the operator was told about images and defaults at start.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// The worker image when a pool names none.
+    pub image: String,
+    pub image_pull_policy: Option<String>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self { image: format!("ghcr.io/weir-dev/weir:{}", env!("CARGO_PKG_VERSION")), image_pull_policy: None }
+    }
+}
+
+/// A job whose children can be built: it has a name, a namespace and a uid to own them by.
+pub struct Owner<'a> {
+    pub job: &'a MultimodalJob,
+    pub name: String,
+    pub namespace: String,
+    owner_ref: OwnerReference,
+    settings: &'a Settings,
+}
+
+impl<'a> Owner<'a> {
+    /// # Errors
+    /// [`Error::MissingObjectKey`] when the job has no namespace or uid (it was never stored).
+    pub fn new(job: &'a MultimodalJob, settings: &'a Settings) -> Result<Self, Error> {
+        let namespace = job.namespace().ok_or(Error::MissingObjectKey("namespace"))?;
+        let owner_ref = job.controller_owner_ref(&()).ok_or(Error::MissingObjectKey("uid"))?;
+        Ok(Self { job, name: job.name_any(), namespace, owner_ref, settings })
+    }
+
+    /// Labels every child carries; `component` is `coordinator`, `worker` or `job`.
+    pub fn labels(&self, component: &str, pool: Option<PoolName>) -> BTreeMap<String, String> {
+        let mut labels = BTreeMap::from([
+            ("app.kubernetes.io/name".to_string(), "weir".to_string()),
+            ("app.kubernetes.io/instance".to_string(), self.name.clone()),
+            ("app.kubernetes.io/part-of".to_string(), "weir".to_string()),
+            ("app.kubernetes.io/managed-by".to_string(), FIELD_MANAGER.to_string()),
+            (COMPONENT_LABEL.to_string(), component.to_string()),
+            (JOB_LABEL.to_string(), self.name.clone()),
+        ]);
+        if let Some(pool) = pool {
+            labels.insert(POOL_LABEL.to_string(), pool_label(pool).to_string());
+        }
+        labels
+    }
+
+    fn meta(&self, name: String, component: &str, pool: Option<PoolName>) -> ObjectMeta {
+        ObjectMeta {
+            name: Some(name),
+            namespace: Some(self.namespace.clone()),
+            labels: Some(self.labels(component, pool)),
+            owner_references: Some(vec![self.owner_ref.clone()]),
+            ..ObjectMeta::default()
+        }
+    }
+}
+
+/// The label selector of all of a job's children.
+pub fn job_selector(job: &str) -> String {
+    format!("{JOB_LABEL}={job}")
+}
+
+/// `cpu` or `gpu`.
+pub fn pool_label(pool: PoolName) -> &'static str {
+    weir_crds::placement::pool_name(pool)
+}
+
+pub fn coordinator_name(job: &str) -> String {
+    format!("{job}-coordinator")
+}
+
+pub fn worker_name(job: &str, pool: PoolName, index: u32) -> String {
+    format!("{job}-{}-{index}", pool_label(pool))
+}
+
+/// The headless Service that gives each worker a DNS name for Arrow Flight.
+pub fn exchange_service_name(job: &str) -> String {
+    format!("{job}-workers")
+}
+
+pub fn plan_name(job: &str) -> String {
+    format!("{job}-plan")
+}
+
+/// The pods' ServiceAccount, when the job names or creates one.
+pub fn service_account_name(job: &MultimodalJob) -> Option<String> {
+    let spec = job.spec.service_account.as_ref()?;
+    match (&spec.name, spec.create.unwrap_or(false)) {
+        (Some(name), _) => Some(name.clone()),
+        (None, true) => Some(format!("{}-weir", job.name_any())),
+        (None, false) => None,
+    }
+}
+
+/// Which slot a worker pod name fills: `<job>-<pool>-<index>`.
+pub fn parse_worker_name(job: &str, name: &str) -> Option<(PoolName, u32)> {
+    let rest = name.strip_prefix(job)?.strip_prefix('-')?;
+    let (pool, index) = rest.split_once('-')?;
+    let pool = match pool {
+        "cpu" => PoolName::Cpu,
+        "gpu" => PoolName::Gpu,
+        _ => return None,
+    };
+    Some((pool, index.parse().ok()?))
+}
+
+#[cfg(test)]
+mod tests;
+
+#[cfg(test)]
+mod name_tests {
+    use super::*;
+
+    #[test]
+    fn worker_names_round_trip_and_foreign_names_are_ignored() {
+        let name = worker_name("embed", PoolName::Gpu, 12);
+        assert_eq!(name, "embed-gpu-12");
+        assert_eq!(parse_worker_name("embed", &name), Some((PoolName::Gpu, 12)));
+        assert_eq!(parse_worker_name("embed", "embed-coordinator"), None);
+        assert_eq!(parse_worker_name("embed", "embedder-cpu-0"), None);
+        assert_eq!(parse_worker_name("embed", "embed-cpu-x"), None);
+    }
+}

@@ -1,0 +1,147 @@
+//! The children's shape: names, labels, ownership, placement and the locked-down pod security.
+
+use k8s_openapi::api::core::v1::Pod;
+use weir_crds::PoolName;
+
+use super::*;
+use crate::fixtures::{JOB, NAMESPACE, job};
+
+const GPU_POOL: &str = "  pools:\n    gpu:\n      gpusPerPod: 2\n      nodeSelector: {pool: gpu}\n      tolerations: [{key: nvidia.com/gpu, operator: Exists, effect: NoSchedule}]\n      priorityClassName: batch-high\n      image: registry.example/weir:cuda\n      env: [{name: RUST_LOG, value: debug}]\n      resources: {requests: {cpu: \"4\", memory: 16Gi}}\n  storage: {secretRef: {name: s3-credentials}}\n";
+
+fn container(pod: &Pod) -> &k8s_openapi::api::core::v1::Container {
+    &pod.spec.as_ref().expect("spec").containers[0]
+}
+
+fn env(pod: &Pod, name: &str) -> Option<String> {
+    container(pod).env.as_ref()?.iter().find(|e| e.name == name)?.value.clone()
+}
+
+#[test]
+fn a_gpu_worker_lands_on_its_pool_with_its_gpus_image_env_and_the_storage_secret() {
+    let job = job(GPU_POOL);
+    let settings = Settings::default();
+    let owner = Owner::new(&job, &settings).expect("owner");
+    let pod = owner.worker_pod(PoolName::Gpu, 1);
+    assert_eq!(pod.metadata.name.as_deref(), Some("thumbs-gpu-1"));
+    let labels = pod.metadata.labels.as_ref().expect("labels");
+    assert_eq!(labels[JOB_LABEL], JOB);
+    assert_eq!(labels[POOL_LABEL], "gpu");
+    assert_eq!(labels[COMPONENT_LABEL], "worker");
+    assert_eq!(labels["app.kubernetes.io/managed-by"], FIELD_MANAGER);
+    let owner_ref = &pod.metadata.owner_references.as_ref().expect("owner")[0];
+    assert_eq!((owner_ref.kind.as_str(), owner_ref.controller), ("MultimodalJob", Some(true)));
+
+    let spec = pod.spec.as_ref().expect("spec");
+    assert_eq!(spec.node_selector.as_ref().expect("selector")["pool"], "gpu");
+    assert_eq!(spec.tolerations.as_ref().expect("tolerations")[0].key.as_deref(), Some("nvidia.com/gpu"));
+    assert_eq!(spec.priority_class_name.as_deref(), Some("batch-high"));
+    assert_eq!(spec.restart_policy.as_deref(), Some("OnFailure"));
+    assert_eq!(spec.subdomain.as_deref(), Some("thumbs-workers"));
+    let c = container(&pod);
+    assert_eq!(c.image.as_deref(), Some("registry.example/weir:cuda"));
+    let resources = c.resources.as_ref().expect("resources");
+    assert_eq!(resources.limits.as_ref().expect("limits")["nvidia.com/gpu"].0, "2");
+    assert_eq!(resources.requests.as_ref().expect("requests")["memory"].0, "16Gi");
+    assert_eq!(env(&pod, "RUST_LOG").as_deref(), Some("debug"));
+    assert_eq!(env(&pod, "WEIR_COORDINATOR").as_deref(), Some("http://thumbs-coordinator.media.svc:7070"));
+    assert_eq!(
+        env(&pod, "WEIR_EXCHANGE_ADVERTISE").as_deref(),
+        Some("http://thumbs-gpu-1.thumbs-workers.media.svc:7071")
+    );
+    let args = c.args.as_ref().expect("args");
+    assert_eq!(&args[..4], ["worker", MANIFEST_PATH, "--pool", "gpu"]);
+    let secret = c.env_from.as_ref().expect("envFrom")[0].secret_ref.as_ref().expect("secret");
+    assert_eq!(secret.name, "s3-credentials");
+}
+
+#[test]
+fn every_pod_runs_non_root_read_only_without_capabilities_under_runtime_default_seccomp() {
+    let job = job(GPU_POOL);
+    let settings = Settings::default();
+    let owner = Owner::new(&job, &settings).expect("owner");
+    for pod in [owner.coordinator_pod(), owner.worker_pod(PoolName::Cpu, 0), owner.worker_pod(PoolName::Gpu, 0)] {
+        let spec = pod.spec.as_ref().expect("spec");
+        let pod_security = spec.security_context.as_ref().expect("pod security");
+        assert_eq!(pod_security.run_as_non_root, Some(true));
+        assert_eq!(pod_security.seccomp_profile.as_ref().map(|s| s.type_.as_str()), Some("RuntimeDefault"));
+        assert_eq!(spec.automount_service_account_token, Some(false));
+        let security = container(&pod).security_context.as_ref().expect("container security");
+        assert_eq!(security.read_only_root_filesystem, Some(true));
+        assert_eq!(security.allow_privilege_escalation, Some(false));
+        let dropped = security.capabilities.as_ref().and_then(|c| c.drop.clone()).unwrap_or_default();
+        assert_eq!(dropped, vec!["ALL".to_string()]);
+    }
+}
+
+#[test]
+fn the_coordinator_is_never_restarted_in_place_and_serves_grpc_and_metrics() {
+    let job = job("");
+    let settings = Settings { image: "weir:test".into(), image_pull_policy: Some("Never".into()) };
+    let owner = Owner::new(&job, &settings).expect("owner");
+    let pod = owner.coordinator_pod();
+    let spec = pod.spec.as_ref().expect("spec");
+    assert_eq!(spec.restart_policy.as_deref(), Some("Never"));
+    assert_eq!(container(&pod).image.as_deref(), Some("weir:test"));
+    assert_eq!(container(&pod).image_pull_policy.as_deref(), Some("Never"));
+    let ports: Vec<i32> = container(&pod).ports.iter().flatten().map(|p| p.container_port).collect();
+    assert_eq!(ports, vec![COORDINATOR_PORT, METRICS_PORT]);
+    assert_eq!(
+        container(&pod).args.as_ref().expect("args")[..2],
+        ["coordinator".to_string(), MANIFEST_PATH.to_string()]
+    );
+}
+
+#[test]
+fn the_services_select_their_pods_and_the_exchange_one_is_headless() {
+    let job = job("");
+    let settings = Settings::default();
+    let owner = Owner::new(&job, &settings).expect("owner");
+    let coordinator = owner.coordinator_service();
+    let spec = coordinator.spec.as_ref().expect("spec");
+    assert_eq!(spec.selector.as_ref().expect("selector")[COMPONENT_LABEL], "coordinator");
+    assert_eq!(spec.cluster_ip, None);
+    let exchange = owner.exchange_service();
+    let spec = exchange.spec.as_ref().expect("spec");
+    assert_eq!(exchange.metadata.name.as_deref(), Some("thumbs-workers"));
+    assert_eq!(spec.cluster_ip.as_deref(), Some("None"));
+    assert_eq!(spec.publish_not_ready_addresses, Some(true));
+    assert_eq!(spec.selector.as_ref().expect("selector")[JOB_LABEL], JOB);
+}
+
+#[test]
+fn the_plan_config_map_holds_a_manifest_weir_accepts() {
+    let job = job(GPU_POOL);
+    let settings = Settings::default();
+    let owner = Owner::new(&job, &settings).expect("owner");
+    let map = owner.plan_config_map().expect("config map");
+    let text = &map.data.as_ref().expect("data")["job.yaml"];
+    let parsed = weir_crds::parse_manifest(text, "plan").expect("the plan is a valid manifest");
+    assert_eq!(parsed.spec, job.spec);
+    assert_eq!(parsed.metadata.namespace.as_deref(), Some(NAMESPACE));
+    assert!(parsed.status.is_none() && parsed.metadata.uid.is_none());
+}
+
+#[test]
+fn a_service_account_is_created_only_when_asked_and_pods_use_the_named_one() {
+    let settings = Settings::default();
+    let created = job("  serviceAccount: {create: true, annotations: {eks.amazonaws.com/role-arn: arn}}\n");
+    let owner = Owner::new(&created, &settings).expect("owner");
+    let account = owner.service_account().expect("account");
+    assert_eq!(account.metadata.name.as_deref(), Some("thumbs-weir"));
+    assert_eq!(account.metadata.annotations.as_ref().expect("annotations")["eks.amazonaws.com/role-arn"], "arn");
+    let pod = owner.worker_pod(PoolName::Cpu, 0);
+    assert_eq!(pod.spec.as_ref().and_then(|s| s.service_account_name.as_deref()), Some("thumbs-weir"));
+
+    let existing = job("  serviceAccount: {name: reader}\n");
+    let owner = Owner::new(&existing, &settings).expect("owner");
+    assert!(owner.service_account().is_none());
+    let pod = owner.coordinator_pod();
+    assert_eq!(pod.spec.as_ref().and_then(|s| s.service_account_name.as_deref()), Some("reader"));
+}
+
+#[test]
+fn a_job_never_stored_has_no_owner() {
+    let mut unsaved = job("");
+    unsaved.metadata.uid = None;
+    assert!(matches!(Owner::new(&unsaved, &Settings::default()), Err(Error::MissingObjectKey("uid"))));
+}

@@ -1,0 +1,218 @@
+//! The kube-rs controller: observe a job's pods and progress, decide, apply children by server-side
+//! apply, write the status, record events.
+
+use std::fmt::Debug;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service, ServiceAccount};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use weir_crds::MultimodalJob;
+
+use crate::children::{
+    COORDINATOR_PORT, FIELD_MANAGER, Owner, Settings, coordinator_name, exchange_service_name, job_selector, plan_name,
+    service_account_name,
+};
+use crate::decide::{Observed, Plan, Slot, decide};
+use crate::error::Error;
+use crate::metrics::Metrics;
+use crate::observe::{PodPhase, PodView, Role};
+use crate::progress::ProgressSource;
+
+/// Back-off after a failed reconcile.
+const ERROR_REQUEUE: Duration = Duration::from_secs(15);
+/// Pod events arriving within this window cause one reconcile, not one each: a job of 50 pods
+/// starting up writes its status a few times, not 150.
+const DEBOUNCE: Duration = Duration::from_secs(1);
+
+/// What every reconcile shares.
+pub struct Context {
+    pub client: Client,
+    pub settings: Settings,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+    pub progress: Arc<dyn ProgressSource>,
+}
+
+impl Context {
+    pub fn new(client: Client, settings: Settings, metrics: Arc<Metrics>, progress: Arc<dyn ProgressSource>) -> Self {
+        let reporter = Reporter { controller: FIELD_MANAGER.to_string(), instance: std::env::var("POD_NAME").ok() };
+        Self { recorder: Recorder::new(client.clone(), reporter), client, settings, metrics, progress }
+    }
+}
+
+/// Runs the controller until SIGTERM or Ctrl-C, watching `namespace` or every namespace.
+pub async fn run(ctx: Arc<Context>, namespace: Option<&str>) {
+    let (jobs, pods) = match namespace {
+        Some(ns) => {
+            (Api::<MultimodalJob>::namespaced(ctx.client.clone(), ns), Api::<Pod>::namespaced(ctx.client.clone(), ns))
+        }
+        None => (Api::all(ctx.client.clone()), Api::all(ctx.client.clone())),
+    };
+    let owned = watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={FIELD_MANAGER}"));
+    let controller = Controller::new(jobs, watcher::Config::default().any_semantic())
+        .with_config(kube::runtime::controller::Config::default().debounce(DEBOUNCE));
+    ctx.metrics.watch_jobs(controller.store());
+    controller
+        .owns(pods, owned)
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "reconcile did not run");
+            }
+        })
+        .await;
+}
+
+/// One reconcile of one job: idempotent, so a repeat (or an operator restart) converges.
+///
+/// # Errors
+/// Kubernetes API failures; the controller retries after [`ERROR_REQUEUE`].
+pub async fn reconcile(job: Arc<MultimodalJob>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let _timer = ctx.metrics.reconcile_started();
+    if job.metadata.deletion_timestamp.is_some() {
+        // Owner references let the garbage collector delete the children.
+        return Ok(Action::await_change());
+    }
+    let owner = Owner::new(&job, &ctx.settings)?;
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &owner.namespace);
+    let listed = pods.list(&ListParams::default().labels(&job_selector(&owner.name))).await?;
+    let views: Vec<PodView> = listed.items.iter().filter_map(|p| PodView::of(&owner.name, p)).collect();
+    let progress = match coordinator_endpoint(&views) {
+        Some(endpoint) => ctx.progress.read(endpoint).await,
+        None => None,
+    };
+    let plan = decide(&job, &Observed { pods: &views, progress: progress.as_ref(), now: Time(Timestamp::now()) });
+    execute(&owner, &plan, &views, &ctx).await?;
+    Ok(plan.requeue.map_or_else(Action::await_change, Action::requeue))
+}
+
+/// Logs the failure, counts it by kind, and retries later.
+pub fn error_policy(job: Arc<MultimodalJob>, error: &Error, ctx: Arc<Context>) -> Action {
+    tracing::warn!(job = %job.name_any(), error = %error, "reconcile failed");
+    ctx.metrics.reconcile_failed(error);
+    Action::requeue(ERROR_REQUEUE)
+}
+
+/// The coordinator's gRPC address, when it runs and has an IP.
+fn coordinator_endpoint(pods: &[PodView]) -> Option<String> {
+    let pod = pods.iter().find(|p| p.role == Role::Coordinator && p.phase == PodPhase::Running && !p.terminating)?;
+    Some(format!("http://{}:{COORDINATOR_PORT}", pod.ip.as_ref()?))
+}
+
+/// Carries out a plan: children first, then deletions, the status last (so a failed step is
+/// retried from the same observed state rather than recorded as done).
+async fn execute(owner: &Owner<'_>, plan: &Plan, pods: &[PodView], ctx: &Context) -> Result<(), Error> {
+    let client = &ctx.client;
+    let ns = owner.namespace.as_str();
+    if plan.ensure_children {
+        apply(&Api::namespaced(client.clone(), ns), &owner.plan_config_map()?).await?;
+        let services: Api<Service> = Api::namespaced(client.clone(), ns);
+        apply(&services, &owner.coordinator_service()).await?;
+        apply(&services, &owner.exchange_service()).await?;
+        if let Some(account) = owner.service_account() {
+            apply(&Api::<ServiceAccount>::namespaced(client.clone(), ns), &account).await?;
+        }
+    }
+    let pod_api: Api<Pod> = Api::namespaced(client.clone(), ns);
+    for slot in &plan.create {
+        let pod = match slot {
+            Slot::Coordinator => owner.coordinator_pod(),
+            Slot::Worker(pool, index) => owner.worker_pod(*pool, *index),
+        };
+        apply(&pod_api, &pod).await?;
+    }
+    for name in &plan.delete {
+        delete(&pod_api, name).await?;
+    }
+    if plan.delete_all {
+        delete_children(owner, pods, ctx).await?;
+    }
+    if owner.job.status.as_ref() != Some(&plan.status) {
+        let jobs: Api<MultimodalJob> = Api::namespaced(client.clone(), ns);
+        let patch = StatusPatch {
+            api_version: MultimodalJob::api_version(&()).to_string(),
+            kind: MultimodalJob::kind(&()).to_string(),
+            status: &plan.status,
+        };
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        jobs.patch_status(&owner.name, &params, &Patch::Apply(&patch)).await?;
+    }
+    let reference = owner.job.object_ref(&());
+    for transition in &plan.events {
+        let event = Event {
+            type_: if transition.warning { EventType::Warning } else { EventType::Normal },
+            reason: transition.reason.to_string(),
+            note: Some(transition.note.clone()),
+            action: "Reconcile".to_string(),
+            secondary: None,
+        };
+        if let Err(e) = ctx.recorder.publish(&event, &reference).await {
+            tracing::warn!(job = %owner.name, error = %e, "cannot record an event");
+        }
+    }
+    Ok(())
+}
+
+/// The status subresource as server-side apply wants it: typed status under apiVersion and kind.
+#[derive(Serialize, Debug)]
+#[serde(rename_all = "camelCase")]
+struct StatusPatch<'a> {
+    api_version: String,
+    kind: String,
+    status: &'a weir_crds::MultimodalJobStatus,
+}
+
+async fn delete_children(owner: &Owner<'_>, pods: &[PodView], ctx: &Context) -> Result<(), Error> {
+    let client = &ctx.client;
+    let ns = owner.namespace.as_str();
+    let pod_api: Api<Pod> = Api::namespaced(client.clone(), ns);
+    for pod in pods.iter().filter(|p| !p.terminating) {
+        delete(&pod_api, &pod.name).await?;
+    }
+    let services: Api<Service> = Api::namespaced(client.clone(), ns);
+    delete(&services, &coordinator_name(&owner.name)).await?;
+    delete(&services, &exchange_service_name(&owner.name)).await?;
+    delete(&Api::<ConfigMap>::namespaced(client.clone(), ns), &plan_name(&owner.name)).await?;
+    if owner.service_account().is_some()
+        && let Some(name) = service_account_name(owner.job)
+    {
+        delete(&Api::<ServiceAccount>::namespaced(client.clone(), ns), &name).await?;
+    }
+    Ok(())
+}
+
+/// Server-side apply of a child owned by the operator's field manager.
+async fn apply<K>(api: &Api<K>, object: &K) -> Result<(), Error>
+where
+    K: Resource + Serialize + DeserializeOwned + Clone + Debug,
+{
+    let name = object.meta().name.clone().ok_or(Error::MissingObjectKey("name"))?;
+    api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(object)).await?;
+    Ok(())
+}
+
+/// Deletes `name`; one already gone is fine.
+async fn delete<K>(api: &Api<K>, name: &str) -> Result<(), Error>
+where
+    K: Resource + DeserializeOwned + Clone + Debug,
+{
+    match api.delete(name, &DeleteParams::default()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests;

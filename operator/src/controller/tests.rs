@@ -1,0 +1,331 @@
+//! The controller's Kubernetes I/O against a `tower_test` mock API server: each scenario lists the
+//! requests one reconcile must make, in order, and fails on any other.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use http::{Method, Request, Response};
+use k8s_openapi::api::core::v1::{
+    ContainerState, ContainerStateTerminated, ContainerStatus, Pod, PodCondition, PodStatus,
+};
+use kube::Client;
+use kube::client::Body;
+use serde_json::{Value, json};
+use tower_test::mock::{self, Handle};
+use weir_crds::{JobPhase, MultimodalJob, PoolName};
+
+use super::*;
+use crate::decide::CoordinatorProgress;
+use crate::fixtures::{JobFixture, NAMESPACE, job};
+use crate::metrics::Metrics;
+
+/// Progress as a running coordinator would report it.
+struct FixedProgress(Option<CoordinatorProgress>);
+
+impl ProgressSource for FixedProgress {
+    fn read(&self, _endpoint: String) -> BoxFuture<'static, Option<CoordinatorProgress>> {
+        let progress = self.0.clone();
+        Box::pin(async move { progress })
+    }
+}
+
+struct ApiServer(Handle<Request<Body>, Response<Body>>);
+
+impl ApiServer {
+    /// Expects the next request to be `method` on `path` (query ignored); answers `reply`, or
+    /// echoes the request body when `reply` is null. Returns the request body.
+    async fn expect(&mut self, method: Method, path: &str, reply: Value) -> Value {
+        let Some((request, send)) = self.0.next_request().await else {
+            panic!("expected {method} {path}, but the controller made no further request");
+        };
+        assert_eq!((request.method(), request.uri().path()), (&method, path), "unexpected request");
+        let bytes = request.into_body().collect_bytes().await.expect("request body");
+        let body: Value =
+            if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).expect("json body") };
+        let reply = if reply.is_null() { body.clone() } else { reply };
+        send.send_response(
+            Response::builder().body(Body::from(serde_json::to_vec(&reply).expect("json"))).expect("response"),
+        );
+        body
+    }
+
+    /// Expects the status patch of the fixture job and answers the job with that status.
+    async fn expect_status(&mut self) -> Value {
+        let Some((request, send)) = self.0.next_request().await else {
+            panic!("expected the status patch, but the controller made no further request");
+        };
+        assert_eq!((request.method(), request.uri().path()), (&Method::PATCH, JOB_STATUS), "unexpected request");
+        let bytes = request.into_body().collect_bytes().await.expect("request body");
+        let body: Value = serde_json::from_slice(&bytes).expect("json body");
+        let mut stored = serde_json::to_value(job("")).expect("job json");
+        stored["status"] = body["status"].clone();
+        send.send_response(
+            Response::builder().body(Body::from(serde_json::to_vec(&stored).expect("json"))).expect("response"),
+        );
+        body
+    }
+
+    async fn expect_status_code(&mut self, method: Method, path: &str, code: u16) {
+        let (request, send) = self.0.next_request().await.expect("a request");
+        assert_eq!((request.method(), request.uri().path()), (&method, path));
+        let status = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": "boom", "reason": "InternalError", "code": code});
+        send.send_response(
+            Response::builder()
+                .status(code)
+                .body(Body::from(serde_json::to_vec(&status).expect("json")))
+                .expect("response"),
+        );
+    }
+}
+
+fn context(progress: Option<CoordinatorProgress>) -> (Arc<Context>, ApiServer) {
+    let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(service, NAMESPACE);
+    let metrics = Arc::new(Metrics::new().expect("metrics"));
+    let ctx = Context::new(client, Settings::default(), metrics, Arc::new(FixedProgress(progress)));
+    (Arc::new(ctx), ApiServer(handle))
+}
+
+/// Runs one reconcile against the scenario, both bounded in time so a missing or extra request fails.
+async fn reconcile_with<F>(job: MultimodalJob, ctx: Arc<Context>, scenario: F) -> Result<Action, Error>
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    let server = tokio::spawn(scenario);
+    let result =
+        tokio::time::timeout(Duration::from_secs(5), reconcile(Arc::new(job), ctx)).await.expect("reconcile hung");
+    let served = tokio::time::timeout(Duration::from_secs(5), server).await.expect("scenario hung");
+    if let Err(e) = served {
+        panic!("scenario failed: {e:?}; reconcile returned {result:?}");
+    }
+    result
+}
+
+const PODS: &str = "/api/v1/namespaces/media/pods";
+const JOB_STATUS: &str = "/apis/weir.dev/v1alpha1/namespaces/media/multimodaljobs/thumbs/status";
+const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/media/events";
+
+fn pod_list(pods: &[Pod]) -> Value {
+    json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": pods})
+}
+
+/// A child pod as the builders make it, with a status as the kubelet reports it.
+fn pod(job: &MultimodalJob, slot: Slot, phase: &str, exit_code: Option<i32>) -> Pod {
+    let settings = Settings::default();
+    let owner = Owner::new(job, &settings).expect("owner");
+    let mut pod = match slot {
+        Slot::Coordinator => owner.coordinator_pod(),
+        Slot::Worker(pool, index) => owner.worker_pod(pool, index),
+    };
+    let terminated = exit_code.map(|code| ContainerStatus {
+        name: "main".into(),
+        state: Some(ContainerState {
+            terminated: Some(ContainerStateTerminated { exit_code: code, ..ContainerStateTerminated::default() }),
+            ..ContainerState::default()
+        }),
+        ..ContainerStatus::default()
+    });
+    pod.status = Some(PodStatus {
+        phase: Some(phase.into()),
+        pod_ip: Some("10.1.2.3".into()),
+        conditions: Some(vec![PodCondition {
+            type_: "Ready".into(),
+            status: if phase == "Running" { "True" } else { "False" }.into(),
+            ..PodCondition::default()
+        }]),
+        container_statuses: terminated.map(|t| vec![t]),
+        ..PodStatus::default()
+    });
+    pod
+}
+
+async fn expect_children(server: &mut ApiServer) {
+    server.expect(Method::PATCH, "/api/v1/namespaces/media/configmaps/thumbs-plan", Value::Null).await;
+    server.expect(Method::PATCH, "/api/v1/namespaces/media/services/thumbs-coordinator", Value::Null).await;
+    server.expect(Method::PATCH, "/api/v1/namespaces/media/services/thumbs-workers", Value::Null).await;
+}
+
+#[tokio::test]
+async fn create_a_new_job_gets_its_children_pods_status_and_an_event() {
+    let (ctx, mut server) = context(None);
+    let action = reconcile_with(job(""), ctx, async move {
+        server.expect(Method::GET, PODS, pod_list(&[])).await;
+        expect_children(&mut server).await;
+        let coordinator =
+            server.expect(Method::PATCH, "/api/v1/namespaces/media/pods/thumbs-coordinator", Value::Null).await;
+        assert_eq!(coordinator["spec"]["restartPolicy"], "Never");
+        let worker = server.expect(Method::PATCH, "/api/v1/namespaces/media/pods/thumbs-cpu-0", Value::Null).await;
+        assert_eq!(worker["metadata"]["ownerReferences"][0]["kind"], "MultimodalJob");
+        let status = server.expect_status().await;
+        assert_eq!(status["status"]["phase"], "Pending");
+        assert_eq!(status["kind"], "MultimodalJob");
+        let event = server.expect(Method::POST, EVENTS, Value::Null).await;
+        assert_eq!(event["reason"], "Created");
+    })
+    .await
+    .expect("reconcile");
+    assert_eq!(action, Action::requeue(Duration::from_secs(5)));
+}
+
+#[tokio::test]
+async fn a_running_job_reports_its_coordinators_progress() {
+    let progress =
+        CoordinatorProgress { units_total: 4, units_committed: 1, eta_seconds: Some(30.0), ..Default::default() };
+    let (ctx, mut server) = context(Some(progress));
+    let job = job("").in_phase(JobPhase::Pending, 0);
+    let pods =
+        [pod(&job, Slot::Coordinator, "Running", None), pod(&job, Slot::Worker(PoolName::Cpu, 0), "Running", None)];
+    reconcile_with(job, ctx, async move {
+        server.expect(Method::GET, PODS, pod_list(&pods)).await;
+        expect_children(&mut server).await;
+        let status = server.expect_status().await;
+        assert_eq!(status["status"]["phase"], "Running");
+        assert_eq!(status["status"]["progress"]["percent"], "25%");
+        assert_eq!(status["status"]["progress"]["eta"], "30s");
+        assert_eq!(status["status"]["replicas"]["cpu"]["ready"], 1);
+        server.expect(Method::POST, EVENTS, Value::Null).await;
+    })
+    .await
+    .expect("reconcile");
+}
+
+#[tokio::test]
+async fn scale_a_pool_grows_to_its_new_minimum_and_shrinks_from_the_highest_index() {
+    let progress = CoordinatorProgress { units_total: 9, units_committed: 3, ..Default::default() };
+    let (ctx, mut server) = context(Some(progress.clone()));
+    let grown = job("  pools:\n    cpu: {replicas: {min: 3, max: 3}}\n").in_phase(JobPhase::Running, 0);
+    let pods =
+        [pod(&grown, Slot::Coordinator, "Running", None), pod(&grown, Slot::Worker(PoolName::Cpu, 0), "Running", None)];
+    reconcile_with(grown, ctx, async move {
+        server.expect(Method::GET, PODS, pod_list(&pods)).await;
+        expect_children(&mut server).await;
+        server.expect(Method::PATCH, "/api/v1/namespaces/media/pods/thumbs-cpu-1", Value::Null).await;
+        server.expect(Method::PATCH, "/api/v1/namespaces/media/pods/thumbs-cpu-2", Value::Null).await;
+        let status = server.expect_status().await;
+        assert_eq!(status["status"]["replicas"]["cpu"]["desired"], 3);
+    })
+    .await
+    .expect("reconcile");
+
+    let (ctx, mut server) = context(Some(progress));
+    let shrunk = job("  pools:\n    cpu: {replicas: {min: 1, max: 3}}\n").in_phase(JobPhase::Running, 0);
+    let pods: Vec<Pod> = std::iter::once(pod(&shrunk, Slot::Coordinator, "Running", None))
+        .chain((0..3).map(|i| pod(&shrunk, Slot::Worker(PoolName::Cpu, i), "Running", None)))
+        .collect();
+    reconcile_with(shrunk, ctx, async move {
+        server.expect(Method::GET, PODS, pod_list(&pods)).await;
+        expect_children(&mut server).await;
+        server.expect(Method::DELETE, "/api/v1/namespaces/media/pods/thumbs-cpu-2", json!(pods[3])).await;
+        server.expect(Method::DELETE, "/api/v1/namespaces/media/pods/thumbs-cpu-1", json!(pods[2])).await;
+        let status = server.expect_status().await;
+        assert_eq!(status["status"]["replicas"]["cpu"]["desired"], 1);
+    })
+    .await
+    .expect("reconcile");
+}
+
+#[tokio::test]
+async fn suspend_deletes_the_workers_and_reports_suspended() {
+    let (ctx, mut server) = context(None);
+    let job = job("  suspend: true\n").in_phase(JobPhase::Running, 0);
+    let pods =
+        [pod(&job, Slot::Coordinator, "Running", None), pod(&job, Slot::Worker(PoolName::Cpu, 0), "Running", None)];
+    reconcile_with(job, ctx, async move {
+        server.expect(Method::GET, PODS, pod_list(&pods)).await;
+        server.expect(Method::DELETE, "/api/v1/namespaces/media/pods/thumbs-cpu-0", json!(pods[1])).await;
+        let status = server.expect_status().await;
+        assert_eq!(status["status"]["phase"], "Suspended");
+        let event = server.expect(Method::POST, EVENTS, Value::Null).await;
+        assert_eq!(event["reason"], "Suspended");
+    })
+    .await
+    .expect("reconcile");
+}
+
+#[tokio::test]
+async fn finish_a_coordinator_that_exited_zero_succeeds_the_job_and_stops_the_workers() {
+    let (ctx, mut server) = context(None);
+    let job = job("  ttlSecondsAfterFinished: 3600\n").in_phase(JobPhase::Running, 0);
+    let pods = [
+        pod(&job, Slot::Coordinator, "Succeeded", Some(0)),
+        pod(&job, Slot::Worker(PoolName::Cpu, 0), "Running", None),
+    ];
+    let action = reconcile_with(job, ctx, async move {
+        server.expect(Method::GET, PODS, pod_list(&pods)).await;
+        expect_children(&mut server).await;
+        server.expect(Method::DELETE, "/api/v1/namespaces/media/pods/thumbs-cpu-0", json!(pods[1])).await;
+        let status = server.expect_status().await;
+        assert_eq!(status["status"]["phase"], "Succeeded");
+        assert!(status["status"]["completionTime"].is_string());
+        let event = server.expect(Method::POST, EVENTS, Value::Null).await;
+        assert_eq!(event["reason"], "Succeeded");
+    })
+    .await
+    .expect("reconcile");
+    assert_eq!(action, Action::requeue(Duration::from_secs(3600)));
+}
+
+#[tokio::test]
+async fn ttl_expiry_deletes_every_child_but_not_the_job() {
+    let (ctx, mut server) = context(None);
+    let mut job = job("  ttlSecondsAfterFinished: 10\n").in_phase(JobPhase::Succeeded, 0).finished_at(100);
+    // The status as the finishing reconcile wrote it, so only the deletions remain to do.
+    job.status = Some(decide(&job, &Observed { pods: &[], progress: None, now: crate::fixtures::at(100) }).status);
+    let pods = [pod(&job, Slot::Coordinator, "Succeeded", Some(0))];
+    reconcile_with(job, ctx, async move {
+        server.expect(Method::GET, PODS, pod_list(&pods)).await;
+        server.expect(Method::DELETE, "/api/v1/namespaces/media/pods/thumbs-coordinator", json!(pods[0])).await;
+        let gone = json!({"kind": "Status", "apiVersion": "v1", "status": "Success"});
+        server.expect(Method::DELETE, "/api/v1/namespaces/media/services/thumbs-coordinator", gone.clone()).await;
+        server.expect(Method::DELETE, "/api/v1/namespaces/media/services/thumbs-workers", gone.clone()).await;
+        server.expect(Method::DELETE, "/api/v1/namespaces/media/configmaps/thumbs-plan", gone).await;
+        let event = server.expect(Method::POST, EVENTS, Value::Null).await;
+        assert_eq!(event["reason"], "TTLExpired");
+    })
+    .await
+    .expect("reconcile");
+}
+
+#[tokio::test]
+async fn restart_an_operator_that_restarts_adopts_the_pods_it_made_and_creates_none() {
+    let progress = CoordinatorProgress { units_total: 4, units_committed: 2, ..Default::default() };
+    let (ctx, mut server) = context(Some(progress.clone()));
+    let mut job = job("").in_phase(JobPhase::Running, 0);
+    let pods =
+        [pod(&job, Slot::Coordinator, "Running", None), pod(&job, Slot::Worker(PoolName::Cpu, 0), "Running", None)];
+    let views: Vec<PodView> = pods.iter().filter_map(|p| PodView::of("thumbs", p)).collect();
+    // What the previous operator wrote: this reconcile must find nothing to change.
+    let before = decide(&job, &Observed { pods: &views, progress: Some(&progress), now: crate::fixtures::at(50) });
+    job.status = Some(before.status);
+    reconcile_with(job, ctx, async move {
+        server.expect(Method::GET, PODS, pod_list(&pods)).await;
+        expect_children(&mut server).await;
+    })
+    .await
+    .expect("reconcile");
+}
+
+#[tokio::test]
+async fn delete_a_job_being_deleted_is_left_to_the_garbage_collector() {
+    let (ctx, server) = context(None);
+    let mut job = job("");
+    job.metadata.deletion_timestamp = Some(crate::fixtures::at(5));
+    let action = reconcile(Arc::new(job), ctx).await.expect("reconcile");
+    assert_eq!(action, Action::await_change());
+    drop(server);
+}
+
+#[tokio::test]
+async fn an_api_error_fails_the_reconcile_with_a_metric_label() {
+    let (ctx, mut server) = context(None);
+    let error = reconcile_with(job(""), ctx.clone(), async move {
+        server.expect_status_code(Method::GET, PODS, 500).await;
+    })
+    .await
+    .expect_err("the list failed");
+    assert_eq!(error.metric_label(), "api");
+    let action = error_policy(Arc::new(job("")), &error, ctx.clone());
+    assert_eq!(action, Action::requeue(ERROR_REQUEUE));
+    assert!(ctx.metrics.render().contains("weir_operator_reconcile_errors_total{kind=\"api\"} 1"));
+}

@@ -1,0 +1,428 @@
+//! The pure heart of reconciliation: from a job, its pods and its coordinator's progress, what to
+//! create, what to delete and which status to report. No I/O; table-driven tests call it directly.
+//!
+//! The lifecycle: `Pending` (pods created) → `Running` (coordinator up) → `Succeeded` (coordinator
+//! exited 0) or `Failed` (it exited 3, it failed more than `backoffLimit` times, or the job ran past
+//! `activeDeadlineSeconds`). `suspend: true` drains the workers first (SIGTERM: they hand their
+//! units back), then stops the coordinator; resuming starts both again and the coordinator reloads
+//! the checkpoint. A finished job keeps its pods until `ttlSecondsAfterFinished`, then loses every
+//! child but stays as the record.
+
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use weir_crds::placement::{leasing_pool, step_pools};
+use weir_crds::{JobPhase, MultimodalJob, MultimodalJobStatus, PoolName, PoolReplicas, Progress};
+
+use crate::children::pool_label;
+use crate::conditions::{bounded, human_duration, set};
+use crate::observe::{PodPhase, PodView, Role};
+
+/// The coordinator's exit code when the job failed (`weir coordinator`): final, not retried.
+pub const EXIT_JOB_FAILED: i32 = 3;
+/// Coordinator failures tolerated when `backoffLimit` is not set (as for a Kubernetes Job).
+pub const DEFAULT_BACKOFF_LIMIT: i32 = 6;
+/// How often progress is read while the job runs.
+pub const PROGRESS_INTERVAL: Duration = Duration::from_secs(10);
+
+/// What the coordinator's Status RPC said.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CoordinatorProgress {
+    pub units_total: u64,
+    pub units_committed: u64,
+    pub rows_in: u64,
+    pub rows_out: u64,
+    pub rows_failed: u64,
+    pub eta_seconds: Option<f64>,
+    /// The coordinator is finalizing or done: workers that exit now are not replaced.
+    pub finishing: bool,
+}
+
+/// Everything a decision depends on besides the job.
+pub struct Observed<'a> {
+    pub pods: &'a [PodView],
+    /// `None` when the coordinator could not be asked (not running yet, or unreachable).
+    pub progress: Option<&'a CoordinatorProgress>,
+    pub now: Time,
+}
+
+/// A pod to create.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Slot {
+    Coordinator,
+    Worker(PoolName, u32),
+}
+
+/// A Kubernetes Event to record on the job.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Transition {
+    pub reason: &'static str,
+    pub note: String,
+    pub warning: bool,
+}
+
+/// What reconcile must do, in order: apply the shared children, create and delete pods, then
+/// write the status and record the events.
+#[derive(Debug, PartialEq)]
+pub struct Plan {
+    /// Apply the plan ConfigMap, the Services and the ServiceAccount.
+    pub ensure_children: bool,
+    pub create: Vec<Slot>,
+    /// Pods to delete by name (workers get SIGTERM and drain).
+    pub delete: Vec<String>,
+    /// Delete every child (the TTL after finishing has passed).
+    pub delete_all: bool,
+    pub status: MultimodalJobStatus,
+    pub events: Vec<Transition>,
+    /// Reconcile again after this long even if nothing changes.
+    pub requeue: Option<Duration>,
+}
+
+/// Decides what to do about `job` given what was observed.
+pub fn decide(job: &MultimodalJob, seen: &Observed) -> Plan {
+    let previous = job.status.clone().unwrap_or_default();
+    let mut decision = Decision {
+        job,
+        seen,
+        plan: Plan {
+            ensure_children: false,
+            create: Vec::new(),
+            delete: Vec::new(),
+            delete_all: false,
+            status: previous.clone(),
+            events: Vec::new(),
+            requeue: None,
+        },
+        failure: None,
+    };
+    match previous.phase {
+        Some(JobPhase::Succeeded | JobPhase::Failed) => decision.finished(),
+        _ if job.spec.suspend.unwrap_or(false) => decision.suspend(),
+        _ => decision.run(),
+    }
+    decision.conclude(previous.phase)
+}
+
+struct Decision<'a> {
+    job: &'a MultimodalJob,
+    seen: &'a Observed<'a>,
+    plan: Plan,
+    /// The reason a job failed during this decision (the Failed condition's reason).
+    failure: Option<&'static str>,
+}
+
+impl Decision<'_> {
+    fn live_pods(&self) -> impl Iterator<Item = &PodView> {
+        self.seen.pods.iter().filter(|p| !p.terminating)
+    }
+
+    fn coordinator(&self) -> Option<&PodView> {
+        self.live_pods().find(|p| p.role == Role::Coordinator)
+    }
+
+    fn run(&mut self) {
+        let now = self.seen.now.clone();
+        let status = &mut self.plan.status;
+        let start = status.start_time.get_or_insert_with(|| now.clone()).clone();
+        if let Some(limit) = self.job.spec.active_deadline_seconds {
+            let ran = now.0.as_second() - start.0.as_second();
+            if ran >= limit {
+                let message = format!("the job ran {ran}s, past activeDeadlineSeconds ({limit}s)");
+                return self.fail("DeadlineExceeded", message);
+            }
+        }
+        self.plan.ensure_children = true;
+        let coordinator = self.coordinator().cloned();
+        match &coordinator {
+            Some(c) if c.phase == PodPhase::Succeeded => return self.succeed(),
+            Some(c) if c.phase == PodPhase::Failed => {
+                if self.coordinator_failed(c) {
+                    return;
+                }
+            }
+            Some(_) => {}
+            None if self.seen.pods.iter().any(|p| p.role == Role::Coordinator) => {}
+            None => self.plan.create.push(Slot::Coordinator),
+        }
+        self.workers();
+        self.read_progress();
+        let running = coordinator.is_some_and(|c| c.phase == PodPhase::Running);
+        let phase = if running { JobPhase::Running } else { JobPhase::Pending };
+        self.plan.status.phase = Some(phase);
+        self.plan.status.message = Some(self.running_message(phase));
+        self.plan.requeue = Some(if running { PROGRESS_INTERVAL } else { Duration::from_secs(5) });
+    }
+
+    /// A coordinator that exited non-zero: the job failed (exit 3), or it crashed and is recreated
+    /// within `backoffLimit`. Returns whether the job has failed.
+    fn coordinator_failed(&mut self, pod: &PodView) -> bool {
+        let why = pod.message.clone().unwrap_or_else(|| "no message".to_string());
+        if pod.exit_code == Some(EXIT_JOB_FAILED) {
+            self.fail("JobFailed", format!("the job failed: {why}"));
+            return true;
+        }
+        let restarts = self.plan.status.coordinator_restarts.unwrap_or(0) + 1;
+        let limit = self.job.spec.backoff_limit.unwrap_or(DEFAULT_BACKOFF_LIMIT);
+        if restarts > limit {
+            let message = format!("the coordinator failed {restarts} times (backoffLimit {limit}); last: {why}");
+            self.fail("BackoffLimitExceeded", message);
+            return true;
+        }
+        self.plan.status.coordinator_restarts = Some(restarts);
+        self.plan.delete.push(pod.name.clone());
+        let code = pod.exit_code.map_or("no exit code".to_string(), |c| format!("exit code {c}"));
+        self.event(
+            "CoordinatorRestarted",
+            format!("coordinator failed ({code}: {why}); restart {restarts} of {limit}"),
+            true,
+        );
+        false
+    }
+
+    /// Creates missing worker slots, replaces failed ones and removes the surplus of each pool.
+    fn workers(&mut self) {
+        let finishing = self.seen.progress.is_some_and(|p| p.finishing);
+        self.plan.status.replicas.clear();
+        for pool in pools_in_use(self.job) {
+            let desired = desired_replicas(self.job, pool);
+            let mut ready = 0;
+            let pods: Vec<(u32, PodView)> = self
+                .seen
+                .pods
+                .iter()
+                .filter_map(|p| match p.role {
+                    Role::Worker { pool: q, index } if q == pool => Some((index, p.clone())),
+                    _ => None,
+                })
+                .collect();
+            for index in 0..desired {
+                match pods.iter().find(|(i, _)| *i == index).map(|(_, p)| p) {
+                    None if !finishing => self.plan.create.push(Slot::Worker(pool, index)),
+                    None => {}
+                    Some(p) if p.terminating => {}
+                    Some(p) if p.phase == PodPhase::Failed || (p.phase == PodPhase::Succeeded && !finishing) => {
+                        self.plan.delete.push(p.name.clone());
+                    }
+                    Some(p) => ready += i32::from(p.ready),
+                }
+            }
+            let mut surplus: Vec<&(u32, PodView)> =
+                pods.iter().filter(|(i, p)| *i >= desired && !p.terminating).collect();
+            surplus.sort_by_key(|(i, _)| std::cmp::Reverse(*i));
+            self.plan.delete.extend(surplus.into_iter().map(|(_, p)| p.name.clone()));
+            let replicas = PoolReplicas { desired: desired as i32, ready, ..PoolReplicas::default() };
+            self.plan.status.replicas.insert(pool_label(pool).to_string(), replicas);
+        }
+    }
+
+    fn read_progress(&mut self) {
+        let Some(p) = self.seen.progress else { return };
+        let percent = (p.units_committed * 100).checked_div(p.units_total).unwrap_or(0);
+        self.plan.status.progress = Some(Progress {
+            units_done: p.units_committed,
+            units_total: p.units_total,
+            rows_in: p.rows_in,
+            rows_out: p.rows_out,
+            rows_failed: p.rows_failed,
+            bytes_in: 0,
+            percent: Some(format!("{percent}%")),
+            eta: p.eta_seconds.map(human_duration),
+        });
+        let checkpoint = self.plan.status.checkpoint.get_or_insert_with(Default::default);
+        if checkpoint.units_committed != p.units_committed {
+            checkpoint.units_committed = p.units_committed;
+            checkpoint.last_commit_time = Some(self.seen.now.clone());
+        }
+    }
+
+    fn running_message(&self, phase: JobPhase) -> String {
+        match (phase, &self.plan.status.progress) {
+            (JobPhase::Running, Some(p)) => format!("{} of {} units committed", p.units_done, p.units_total),
+            (JobPhase::Running, None) => "running; progress not read yet".to_string(),
+            _ => "waiting for the coordinator pod".to_string(),
+        }
+    }
+
+    fn succeed(&mut self) {
+        self.read_progress();
+        let status = &mut self.plan.status;
+        status.phase = Some(JobPhase::Succeeded);
+        status.completion_time = Some(self.seen.now.clone());
+        if let Some(p) = status.progress.as_mut() {
+            p.units_done = p.units_total;
+            p.percent = Some("100%".to_string());
+            p.eta = None;
+        }
+        let note = match &status.progress {
+            Some(p) => format!("{} rows written, {} failed", p.rows_out, p.rows_failed),
+            None => "the coordinator finished".to_string(),
+        };
+        status.message = Some(format!("succeeded: {note}"));
+        self.event("Succeeded", note, false);
+        self.stop_live_pods(|p| p.role != Role::Coordinator);
+        self.plan.requeue = self.ttl_wait();
+    }
+
+    fn fail(&mut self, reason: &'static str, message: String) {
+        let status = &mut self.plan.status;
+        status.phase = Some(JobPhase::Failed);
+        status.completion_time = Some(self.seen.now.clone());
+        status.message = Some(bounded(&message));
+        self.failure = Some(reason);
+        self.event(reason, message, true);
+        self.stop_live_pods(|_| true);
+        self.plan.requeue = self.ttl_wait();
+    }
+
+    /// Deletes running or pending pods matching `which`; finished ones stay for their logs.
+    fn stop_live_pods(&mut self, which: impl Fn(&PodView) -> bool) {
+        let names: Vec<String> = self
+            .live_pods()
+            .filter(|p| matches!(p.phase, PodPhase::Running | PodPhase::Pending) && which(p))
+            .map(|p| p.name.clone())
+            .collect();
+        self.plan.delete.extend(names);
+    }
+
+    fn finished(&mut self) {
+        self.stop_live_pods(|_| true);
+        let Some(wait) = self.ttl_wait() else { return };
+        if wait.is_zero() {
+            if !self.seen.pods.is_empty() {
+                let ttl = self.job.spec.ttl_seconds_after_finished.unwrap_or(0);
+                self.event(
+                    "TTLExpired",
+                    format!("deleting the job's pods and services {ttl}s after it finished"),
+                    false,
+                );
+            }
+            self.plan.delete_all = true;
+            self.plan.delete.clear();
+        } else {
+            self.plan.requeue = Some(wait);
+        }
+    }
+
+    /// Time left until the TTL after finishing expires; `None` without a TTL.
+    fn ttl_wait(&self) -> Option<Duration> {
+        let ttl = self.job.spec.ttl_seconds_after_finished?;
+        let finished = self.plan.status.completion_time.as_ref().unwrap_or(&self.seen.now);
+        let left = finished.0.as_second() + ttl - self.seen.now.0.as_second();
+        Some(Duration::from_secs(left.max(0) as u64))
+    }
+
+    /// Workers go first, so they can hand their units back to a live coordinator.
+    fn suspend(&mut self) {
+        let workers_left = self.seen.pods.iter().any(|p| matches!(p.role, Role::Worker { .. }));
+        let victims: Vec<String> = self
+            .live_pods()
+            .filter(|p| !workers_left || matches!(p.role, Role::Worker { .. }))
+            .map(|p| p.name.clone())
+            .collect();
+        self.plan.delete = victims;
+        let status = &mut self.plan.status;
+        status.phase = Some(JobPhase::Suspended);
+        // As for a Kubernetes Job: the deadline counts from the last resume.
+        status.start_time = None;
+        for replicas in status.replicas.values_mut() {
+            replicas.desired = 0;
+            replicas.ready = 0;
+        }
+        status.message = Some(if self.seen.pods.is_empty() {
+            "suspended; set spec.suspend to false to resume from the checkpoint".to_string()
+        } else {
+            format!("suspending: {} pods draining", self.seen.pods.len())
+        });
+        if !self.seen.pods.is_empty() {
+            self.plan.requeue = Some(Duration::from_secs(5));
+        }
+    }
+
+    fn event(&mut self, reason: &'static str, note: String, warning: bool) {
+        self.plan.events.push(Transition { reason, note: bounded(&note), warning });
+    }
+
+    /// Phase-change events and the conditions, from the phase decided.
+    fn conclude(mut self, before: Option<JobPhase>) -> Plan {
+        let phase = self.plan.status.phase.unwrap_or(JobPhase::Pending);
+        if Some(phase) != before {
+            let (reason, note) = match (before, phase) {
+                (Some(JobPhase::Suspended), JobPhase::Pending | JobPhase::Running) => {
+                    ("Resumed", "resumed from the checkpoint")
+                }
+                (None, JobPhase::Pending) => ("Created", "created the coordinator and worker pods"),
+                (None | Some(JobPhase::Pending), JobPhase::Running) => ("Running", "the coordinator is running"),
+                (_, JobPhase::Suspended) => ("Suspended", "draining workers, then stopping the coordinator"),
+                _ => ("", ""),
+            };
+            if !reason.is_empty() {
+                self.event(reason, note.to_string(), false);
+            }
+        }
+        let generation = self.job.metadata.generation;
+        let status = &mut self.plan.status;
+        status.observed_generation = generation;
+        let message = status.message.clone().unwrap_or_default();
+        let now = &self.seen.now;
+        let ready = match phase {
+            JobPhase::Running => pods_ready(self.seen.pods, &status.replicas),
+            JobPhase::Succeeded => true,
+            _ => false,
+        };
+        let conditions = &mut status.conditions;
+        let progressing = matches!(phase, JobPhase::Pending | JobPhase::Running);
+        set(conditions, "Ready", ready, if ready { "Ready" } else { "NotReady" }, &message, generation, now);
+        set(conditions, "Progressing", progressing, phase_name(phase), &message, generation, now);
+        set(conditions, "Complete", phase == JobPhase::Succeeded, phase_name(phase), &message, generation, now);
+        let failed_reason = self.failure.unwrap_or(phase_name(phase));
+        let failed_reason = match conditions.iter().find(|c| c.type_ == "Failed" && c.status == "True") {
+            Some(old) if self.failure.is_none() => old.reason.clone(),
+            _ => failed_reason.to_string(),
+        };
+        set(conditions, "Failed", phase == JobPhase::Failed, &failed_reason, &message, generation, now);
+        set(conditions, "Suspended", phase == JobPhase::Suspended, phase_name(phase), &message, generation, now);
+        self.plan
+    }
+}
+
+fn phase_name(phase: JobPhase) -> &'static str {
+    match phase {
+        JobPhase::Pending => "Pending",
+        JobPhase::Running => "Running",
+        JobPhase::Suspended => "Suspended",
+        JobPhase::Succeeded => "Succeeded",
+        JobPhase::Failed => "Failed",
+    }
+}
+
+/// Ready: the coordinator and at least one worker of every pool pass their readiness probes.
+fn pods_ready(pods: &[PodView], replicas: &std::collections::BTreeMap<String, PoolReplicas>) -> bool {
+    let coordinator = pods.iter().any(|p| p.role == Role::Coordinator && p.ready && !p.terminating);
+    coordinator && replicas.values().all(|r| r.ready > 0)
+}
+
+/// The pools the job needs: the one that leases units, and every pool a step runs on.
+pub fn pools_in_use(job: &MultimodalJob) -> Vec<PoolName> {
+    let mut pools = vec![leasing_pool(&job.spec)];
+    for pool in step_pools(&job.spec) {
+        if !pools.contains(&pool) {
+            pools.push(pool);
+        }
+    }
+    pools
+}
+
+/// Replicas of a pool: its `replicas.min`, at least one (a pool the job uses cannot be empty).
+/// The Prometheus autoscaler moves this between `min` and `max`; without it, `min` holds.
+pub fn desired_replicas(job: &MultimodalJob, pool: PoolName) -> u32 {
+    let pools = job.spec.pools.as_ref();
+    let spec = match pool {
+        PoolName::Cpu => pools.and_then(|p| p.cpu.as_ref()),
+        PoolName::Gpu => pools.and_then(|p| p.gpu.as_ref()),
+    };
+    let min = spec.and_then(|s| s.replicas).map_or(1, |r| r.min);
+    min.max(1) as u32
+}
+
+#[cfg(test)]
+mod tests;

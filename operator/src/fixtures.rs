@@ -1,0 +1,91 @@
+//! Test builders: jobs from YAML and pod views, chainable (`PodView::worker(Cpu, 0).running()`).
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use weir_crds::{JobPhase, MultimodalJob, MultimodalJobStatus, PoolName};
+
+use crate::children::{coordinator_name, worker_name};
+use crate::observe::{PodPhase, PodView, Role};
+
+pub const JOB: &str = "thumbs";
+pub const NAMESPACE: &str = "media";
+
+/// A stored job: the image pipeline plus `extra` spec lines (two-space indented), with a uid,
+/// namespace and generation as the API server sets them.
+pub fn job(extra: &str) -> MultimodalJob {
+    let text = format!(
+        "apiVersion: weir.dev/v1alpha1\nkind: MultimodalJob\nmetadata: {{name: {JOB}}}\nspec:\n  source:\n    files: {{uri: \"s3://in/\", glob: \"**/*.jpg\"}}\n  steps:\n    - {{op: download, input: uri, output: bytes}}\n    - {{op: image.decode, input: bytes, output: image}}\n    - {{op: image.embed, input: image, output: e, model: {{arch: resnet18, uri: \"s3://m/r.safetensors\"}}}}\n  sink:\n    parquet: {{uri: \"s3://out/\"}}\n{extra}"
+    );
+    let mut job = weir_crds::parse_manifest(&text, "fixture").expect("fixture manifest");
+    job.metadata.namespace = Some(NAMESPACE.to_string());
+    job.metadata.uid = Some("0b5e7a2c-1111-4222-8333-944455556666".to_string());
+    job.metadata.generation = Some(1);
+    job
+}
+
+pub fn at(second: i64) -> Time {
+    Time(Timestamp::from_second(second).expect("timestamp"))
+}
+
+/// Chainable changes to a job.
+pub trait JobFixture {
+    fn in_phase(self, phase: JobPhase, started: i64) -> Self;
+    fn finished_at(self, second: i64) -> Self;
+}
+
+impl JobFixture for MultimodalJob {
+    fn in_phase(mut self, phase: JobPhase, started: i64) -> Self {
+        let status = self.status.get_or_insert_with(MultimodalJobStatus::default);
+        status.phase = Some(phase);
+        status.start_time = Some(at(started));
+        self
+    }
+
+    fn finished_at(mut self, second: i64) -> Self {
+        self.status.get_or_insert_with(MultimodalJobStatus::default).completion_time = Some(at(second));
+        self
+    }
+}
+
+impl PodView {
+    pub fn coordinator() -> Self {
+        Self::new(coordinator_name(JOB), Role::Coordinator)
+    }
+
+    pub fn worker(pool: PoolName, index: u32) -> Self {
+        Self::new(worker_name(JOB, pool, index), Role::Worker { pool, index })
+    }
+
+    fn new(name: String, role: Role) -> Self {
+        PodView {
+            name,
+            role,
+            phase: PodPhase::Pending,
+            ready: false,
+            terminating: false,
+            exit_code: None,
+            message: None,
+            ip: None,
+        }
+    }
+
+    pub fn running(mut self) -> Self {
+        self.phase = PodPhase::Running;
+        self.ready = true;
+        self.ip = Some("10.0.0.7".to_string());
+        self
+    }
+
+    pub fn exited(mut self, code: i32, message: &str) -> Self {
+        self.phase = if code == 0 { PodPhase::Succeeded } else { PodPhase::Failed };
+        self.ready = false;
+        self.exit_code = Some(code);
+        self.message = Some(message.to_string());
+        self
+    }
+
+    pub fn terminating(mut self) -> Self {
+        self.terminating = true;
+        self
+    }
+}
