@@ -1,2 +1,2 @@
-//! Workspace-level end-to-end tests of Weir. The tests live beside this file (`examples.rs`); a
-//! cluster suite that needs `KUBECONFIG` will join them with the operator.
+//! Workspace-level end-to-end tests of Weir, beside this file: `examples.rs` (the shipped examples
+//! on generated data) and `kubernetes.rs` (the operator on a real cluster; opt-in with `KUBECONFIG`).

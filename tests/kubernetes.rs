@@ -1,0 +1,204 @@
+//! The operator on a real cluster (kind, k3d, any): opt-in, it runs only when `KUBECONFIG` is set.
+//!
+//! What it needs besides the cluster:
+//! - `WEIR_E2E_IMAGE`: the image built by the `Dockerfile`, loaded into the cluster (default
+//!   `weir:dev`, e.g. `docker build -t weir:dev . && kind load docker-image weir:dev`).
+//! - An S3-compatible server both this test and the pods reach: `WEIR_E2E_S3_ENDPOINT` as the pods
+//!   see it (e.g. `http://minio.minio.svc:9000`), `WEIR_E2E_S3_HOST_ENDPOINT` as this test sees it
+//!   (default the same; e.g. a port-forward), a bucket `WEIR_E2E_BUCKET` (default `weir-e2e`) that
+//!   exists, and `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY`.
+//!
+//! The test installs the CRD, runs the operator in this process (watching a fresh namespace), and
+//! applies an image job: it checks phases, conditions, pods per pool, progress, suspend and resume,
+//! the result in the bucket, and that deleting the job deletes its pods.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
+use object_store::{ObjectStore, ObjectStoreExt};
+use object_store::aws::AmazonS3Builder;
+use object_store::path::Path;
+use serde_json::json;
+use weir_crds::{JobPhase, MultimodalJob};
+use weir_operator::children::{JOB_LABEL, Settings};
+use weir_operator::controller::{self, Context};
+use weir_operator::metrics::Metrics;
+use weir_operator::progress::GrpcProgress;
+
+struct Cluster {
+    client: Client,
+    namespace: String,
+    image: String,
+    pod_endpoint: String,
+    host_endpoint: String,
+    bucket: String,
+    key: String,
+    secret: String,
+}
+
+fn var(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_string())
+}
+
+impl Cluster {
+    /// `None` (the suite is skipped) unless `KUBECONFIG` is set.
+    async fn connect() -> Option<Self> {
+        std::env::var_os("KUBECONFIG")?;
+        let client = Client::try_default().await.expect("KUBECONFIG is set but the cluster is unreachable");
+        let pod_endpoint = std::env::var("WEIR_E2E_S3_ENDPOINT").expect("WEIR_E2E_S3_ENDPOINT (S3 as the pods see it)");
+        Some(Self {
+            client,
+            namespace: format!("weir-e2e-{}", std::process::id()),
+            image: var("WEIR_E2E_IMAGE", "weir:dev"),
+            host_endpoint: var("WEIR_E2E_S3_HOST_ENDPOINT", &pod_endpoint),
+            pod_endpoint,
+            bucket: var("WEIR_E2E_BUCKET", "weir-e2e"),
+            key: std::env::var("AWS_ACCESS_KEY_ID").expect("AWS_ACCESS_KEY_ID"),
+            secret: std::env::var("AWS_SECRET_ACCESS_KEY").expect("AWS_SECRET_ACCESS_KEY"),
+        })
+    }
+
+    fn store(&self) -> Arc<dyn ObjectStore> {
+        let store = AmazonS3Builder::new()
+            .with_endpoint(&self.host_endpoint)
+            .with_bucket_name(&self.bucket)
+            .with_region("us-east-1")
+            .with_access_key_id(&self.key)
+            .with_secret_access_key(&self.secret)
+            .with_allow_http(true)
+            .build()
+            .expect("S3 store");
+        Arc::new(store)
+    }
+
+    async fn install_crd(&self) {
+        let crds: Api<CustomResourceDefinition> = Api::all(self.client.clone());
+        let params = PatchParams::apply("weir-e2e").force();
+        crds.patch("multimodaljobs.weir.dev", &params, &Patch::Apply(weir_crds::crd())).await.expect("apply CRD");
+        wait(Duration::from_secs(60), "the CRD is established", || async {
+            let crd = crds.get("multimodaljobs.weir.dev").await.ok()?;
+            let established = crd.status?.conditions?.iter().any(|c| c.type_ == "Established" && c.status == "True");
+            established.then_some(())
+        })
+        .await;
+    }
+
+    async fn create_namespace(&self) {
+        let namespaces: Api<Namespace> = Api::all(self.client.clone());
+        let namespace: Namespace = serde_json::from_value(json!({"metadata": {"name": self.namespace}})).expect("ns");
+        namespaces.create(&PostParams::default(), &namespace).await.expect("create namespace");
+        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &self.namespace);
+        let secret: Secret = serde_json::from_value(json!({
+            "metadata": {"name": "weir-s3"},
+            "stringData": {"AWS_ACCESS_KEY_ID": self.key, "AWS_SECRET_ACCESS_KEY": self.secret, "AWS_ALLOW_HTTP": "true"}
+        }))
+        .expect("secret");
+        secrets.create(&PostParams::default(), &secret).await.expect("create secret");
+    }
+
+    fn job(&self, prefix: &str) -> MultimodalJob {
+        let text = format!(
+            "apiVersion: weir.dev/v1alpha1\nkind: MultimodalJob\nmetadata: {{name: thumbs}}\nspec:\n  source:\n    files: {{uri: \"s3://{bucket}/{prefix}/in/\", filesPerUnit: 10}}\n  steps:\n    - {{op: download, input: uri, output: bytes}}\n    - {{op: image.decode, input: bytes, output: image}}\n    - {{op: image.resize, input: image, output: image, width: 64, height: 64}}\n    - {{op: image.encode, input: image, output: thumbnail, format: png}}\n  sink:\n    parquet: {{uri: \"s3://{bucket}/{prefix}/out/\", columns: [uri, thumbnail]}}\n  pools:\n    cpu: {{replicas: {{min: 2, max: 2}}, resources: {{requests: {{cpu: 100m, memory: 256Mi}}, limits: {{memory: 1Gi}}}}}}\n  storage: {{secretRef: {{name: weir-s3}}, endpoint: \"{endpoint}\", region: us-east-1}}\n  ttlSecondsAfterFinished: 3600\n",
+            bucket = self.bucket,
+            endpoint = self.pod_endpoint,
+        );
+        weir_crds::parse_manifest(&text, "e2e").expect("e2e job")
+    }
+}
+
+/// Polls `check` every second until it returns `Some`, failing after `limit`.
+async fn wait<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out after {limit:?} waiting until {what}");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+async fn phase(jobs: &Api<MultimodalJob>) -> Option<JobPhase> {
+    jobs.get("thumbs").await.ok()?.status?.phase
+}
+
+async fn pods(api: &Api<Pod>) -> Vec<Pod> {
+    api.list(&ListParams::default().labels(&format!("{JOB_LABEL}=thumbs"))).await.map(|l| l.items).unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_job_runs_suspends_resumes_succeeds_and_is_cleaned_up_on_a_real_cluster() {
+    let Some(cluster) = Cluster::connect().await else {
+        eprintln!("skipped: set KUBECONFIG (and WEIR_E2E_* as the file's docs say) to run the cluster suite");
+        return;
+    };
+    let prefix = cluster.namespace.clone();
+    let store = cluster.store();
+    let images = tempfile::tempdir().expect("tmp");
+    let set = weir_testkit::images::JpegSet { count: 60, min_side: 200, max_side: 400, ..Default::default() };
+    weir_testkit::images::write_jpeg_set(images.path(), set).expect("images");
+    for entry in std::fs::read_dir(images.path()).expect("dir") {
+        let path = entry.expect("entry").path();
+        let name = path.file_name().and_then(|n| n.to_str()).expect("name").to_string();
+        let bytes = std::fs::read(&path).expect("read");
+        store.put(&Path::from(format!("{prefix}/in/{name}")), bytes.into()).await.expect("upload");
+    }
+
+    cluster.install_crd().await;
+    cluster.create_namespace().await;
+    let settings = Settings { image: cluster.image.clone(), image_pull_policy: Some("IfNotPresent".into()) };
+    let metrics = Arc::new(Metrics::new().expect("metrics"));
+    let ctx = Arc::new(Context::new(cluster.client.clone(), settings, metrics, Arc::new(GrpcProgress)));
+    let namespace = cluster.namespace.clone();
+    let operator = tokio::spawn(async move { controller::run(ctx, Some(&namespace)).await });
+
+    let jobs: Api<MultimodalJob> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
+    let pod_api: Api<Pod> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
+    jobs.create(&PostParams::default(), &cluster.job(&prefix)).await.expect("create job");
+
+    wait(Duration::from_secs(180), "the job runs with a coordinator and 2 cpu workers", || async {
+        let names: Vec<String> = pods(&pod_api).await.iter().map(|p| p.name_any()).collect();
+        let running = phase(&jobs).await == Some(JobPhase::Running);
+        (running && names.len() == 3 && names.contains(&"thumbs-cpu-1".to_string())).then_some(())
+    })
+    .await;
+
+    let suspend = PatchParams::default();
+    jobs.patch("thumbs", &suspend, &Patch::Merge(json!({"spec": {"suspend": true}}))).await.expect("suspend");
+    wait(Duration::from_secs(120), "the job is suspended with no pods", || async {
+        (phase(&jobs).await == Some(JobPhase::Suspended) && pods(&pod_api).await.is_empty()).then_some(())
+    })
+    .await;
+    jobs.patch("thumbs", &suspend, &Patch::Merge(json!({"spec": {"suspend": false}}))).await.expect("resume");
+
+    let done = wait(Duration::from_secs(600), "the job finishes", || async {
+        let job = jobs.get("thumbs").await.ok()?;
+        let status = job.status?;
+        matches!(status.phase, Some(JobPhase::Succeeded | JobPhase::Failed)).then_some(status)
+    })
+    .await;
+    assert_eq!(done.phase, Some(JobPhase::Succeeded), "{:?}", done.message);
+    let complete = done.conditions.iter().find(|c| c.type_ == "Complete").expect("Complete condition");
+    assert_eq!(complete.status, "True");
+    let progress = done.progress.expect("progress");
+    assert_eq!(progress.units_done, progress.units_total);
+    let marker = store.get(&Path::from(format!("{prefix}/out/_SUCCESS"))).await;
+    assert!(marker.is_ok(), "no _SUCCESS marker in the bucket");
+
+    jobs.delete("thumbs", &DeleteParams::foreground()).await.expect("delete job");
+    wait(Duration::from_secs(120), "the job's pods are gone", || async {
+        pods(&pod_api).await.is_empty().then_some(())
+    })
+    .await;
+    operator.abort();
+    let namespaces: Api<Namespace> = Api::all(cluster.client.clone());
+    let _ = namespaces.delete(&cluster.namespace, &DeleteParams::default()).await;
+}
