@@ -19,9 +19,9 @@ use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
-use object_store::{ObjectStore, ObjectStoreExt};
 use object_store::aws::AmazonS3Builder;
 use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt};
 use serde_json::json;
 use weir_crds::{JobPhase, MultimodalJob};
 use weir_operator::children::{JOB_LABEL, Settings};
@@ -154,7 +154,8 @@ async fn an_image_job_runs_suspends_resumes_succeeds_and_is_cleaned_up_on_a_real
 
     cluster.install_crd().await;
     cluster.create_namespace().await;
-    let settings = Settings { image: cluster.image.clone(), image_pull_policy: Some("IfNotPresent".into()) };
+    let settings =
+        Settings { image: cluster.image.clone(), gpu_image: None, image_pull_policy: Some("IfNotPresent".into()) };
     let metrics = Arc::new(Metrics::new().expect("metrics"));
     let ctx = Arc::new(Context::new(cluster.client.clone(), settings, metrics, Arc::new(GrpcProgress)));
     let namespace = cluster.namespace.clone();

@@ -332,17 +332,19 @@ pub struct StorageSpec {
     pub region: Option<String>,
 }
 
-/// The pods' ServiceAccount: an existing one by name, or one the operator creates for the job.
+/// The pods' ServiceAccount: an existing one by name, or one the operator creates for the job
+/// (named `<job>-weir`, owned and deleted with the job). Never both: a created account must not
+/// take over an existing one.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[schemars(extend("x-kubernetes-validations" = [
-    {"rule": "(has(self.create) && self.create) || has(self.name)", "message": "serviceAccount needs a name unless create is true"}
+    {"rule": "(has(self.create) && self.create) != has(self.name)", "message": "serviceAccount takes either name (an existing ServiceAccount) or create: true (one named <job>-weir, owned by the job), not both"}
 ]))]
 pub struct ServiceAccountSpec {
-    /// Its name; with `create`, default `<job>-weir`.
+    /// An existing ServiceAccount.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    /// Create it with the job (and delete it with the job).
+    /// Create `<job>-weir` with the job (and delete it with the job).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub create: Option<bool>,
     /// Annotations of a created ServiceAccount, e.g. `eks.amazonaws.com/role-arn`.

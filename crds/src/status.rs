@@ -63,6 +63,9 @@ pub struct Progress {
     /// e.g. `3m20s`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eta: Option<String>,
+    /// When these figures were read from the coordinator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_time: Option<Time>,
 }
 
 /// Replicas of one pool, and the autoscaler's view of them.

@@ -62,6 +62,17 @@ fn a_name_that_would_make_invalid_pod_names_is_refused() {
 }
 
 #[test]
+fn a_service_account_is_either_named_or_created_never_both() {
+    let with = |sa: &str| problems(&job(&format!("{GOOD}  serviceAccount: {sa}\n")));
+    assert_eq!(with("{name: reader}"), Vec::<String>::new());
+    assert_eq!(with("{create: true}"), Vec::<String>::new());
+    for both_or_neither in ["{name: default, create: true}", "{create: false}"] {
+        let found = with(both_or_neither);
+        assert!(found.len() == 1 && found[0].contains("either name"), "{both_or_neither}: {found:?}");
+    }
+}
+
+#[test]
 fn source_steps_and_sink_are_frozen_once_the_job_has_started() {
     let schema = crd_schema();
     let value = |text: &str| -> serde_json::Value { serde_yaml::from_str(text).expect("yaml") };

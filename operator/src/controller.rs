@@ -45,7 +45,10 @@ pub struct Context {
 
 impl Context {
     pub fn new(client: Client, settings: Settings, metrics: Arc<Metrics>, progress: Arc<dyn ProgressSource>) -> Self {
-        let reporter = Reporter { controller: FIELD_MANAGER.to_string(), instance: std::env::var("POD_NAME").ok() };
+        // Events need a reporting instance: the pod's name in a cluster, the host's outside.
+        let instance =
+            std::env::var("POD_NAME").or_else(|_| std::env::var("HOSTNAME")).unwrap_or_else(|_| "local".into());
+        let reporter = Reporter { controller: FIELD_MANAGER.to_string(), instance: Some(instance) };
         Self { recorder: Recorder::new(client.clone(), reporter), client, settings, metrics, progress }
     }
 }
@@ -78,16 +81,24 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<&str>) {
 ///
 /// # Errors
 /// Kubernetes API failures; the controller retries after [`ERROR_REQUEUE`].
-pub async fn reconcile(job: Arc<MultimodalJob>, ctx: Arc<Context>) -> Result<Action, Error> {
+pub async fn reconcile(cached: Arc<MultimodalJob>, ctx: Arc<Context>) -> Result<Action, Error> {
     let _timer = ctx.metrics.reconcile_started();
-    if job.metadata.deletion_timestamp.is_some() {
+    if cached.metadata.deletion_timestamp.is_some() {
         // Owner references let the garbage collector delete the children.
         return Ok(Action::await_change());
     }
+    // Decide from the stored job, not the cache: the cache may not hold our last status write
+    // yet, and deciding from it would undo that write (a restart count, a start time).
+    let namespace = cached.namespace().ok_or(Error::MissingObjectKey("namespace"))?;
+    let jobs: Api<MultimodalJob> = Api::namespaced(ctx.client.clone(), &namespace);
+    let Some(job) = jobs.get_opt(&cached.name_any()).await? else {
+        return Ok(Action::await_change());
+    };
     let owner = Owner::new(&job, &ctx.settings)?;
+    let uid = job.uid().ok_or(Error::MissingObjectKey("uid"))?;
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &owner.namespace);
     let listed = pods.list(&ListParams::default().labels(&job_selector(&owner.name))).await?;
-    let views: Vec<PodView> = listed.items.iter().filter_map(|p| PodView::of(&owner.name, p)).collect();
+    let views: Vec<PodView> = listed.items.iter().filter_map(|p| PodView::of(&owner.name, &uid, p)).collect();
     let progress = match coordinator_endpoint(&views) {
         Some(endpoint) => ctx.progress.read(endpoint).await,
         None => None,
@@ -133,7 +144,11 @@ async fn execute(owner: &Owner<'_>, plan: &Plan, pods: &[PodView], ctx: &Context
         apply(&pod_api, &pod).await?;
     }
     for name in &plan.delete {
-        delete(&pod_api, name).await?;
+        delete(&pod_api, name, &DeleteParams::default()).await?;
+    }
+    for name in &plan.force_delete {
+        tracing::warn!(pod = %name, "force-deleting a pod stuck terminating (its node is presumed lost)");
+        delete(&pod_api, name, &DeleteParams { grace_period_seconds: Some(0), ..DeleteParams::default() }).await?;
     }
     if plan.delete_all {
         delete_children(owner, pods, ctx).await?;
@@ -178,16 +193,17 @@ async fn delete_children(owner: &Owner<'_>, pods: &[PodView], ctx: &Context) -> 
     let ns = owner.namespace.as_str();
     let pod_api: Api<Pod> = Api::namespaced(client.clone(), ns);
     for pod in pods.iter().filter(|p| !p.terminating) {
-        delete(&pod_api, &pod.name).await?;
+        delete(&pod_api, &pod.name, &DeleteParams::default()).await?;
     }
     let services: Api<Service> = Api::namespaced(client.clone(), ns);
-    delete(&services, &coordinator_name(&owner.name)).await?;
-    delete(&services, &exchange_service_name(&owner.name)).await?;
-    delete(&Api::<ConfigMap>::namespaced(client.clone(), ns), &plan_name(&owner.name)).await?;
+    let params = DeleteParams::default();
+    delete(&services, &coordinator_name(&owner.name), &params).await?;
+    delete(&services, &exchange_service_name(&owner.name), &params).await?;
+    delete(&Api::<ConfigMap>::namespaced(client.clone(), ns), &plan_name(&owner.name), &params).await?;
     if owner.service_account().is_some()
         && let Some(name) = service_account_name(owner.job)
     {
-        delete(&Api::<ServiceAccount>::namespaced(client.clone(), ns), &name).await?;
+        delete(&Api::<ServiceAccount>::namespaced(client.clone(), ns), &name, &params).await?;
     }
     Ok(())
 }
@@ -203,11 +219,11 @@ where
 }
 
 /// Deletes `name`; one already gone is fine.
-async fn delete<K>(api: &Api<K>, name: &str) -> Result<(), Error>
+async fn delete<K>(api: &Api<K>, name: &str, params: &DeleteParams) -> Result<(), Error>
 where
     K: Resource + DeserializeOwned + Clone + Debug,
 {
-    match api.delete(name, &DeleteParams::default()).await {
+    match api.delete(name, params).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
         Err(e) => Err(e.into()),

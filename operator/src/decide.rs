@@ -24,6 +24,13 @@ pub const EXIT_JOB_FAILED: i32 = 3;
 pub const DEFAULT_BACKOFF_LIMIT: i32 = 6;
 /// How often progress is read while the job runs.
 pub const PROGRESS_INTERVAL: Duration = Duration::from_secs(10);
+/// Progress in the status changes at most this often. Every status write triggers another
+/// reconcile (the job changed); that one finds fresh figures too recent to write, so a running job
+/// settles at about two reconciles and one status write per [`PROGRESS_INTERVAL`].
+pub const PROGRESS_MIN_AGE: i64 = 5;
+/// A pod still terminating this long after its grace period ended is on a lost node: it is
+/// force-deleted (its containers are presumed dead) so its fixed name can be reused.
+pub const FORCE_DELETE_AFTER: i64 = 30;
 
 /// What the coordinator's Status RPC said.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -70,6 +77,8 @@ pub struct Plan {
     pub create: Vec<Slot>,
     /// Pods to delete by name (workers get SIGTERM and drain).
     pub delete: Vec<String>,
+    /// Pods stuck terminating on a lost node, to delete with no grace period.
+    pub force_delete: Vec<String>,
     /// Delete every child (the TTL after finishing has passed).
     pub delete_all: bool,
     pub status: MultimodalJobStatus,
@@ -88,6 +97,7 @@ pub fn decide(job: &MultimodalJob, seen: &Observed) -> Plan {
             ensure_children: false,
             create: Vec::new(),
             delete: Vec::new(),
+            force_delete: Vec::new(),
             delete_all: false,
             status: previous.clone(),
             events: Vec::new(),
@@ -100,6 +110,7 @@ pub fn decide(job: &MultimodalJob, seen: &Observed) -> Plan {
         _ if job.spec.suspend.unwrap_or(false) => decision.suspend(),
         _ => decision.run(),
     }
+    decision.force_stuck_pods();
     decision.conclude(previous.phase)
 }
 
@@ -122,7 +133,12 @@ impl Decision<'_> {
 
     fn run(&mut self) {
         let now = self.seen.now.clone();
+        let resumed = self.plan.status.phase == Some(JobPhase::Suspended);
         let status = &mut self.plan.status;
+        if resumed {
+            // As for a Kubernetes Job: the deadline counts from the last resume.
+            status.start_time = Some(now.clone());
+        }
         let start = status.start_time.get_or_insert_with(|| now.clone()).clone();
         if let Some(limit) = self.job.spec.active_deadline_seconds {
             let ran = now.0.as_second() - start.0.as_second();
@@ -145,11 +161,15 @@ impl Decision<'_> {
             None => self.plan.create.push(Slot::Coordinator),
         }
         self.workers();
-        self.read_progress();
+        self.read_progress(false);
         let running = coordinator.is_some_and(|c| c.phase == PodPhase::Running);
         let phase = if running { JobPhase::Running } else { JobPhase::Pending };
         self.plan.status.phase = Some(phase);
-        self.plan.status.message = Some(self.running_message(phase));
+        let message = match self.live_pods().find_map(|p| Some((p.name.clone(), p.problem.clone()?))) {
+            Some((pod, problem)) => format!("{}; pod {pod}: {problem}", self.running_message(phase)),
+            None => self.running_message(phase),
+        };
+        self.plan.status.message = Some(bounded(&message));
         self.plan.requeue = Some(if running { PROGRESS_INTERVAL } else { Duration::from_secs(5) });
     }
 
@@ -182,8 +202,19 @@ impl Decision<'_> {
     /// Creates missing worker slots, replaces failed ones and removes the surplus of each pool.
     fn workers(&mut self) {
         let finishing = self.seen.progress.is_some_and(|p| p.finishing);
+        // A worker that exited 0 is replaced only when the coordinator says the job goes on: it
+        // exits 0 when told the job ended, and an unread progress must not read as "go on".
+        let going_on = self.seen.progress.is_some_and(|p| !p.finishing);
         self.plan.status.replicas.clear();
-        for pool in pools_in_use(self.job) {
+        let pools = pools_in_use(self.job);
+        // Workers of a pool the job no longer uses (its `pools` changed) are surplus.
+        let unused: Vec<String> = self
+            .live_pods()
+            .filter(|p| matches!(p.role, Role::Worker { pool, .. } if !pools.contains(&pool)))
+            .map(|p| p.name.clone())
+            .collect();
+        self.plan.delete.extend(unused);
+        for pool in pools {
             let desired = desired_replicas(self.job, pool);
             let mut ready = 0;
             let pods: Vec<(u32, PodView)> = self
@@ -200,7 +231,7 @@ impl Decision<'_> {
                     None if !finishing => self.plan.create.push(Slot::Worker(pool, index)),
                     None => {}
                     Some(p) if p.terminating => {}
-                    Some(p) if p.phase == PodPhase::Failed || (p.phase == PodPhase::Succeeded && !finishing) => {
+                    Some(p) if p.phase == PodPhase::Failed || (p.phase == PodPhase::Succeeded && going_on) => {
                         self.plan.delete.push(p.name.clone());
                     }
                     Some(p) => ready += i32::from(p.ready),
@@ -215,8 +246,15 @@ impl Decision<'_> {
         }
     }
 
-    fn read_progress(&mut self) {
+    /// Takes the coordinator's figures unless the status holds figures younger than
+    /// [`PROGRESS_MIN_AGE`] (`always` for the final figures).
+    fn read_progress(&mut self, always: bool) {
         let Some(p) = self.seen.progress else { return };
+        let now = self.seen.now.0.as_second();
+        let updated = self.plan.status.progress.as_ref().and_then(|p| p.updated_time.as_ref()).map(|t| t.0.as_second());
+        if !always && updated.is_some_and(|at| now - at < PROGRESS_MIN_AGE) {
+            return;
+        }
         let percent = (p.units_committed * 100).checked_div(p.units_total).unwrap_or(0);
         self.plan.status.progress = Some(Progress {
             units_done: p.units_committed,
@@ -227,6 +265,7 @@ impl Decision<'_> {
             bytes_in: 0,
             percent: Some(format!("{percent}%")),
             eta: p.eta_seconds.map(human_duration),
+            updated_time: Some(self.seen.now.clone()),
         });
         let checkpoint = self.plan.status.checkpoint.get_or_insert_with(Default::default);
         if checkpoint.units_committed != p.units_committed {
@@ -244,7 +283,7 @@ impl Decision<'_> {
     }
 
     fn succeed(&mut self) {
-        self.read_progress();
+        self.read_progress(true);
         let status = &mut self.plan.status;
         status.phase = Some(JobPhase::Succeeded);
         status.completion_time = Some(self.seen.now.clone());
@@ -288,7 +327,7 @@ impl Decision<'_> {
         self.stop_live_pods(|_| true);
         let Some(wait) = self.ttl_wait() else { return };
         if wait.is_zero() {
-            if !self.seen.pods.is_empty() {
+            if self.live_pods().next().is_some() {
                 let ttl = self.job.spec.ttl_seconds_after_finished.unwrap_or(0);
                 self.event(
                     "TTLExpired",
@@ -321,9 +360,9 @@ impl Decision<'_> {
             .collect();
         self.plan.delete = victims;
         let status = &mut self.plan.status;
+        // The start time stays (it marks the job as started, which freezes its results-defining
+        // fields); resuming resets it, so the deadline counts from the last resume.
         status.phase = Some(JobPhase::Suspended);
-        // As for a Kubernetes Job: the deadline counts from the last resume.
-        status.start_time = None;
         for replicas in status.replicas.values_mut() {
             replicas.desired = 0;
             replicas.ready = 0;
@@ -336,6 +375,18 @@ impl Decision<'_> {
         if !self.seen.pods.is_empty() {
             self.plan.requeue = Some(Duration::from_secs(5));
         }
+    }
+
+    /// Pods terminating long past their grace period (a lost node never confirms the kill).
+    fn force_stuck_pods(&mut self) {
+        let now = self.seen.now.0.as_second();
+        self.plan.force_delete = self
+            .seen
+            .pods
+            .iter()
+            .filter(|p| p.deletion_deadline.is_some_and(|deadline| now >= deadline + FORCE_DELETE_AFTER))
+            .map(|p| p.name.clone())
+            .collect();
     }
 
     fn event(&mut self, reason: &'static str, note: String, warning: bool) {

@@ -63,6 +63,8 @@ impl PodView {
             phase: PodPhase::Pending,
             ready: false,
             terminating: false,
+            deletion_deadline: None,
+            problem: None,
             exit_code: None,
             message: None,
             ip: None,
@@ -84,8 +86,19 @@ impl PodView {
         self
     }
 
-    pub fn terminating(mut self) -> Self {
+    /// Terminating, with its grace period ending at `deadline` (Unix seconds).
+    pub fn terminating_until(mut self, deadline: i64) -> Self {
         self.terminating = true;
+        self.deletion_deadline = Some(deadline);
+        self
+    }
+
+    pub fn terminating(self) -> Self {
+        self.terminating_until(i64::MAX / 2)
+    }
+
+    pub fn stuck(mut self, problem: &str) -> Self {
+        self.problem = Some(problem.to_string());
         self
     }
 }

@@ -90,10 +90,13 @@ impl Drop for Leadership {
     }
 }
 
+/// One Lease read-and-write may take this long; a slower API server counts as a failed attempt.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Waits until this replica holds the lease, then renews it in the background.
 pub async fn acquire(api: Api<Lease>, settings: LeaseSettings) -> Leadership {
     loop {
-        match try_hold(&api, &settings).await {
+        match attempt(&api, &settings).await {
             Ok(true) => break,
             Ok(false) => {}
             Err(e) => tracing::warn!(error = %e, lease = %settings.name, "cannot read the leader lease"),
@@ -101,19 +104,31 @@ pub async fn acquire(api: Api<Lease>, settings: LeaseSettings) -> Leadership {
         tokio::time::sleep(settings.renew_every).await;
     }
     tracing::info!(identity = %settings.identity, lease = %settings.name, "became the leader");
+    // Leadership ends before the lease could expire for the others: the deadline is measured
+    // from before the last successful write, and leaves a renewal period of margin.
+    let deadline = settings.duration.saturating_sub(settings.renew_every);
     let renewal = tokio::spawn(async move {
         let mut renewed = tokio::time::Instant::now();
         loop {
             tokio::time::sleep(settings.renew_every).await;
-            match try_hold(&api, &settings).await {
-                Ok(true) => renewed = tokio::time::Instant::now(),
+            let started = tokio::time::Instant::now();
+            match attempt(&api, &settings).await {
+                Ok(true) => renewed = started,
                 Ok(false) => return "another replica took the lease".to_string(),
-                Err(e) if renewed.elapsed() >= settings.duration => return format!("cannot renew the lease: {e}"),
+                Err(e) if renewed.elapsed() >= deadline => return format!("cannot renew the lease: {e}"),
                 Err(e) => tracing::warn!(error = %e, "lease renewal failed; retrying"),
             }
         }
     });
     Leadership { renewal }
+}
+
+/// [`try_hold`] bounded by [`ATTEMPT_TIMEOUT`].
+async fn attempt(api: &Api<Lease>, settings: &LeaseSettings) -> Result<bool, String> {
+    match tokio::time::timeout(ATTEMPT_TIMEOUT, try_hold(api, settings)).await {
+        Ok(result) => result.map_err(|e| e.to_string()),
+        Err(_) => Err(format!("no answer in {ATTEMPT_TIMEOUT:?}")),
+    }
 }
 
 /// One attempt to take or renew the lease; `Ok(false)` when another replica holds it or won a race.

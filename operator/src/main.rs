@@ -27,9 +27,12 @@ struct Args {
     /// Serve `/metrics` and `/healthz` here.
     #[arg(long, default_value = "0.0.0.0:8080")]
     metrics_listen: SocketAddr,
-    /// The worker image used when a pool names none.
+    /// The coordinator's image, and the workers' when a pool names none.
     #[arg(long, env = "WEIR_WORKER_IMAGE")]
     worker_image: Option<String>,
+    /// The gpu workers' image when the gpu pool names none (the CUDA build; default --worker-image).
+    #[arg(long, env = "WEIR_GPU_WORKER_IMAGE")]
+    gpu_worker_image: Option<String>,
     /// imagePullPolicy of the pods (default: the cluster's).
     #[arg(long)]
     image_pull_policy: Option<String>,
@@ -60,12 +63,15 @@ async fn main() -> Result<()> {
     if let Some(image) = args.worker_image {
         settings.image = image;
     }
+    settings.gpu_image = args.gpu_worker_image;
     settings.image_pull_policy = args.image_pull_policy;
     let ctx = Arc::new(Context::new(client.clone(), settings, metrics, Arc::new(GrpcProgress)));
 
     let result = if args.leader_elect {
         let namespace = args.lease_namespace.unwrap_or_else(|| "default".to_string());
-        let identity = std::env::var("POD_NAME").unwrap_or_else(|_| format!("weir-operator-{}", std::process::id()));
+        // Unique per replica: the pod's name in a cluster; outside, the host's name and process id.
+        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "local".into());
+        let identity = std::env::var("POD_NAME").unwrap_or_else(|_| format!("{host}-{}", std::process::id()));
         let lease = LeaseSettings {
             name: args.lease_name,
             namespace: namespace.clone(),

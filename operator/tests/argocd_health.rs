@@ -23,6 +23,8 @@ fn coordinator(phase: PodPhase, exit_code: Option<i32>) -> PodView {
         phase,
         ready: phase == PodPhase::Running,
         terminating: false,
+        deletion_deadline: None,
+        problem: None,
         exit_code,
         message: Some("row 3 of a.jpg failed".into()),
         ip: Some("10.0.0.1".into()),

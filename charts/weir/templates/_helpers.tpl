@@ -29,7 +29,12 @@ app.kubernetes.io/component: operator
   verbs: ["get", "list", "watch"]
 - apiGroups: ["weir.dev"]
   resources: ["multimodaljobs/status"]
-  verbs: ["get", "patch", "update"]
+  verbs: ["get", "patch"]
+# Children carry blockOwnerDeletion owner references, which clusters enforcing
+# OwnerReferencesPermissionEnforcement allow only with update on the owner's finalizers.
+- apiGroups: ["weir.dev"]
+  resources: ["multimodaljobs/finalizers"]
+  verbs: ["update"]
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]

@@ -36,14 +36,20 @@ pub const METRICS_PORT: i32 = 9090;
 /// What the operator was told about images and defaults at start.
 #[derive(Clone, Debug)]
 pub struct Settings {
-    /// The worker image when a pool names none.
+    /// The image of the coordinator and of workers whose pool names none.
     pub image: String,
+    /// The image of gpu workers whose pool names none (the CUDA build); default [`Self::image`].
+    pub gpu_image: Option<String>,
     pub image_pull_policy: Option<String>,
 }
 
 impl Default for Settings {
     fn default() -> Self {
-        Self { image: format!("ghcr.io/weir-dev/weir:{}", env!("CARGO_PKG_VERSION")), image_pull_policy: None }
+        Self {
+            image: format!("ghcr.io/weir-dev/weir:{}", env!("CARGO_PKG_VERSION")),
+            gpu_image: None,
+            image_pull_policy: None,
+        }
     }
 }
 

@@ -48,7 +48,7 @@ impl Owner<'_> {
             ports: Some(vec![port("grpc", COORDINATOR_PORT), port("metrics", METRICS_PORT)]),
             readiness_probe: Some(tcp_probe(COORDINATOR_PORT)),
             resources: Some(resources),
-            ..self.container("coordinator", self.pool_spec(PoolName::Cpu))
+            ..self.container("coordinator", PoolName::Cpu)
         };
         let mut pod =
             self.pod(coordinator_name(&self.name), "coordinator", None, container, self.pool_spec(PoolName::Cpu));
@@ -78,7 +78,7 @@ impl Owner<'_> {
         let coordinator = format!("http://{}.{}.svc:{COORDINATOR_PORT}", coordinator_name(&self.name), self.namespace);
         let advertise =
             format!("http://{name}.{}.{}.svc:{EXCHANGE_PORT}", exchange_service_name(&self.name), self.namespace);
-        let mut base = self.container("worker", spec);
+        let mut base = self.container("worker", pool);
         let mut env = vec![
             plain_env("WEIR_COORDINATOR", &coordinator),
             plain_env("WEIR_EXCHANGE_ADVERTISE", &advertise),
@@ -90,7 +90,7 @@ impl Owner<'_> {
             env: Some(env),
             ports: Some(vec![port("flight", EXCHANGE_PORT), port("metrics", METRICS_PORT)]),
             readiness_probe: Some(tcp_probe(METRICS_PORT)),
-            resources: Some(worker_resources(spec)),
+            resources: Some(worker_resources(pool, spec)),
             ..base
         };
         let mut pod = self.pod(name.clone(), "worker", Some(pool), container, spec);
@@ -112,13 +112,18 @@ impl Owner<'_> {
     }
 
     /// The container every pod shares: image, environment, mounts and a locked-down security context.
-    fn container(&self, name: &str, pool: Option<&PoolSpec>) -> Container {
+    fn container(&self, name: &str, pool_name: PoolName) -> Container {
+        let pool = self.pool_spec(pool_name);
         let mut env = vec![plain_env("HOME", "/tmp"), plain_env("XDG_CACHE_HOME", CACHE_DIR)];
         env.extend(pool.and_then(|p| p.env.clone()).unwrap_or_default());
         let secret = self.job.spec.storage.as_ref().and_then(|s| s.secret_ref.as_ref());
+        let default_image = match (pool_name, &self.settings.gpu_image) {
+            (PoolName::Gpu, Some(gpu)) if name == "worker" => gpu.clone(),
+            _ => self.settings.image.clone(),
+        };
         Container {
             name: name.to_string(),
-            image: Some(pool.and_then(|p| p.image.clone()).unwrap_or_else(|| self.settings.image.clone())),
+            image: Some(pool.and_then(|p| p.image.clone()).unwrap_or(default_image)),
             image_pull_policy: self.settings.image_pull_policy.clone(),
             env: Some(env),
             env_from: secret.map(|s| {
@@ -194,10 +199,13 @@ impl Owner<'_> {
     }
 }
 
-/// The pool's resources, with `gpusPerPod` as an `nvidia.com/gpu` limit (and request).
-fn worker_resources(spec: Option<&PoolSpec>) -> ResourceRequirements {
+/// The pool's resources, with `gpusPerPod` (default 1 in the gpu pool, 0 elsewhere) as an
+/// `nvidia.com/gpu` limit and request.
+fn worker_resources(pool: PoolName, spec: Option<&PoolSpec>) -> ResourceRequirements {
     let mut resources = spec.and_then(|s| s.resources.clone()).unwrap_or_default();
-    if let Some(gpus) = spec.and_then(|s| s.gpus_per_pod).filter(|g| *g > 0) {
+    let default_gpus = i32::from(pool == PoolName::Gpu);
+    let gpus = spec.and_then(|s| s.gpus_per_pod).unwrap_or(default_gpus);
+    if gpus > 0 {
         let gpus = Quantity(gpus.to_string());
         resources.limits.get_or_insert_with(BTreeMap::new).insert("nvidia.com/gpu".to_string(), gpus.clone());
         resources.requests.get_or_insert_with(BTreeMap::new).insert("nvidia.com/gpu".to_string(), gpus);

@@ -76,7 +76,7 @@ fn every_pod_runs_non_root_read_only_without_capabilities_under_runtime_default_
 #[test]
 fn the_coordinator_is_never_restarted_in_place_and_serves_grpc_and_metrics() {
     let job = job("");
-    let settings = Settings { image: "weir:test".into(), image_pull_policy: Some("Never".into()) };
+    let settings = Settings { image: "weir:test".into(), gpu_image: None, image_pull_policy: Some("Never".into()) };
     let owner = Owner::new(&job, &settings).expect("owner");
     let pod = owner.coordinator_pod();
     let spec = pod.spec.as_ref().expect("spec");
@@ -144,4 +144,19 @@ fn a_job_never_stored_has_no_owner() {
     let mut unsaved = job("");
     unsaved.metadata.uid = None;
     assert!(matches!(Owner::new(&unsaved, &Settings::default()), Err(Error::MissingObjectKey("uid"))));
+}
+
+#[test]
+fn a_gpu_pool_without_details_still_asks_for_a_gpu_and_runs_the_gpu_image() {
+    let job = job("  pools:\n    gpu: {replicas: {min: 1, max: 2}}\n");
+    let settings = Settings { gpu_image: Some("weir:cuda".into()), ..Settings::default() };
+    let owner = Owner::new(&job, &settings).expect("owner");
+    let gpu = owner.worker_pod(PoolName::Gpu, 0);
+    let limits = container(&gpu).resources.as_ref().and_then(|r| r.limits.clone()).expect("limits");
+    assert_eq!(limits["nvidia.com/gpu"].0, "1");
+    assert_eq!(container(&gpu).image.as_deref(), Some("weir:cuda"));
+    let cpu = owner.worker_pod(PoolName::Cpu, 0);
+    assert_eq!(container(&cpu).image, Some(settings.image.clone()));
+    assert!(container(&cpu).resources.as_ref().and_then(|r| r.limits.as_ref()).is_none());
+    assert_eq!(container(&owner.coordinator_pod()).image, Some(settings.image.clone()));
 }

@@ -87,12 +87,23 @@ fn context(progress: Option<CoordinatorProgress>) -> (Arc<Context>, ApiServer) {
     (Arc::new(ctx), ApiServer(handle))
 }
 
-/// Runs one reconcile against the scenario, both bounded in time so a missing or extra request fails.
-async fn reconcile_with<F>(job: MultimodalJob, ctx: Arc<Context>, scenario: F) -> Result<Action, Error>
+/// Runs one reconcile against the scenario, both bounded in time so a missing or extra request
+/// fails. The reconcile first reads the stored job, which the server answers with `job`.
+async fn reconcile_with<S, F>(
+    job: MultimodalJob,
+    ctx: Arc<Context>,
+    mut server: ApiServer,
+    scenario: S,
+) -> Result<Action, Error>
 where
+    S: FnOnce(ApiServer) -> F + Send + 'static,
     F: std::future::Future<Output = ()> + Send + 'static,
 {
-    let server = tokio::spawn(scenario);
+    let stored = serde_json::to_value(&job).expect("job json");
+    let server = tokio::spawn(async move {
+        server.expect(Method::GET, JOB, stored).await;
+        scenario(server).await;
+    });
     let result =
         tokio::time::timeout(Duration::from_secs(5), reconcile(Arc::new(job), ctx)).await.expect("reconcile hung");
     let served = tokio::time::timeout(Duration::from_secs(5), server).await.expect("scenario hung");
@@ -103,6 +114,7 @@ where
 }
 
 const PODS: &str = "/api/v1/namespaces/media/pods";
+const JOB: &str = "/apis/weir.dev/v1alpha1/namespaces/media/multimodaljobs/thumbs";
 const JOB_STATUS: &str = "/apis/weir.dev/v1alpha1/namespaces/media/multimodaljobs/thumbs/status";
 const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/media/events";
 
@@ -148,8 +160,8 @@ async fn expect_children(server: &mut ApiServer) {
 
 #[tokio::test]
 async fn create_a_new_job_gets_its_children_pods_status_and_an_event() {
-    let (ctx, mut server) = context(None);
-    let action = reconcile_with(job(""), ctx, async move {
+    let (ctx, server) = context(None);
+    let action = reconcile_with(job(""), ctx, server, |mut server| async move {
         server.expect(Method::GET, PODS, pod_list(&[])).await;
         expect_children(&mut server).await;
         let coordinator =
@@ -172,11 +184,11 @@ async fn create_a_new_job_gets_its_children_pods_status_and_an_event() {
 async fn a_running_job_reports_its_coordinators_progress() {
     let progress =
         CoordinatorProgress { units_total: 4, units_committed: 1, eta_seconds: Some(30.0), ..Default::default() };
-    let (ctx, mut server) = context(Some(progress));
+    let (ctx, server) = context(Some(progress));
     let job = job("").in_phase(JobPhase::Pending, 0);
     let pods =
         [pod(&job, Slot::Coordinator, "Running", None), pod(&job, Slot::Worker(PoolName::Cpu, 0), "Running", None)];
-    reconcile_with(job, ctx, async move {
+    reconcile_with(job, ctx, server, |mut server| async move {
         server.expect(Method::GET, PODS, pod_list(&pods)).await;
         expect_children(&mut server).await;
         let status = server.expect_status().await;
@@ -193,11 +205,11 @@ async fn a_running_job_reports_its_coordinators_progress() {
 #[tokio::test]
 async fn scale_a_pool_grows_to_its_new_minimum_and_shrinks_from_the_highest_index() {
     let progress = CoordinatorProgress { units_total: 9, units_committed: 3, ..Default::default() };
-    let (ctx, mut server) = context(Some(progress.clone()));
+    let (ctx, server) = context(Some(progress.clone()));
     let grown = job("  pools:\n    cpu: {replicas: {min: 3, max: 3}}\n").in_phase(JobPhase::Running, 0);
     let pods =
         [pod(&grown, Slot::Coordinator, "Running", None), pod(&grown, Slot::Worker(PoolName::Cpu, 0), "Running", None)];
-    reconcile_with(grown, ctx, async move {
+    reconcile_with(grown, ctx, server, |mut server| async move {
         server.expect(Method::GET, PODS, pod_list(&pods)).await;
         expect_children(&mut server).await;
         server.expect(Method::PATCH, "/api/v1/namespaces/media/pods/thumbs-cpu-1", Value::Null).await;
@@ -208,12 +220,12 @@ async fn scale_a_pool_grows_to_its_new_minimum_and_shrinks_from_the_highest_inde
     .await
     .expect("reconcile");
 
-    let (ctx, mut server) = context(Some(progress));
+    let (ctx, server) = context(Some(progress));
     let shrunk = job("  pools:\n    cpu: {replicas: {min: 1, max: 3}}\n").in_phase(JobPhase::Running, 0);
     let pods: Vec<Pod> = std::iter::once(pod(&shrunk, Slot::Coordinator, "Running", None))
         .chain((0..3).map(|i| pod(&shrunk, Slot::Worker(PoolName::Cpu, i), "Running", None)))
         .collect();
-    reconcile_with(shrunk, ctx, async move {
+    reconcile_with(shrunk, ctx, server, |mut server| async move {
         server.expect(Method::GET, PODS, pod_list(&pods)).await;
         expect_children(&mut server).await;
         server.expect(Method::DELETE, "/api/v1/namespaces/media/pods/thumbs-cpu-2", json!(pods[3])).await;
@@ -227,11 +239,11 @@ async fn scale_a_pool_grows_to_its_new_minimum_and_shrinks_from_the_highest_inde
 
 #[tokio::test]
 async fn suspend_deletes_the_workers_and_reports_suspended() {
-    let (ctx, mut server) = context(None);
+    let (ctx, server) = context(None);
     let job = job("  suspend: true\n").in_phase(JobPhase::Running, 0);
     let pods =
         [pod(&job, Slot::Coordinator, "Running", None), pod(&job, Slot::Worker(PoolName::Cpu, 0), "Running", None)];
-    reconcile_with(job, ctx, async move {
+    reconcile_with(job, ctx, server, |mut server| async move {
         server.expect(Method::GET, PODS, pod_list(&pods)).await;
         server.expect(Method::DELETE, "/api/v1/namespaces/media/pods/thumbs-cpu-0", json!(pods[1])).await;
         let status = server.expect_status().await;
@@ -245,13 +257,13 @@ async fn suspend_deletes_the_workers_and_reports_suspended() {
 
 #[tokio::test]
 async fn finish_a_coordinator_that_exited_zero_succeeds_the_job_and_stops_the_workers() {
-    let (ctx, mut server) = context(None);
+    let (ctx, server) = context(None);
     let job = job("  ttlSecondsAfterFinished: 3600\n").in_phase(JobPhase::Running, 0);
     let pods = [
         pod(&job, Slot::Coordinator, "Succeeded", Some(0)),
         pod(&job, Slot::Worker(PoolName::Cpu, 0), "Running", None),
     ];
-    let action = reconcile_with(job, ctx, async move {
+    let action = reconcile_with(job, ctx, server, |mut server| async move {
         server.expect(Method::GET, PODS, pod_list(&pods)).await;
         expect_children(&mut server).await;
         server.expect(Method::DELETE, "/api/v1/namespaces/media/pods/thumbs-cpu-0", json!(pods[1])).await;
@@ -268,12 +280,12 @@ async fn finish_a_coordinator_that_exited_zero_succeeds_the_job_and_stops_the_wo
 
 #[tokio::test]
 async fn ttl_expiry_deletes_every_child_but_not_the_job() {
-    let (ctx, mut server) = context(None);
+    let (ctx, server) = context(None);
     let mut job = job("  ttlSecondsAfterFinished: 10\n").in_phase(JobPhase::Succeeded, 0).finished_at(100);
     // The status as the finishing reconcile wrote it, so only the deletions remain to do.
     job.status = Some(decide(&job, &Observed { pods: &[], progress: None, now: crate::fixtures::at(100) }).status);
     let pods = [pod(&job, Slot::Coordinator, "Succeeded", Some(0))];
-    reconcile_with(job, ctx, async move {
+    reconcile_with(job, ctx, server, |mut server| async move {
         server.expect(Method::GET, PODS, pod_list(&pods)).await;
         server.expect(Method::DELETE, "/api/v1/namespaces/media/pods/thumbs-coordinator", json!(pods[0])).await;
         let gone = json!({"kind": "Status", "apiVersion": "v1", "status": "Success"});
@@ -290,15 +302,16 @@ async fn ttl_expiry_deletes_every_child_but_not_the_job() {
 #[tokio::test]
 async fn restart_an_operator_that_restarts_adopts_the_pods_it_made_and_creates_none() {
     let progress = CoordinatorProgress { units_total: 4, units_committed: 2, ..Default::default() };
-    let (ctx, mut server) = context(Some(progress.clone()));
+    let (ctx, server) = context(Some(progress.clone()));
     let mut job = job("").in_phase(JobPhase::Running, 0);
     let pods =
         [pod(&job, Slot::Coordinator, "Running", None), pod(&job, Slot::Worker(PoolName::Cpu, 0), "Running", None)];
-    let views: Vec<PodView> = pods.iter().filter_map(|p| PodView::of("thumbs", p)).collect();
-    // What the previous operator wrote: this reconcile must find nothing to change.
-    let before = decide(&job, &Observed { pods: &views, progress: Some(&progress), now: crate::fixtures::at(50) });
+    let uid = job.metadata.uid.clone().expect("uid");
+    let views: Vec<PodView> = pods.iter().filter_map(|p| PodView::of("thumbs", &uid, p)).collect();
+    // What the previous operator wrote moments ago: this reconcile must find nothing to change.
+    let before = decide(&job, &Observed { pods: &views, progress: Some(&progress), now: Time(Timestamp::now()) });
     job.status = Some(before.status);
-    reconcile_with(job, ctx, async move {
+    reconcile_with(job, ctx, server, |mut server| async move {
         server.expect(Method::GET, PODS, pod_list(&pods)).await;
         expect_children(&mut server).await;
     })
@@ -318,8 +331,8 @@ async fn delete_a_job_being_deleted_is_left_to_the_garbage_collector() {
 
 #[tokio::test]
 async fn an_api_error_fails_the_reconcile_with_a_metric_label() {
-    let (ctx, mut server) = context(None);
-    let error = reconcile_with(job(""), ctx.clone(), async move {
+    let (ctx, server) = context(None);
+    let error = reconcile_with(job(""), ctx.clone(), server, |mut server| async move {
         server.expect_status_code(Method::GET, PODS, 500).await;
     })
     .await

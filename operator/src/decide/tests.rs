@@ -165,7 +165,7 @@ fn suspending_drains_workers_before_the_coordinator_and_resuming_starts_again() 
     let first = plan(&suspend, &[coordinator.clone(), worker.clone()], None);
     assert_eq!(first.delete, vec![worker.name.clone()]);
     assert_eq!(first.status.phase, Some(JobPhase::Suspended));
-    assert_eq!(first.status.start_time, None, "the deadline counts from the resume");
+    assert_eq!(first.status.start_time, Some(at(NOW - 60)), "a suspended job stays started (its results are frozen)");
     assert_eq!(condition(&first, "Suspended"), ("True", "Suspended"));
     assert_eq!(reasons(&first), vec!["Suspended"]);
 
@@ -177,12 +177,52 @@ fn suspending_drains_workers_before_the_coordinator_and_resuming_starts_again() 
     assert_eq!(idle.requeue, None);
     assert!(!idle.ensure_children && idle.create.is_empty());
 
-    let mut resumed = job("").in_phase(JobPhase::Suspended, NOW - 60);
-    resumed.status.as_mut().expect("status").start_time = None;
+    let resumed = job("").in_phase(JobPhase::Suspended, NOW - 60);
     let p = plan(&resumed, &[], None);
     assert_eq!(reasons(&p), vec!["Resumed"]);
     assert_eq!(p.create.first(), Some(&Slot::Coordinator));
-    assert_eq!(p.status.start_time, Some(at(NOW)));
+    assert_eq!(p.status.start_time, Some(at(NOW)), "the deadline counts from the resume");
+}
+
+#[test]
+fn workers_of_a_pool_the_job_no_longer_uses_are_removed() {
+    let job = job("").in_phase(JobPhase::Running, NOW - 60);
+    let pods = [
+        PodView::coordinator().running(),
+        PodView::worker(PoolName::Cpu, 0).running(),
+        PodView::worker(PoolName::Gpu, 0).running(),
+    ];
+    let p = plan(&job, &pods, None);
+    assert_eq!(p.delete, vec!["thumbs-gpu-0"]);
+    assert!(!p.status.replicas.contains_key("gpu"));
+}
+
+#[test]
+fn a_worker_that_exited_zero_is_replaced_only_when_the_coordinator_says_the_job_goes_on() {
+    let job = job("").in_phase(JobPhase::Running, NOW - 60);
+    let pods = [PodView::coordinator().running(), PodView::worker(PoolName::Cpu, 0).exited(0, "")];
+    assert_eq!(plan(&job, &pods, None).delete, Vec::<String>::new(), "progress unknown: leave it");
+    assert_eq!(plan(&job, &pods, Some(&half_done())).delete, vec!["thumbs-cpu-0"]);
+}
+
+#[test]
+fn a_pod_stuck_terminating_past_its_grace_is_force_deleted() {
+    let job = job("").in_phase(JobPhase::Running, NOW - 60);
+    let lost = PodView::coordinator().running().terminating_until(NOW - FORCE_DELETE_AFTER);
+    let leaving = PodView::worker(PoolName::Cpu, 0).running().terminating_until(NOW - 5);
+    let p = plan(&job, &[lost, leaving], None);
+    assert_eq!(p.force_delete, vec!["thumbs-coordinator"]);
+    assert!(!p.create.contains(&Slot::Coordinator), "the slot is refilled once the pod is gone");
+}
+
+#[test]
+fn a_pod_that_cannot_start_is_named_in_the_status_message() {
+    let job = job("").in_phase(JobPhase::Pending, NOW - 60);
+    let pods = [PodView::coordinator().stuck("ImagePullBackOff: pull access denied for weir")];
+    let p = plan(&job, &pods, None);
+    let message = p.status.message.as_deref().unwrap_or_default();
+    assert!(message.contains("thumbs-coordinator: ImagePullBackOff"), "{message}");
+    assert_eq!(condition(&p, "Ready").0, "False");
 }
 
 #[test]
@@ -227,4 +267,18 @@ fn conditions_carry_the_generation_and_the_failure_reason_survives_later_reconci
     job.status = Some(failed.status);
     let later = plan(&job, &[], None);
     assert_eq!(condition(&later, "Failed"), ("True", "DeadlineExceeded"));
+}
+
+#[test]
+fn progress_younger_than_the_minimum_age_is_not_rewritten() {
+    let job = job("").in_phase(JobPhase::Running, NOW - 60);
+    let pods = [PodView::coordinator().running(), PodView::worker(PoolName::Cpu, 0).running()];
+    let first = plan(&job, &pods, Some(&half_done()));
+    let mut written = job.clone();
+    written.status = Some(first.status.clone());
+    let later = CoordinatorProgress { units_committed: 5, ..half_done() };
+    let soon = decide(&written, &Observed { pods: &pods, progress: Some(&later), now: at(NOW + PROGRESS_MIN_AGE - 1) });
+    assert_eq!(soon.status, first.status, "a reconcile right after a status write changes nothing");
+    let due = decide(&written, &Observed { pods: &pods, progress: Some(&later), now: at(NOW + PROGRESS_MIN_AGE) });
+    assert_eq!(due.status.progress.map(|p| p.units_done), Some(5));
 }
