@@ -142,6 +142,8 @@ async fn finishing_every_unit_writes_the_manifest_and_marker_and_sweeps_orphans(
     let job = job(dir.path(), 4);
     let out = dir.path().join("out");
     std::fs::create_dir_all(&out).expect("out");
+    // Left by a lost attempt; written before the last commit, which starts finalizing at once.
+    std::fs::write(out.join("part-000000-7.parquet"), b"orphan of a lost attempt").expect("orphan");
     let mut run = start(&job, options()).await;
     for _ in 0..2 {
         let Lease::Unit(unit) = lease(&mut run.client, "a").await else { panic!("no unit") };
@@ -150,7 +152,6 @@ async fn finishing_every_unit_writes_the_manifest_and_marker_and_sweeps_orphans(
         let files = vec![format!("file://{}", kept.display())];
         assert!(run.client.complete(complete(&unit, "a", files)).await.expect("complete").into_inner().committed);
     }
-    std::fs::write(out.join("part-000000-7.parquet"), b"orphan of a lost attempt").expect("orphan");
     let outcome = run.served.await.expect("join").expect("succeeded");
     assert_eq!(outcome.status.phase, proto::Phase::Succeeded as i32);
     assert!(out.join("_SUCCESS").exists());
