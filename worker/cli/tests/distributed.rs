@@ -115,7 +115,8 @@ fn kill_randomly(run: &mut Child, seed: u64, deadline: Duration) -> Vec<String> 
             let workers: Vec<&(u32, String)> = kids.iter().filter(|(_, cmd)| cmd.contains(" worker ")).collect();
             let victim = match (killed.len(), coordinator) {
                 (2, Some(c)) => Some(c),
-                _ if !workers.is_empty() => Some(workers[rng.range(0, workers.len() as u32) as usize]),
+                // `range` is inclusive: the last index is len - 1.
+                _ if !workers.is_empty() => Some(workers[rng.range(0, workers.len() as u32 - 1) as usize]),
                 _ => None,
             };
             if let Some((pid, cmd)) = victim {
