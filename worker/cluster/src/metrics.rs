@@ -33,6 +33,7 @@ pub struct WorkerMetrics {
     failed: IntCounterVec,
     busy: CounterVec,
     blocked: CounterVec,
+    queue: IntGaugeVec,
     memory: IntGaugeVec,
     units: IntCounterVec,
     /// Step counters as last synced, to add only the difference.
@@ -86,6 +87,14 @@ impl WorkerMetrics {
                 &["step", "on"],
                 consts
             ),
+            queue: registered!(
+                registry,
+                IntGaugeVec,
+                "weir_step_queue_depth",
+                "Morsels waiting at each step's input (sampled when the step takes one).",
+                &["step"],
+                consts
+            ),
             memory: registered!(
                 registry,
                 IntGaugeVec,
@@ -127,6 +136,7 @@ impl WorkerMetrics {
             self.busy.with_label_values(&[name]).inc_by(seconds(step.busy, before.busy));
             self.blocked.with_label_values(&[name, "input"]).inc_by(seconds(step.blocked_in, before.blocked_in));
             self.blocked.with_label_values(&[name, "output"]).inc_by(seconds(step.blocked_out, before.blocked_out));
+            self.queue.with_label_values(&[name]).set(step.queue_depth as i64);
         }
         *last = now;
         self.memory.with_label_values(&["limit"]).set(budget.limit() as i64);
@@ -303,6 +313,7 @@ mod tests {
         metrics.sync(&stats, &budget);
         decode.record_in(5, 500);
         decode.add_blocked_out(Duration::from_secs(2));
+        decode.set_queue_depth(2);
         metrics.sync(&stats, &budget);
         metrics.unit("completed");
         let text = metrics.render();
@@ -312,6 +323,7 @@ mod tests {
             r#"weir_step_rows_failed_total{job="j",pool="cpu",step="image.decode",worker="cpu-0"} 1"#,
             r#"weir_step_busy_seconds_total{job="j",pool="cpu",step="image.decode",worker="cpu-0"} 1.5"#,
             r#"weir_step_blocked_seconds_total{job="j",on="output",pool="cpu",step="image.decode",worker="cpu-0"} 2"#,
+            r#"weir_step_queue_depth{job="j",pool="cpu",step="image.decode",worker="cpu-0"} 2"#,
             r#"weir_memory_budget_bytes{job="j",kind="limit",pool="cpu",worker="cpu-0"} 1048576"#,
             r#"weir_worker_units_total{job="j",outcome="completed",pool="cpu",worker="cpu-0"} 1"#,
         ] {

@@ -32,4 +32,9 @@ impl<T> StageReceiver<T> {
     pub async fn recv(&mut self) -> Option<T> {
         self.0.recv().await
     }
+
+    /// Messages waiting in the queue now.
+    pub fn queued(&self) -> usize {
+        self.0.len()
+    }
 }

@@ -439,6 +439,7 @@ impl StepStage {
                     if idle {
                         self.stats.add_blocked_in(wait.elapsed());
                     }
+                    self.stats.set_queue_depth(rx.queued());
                     match message {
                         None => input_done = true,
                         Some(message) => in_flight.push_back(self.start(message)),
@@ -575,6 +576,7 @@ impl<S: UnitSink> SinkStage<S> {
                 break;
             };
             stats.add_blocked_in(wait.elapsed());
+            stats.set_queue_depth(rx.queued());
             let start = Instant::now();
             match message {
                 Message::Morsel(morsel) => {

@@ -19,6 +19,7 @@ pub struct StepStats {
     blocked_in_ns: AtomicU64,
     blocked_out_ns: AtomicU64,
     concurrency: AtomicU64,
+    queue_depth: AtomicU64,
 }
 
 /// A copy of a stage's counters at one moment.
@@ -38,6 +39,8 @@ pub struct StepStatsSnapshot {
     /// Time the stage waited for room downstream (backpressure).
     pub blocked_out: Duration,
     pub concurrency: u64,
+    /// Morsels waiting at the step's input when it last took one (a gauge, not a counter).
+    pub queue_depth: u64,
 }
 
 impl StepStats {
@@ -74,6 +77,11 @@ impl StepStats {
         self.blocked_out_ns.fetch_add(d.as_nanos() as u64, Relaxed);
     }
 
+    /// Records how many morsels wait at the step's input.
+    pub fn set_queue_depth(&self, morsels: usize) {
+        self.queue_depth.store(morsels as u64, Relaxed);
+    }
+
     pub fn snapshot(&self) -> StepStatsSnapshot {
         StepStatsSnapshot {
             name: self.name.clone(),
@@ -87,6 +95,7 @@ impl StepStats {
             blocked_in: Duration::from_nanos(self.blocked_in_ns.load(Relaxed)),
             blocked_out: Duration::from_nanos(self.blocked_out_ns.load(Relaxed)),
             concurrency: self.concurrency.load(Relaxed),
+            queue_depth: self.queue_depth.load(Relaxed),
         }
     }
 }
