@@ -19,11 +19,12 @@ use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
-use object_store::aws::AmazonS3Builder;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
 use serde_json::json;
 use weir_crds::{JobPhase, MultimodalJob};
+use weir_io::StoreRegistry;
+use weir_io::store::S3Settings;
 use weir_operator::children::{JOB_LABEL, Settings};
 use weir_operator::controller::{self, Context};
 use weir_operator::metrics::Metrics;
@@ -62,17 +63,11 @@ impl Cluster {
         })
     }
 
+    /// The bucket as this test reaches it, through the same registry the workers use (credentials
+    /// from the `AWS_*` environment).
     fn store(&self) -> Arc<dyn ObjectStore> {
-        let store = AmazonS3Builder::new()
-            .with_endpoint(&self.host_endpoint)
-            .with_bucket_name(&self.bucket)
-            .with_region("us-east-1")
-            .with_access_key_id(&self.key)
-            .with_secret_access_key(&self.secret)
-            .with_allow_http(true)
-            .build()
-            .expect("S3 store");
-        Arc::new(store)
+        let settings = S3Settings { endpoint: Some(self.host_endpoint.clone()), region: Some("us-east-1".into()) };
+        StoreRegistry::new(settings).resolve(&format!("s3://{}/", self.bucket)).expect("S3 store").store
     }
 
     async fn install_crd(&self) {
@@ -94,7 +89,7 @@ impl Cluster {
         let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &self.namespace);
         let secret: Secret = serde_json::from_value(json!({
             "metadata": {"name": "weir-s3"},
-            "stringData": {"AWS_ACCESS_KEY_ID": self.key, "AWS_SECRET_ACCESS_KEY": self.secret, "AWS_ALLOW_HTTP": "true"}
+            "stringData": {"AWS_ACCESS_KEY_ID": self.key, "AWS_SECRET_ACCESS_KEY": self.secret}
         }))
         .expect("secret");
         secrets.create(&PostParams::default(), &secret).await.expect("create secret");

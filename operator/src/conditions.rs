@@ -59,10 +59,7 @@ pub fn human_duration(seconds: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn at(seconds: i64) -> Time {
-        Time(k8s_openapi::jiff::Timestamp::from_second(seconds).expect("timestamp"))
-    }
+    use crate::fixtures::at;
 
     #[test]
     fn a_condition_keeps_its_transition_time_until_its_status_flips() {

@@ -20,7 +20,6 @@ use weir_crds::MultimodalJob;
 
 use crate::children::{
     COORDINATOR_PORT, FIELD_MANAGER, Owner, Settings, coordinator_name, exchange_service_name, job_selector, plan_name,
-    service_account_name,
 };
 use crate::decide::{Observed, Plan, Slot, decide};
 use crate::error::Error;
@@ -200,9 +199,8 @@ async fn delete_children(owner: &Owner<'_>, pods: &[PodView], ctx: &Context) -> 
     delete(&services, &coordinator_name(&owner.name), &params).await?;
     delete(&services, &exchange_service_name(&owner.name), &params).await?;
     delete(&Api::<ConfigMap>::namespaced(client.clone(), ns), &plan_name(&owner.name), &params).await?;
-    if owner.service_account().is_some()
-        && let Some(name) = service_account_name(owner.job)
-    {
+    // Only an account the job created is its to delete.
+    if let Some(name) = owner.service_account().and_then(|a| a.metadata.name) {
         delete(&Api::<ServiceAccount>::namespaced(client.clone(), ns), &name, &params).await?;
     }
     Ok(())

@@ -177,7 +177,7 @@ mod tests {
     }
 
     fn at(second: i64) -> Timestamp {
-        Timestamp::from_second(second).expect("timestamp")
+        crate::fixtures::at(second).0
     }
 
     #[test]

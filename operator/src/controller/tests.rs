@@ -32,51 +32,50 @@ impl ProgressSource for FixedProgress {
 
 struct ApiServer(Handle<Request<Body>, Response<Body>>);
 
+/// The responder of one request: sends a JSON body with a status code.
+type Reply = tower_test::mock::SendResponse<Response<Body>>;
+
 impl ApiServer {
-    /// Expects the next request to be `method` on `path` (query ignored); answers `reply`, or
-    /// echoes the request body when `reply` is null. Returns the request body.
-    async fn expect(&mut self, method: Method, path: &str, reply: Value) -> Value {
+    /// Takes the next request, which must be `method` on `path` (query ignored); returns its JSON
+    /// body (null when empty) and the responder.
+    async fn next(&mut self, method: &Method, path: &str) -> (Value, Reply) {
         let Some((request, send)) = self.0.next_request().await else {
             panic!("expected {method} {path}, but the controller made no further request");
         };
-        assert_eq!((request.method(), request.uri().path()), (&method, path), "unexpected request");
+        assert_eq!((request.method(), request.uri().path()), (method, path), "unexpected request");
         let bytes = request.into_body().collect_bytes().await.expect("request body");
-        let body: Value =
-            if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).expect("json body") };
-        let reply = if reply.is_null() { body.clone() } else { reply };
-        send.send_response(
-            Response::builder().body(Body::from(serde_json::to_vec(&reply).expect("json"))).expect("response"),
-        );
+        let body = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).expect("json body") };
+        (body, send)
+    }
+
+    /// Expects `method` on `path`; answers `reply`, or echoes the request body when `reply` is
+    /// null. Returns the request body.
+    async fn expect(&mut self, method: Method, path: &str, reply: Value) -> Value {
+        let (body, send) = self.next(&method, path).await;
+        respond(send, 200, if reply.is_null() { &body } else { &reply });
         body
     }
 
     /// Expects the status patch of the fixture job and answers the job with that status.
     async fn expect_status(&mut self) -> Value {
-        let Some((request, send)) = self.0.next_request().await else {
-            panic!("expected the status patch, but the controller made no further request");
-        };
-        assert_eq!((request.method(), request.uri().path()), (&Method::PATCH, JOB_STATUS), "unexpected request");
-        let bytes = request.into_body().collect_bytes().await.expect("request body");
-        let body: Value = serde_json::from_slice(&bytes).expect("json body");
+        let (body, send) = self.next(&Method::PATCH, JOB_STATUS).await;
         let mut stored = serde_json::to_value(job("")).expect("job json");
         stored["status"] = body["status"].clone();
-        send.send_response(
-            Response::builder().body(Body::from(serde_json::to_vec(&stored).expect("json"))).expect("response"),
-        );
+        respond(send, 200, &stored);
         body
     }
 
+    /// Expects `method` on `path` and fails it with `code`.
     async fn expect_status_code(&mut self, method: Method, path: &str, code: u16) {
-        let (request, send) = self.0.next_request().await.expect("a request");
-        assert_eq!((request.method(), request.uri().path()), (&method, path));
+        let (_, send) = self.next(&method, path).await;
         let status = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": "boom", "reason": "InternalError", "code": code});
-        send.send_response(
-            Response::builder()
-                .status(code)
-                .body(Body::from(serde_json::to_vec(&status).expect("json")))
-                .expect("response"),
-        );
+        respond(send, code, &status);
     }
+}
+
+fn respond(send: Reply, code: u16, body: &Value) {
+    let bytes = serde_json::to_vec(body).expect("json");
+    send.send_response(Response::builder().status(code).body(Body::from(bytes)).expect("response"));
 }
 
 fn context(progress: Option<CoordinatorProgress>) -> (Arc<Context>, ApiServer) {
