@@ -15,6 +15,9 @@ pub const ATTEMPTS_PER_EPOCH: u32 = 1000;
 /// Delay before a failed unit is leased again, doubled per failure up to [`MAX_RETRY_DELAY`].
 const RETRY_DELAY: Duration = Duration::from_millis(250);
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(10);
+/// How soon a worker refused a read-ahead unit asks again (it also asks as soon as a unit of its
+/// own finishes).
+const READ_AHEAD_RETRY: Duration = Duration::from_millis(250);
 
 /// One unit's scheduling state.
 #[derive(Debug, Clone, PartialEq)]
@@ -95,15 +98,24 @@ impl UnitTable {
         self.ttl
     }
 
-    /// Leases the first pending unit whose back-off is over to `worker`.
-    pub fn lease(&mut self, worker: &str, now: Instant) -> LeaseDecision {
-        let ready = self.pending.iter().copied().find(|id| match self.units.get(id).map(|e| &e.state) {
+    /// Leases the first pending unit whose back-off is over to `worker`, one of `peers` workers
+    /// sharing the units.
+    ///
+    /// A worker that holds a unit already gets another one (to read it ahead) only while at least
+    /// `peers` units are ready: near the end of a job the last units go to workers that would
+    /// otherwise sit idle, not into the queue of a busy one.
+    pub fn lease(&mut self, worker: &str, peers: usize, now: Instant) -> LeaseDecision {
+        let mut ready = self.pending.iter().copied().filter(|id| match self.units.get(id).map(|e| &e.state) {
             Some(UnitState::Pending { not_before }) => not_before.is_none_or(|t| t <= now),
             _ => false,
         });
-        let Some(id) = ready else {
+        let Some(id) = ready.next() else {
             return self.wait_decision(now);
         };
+        let scarce = 1 + ready.take(peers.saturating_sub(1)).count() < peers;
+        if scarce && self.holds_any(worker) {
+            return LeaseDecision::Wait(READ_AHEAD_RETRY);
+        }
         self.pending.remove(&id);
         let epoch = self.epoch;
         let ttl = self.ttl;
@@ -223,6 +235,10 @@ impl UnitTable {
         self.units.values().filter(|e| matches!(e.state, UnitState::Leased { .. })).count()
     }
 
+    fn holds_any(&self, worker: &str) -> bool {
+        self.units.values().any(|e| matches!(&e.state, UnitState::Leased { worker: w, .. } if w == worker))
+    }
+
     /// Leases held by `worker`.
     pub fn held_by(&self, worker: &str) -> Vec<(u64, u32)> {
         let mut held: Vec<(u64, u32)> = self
@@ -252,28 +268,44 @@ mod tests {
     fn units_are_leased_in_id_order_then_the_caller_waits() {
         let now = Instant::now();
         let mut t = table(2);
-        assert_eq!(t.lease("a", now), LeaseDecision::Granted { unit: 0, attempt: 0 });
-        assert_eq!(t.lease("b", now), LeaseDecision::Granted { unit: 1, attempt: 0 });
-        assert!(matches!(t.lease("a", now), LeaseDecision::Wait(_)));
+        assert_eq!(t.lease("a", 1, now), LeaseDecision::Granted { unit: 0, attempt: 0 });
+        assert_eq!(t.lease("b", 1, now), LeaseDecision::Granted { unit: 1, attempt: 0 });
+        assert!(matches!(t.lease("a", 1, now), LeaseDecision::Wait(_)));
+    }
+
+    #[test]
+    fn a_busy_worker_reads_ahead_only_while_every_peer_can_get_a_unit() {
+        let now = Instant::now();
+        let mut t = table(5);
+        assert_eq!(t.lease("a", 2, now), LeaseDecision::Granted { unit: 0, attempt: 0 });
+        assert_eq!(t.lease("b", 2, now), LeaseDecision::Granted { unit: 1, attempt: 0 });
+        assert_eq!(t.lease("a", 2, now), LeaseDecision::Granted { unit: 2, attempt: 0 }, "3 ready for 2 workers");
+        assert_eq!(t.lease("b", 2, now), LeaseDecision::Granted { unit: 3, attempt: 0 }, "2 ready for 2 workers");
+        t.mark_committed(0);
+        assert_eq!(t.lease("a", 2, now), LeaseDecision::Wait(READ_AHEAD_RETRY), "a still holds unit 2");
+        t.mark_committed(1);
+        assert_eq!(t.lease("b", 2, now), LeaseDecision::Wait(READ_AHEAD_RETRY), "b still holds unit 3");
+        t.mark_committed(2);
+        assert_eq!(t.lease("a", 2, now), LeaseDecision::Granted { unit: 4, attempt: 0 }, "a is idle now");
     }
 
     #[test]
     fn committed_units_are_never_leased_again() {
         let now = Instant::now();
         let mut t = UnitTable::new(0..3, &BTreeSet::from([0, 2]), 1, TTL);
-        assert_eq!(t.lease("a", now), LeaseDecision::Granted { unit: 1, attempt: 1000 });
+        assert_eq!(t.lease("a", 1, now), LeaseDecision::Granted { unit: 1, attempt: 1000 });
         t.mark_committed(1);
-        assert_eq!(t.lease("a", now), LeaseDecision::AllCommitted);
+        assert_eq!(t.lease("a", 1, now), LeaseDecision::AllCommitted);
     }
 
     #[test]
     fn an_expired_lease_is_leased_again_with_a_new_attempt() {
         let now = Instant::now();
         let mut t = table(1);
-        assert_eq!(t.lease("a", now), LeaseDecision::Granted { unit: 0, attempt: 0 });
+        assert_eq!(t.lease("a", 1, now), LeaseDecision::Granted { unit: 0, attempt: 0 });
         assert!(t.expire(now + TTL / 2).is_empty());
         assert_eq!(t.expire(now + TTL), vec![(0, 0, "a".to_string())]);
-        assert_eq!(t.lease("b", now + TTL), LeaseDecision::Granted { unit: 0, attempt: 1 });
+        assert_eq!(t.lease("b", 1, now + TTL), LeaseDecision::Granted { unit: 0, attempt: 1 });
         assert_eq!(t.heartbeat("a", &[(0, 0)], now + TTL), vec![(0, 0)], "the old lease is revoked");
     }
 
@@ -281,7 +313,7 @@ mod tests {
     fn heartbeats_keep_a_lease_alive() {
         let now = Instant::now();
         let mut t = table(1);
-        t.lease("a", now);
+        t.lease("a", 1, now);
         assert!(t.heartbeat("a", &[(0, 0)], now + TTL / 2).is_empty());
         assert!(t.expire(now + TTL).is_empty(), "extended to 1.5 ttl");
         assert_eq!(t.expire(now + TTL * 2).len(), 1);
@@ -291,10 +323,10 @@ mod tests {
     fn failures_back_off_and_give_up_at_the_limit() {
         let now = Instant::now();
         let mut t = table(1).with_max_failures(2);
-        t.lease("a", now);
+        t.lease("a", 1, now);
         assert_eq!(t.fail(0, 0, false, now), FailureVerdict::Retry);
-        assert!(matches!(t.lease("a", now), LeaseDecision::Wait(_)), "backing off");
-        assert_eq!(t.lease("a", now + Duration::from_secs(1)), LeaseDecision::Granted { unit: 0, attempt: 1 });
+        assert!(matches!(t.lease("a", 1, now), LeaseDecision::Wait(_)), "backing off");
+        assert_eq!(t.lease("a", 1, now + Duration::from_secs(1)), LeaseDecision::Granted { unit: 0, attempt: 1 });
         assert_eq!(t.fail(0, 0, false, now), FailureVerdict::Stale, "an old attempt's report is ignored");
         assert_eq!(t.fail(0, 1, false, now), FailureVerdict::GiveUp { failures: 2 });
     }
@@ -303,9 +335,9 @@ mod tests {
     fn a_handed_back_unit_is_leased_again_at_once_without_counting_a_failure() {
         let now = Instant::now();
         let mut t = table(1).with_max_failures(1);
-        t.lease("a", now);
+        t.lease("a", 1, now);
         assert_eq!(t.fail(0, 0, true, now), FailureVerdict::Retry);
-        assert_eq!(t.lease("b", now), LeaseDecision::Granted { unit: 0, attempt: 1 });
+        assert_eq!(t.lease("b", 1, now), LeaseDecision::Granted { unit: 0, attempt: 1 });
         assert_eq!(t.held_by("b"), vec![(0, 1)]);
     }
 }

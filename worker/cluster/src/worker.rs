@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use object_store::ObjectStoreExt;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 use weir_core::unit::BoxError;
@@ -139,6 +139,7 @@ pub async fn run_worker(
         client,
         held: Arc::default(),
         capacity: Arc::new(Semaphore::new(capacity)),
+        finished: Arc::default(),
         ended: CancellationToken::new(),
         exit: Arc::default(),
     };
@@ -182,6 +183,8 @@ struct Worker {
     client: CoordinatorClient<Channel>,
     held: Arc<Mutex<HashMap<u64, Held>>>,
     capacity: Arc<Semaphore>,
+    /// Woken when a held unit is reported, so a worker told to wait asks again at once.
+    finished: Arc<Notify>,
     /// Cancelled when the coordinator says the job ended.
     ended: CancellationToken,
     exit: Arc<Mutex<Option<WorkerExit>>>,
@@ -304,6 +307,7 @@ impl Worker {
                 () = stop.cancelled() => return,
                 () = self.ended.cancelled() => return,
                 () = tokio::time::sleep(wait) => {}
+                () = self.finished.notified() => {}
             }
         }
     }
@@ -342,6 +346,7 @@ impl Worker {
                 )),
             }
             self.held().remove(&summary.unit);
+            self.finished.notify_one();
         }
     }
 

@@ -150,7 +150,13 @@ impl JobState {
         if self.phase != Phase::Running {
             return LeaseDecision::Wait(Duration::from_millis(200));
         }
-        self.table.lease(worker, now)
+        let ttl = self.table.ttl();
+        let peers = self
+            .workers
+            .values()
+            .filter(|w| w.pool == pool && now.saturating_duration_since(w.last_seen) < ttl)
+            .count();
+        self.table.lease(worker, peers, now)
     }
 
     pub fn heartbeat(&mut self, worker: &str, pool: &str, held: &[(u64, u32)], now: Instant) -> Vec<(u64, u32)> {
