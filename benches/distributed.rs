@@ -126,7 +126,7 @@ fn flight(tensors: usize, batch: usize) -> Result<()> {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let step = Arc::new(RemoteStep::new(0, "identity", Arc::new(Router::to(&endpoint)?), 2));
+        let step = Arc::new(RemoteStep::new(0..=0, "identity", Arc::new(Router::to(&endpoint)?), 2));
         let ctx = StepContext { compute: ComputePool::new(1)? };
         let morsel = tensor_batch(batch)?;
         let morsels = tensors.div_ceil(batch);

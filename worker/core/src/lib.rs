@@ -28,7 +28,7 @@ pub use compute::ComputePool;
 pub use error::{BuildError, ExecError, StepError};
 pub use pipeline::{ErrorHandling, Pipeline, PipelineOptions, RunSummary};
 pub use stats::{PipelineStats, StepStats, StepStatsSnapshot};
-pub use step::{MoreOutput, RowFailure, Step, StepContext, StepOutput};
+pub use step::{FailureOrigin, MoreOutput, RowFailure, Step, StepContext, StepOutput};
 pub use unit::{ErrorRecord, UnitReader, UnitSink, UnitSummary, WorkUnit};
 
 /// Name of the column every source adds: a stable reference to the input row (URI, or file and row).

@@ -21,7 +21,7 @@ use crate::channel::{StageReceiver, StageSender, stage_channel};
 use crate::compute::ComputePool;
 use crate::error::{ExecError, StepError};
 use crate::stats::{PipelineStats, StepStats};
-use crate::step::{MoreOutput, Step, StepContext, StepOutput};
+use crate::step::{FailureOrigin, MoreOutput, RowFailure, Step, StepContext, StepOutput};
 use crate::unit::{ErrorRecord, UnitReader, UnitSink, UnitSummary, WorkUnit};
 
 /// What a failed row does.
@@ -521,22 +521,34 @@ impl StepStage {
     fn apply(&self, morsel: &mut Morsel, input: &RecordBatch, output: StepOutput) -> Result<(), ExecError> {
         if !output.failures.is_empty() {
             let refs = row_refs(input);
+            let origin = |f: &RowFailure| match &f.origin {
+                Some(o) => o.clone(),
+                None => FailureOrigin {
+                    step_index: self.index,
+                    step: self.step.name().to_string(),
+                    row_ref: row_ref(refs.as_ref(), f.row),
+                },
+            };
             if !self.errors.skip_rows {
                 let first = &output.failures[0];
+                let at = origin(first);
                 return Err(ExecError::RowFailed {
-                    row_ref: row_ref(refs.as_ref(), first.row),
-                    index: self.index,
-                    step: self.step.name().to_string(),
+                    row_ref: at.row_ref,
+                    index: at.step_index,
+                    step: at.step,
                     message: first.message.clone(),
                 });
             }
             self.stats.record_failed(output.failures.len());
-            morsel.errors.extend(output.failures.iter().map(|f| ErrorRecord {
-                unit: morsel.unit.id,
-                row_ref: row_ref(refs.as_ref(), f.row),
-                step_index: self.index,
-                step: self.step.name().to_string(),
-                message: f.message.clone(),
+            morsel.errors.extend(output.failures.iter().map(|f| {
+                let at = origin(f);
+                ErrorRecord {
+                    unit: morsel.unit.id,
+                    row_ref: at.row_ref,
+                    step_index: at.step_index,
+                    step: at.step,
+                    message: f.message.clone(),
+                }
             }));
         }
         let bytes = batch_bytes(&output.batch);

@@ -17,11 +17,29 @@ pub struct RowFailure {
     /// Index of the row in the step's input morsel.
     pub row: usize,
     pub message: String,
+    /// Set when the row failed in a later step than the one reporting it (a step that runs a
+    /// segment of the job's steps elsewhere); `row` is then not used.
+    pub origin: Option<FailureOrigin>,
+}
+
+/// Where a row failed, for a failure reported on behalf of a later step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailureOrigin {
+    /// Position of the step in `spec.steps`.
+    pub step_index: usize,
+    pub step: String,
+    /// The failed row's reference ([`ROW_REF_COLUMN`](crate::ROW_REF_COLUMN)).
+    pub row_ref: String,
 }
 
 impl RowFailure {
     pub fn new(row: usize, message: impl Into<String>) -> Self {
-        Self { row, message: message.into() }
+        Self { row, message: message.into(), origin: None }
+    }
+
+    /// A row that failed in the step and at the row `origin` names.
+    pub fn at(origin: FailureOrigin, message: impl Into<String>) -> Self {
+        Self { row: 0, message: message.into(), origin: Some(origin) }
     }
 }
 

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 use weir_cluster::coordinator::{Coordinator, CoordinatorError, CoordinatorOptions, JobOutcome, bind};
-use weir_cluster::exchange::{RemoteStep, Router, StepServer};
+use weir_cluster::exchange::{CoveredStep, RemoteStep, Router, StepServer};
 use weir_cluster::metrics::{WorkerMetrics, serve_metrics};
 use weir_cluster::placement::{leasing_pool, pool_name, step_pools};
 use weir_cluster::worker::{
@@ -18,7 +18,7 @@ use weir_cluster::worker::{
 };
 use weir_core::budget::detect_memory_limit;
 use weir_core::{ComputePool, ErrorHandling, MemoryBudget, Step, StepContext};
-use weir_crds::{MultimodalJob, PoolName, RowErrorAction};
+use weir_crds::{MultimodalJob, MultimodalJobSpec, PoolName, RowErrorAction};
 use weir_io::source;
 
 use crate::plan::{PlanError, build_steps_where, stores_for};
@@ -140,18 +140,9 @@ pub async fn worker(
         return Ok(serve_pool(server, options, serve, shutdown).await?);
     }
     let coordinator = connect(&options.coordinator)?;
-    let steps = built
-        .into_iter()
-        .enumerate()
-        .map(|(i, step)| match step {
-            Some(step) => step,
-            None => {
-                let pool = pool_name(pools.get(i).copied().unwrap_or(PoolName::Gpu));
-                let router = Arc::new(Router::new(coordinator.clone(), &options.id, pool));
-                Arc::new(RemoteStep::new(i, spec.steps[i].op(), router, REMOTE_MORSELS_IN_FLIGHT)) as Arc<dyn Step>
-            }
-        })
-        .collect();
+    let steps = with_remote_segments(spec, built, &pools, |pool| {
+        Arc::new(Router::new(coordinator.clone(), &options.id, pool_name(pool)))
+    });
     let limit = resources.memory_limit.unwrap_or_else(default_memory_limit);
     let policy = spec.error_policy();
     let setup = WorkerSetup {
@@ -177,6 +168,37 @@ pub async fn worker(
         None => None,
     };
     Ok(run_worker(setup, options, shutdown).await?)
+}
+
+/// The leasing worker's steps: its own, and each run of consecutive steps of another pool as one
+/// [`RemoteStep`] (one exchange per morsel for the whole run) followed by [`CoveredStep`]s that keep
+/// the run's later steps in their places.
+fn with_remote_segments(
+    spec: &MultimodalJobSpec,
+    built: Vec<Option<Arc<dyn Step>>>,
+    pools: &[PoolName],
+    router: impl Fn(PoolName) -> Arc<Router>,
+) -> Vec<Arc<dyn Step>> {
+    let mut steps: Vec<Arc<dyn Step>> = Vec::with_capacity(built.len());
+    let mut built = built.into_iter().enumerate().peekable();
+    while let Some((first, step)) = built.next() {
+        if let Some(step) = step {
+            steps.push(step);
+            continue;
+        }
+        let pool = pools.get(first).copied().unwrap_or(PoolName::Gpu);
+        let mut last = first;
+        while let Some((i, None)) = built.peek()
+            && pools.get(*i) == Some(&pool)
+        {
+            last = *i;
+            built.next();
+        }
+        let remote = RemoteStep::new(first..=last, spec.steps[first].op(), router(pool), REMOTE_MORSELS_IN_FLIGHT);
+        steps.push(Arc::new(remote));
+        steps.extend((first + 1..=last).map(|i| Arc::new(CoveredStep::new(spec.steps[i].op())) as Arc<dyn Step>));
+    }
+    steps
 }
 
 /// Morsels a remote step keeps in flight: one being processed by the peer while the next travels.

@@ -1,10 +1,12 @@
-//! Arrow Flight exchange between pools: a worker runs a step that belongs to another pool by a
-//! `DoExchange` with a worker of that pool, one morsel per exchange.
+//! Arrow Flight exchange between pools: a worker runs a segment of consecutive steps that belong
+//! to another pool by a `DoExchange` with a worker of that pool, one morsel per exchange.
 //!
-//! The request carries the step's index in its descriptor and the morsel as Arrow IPC; the reply
-//! carries the step's output, one record batch per part (a step may answer in parts), each with
-//! its row failures in `app_metadata`. HTTP/2 flow control on the stream carries backpressure: a
-//! busy gpu worker reads its requests slowly, and the cpu worker's remote step waits.
+//! The request carries the segment's first and last step indices in its descriptor and the morsel
+//! as Arrow IPC; the reply carries the segment's output, one record batch per part (a step may
+//! answer in parts), each with its row failures in `app_metadata`. Failures of the segment's first
+//! step name rows of the morsel sent; failures of later steps carry the step and the row reference
+//! ([`FailureOrigin`]). HTTP/2 flow control on the stream carries backpressure: a busy gpu worker
+//! reads its requests slowly, and the cpu worker's remote step waits.
 //!
 //! # Guarantees
 //! A failed exchange (the peer died, or refused) is a step error of the morsel's unit: the unit's
@@ -13,29 +15,40 @@
 mod remote;
 mod server;
 
-pub use remote::{RemoteStep, Router};
+pub use remote::{CoveredStep, RemoteStep, Router};
 pub use server::{StepServer, bind as server_bind, serve_steps};
 
+use std::ops::RangeInclusive;
+
 use bytes::Bytes;
-use weir_core::RowFailure;
+use weir_core::{FailureOrigin, RowFailure};
 
 /// Largest gRPC message accepted or sent by the exchange: a morsel is sized by the memory budget
 /// (at most 16 MiB by default), far below this.
 pub const MAX_MESSAGE_BYTES: usize = 1 << 30;
 
-/// The descriptor command naming the step to run.
-fn step_command(step: usize) -> Bytes {
-    Bytes::from(serde_json::json!({ "step": step }).to_string())
+/// The descriptor command naming the steps to run.
+fn segment_command(steps: &RangeInclusive<usize>) -> Bytes {
+    Bytes::from(serde_json::json!({ "step": steps.start(), "last": steps.end() }).to_string())
 }
 
-fn parse_step_command(cmd: &[u8]) -> Option<usize> {
+/// The steps a command names (`last` defaults to `step`).
+fn parse_segment_command(cmd: &[u8]) -> Option<RangeInclusive<usize>> {
     let value: serde_json::Value = serde_json::from_slice(cmd).ok()?;
-    value.get("step")?.as_u64().map(|s| s as usize)
+    let first = value.get("step")?.as_u64()? as usize;
+    let last = value.get("last").map_or(Some(first as u64), |l| l.as_u64())? as usize;
+    (first <= last).then_some(first..=last)
 }
 
-/// A part's metadata: its row failures and the busy time the step reported.
+/// A part's metadata: its row failures and the busy time the segment reported.
 fn part_metadata(failures: &[RowFailure], busy: Option<std::time::Duration>) -> Bytes {
-    let failures: Vec<serde_json::Value> = failures.iter().map(|f| serde_json::json!([f.row, f.message])).collect();
+    let failures: Vec<serde_json::Value> = failures
+        .iter()
+        .map(|f| match &f.origin {
+            None => serde_json::json!([f.row, f.message]),
+            Some(o) => serde_json::json!([f.row, f.message, o.step_index, o.step, o.row_ref]),
+        })
+        .collect();
     let busy_us = busy.map(|b| b.as_micros() as u64);
     Bytes::from(serde_json::json!({ "failures": failures, "busyUs": busy_us }).to_string())
 }
@@ -45,17 +58,27 @@ fn parse_part_metadata(bytes: &[u8]) -> Result<(Vec<RowFailure>, Option<std::tim
         return Ok((Vec::new(), None));
     }
     let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| format!("part metadata: {e}"))?;
-    let failures = value
-        .get("failures")
-        .and_then(|f| f.as_array())
-        .map(|list| {
-            list.iter()
-                .filter_map(|f| Some(RowFailure::new(f.get(0)?.as_u64()? as usize, f.get(1)?.as_str()?)))
-                .collect()
-        })
-        .unwrap_or_default();
+    let failures = match value.get("failures").and_then(|f| f.as_array()) {
+        Some(list) => list.iter().map(parse_failure).collect::<Result<_, _>>()?,
+        None => Vec::new(),
+    };
     let busy = value.get("busyUs").and_then(|b| b.as_u64()).map(std::time::Duration::from_micros);
     Ok((failures, busy))
+}
+
+fn parse_failure(value: &serde_json::Value) -> Result<RowFailure, String> {
+    let malformed = || format!("part metadata: malformed failure {value}");
+    let row = value.get(0).and_then(|r| r.as_u64()).ok_or_else(malformed)? as usize;
+    let message = value.get(1).and_then(|m| m.as_str()).ok_or_else(malformed)?;
+    if value.get(2).is_none() {
+        return Ok(RowFailure::new(row, message));
+    }
+    let origin = FailureOrigin {
+        step_index: value.get(2).and_then(|i| i.as_u64()).ok_or_else(malformed)? as usize,
+        step: value.get(3).and_then(|s| s.as_str()).ok_or_else(malformed)?.to_string(),
+        row_ref: value.get(4).and_then(|r| r.as_str()).ok_or_else(malformed)?.to_string(),
+    };
+    Ok(RowFailure::at(origin, message))
 }
 
 #[cfg(test)]
@@ -64,9 +87,12 @@ mod tests {
 
     #[test]
     fn commands_and_metadata_round_trip() {
-        assert_eq!(parse_step_command(&step_command(7)), Some(7));
-        assert_eq!(parse_step_command(b"{}"), None);
-        let failures = vec![RowFailure::new(3, "corrupt \"image\"")];
+        assert_eq!(parse_segment_command(&segment_command(&(7..=9))), Some(7..=9));
+        assert_eq!(parse_segment_command(br#"{"step": 4}"#), Some(4..=4));
+        assert_eq!(parse_segment_command(br#"{"step": 4, "last": 3}"#), None);
+        assert_eq!(parse_segment_command(b"{}"), None);
+        let origin = FailureOrigin { step_index: 5, step: "image.resize".into(), row_ref: "s3://b/x.jpg".into() };
+        let failures = vec![RowFailure::new(3, "corrupt \"image\""), RowFailure::at(origin, "too large")];
         let busy = Some(std::time::Duration::from_micros(1500));
         assert_eq!(parse_part_metadata(&part_metadata(&failures, busy)), Ok((failures, busy)));
         assert_eq!(parse_part_metadata(b""), Ok((Vec::new(), None)));

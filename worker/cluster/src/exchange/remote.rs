@@ -1,6 +1,7 @@
-//! The stand-in for a step of another pool: each morsel goes to a worker of that pool, chosen by
-//! the coordinator, and comes back processed.
+//! The stand-in for a segment of steps of another pool: each morsel goes to a worker of that pool,
+//! chosen by the coordinator, and comes back through every step of the segment.
 
+use std::ops::RangeInclusive;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -17,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 use weir_core::{Step, StepContext, StepError, StepOutput};
 
-use super::{MAX_MESSAGE_BYTES, parse_part_metadata, step_command};
+use super::{MAX_MESSAGE_BYTES, parse_part_metadata, segment_command};
 use crate::proto;
 use crate::proto::coordinator_client::CoordinatorClient;
 use crate::retry::{Backoff, retry_rpc};
@@ -111,18 +112,22 @@ fn flight_client(endpoint: &str) -> Result<FlightServiceClient<Channel>, StepErr
         .max_encoding_message_size(MAX_MESSAGE_BYTES))
 }
 
-/// Step `index` of the job, run by a worker of another pool.
+/// Consecutive steps of the job (`steps`, indices in `spec.steps`), run by a worker of another
+/// pool in one exchange per morsel, so a morsel crosses the network once each way however many
+/// steps the segment has. In the pipeline it takes the place of the segment's first step, and each
+/// later step of the segment is a [`CoveredStep`].
 pub struct RemoteStep {
-    index: usize,
+    steps: RangeInclusive<usize>,
     name: String,
     router: Arc<Router>,
     concurrency: usize,
 }
 
 impl RemoteStep {
-    /// `concurrency` morsels are in flight at once (two keep a GPU busy while the next arrives).
-    pub fn new(index: usize, name: &str, router: Arc<Router>, concurrency: usize) -> Self {
-        Self { index, name: name.to_string(), router, concurrency: concurrency.max(1) }
+    /// `concurrency` morsels are in flight at once (two keep a GPU busy while the next arrives);
+    /// `name` is the first step's.
+    pub fn new(steps: RangeInclusive<usize>, name: &str, router: Arc<Router>, concurrency: usize) -> Self {
+        Self { steps, name: name.to_string(), router, concurrency: concurrency.max(1) }
     }
 
     async fn exchange(self: Arc<Self>, input: RecordBatch) -> Result<StepOutput, StepError> {
@@ -133,7 +138,7 @@ impl RemoteStep {
         };
         let request = FlightDataEncoderBuilder::new()
             .with_max_flight_data_size(MAX_MESSAGE_BYTES)
-            .with_flight_descriptor(Some(FlightDescriptor::new_cmd(step_command(self.index))))
+            .with_flight_descriptor(Some(FlightDescriptor::new_cmd(segment_command(&self.steps))))
             .build(futures::stream::once(async move { Ok(input) }))
             .filter_map(|message| async move { message.ok() });
         let response = client.do_exchange(request).await.map_err(|s| failed(s.message().to_string()))?;
@@ -193,5 +198,32 @@ impl Step for RemoteStep {
         _ctx: StepContext,
     ) -> BoxFuture<'static, Result<StepOutput, StepError>> {
         self.exchange(input).boxed()
+    }
+}
+
+/// A step that a [`RemoteStep`] before it already ran as part of its segment: morsels pass through
+/// unchanged. It keeps the step's place (and index) in the pipeline, so error records and
+/// per-step counters keep their positions; the segment's busy time is counted on its first step.
+pub struct CoveredStep {
+    name: String,
+}
+
+impl CoveredStep {
+    pub fn new(name: &str) -> Self {
+        Self { name: name.to_string() }
+    }
+}
+
+impl Step for CoveredStep {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn process(
+        self: Arc<Self>,
+        input: RecordBatch,
+        _ctx: StepContext,
+    ) -> BoxFuture<'static, Result<StepOutput, StepError>> {
+        futures::future::ready(Ok(StepOutput { busy: Some(Duration::ZERO), ..StepOutput::ok(input) })).boxed()
     }
 }

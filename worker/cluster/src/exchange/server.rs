@@ -1,4 +1,5 @@
-//! The Flight service of a worker that serves its pool's steps to workers of other pools.
+//! The Flight service of a worker that serves its pool's steps to workers of other pools: each
+//! exchange runs a segment of consecutive steps on every morsel it is sent.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -14,15 +15,19 @@ use arrow_flight::{
     Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightInfo, HandshakeRequest, HandshakeResponse,
     PollInfo, PutResult, SchemaResult, Ticket,
 };
+use futures::FutureExt;
+use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
-use weir_core::{Step, StepContext, StepError, StepOutput};
+use weir_core::batch::{row_ref, row_refs};
+use weir_core::{FailureOrigin, RowFailure, Step, StepContext, StepError};
 
-use super::{MAX_MESSAGE_BYTES, parse_step_command, part_metadata};
+use super::{MAX_MESSAGE_BYTES, parse_segment_command, part_metadata};
 
 /// Runs the steps of this worker's pool for other workers.
 pub struct StepServer {
@@ -101,43 +106,108 @@ fn step_status(e: StepError) -> Status {
     }
 }
 
-/// Encodes one output part: the batch, with its failures in the batch message's metadata.
-async fn encode_part(output: StepOutput) -> Result<Vec<FlightData>, Status> {
-    let metadata = part_metadata(&output.failures, output.busy);
-    let batch: RecordBatch = output.batch;
-    let mut messages: Vec<FlightData> = FlightDataEncoderBuilder::new()
-        .with_max_flight_data_size(MAX_MESSAGE_BYTES)
-        .build(futures::stream::once(async move { Ok(batch) }))
-        .try_collect()
-        .await
-        .map_err(|e| Status::internal(format!("encoding the output: {e}")))?;
+/// Encodes one output part: the batch, with its failures and busy time in the batch message's
+/// metadata. An empty batch is still sent as a batch message (the Flight encoder would send only
+/// its schema), so the failures of a morsel whose every row failed come back with it.
+async fn encode_part(batch: RecordBatch, carried: Carried) -> Result<Vec<FlightData>, Status> {
+    let metadata = part_metadata(&carried.failures, Some(carried.busy));
+    let encoding_failed = |e: &dyn std::fmt::Display| Status::internal(format!("encoding the output: {e}"));
+    let mut messages: Vec<FlightData> = if batch.num_rows() == 0 {
+        arrow_flight::utils::batches_to_flight_data(&batch.schema(), [&batch]).map_err(|e| encoding_failed(&e))?
+    } else {
+        FlightDataEncoderBuilder::new()
+            .with_max_flight_data_size(MAX_MESSAGE_BYTES)
+            .build(futures::stream::once(async move { Ok(batch) }))
+            .try_collect()
+            .await
+            .map_err(|e| encoding_failed(&e))?
+    };
     if let Some(last) = messages.last_mut() {
         last.app_metadata = metadata;
     }
     Ok(messages)
 }
 
-/// Runs `step` on every batch of `input`, sending each output part to `out`.
+/// The steps of one exchange, by index in `spec.steps`, in order.
+type Segment = Vec<(usize, Arc<dyn Step>)>;
+
+/// Failures and busy time not sent yet: they go with the next part sent.
+#[derive(Default)]
+struct Carried {
+    failures: Vec<RowFailure>,
+    busy: std::time::Duration,
+}
+
+/// Runs `segment` on every batch of `input`, sending each output part to `out`.
 async fn run_exchange(
-    step: Arc<dyn Step>,
+    segment: Arc<Segment>,
     ctx: StepContext,
     mut input: FlightRecordBatchStream,
     out: mpsc::Sender<Result<FlightData, Status>>,
 ) -> Result<(), Status> {
     while let Some(batch) = input.next().await {
         let batch = batch.map_err(|e| Status::invalid_argument(format!("reading the morsel: {e}")))?;
-        let mut output = step.clone().process(batch, ctx.clone()).await.map_err(step_status)?;
-        let mut more = output.more.take();
-        send_all(&out, encode_part(output).await?).await?;
-        while let Some(part) = match more.as_mut() {
-            Some(m) => m.next().await,
-            None => None,
-        } {
-            let part = part.map_err(step_status)?;
-            send_all(&out, encode_part(part).await?).await?;
-        }
+        let mut carried = Carried::default();
+        run_chain(&segment, 0, &ctx, batch, &mut carried, &out).await?;
     }
     Ok(())
+}
+
+/// Runs `segment[at..]` on `batch`, part by part, as the executor would: each part of a step's
+/// output goes through the rest before the next part is asked for, and an empty part skips the
+/// rest. Failures of the first step name rows of the exchange's morsel; later steps' failures are
+/// resolved to their step and row reference here, where their input is known.
+fn run_chain<'a>(
+    segment: &'a Segment,
+    at: usize,
+    ctx: &'a StepContext,
+    batch: RecordBatch,
+    carried: &'a mut Carried,
+    out: &'a mpsc::Sender<Result<FlightData, Status>>,
+) -> BoxFuture<'a, Result<(), Status>> {
+    async move {
+        let Some((index, step)) = segment.get(at).filter(|_| batch.num_rows() > 0) else {
+            return send_all(out, encode_part(batch, std::mem::take(carried)).await?).await;
+        };
+        let started = Instant::now();
+        let mut output = step.clone().process(batch.clone(), ctx.clone()).await.map_err(step_status)?;
+        // Later parts count only the busy time they report, as in the executor.
+        output.busy = Some(output.busy.unwrap_or_else(|| started.elapsed()));
+        let mut more = output.more.take();
+        let mut next = Some(Ok(output));
+        while let Some(part) = next {
+            let part = part.map_err(step_status)?;
+            carried.busy += part.busy.unwrap_or_default();
+            if at == 0 {
+                carried.failures.extend(part.failures);
+            } else {
+                carried.failures.extend(resolve(*index, step.name(), &batch, part.failures));
+            }
+            run_chain(segment, at + 1, ctx, part.batch, carried, out).await?;
+            next = match more.as_mut() {
+                Some(m) => m.next().await,
+                None => None,
+            };
+        }
+        Ok(())
+    }
+    .boxed()
+}
+
+/// `failures` of step `index` on `input`, naming their step and row reference.
+fn resolve(index: usize, step: &str, input: &RecordBatch, failures: Vec<RowFailure>) -> Vec<RowFailure> {
+    let refs = row_refs(input);
+    failures
+        .into_iter()
+        .map(|f| match f.origin {
+            Some(_) => f,
+            None => {
+                let origin =
+                    FailureOrigin { step_index: index, step: step.to_string(), row_ref: row_ref(refs.as_ref(), f.row) };
+                RowFailure::at(origin, f.message)
+            }
+        })
+        .collect()
 }
 
 async fn send_all(out: &mpsc::Sender<Result<FlightData, Status>>, messages: Vec<FlightData>) -> Result<(), Status> {
@@ -163,16 +233,16 @@ impl FlightService for StepServer {
     ) -> Result<Response<Self::DoExchangeStream>, Status> {
         let mut incoming = request.into_inner();
         let first = incoming.message().await?.ok_or_else(|| Status::invalid_argument("empty exchange"))?;
-        let index = first
-            .flight_descriptor
-            .as_ref()
-            .and_then(|d| parse_step_command(&d.cmd))
-            .ok_or_else(|| Status::invalid_argument("the first message must name the step: {\"step\": N}"))?;
-        let step = self
-            .steps
-            .get(&index)
-            .cloned()
-            .ok_or_else(|| Status::failed_precondition(format!("this worker does not run step #{index}")))?;
+        let indices =
+            first.flight_descriptor.as_ref().and_then(|d| parse_segment_command(&d.cmd)).ok_or_else(|| {
+                Status::invalid_argument("the first message must name the steps: {\"step\": N, \"last\": M}")
+            })?;
+        let segment = indices
+            .map(|index| match self.steps.get(&index) {
+                Some(step) => Ok((index, step.clone())),
+                None => Err(Status::failed_precondition(format!("this worker does not run step #{index}"))),
+            })
+            .collect::<Result<Segment, Status>>()?;
         let data =
             futures::stream::once(async { Ok(first) }).chain(incoming).map_err(|s| FlightError::Tonic(Box::new(s)));
         let input = FlightRecordBatchStream::new_from_flight_data(data);
@@ -182,7 +252,7 @@ impl FlightService for StepServer {
         let guard = InFlight::new(self.in_flight.clone());
         let task = tokio::spawn(async move {
             let _guard = guard;
-            if let Err(status) = run_exchange(step, ctx, input, tx.clone()).await {
+            if let Err(status) = run_exchange(Arc::new(segment), ctx, input, tx.clone()).await {
                 let _ = tx.send(Err(status)).await;
             }
         });
