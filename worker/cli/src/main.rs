@@ -281,7 +281,10 @@ fn run(manifest: PathBuf, mut options: RunOptions) -> Result<()> {
         let result = run_job(&job, options).await;
         interrupted.abort();
         if cancel.is_cancelled() {
-            anyhow::bail!("interrupted: the run was stopped before it finished; no _SUCCESS marker was written");
+            anyhow::bail!(
+                "interrupted: the run was stopped before it finished; no _SUCCESS marker was written \
+                 (run it again to resume: committed units are not redone)"
+            );
         }
         let report = result?;
         if report.already_complete {
@@ -290,6 +293,13 @@ fn run(manifest: PathBuf, mut options: RunOptions) -> Result<()> {
         }
         let s = &report.summary;
         println!("\n{}\n", render_text(&report.stages, s.elapsed));
+        if report.resumed.units > 0 {
+            let r = &report.resumed;
+            println!(
+                "resumed: {} units ({} rows in, {} out, {} failed) were committed by an earlier run",
+                r.units, r.rows_in, r.rows_out, r.rows_failed
+            );
+        }
         println!(
             "{} rows in, {} out, {} failed in {:.2}s ({:.1} rows/s); memory budget {} (peak reserved {})",
             s.rows_in,

@@ -1,17 +1,24 @@
-//! The embedded runner behind `weir run`: plan, run the pipeline in this process, write the
-//! success marker and the profile.
+//! The embedded runner behind `weir run`: the job's units run through one pipeline in this
+//! process, each committed to the checkpoint as it finishes (so a killed run resumes), then the
+//! profile, the manifest and the success marker.
 
 use std::time::Instant;
 
-use object_store::{ObjectStoreExt, PutOptions, PutPayload};
+use arrow_array::RecordBatch;
+use object_store::{PutOptions, PutPayload};
 use tokio_util::sync::CancellationToken;
+use weir_checkpoint::UnitCommit;
+use weir_cluster::coordinator::embedded::{Committed, LocalCoordinator, UnitCommitter};
+use weir_cluster::coordinator::{CoordinatorError, success_exists};
 use weir_core::budget::detect_memory_limit;
+use weir_core::unit::BoxError;
 use weir_core::{
-    ComputePool, ErrorHandling, ExecError, MemoryBudget, Pipeline, PipelineOptions, RunSummary, StepStatsSnapshot,
+    ComputePool, ErrorHandling, ErrorRecord, ExecError, MemoryBudget, Pipeline, PipelineOptions, RunSummary,
+    StepStatsSnapshot, UnitSink, UnitSummary, WorkUnit,
 };
 use weir_crds::{MultimodalJob, RowErrorAction};
 use weir_io::sink::{ERRORS_DIR, ParquetSink};
-use weir_io::source::{self, SourceError};
+use weir_io::source;
 use weir_io::{StoreError, StoreRegistry};
 
 use crate::plan::{PlanError, build_steps, stores_for};
@@ -21,8 +28,6 @@ use crate::progress::ProgressDisplay;
 /// Most of the detected memory the budget takes by default, and its cap.
 const DEFAULT_BUDGET_FRACTION: u64 = 4;
 const DEFAULT_BUDGET_CAP: u64 = 2 << 30;
-/// The success marker written beside the output once every unit is done.
-pub const SUCCESS_MARKER: &str = "_SUCCESS";
 
 /// How to run a job in this process.
 #[derive(Debug, Clone, Default)]
@@ -50,6 +55,8 @@ pub struct RunReport {
     pub memory_limit: u64,
     /// The output was already complete; nothing ran.
     pub already_complete: bool,
+    /// What earlier, interrupted runs of the job had committed (this run did the rest).
+    pub resumed: Committed,
 }
 
 /// Why a run failed.
@@ -58,8 +65,6 @@ pub enum RunError {
     #[error(transparent)]
     Plan(#[from] PlanError),
     #[error(transparent)]
-    Source(#[from] SourceError),
-    #[error(transparent)]
     Store(#[from] StoreError),
     #[error("{0}")]
     Exec(#[from] ExecError),
@@ -67,6 +72,8 @@ pub enum RunError {
     Write { uri: String, source: object_store::Error },
     #[error("starting compute threads: {0}")]
     Threads(String),
+    #[error(transparent)]
+    Checkpoint(#[from] CoordinatorError),
 }
 
 /// Runs `job` to completion in this process.
@@ -75,8 +82,8 @@ pub enum RunError {
 /// [`RunError`] for an unusable plan or source, a failed step, the error policy, or cancellation.
 ///
 /// # Cancellation
-/// Cancelling `options.cancel` stops the run; finished part files stay, and no success marker is
-/// written.
+/// Cancelling `options.cancel` stops the run; no success marker is written, and the units already
+/// committed are not run again by the next run of the job.
 pub async fn run_job(job: &MultimodalJob, options: RunOptions) -> Result<RunReport, RunError> {
     let spec = &job.spec;
     let name = job.metadata.name.clone().unwrap_or_else(|| "job".into());
@@ -87,9 +94,7 @@ pub async fn run_job(job: &MultimodalJob, options: RunOptions) -> Result<RunRepo
     });
     let profile_uri =
         options.profile_uri.clone().unwrap_or_else(|| format!("{}profile.md", with_slash(&spec.checkpoint_uri())));
-    let marker = format!("{}{SUCCESS_MARKER}", with_slash(&output_uri));
-    let marker_location = stores.resolve(&marker)?;
-    if marker_location.store.head(&marker_location.path).await.is_ok() {
+    if success_exists(spec, &stores).await? {
         return Ok(RunReport {
             summary: RunSummary::default(),
             stages: Vec::new(),
@@ -98,12 +103,17 @@ pub async fn run_job(job: &MultimodalJob, options: RunOptions) -> Result<RunRepo
             profile_uri,
             memory_limit: limit,
             already_complete: true,
+            resumed: Committed::default(),
         });
     }
 
     let steps = build_steps(spec, &stores).await?;
-    let plan = source::plan(&spec.source, stores.clone()).await?;
-    let sink = ParquetSink::new(&spec.sink.parquet, &stores)?.with_row_group_bytes((limit / 8) as usize);
+    let reader = source::reader(&spec.source, stores.clone());
+    let mut coordinator = LocalCoordinator::open(spec, stores.clone()).await?;
+    let units = coordinator.take_pending();
+    let resumed = coordinator.committed_before();
+    let parquet = ParquetSink::new(&spec.sink.parquet, &stores)?.with_row_group_bytes((limit / 8) as usize);
+    let sink = CommittingSink { inner: parquet, committer: coordinator.committer() };
     let budget = MemoryBudget::new(limit);
     let compute = ComputePool::new(options.threads).map_err(|e| RunError::Threads(e.to_string()))?;
     let policy = spec.error_policy();
@@ -112,11 +122,11 @@ pub async fn run_job(job: &MultimodalJob, options: RunOptions) -> Result<RunRepo
         max_error_ratio: policy.max_error_ratio,
     };
     let pipeline_options = PipelineOptions { errors, cancel: options.cancel.clone(), ..Default::default() };
-    let pipeline = Pipeline::new(plan.reader, steps, budget, compute, pipeline_options);
+    let pipeline = Pipeline::new(reader, steps, budget, compute, pipeline_options);
     let stats = pipeline.stats();
     let started = Instant::now();
     let display = options.progress.then(|| ProgressDisplay::start(stats.clone()));
-    let result = pipeline.run(plan.units, sink).await;
+    let result = pipeline.run(units, sink).await;
     if let Some(display) = display {
         display.finish(started.elapsed());
     }
@@ -134,8 +144,51 @@ pub async fn run_job(job: &MultimodalJob, options: RunOptions) -> Result<RunRepo
         output: &output_uri,
     };
     put(&stores, &profile_uri, render_markdown(&header, &stages)).await?;
-    put(&stores, &marker, success_json(&summary)).await?;
-    Ok(RunReport { summary, stages, output_uri, errors_uri, profile_uri, memory_limit: limit, already_complete: false })
+    coordinator.finalize().await?;
+    Ok(RunReport {
+        summary,
+        stages,
+        output_uri,
+        errors_uri,
+        profile_uri,
+        memory_limit: limit,
+        already_complete: false,
+        resumed,
+    })
+}
+
+/// The Parquet sink, committing each unit to the checkpoint once its files are closed.
+struct CommittingSink {
+    inner: ParquetSink,
+    committer: UnitCommitter,
+}
+
+impl UnitSink for CommittingSink {
+    async fn write(&mut self, unit: &WorkUnit, batch: RecordBatch) -> Result<(), BoxError> {
+        self.inner.write(unit, batch).await
+    }
+
+    async fn write_errors(&mut self, unit: &WorkUnit, errors: Vec<ErrorRecord>) -> Result<(), BoxError> {
+        self.inner.write_errors(unit, errors).await
+    }
+
+    async fn finish_unit(&mut self, unit: &WorkUnit) -> Result<UnitSummary, BoxError> {
+        let summary = self.inner.finish_unit(unit).await?;
+        let commit = UnitCommit {
+            unit: summary.unit,
+            attempt: summary.attempt,
+            rows_in: unit.rows(),
+            rows_out: summary.rows,
+            errors: summary.errors,
+            files: summary.files.clone(),
+        };
+        self.committer.commit(&commit).await?;
+        Ok(summary)
+    }
+
+    fn buffered_bytes(&self) -> u64 {
+        self.inner.buffered_bytes()
+    }
 }
 
 fn with_slash(uri: &str) -> String {
@@ -150,16 +203,4 @@ async fn put(stores: &StoreRegistry, uri: &str, body: String) -> Result<(), RunE
         .await
         .map_err(|source| RunError::Write { uri: uri.to_string(), source })?;
     Ok(())
-}
-
-fn success_json(summary: &RunSummary) -> String {
-    let files: Vec<&str> = summary.units.iter().flat_map(|u| u.files.iter().map(String::as_str)).collect();
-    let body = serde_json::json!({
-        "rowsIn": summary.rows_in,
-        "rowsOut": summary.rows_out,
-        "rowsFailed": summary.rows_failed,
-        "units": summary.units.len(),
-        "files": files,
-    });
-    format!("{body}\n")
 }

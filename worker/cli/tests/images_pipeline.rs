@@ -160,3 +160,43 @@ fn ctrl_c_stops_a_stuck_run_and_exits_non_zero() {
     assert!(stderr.contains("interrupted: the run was stopped before it finished"), "{stderr}");
     assert!(!tmp.path().join("out/_SUCCESS").exists());
 }
+
+/// Commit records in the job's checkpoint.
+fn commits(out: &std::path::Path) -> usize {
+    let dir = out.join("_weir/committed");
+    std::fs::read_dir(dir).map_or(0, |d| {
+        d.filter(|e| e.as_ref().is_ok_and(|e| e.path().extension().is_some_and(|x| x == "json"))).count()
+    })
+}
+
+#[test]
+fn a_killed_run_resumes_from_its_committed_units_and_writes_every_row_once() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (images, out) = (tmp.path().join("images"), tmp.path().join("out"));
+    let (good, bad) = fixtures(&images, 300);
+    let manifest = write_manifest(tmp.path(), "resume", &spec(&images, &out, "{onRowError: skip, maxErrorRatio: 0.2}"));
+    let mut child = weir().args(["run", "--no-progress", "--threads", "1"]).arg(&manifest).spawn().expect("spawn");
+    let started = std::time::Instant::now();
+    while commits(&out) < 3 {
+        assert!(started.elapsed() < std::time::Duration::from_secs(120), "no unit was committed");
+        assert!(child.try_wait().expect("poll").is_none(), "the run ended before it could be killed");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().expect("SIGKILL");
+    child.wait().expect("wait");
+    assert!(!out.join("_SUCCESS").exists(), "the run finished before it was killed: give it more images");
+    let committed = commits(&out);
+    eprintln!("killed the run with {committed} units committed");
+
+    let again = run(&manifest, &[]);
+    assert!(again.status.success(), "stderr: {}", text(&again.stderr));
+    let stdout = text(&again.stdout);
+    assert!(stdout.contains(&format!("resumed: {committed} units (")), "{stdout}");
+    let uris = strings(&read_parquet_dir(&out), "uri");
+    let unique: BTreeSet<String> = uris.iter().cloned().collect();
+    assert_eq!(unique.len(), uris.len(), "a row was written twice");
+    assert_eq!(unique, good.into_iter().collect::<BTreeSet<_>>(), "every good image exactly once");
+    let errors: BTreeSet<String> = strings(&read_parquet_dir(&out.join("_errors")), "row_ref").into_iter().collect();
+    assert_eq!(errors, bad.into_iter().collect::<BTreeSet<_>>(), "the errors hold exactly the bad files");
+    assert!(out.join("_SUCCESS").exists());
+}

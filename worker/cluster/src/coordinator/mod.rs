@@ -9,6 +9,7 @@
 //! - The job succeeded when `_SUCCESS` exists beside the output: by then the manifest is written and
 //!   the files of losing or abandoned attempts are deleted.
 
+pub mod embedded;
 mod finalize;
 mod service;
 mod state;

@@ -1,0 +1,136 @@
+//! The coordinator of the embedded `weir run`: the same stored plan, epochs, commit records and
+//! finalize as [`Coordinator`](super::Coordinator), driven by a pipeline in the same process
+//! instead of workers over RPC, so a killed run resumes where it stopped.
+//!
+//! # Guarantees
+//! - A run reads the units no earlier run (embedded or distributed) of the job committed, in a new
+//!   epoch, so its files never reuse an earlier attempt's names.
+//! - A unit counts once it is committed; a killed run loses only its units in flight, and the next
+//!   run redoes just those. Their leftover files are deleted when the job is finalized.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use object_store::ObjectStoreExt;
+use weir_checkpoint::{CheckpointStore, CommitOutcome, UnitCommit};
+use weir_core::WorkUnit;
+use weir_crds::MultimodalJobSpec;
+use weir_io::StoreRegistry;
+
+use super::state::Verdict;
+use super::{CoordinatorError, finalize, load_or_create_plan};
+use crate::leases::ATTEMPTS_PER_EPOCH;
+
+/// What earlier runs of the job committed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Committed {
+    pub units: u64,
+    pub rows_in: u64,
+    pub rows_out: u64,
+    pub rows_failed: u64,
+}
+
+/// The job's totals once it is finalized.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Finalized {
+    pub rows_in: u64,
+    pub rows_out: u64,
+    pub rows_failed: u64,
+}
+
+/// One embedded run of a job: the units it still has to do, and how to commit and finish them.
+pub struct LocalCoordinator {
+    spec: MultimodalJobSpec,
+    stores: Arc<StoreRegistry>,
+    checkpoint: CheckpointStore,
+    units_total: u64,
+    pending: Vec<WorkUnit>,
+    committed: Committed,
+}
+
+impl LocalCoordinator {
+    /// Opens the job's checkpoint, takes a new epoch, loads the stored plan (or plans the source
+    /// and stores it) and the commit records.
+    ///
+    /// # Errors
+    /// When the checkpoint or the source cannot be read, or the stored plan is unreadable.
+    pub async fn open(spec: &MultimodalJobSpec, stores: Arc<StoreRegistry>) -> Result<Self, CoordinatorError> {
+        let location = stores.resolve(&spec.checkpoint_uri())?;
+        let checkpoint = CheckpointStore::new(location.store.clone(), location.path.clone());
+        let epoch = checkpoint.begin_epoch().await?;
+        let units = load_or_create_plan(spec, &stores, &checkpoint).await?;
+        let records = checkpoint.committed().await?;
+        let done: BTreeSet<u64> = records.keys().copied().collect();
+        let committed = records.values().fold(Committed::default(), |sum, c| Committed {
+            units: sum.units + 1,
+            rows_in: sum.rows_in + c.rows_in,
+            rows_out: sum.rows_out + c.rows_out,
+            rows_failed: sum.rows_failed + c.errors,
+        });
+        let units_total = units.len() as u64;
+        let attempt = epoch.saturating_mul(ATTEMPTS_PER_EPOCH);
+        let pending = units.into_iter().filter(|u| !done.contains(&u.id)).map(|u| WorkUnit { attempt, ..u }).collect();
+        Ok(Self { spec: spec.clone(), stores, checkpoint, units_total, pending, committed })
+    }
+
+    pub fn units_total(&self) -> u64 {
+        self.units_total
+    }
+
+    /// What earlier runs committed (nothing on a first run).
+    pub fn committed_before(&self) -> Committed {
+        self.committed
+    }
+
+    /// The units this run must do, in id order; empty after the first call.
+    pub fn take_pending(&mut self) -> Vec<WorkUnit> {
+        std::mem::take(&mut self.pending)
+    }
+
+    /// Commits units for this run's sink; cheap to clone.
+    pub fn committer(&self) -> UnitCommitter {
+        UnitCommitter { checkpoint: self.checkpoint.clone(), stores: self.stores.clone() }
+    }
+
+    /// Writes the manifest, deletes the files no commit names, and writes `_SUCCESS` last. Call it
+    /// once every unit this run took is committed. Idempotent.
+    ///
+    /// # Errors
+    /// [`CoordinatorError::Failed`] when more rows failed than the error policy allows (no marker
+    /// is written); storage errors otherwise.
+    pub async fn finalize(&self) -> Result<Finalized, CoordinatorError> {
+        match finalize::finalize(&self.spec, &self.stores, &self.checkpoint, self.units_total).await? {
+            Verdict::Succeeded { rows_in, rows_out, rows_failed } => Ok(Finalized { rows_in, rows_out, rows_failed }),
+            Verdict::Failed(message) => Err(CoordinatorError::Failed(message)),
+        }
+    }
+}
+
+/// Commits finished attempts to the job's checkpoint.
+#[derive(Clone)]
+pub struct UnitCommitter {
+    checkpoint: CheckpointStore,
+    stores: Arc<StoreRegistry>,
+}
+
+impl UnitCommitter {
+    /// Commits `commit` unless another attempt of its unit was committed first, in which case this
+    /// attempt's files are deleted (best effort: finalize deletes what is left). Returns whether
+    /// this attempt is the committed one.
+    ///
+    /// # Errors
+    /// When the commit record cannot be written or read.
+    pub async fn commit(&self, commit: &UnitCommit) -> Result<bool, CoordinatorError> {
+        match self.checkpoint.commit(commit).await? {
+            CommitOutcome::Committed => Ok(true),
+            CommitOutcome::AlreadyCommitted(_) => {
+                for file in &commit.files {
+                    if let Ok(location) = self.stores.resolve(file) {
+                        let _ = location.store.delete(&location.path).await;
+                    }
+                }
+                Ok(false)
+            }
+        }
+    }
+}
