@@ -15,6 +15,9 @@ pub const ATTEMPTS_PER_EPOCH: u32 = 1000;
 /// Delay before a failed unit is leased again, doubled per failure up to [`MAX_RETRY_DELAY`].
 const RETRY_DELAY: Duration = Duration::from_millis(250);
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(10);
+/// How soon a worker with nothing to do asks again: a unit may come back (failed, handed back or
+/// expired) or the job may end at any moment, and an idle worker's question is cheap.
+const IDLE_RETRY: Duration = Duration::from_millis(500);
 /// How soon a worker refused a read-ahead unit asks again (it also asks as soon as a unit of its
 /// own finishes).
 const READ_AHEAD_RETRY: Duration = Duration::from_millis(250);
@@ -140,7 +143,7 @@ impl UnitTable {
                 _ => None,
             })
             .min();
-        LeaseDecision::Wait(earliest.unwrap_or(self.ttl / 4).clamp(Duration::from_millis(50), Duration::from_secs(2)))
+        LeaseDecision::Wait(earliest.unwrap_or(IDLE_RETRY).clamp(Duration::from_millis(50), Duration::from_secs(2)))
     }
 
     /// Extends `worker`'s leases on `held`; returns those of `held` it no longer holds.
