@@ -287,10 +287,7 @@ impl Worker {
                 },
                 Ok(Some(LeaseResult::WaitMs(ms))) => Duration::from_millis(ms),
                 Ok(Some(LeaseResult::Ended(ended))) => {
-                    self.log(format_args!("job ended: {}", ended.message));
-                    *self.exit.lock().unwrap_or_else(|p| p.into_inner()) =
-                        Some(WorkerExit::JobEnded { succeeded: ended.succeeded, message: ended.message });
-                    self.ended.cancel();
+                    self.job_ended(ended);
                     return;
                 }
                 Ok(None) => Duration::from_secs(1),
@@ -396,6 +393,14 @@ impl Worker {
         }
     }
 
+    /// Records the job's verdict and stops leasing.
+    fn job_ended(&self, ended: proto::JobEnded) {
+        self.log(format_args!("job ended: {}", ended.message));
+        *self.exit.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some(WorkerExit::JobEnded { succeeded: ended.succeeded, message: ended.message });
+        self.ended.cancel();
+    }
+
     /// Renews the leases of held units until the worker stops; notices the job's end.
     async fn heartbeats(self, every: Duration) {
         loop {
@@ -411,6 +416,11 @@ impl Worker {
             match self.client.clone().heartbeat(request).await {
                 Ok(reply) => {
                     let reply = reply.into_inner();
+                    if let Some(ended) = reply.ended {
+                        // The coordinator counts this worker as told and may exit now.
+                        self.job_ended(ended);
+                        return;
+                    }
                     for revoked in reply.revoked {
                         self.log(format_args!(
                             "lease of unit {} attempt {} was revoked; its result may be discarded",
@@ -505,9 +515,9 @@ pub async fn serve_pool(
             exchange_endpoint: endpoint.clone(),
             exchanges_in_flight: load.load(std::sync::atomic::Ordering::Relaxed),
         };
-        match client.clone().heartbeat(request).await {
-            Ok(reply) if reply.get_ref().job_ended => {
-                exit = WorkerExit::JobEnded { succeeded: true, message: "the job ended".into() };
+        match client.clone().heartbeat(request).await.map(tonic::Response::into_inner) {
+            Ok(proto::HeartbeatResponse { ended: Some(ended), .. }) => {
+                exit = WorkerExit::JobEnded { succeeded: ended.succeeded, message: ended.message };
                 break;
             }
             Ok(_) => {}

@@ -159,3 +159,27 @@ async fn finishing_every_unit_writes_the_manifest_and_marker_and_sweeps_orphans(
     assert!(!out.join("part-000000-7.parquet").exists(), "the orphan is deleted");
     assert!(out.join("part-000000-0.parquet").exists() && out.join("part-000001-0.parquet").exists());
 }
+
+#[tokio::test]
+async fn a_heartbeat_after_the_end_carries_the_verdict_and_counts_as_telling_the_worker() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let job = job(dir.path(), 2);
+    let patient = CoordinatorOptions { linger: Duration::from_secs(60), ..CoordinatorOptions::default() };
+    let mut run = start(&job, patient).await;
+    let Lease::Unit(unit) = lease(&mut run.client, "a").await else { panic!("no unit") };
+    assert!(run.client.complete(complete(&unit, "a", Vec::new())).await.expect("complete").into_inner().committed);
+    let heartbeat = proto::HeartbeatRequest { worker: "a".into(), pool: "cpu".into(), ..Default::default() };
+    let ended = loop {
+        let reply = run.client.heartbeat(heartbeat.clone()).await.expect("heartbeat").into_inner();
+        if let Some(ended) = reply.ended {
+            assert!(reply.job_ended);
+            break ended;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(ended.succeeded, "{}", ended.message);
+    assert_eq!(ended.message, "2 rows written, 0 failed");
+    // Its only worker was told: the coordinator exits without waiting out its linger.
+    let outcome = tokio::time::timeout(Duration::from_secs(10), run.served).await.expect("exited before linger");
+    assert!(outcome.expect("join").is_ok());
+}

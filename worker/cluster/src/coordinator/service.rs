@@ -36,13 +36,8 @@ impl proto::coordinator_server::Coordinator for Coordinator {
         require_worker(&request.worker)?;
         let result = {
             let mut state = self.lock();
-            if state.is_ended() {
-                state.tell_ended(&request.worker);
-                let status = state.status(&self.shared.job, self.shared.started.elapsed());
-                LeaseResult::Ended(proto::JobEnded {
-                    succeeded: status.phase == proto::Phase::Succeeded as i32,
-                    message: status.message,
-                })
+            if let Some(ended) = self.tell_ended(&mut state, &request.worker) {
+                LeaseResult::Ended(ended)
             } else {
                 match state.lease(&request.worker, &request.pool, Instant::now()) {
                     LeaseDecision::Granted { unit, attempt } => {
@@ -73,12 +68,11 @@ impl proto::coordinator_server::Coordinator for Coordinator {
         let mut state = self.lock();
         let revoked = state.heartbeat(&request.worker, &request.pool, &held, Instant::now());
         state.exchange_report(&request.worker, &request.exchange_endpoint, request.exchanges_in_flight);
-        if state.is_ended() {
-            state.tell_ended(&request.worker);
-        }
+        let ended = self.tell_ended(&mut state, &request.worker);
         Ok(Response::new(proto::HeartbeatResponse {
             revoked: revoked.into_iter().map(|(unit, attempt)| proto::UnitAttempt { unit, attempt }).collect(),
-            job_ended: state.is_ended(),
+            job_ended: ended.is_some(),
+            ended,
         }))
     }
 
@@ -162,4 +156,16 @@ fn require_worker(worker: &str) -> Result<(), Status> {
         return Err(Status::invalid_argument("worker must name the calling worker"));
     }
     Ok(())
+}
+
+impl Coordinator {
+    /// The job's verdict once it ended, noting that `worker` has been told it; `None` while it runs.
+    fn tell_ended(&self, state: &mut super::state::JobState, worker: &str) -> Option<proto::JobEnded> {
+        if !state.is_ended() {
+            return None;
+        }
+        state.tell_ended(worker);
+        let status = state.status(&self.shared.job, self.shared.started.elapsed());
+        Some(proto::JobEnded { succeeded: status.phase == proto::Phase::Succeeded as i32, message: status.message })
+    }
 }
