@@ -13,7 +13,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
-use object_store::ObjectStoreExt;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
@@ -334,7 +333,8 @@ impl Worker {
                         "unit {} attempt {} lost to an earlier attempt",
                         summary.unit, summary.attempt
                     ));
-                    self.discard(&summary.files).await;
+                    // Best effort: the coordinator sweeps leftovers.
+                    self.setup.stores.delete_quietly(&summary.files).await;
                 }
                 Ok(_) => self.setup.metrics.unit("completed"),
                 Err(status) => self.log(format_args!(
@@ -344,15 +344,6 @@ impl Worker {
             }
             self.held().remove(&summary.unit);
             self.finished.notify_one();
-        }
-    }
-
-    /// Deletes the files of an attempt that lost (best effort: the coordinator sweeps leftovers).
-    async fn discard(&self, files: &[String]) {
-        for file in files {
-            if let Ok(location) = self.setup.stores.resolve(file) {
-                let _ = location.store.delete(&location.path).await;
-            }
         }
     }
 

@@ -60,6 +60,16 @@ impl StoreRegistry {
         Self { s3, stores: Mutex::new(HashMap::new()) }
     }
 
+    /// Deletes the objects at `uris`, best effort: a URI that does not resolve or an object that
+    /// cannot be deleted is skipped. For files a later sweep removes anyway (a losing attempt's).
+    pub async fn delete_quietly(&self, uris: &[String]) {
+        for uri in uris {
+            if let Ok(location) = self.resolve(uri) {
+                let _ = object_store::ObjectStoreExt::delete(location.store.as_ref(), &location.path).await;
+            }
+        }
+    }
+
     /// Resolves `uri` (a URL, or a local path relative to the working directory).
     ///
     /// # Errors

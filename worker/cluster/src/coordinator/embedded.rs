@@ -11,7 +11,6 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use object_store::ObjectStoreExt;
 use weir_checkpoint::{CheckpointStore, CommitOutcome, UnitCommit};
 use weir_core::WorkUnit;
 use weir_crds::MultimodalJobSpec;
@@ -124,11 +123,7 @@ impl UnitCommitter {
         match self.checkpoint.commit(commit).await? {
             CommitOutcome::Committed => Ok(true),
             CommitOutcome::AlreadyCommitted(_) => {
-                for file in &commit.files {
-                    if let Ok(location) = self.stores.resolve(file) {
-                        let _ = location.store.delete(&location.path).await;
-                    }
-                }
+                self.stores.delete_quietly(&commit.files).await;
                 Ok(false)
             }
         }
