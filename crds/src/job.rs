@@ -7,6 +7,7 @@ use kube_derive::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::pool::{MAX_POOLS, PoolName};
 use crate::status::MultimodalJobStatus;
 use crate::steps::StepSpec;
 
@@ -39,19 +40,15 @@ pub const MAX_STEPS: usize = 64;
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(name = "Progress", type_ = "string", json_path = ".status.progress.percent"),
     printcolumn(name = "ETA", type_ = "string", json_path = ".status.progress.eta"),
-    printcolumn(name = "CPU", type_ = "string", json_path = ".status.replicas.cpu.ready"),
-    printcolumn(name = "GPU", type_ = "string", json_path = ".status.replicas.gpu.ready"),
+    printcolumn(name = "Pools", type_ = "string", json_path = ".status.poolSummary"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[schemars(extend("x-kubernetes-validations" = [
     {
-        "rule": "!has(self.source.files) || self.steps.all(s, !has(s.input) || s.input in ['uri', 'size'] || self.steps.slice(0, self.steps.indexOf(s)).exists(p, (has(p.output) && (p.output == s.input || s.input.startsWith(p.output + '_'))) || (has(p.mapping) && p.mapping.exists(k, p.mapping[k] == s.input))))",
-        "message": "every step's input must be a source column (uri, size) or the output of an earlier step"
-    },
-    {
-        "rule": "!has(self.autoscaling) || !has(self.autoscaling.mode) || self.autoscaling.mode == 'off' || has(self.autoscaling.prometheus)",
-        "message": "autoscaling.prometheus is required unless autoscaling.mode is off"
+        "rule": "!has(self.autoscaling) || !has(self.autoscaling.mode) || self.autoscaling.mode == 'disabled' || has(self.autoscaling.prometheus)",
+        "message": "autoscaling.prometheus is required unless autoscaling.mode is disabled",
+        "fieldPath": ".autoscaling"
     }
 ]))]
 pub struct MultimodalJobSpec {
@@ -62,9 +59,20 @@ pub struct MultimodalJobSpec {
     pub steps: Vec<StepSpec>,
     /// Where the rows go.
     pub sink: SinkSpec,
-    /// Worker pools (Kubernetes only; ignored by `weir run`).
+    /// Worker pools by name (Kubernetes only; `weir run --workers cpu=2,gpu-l4=1` names its own).
+    /// A step runs on the pool it names; steps that name none run on the leasing pool.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pools: Option<Pools>,
+    // Structural schemas allow no `patternProperties`: the names are checked by the CEL rule.
+    #[schemars(with = "Option<BTreeMap<String, PoolSpec>>")]
+    #[schemars(extend("maxProperties" = MAX_POOLS, "x-kubernetes-validations" = [{
+        "rule": "self.all(k, size(k) <= 16 && k.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$'))",
+        "message": "pool names must be DNS labels of at most 16 characters that start with a letter"
+    }]))]
+    pub pools: Option<BTreeMap<PoolName, PoolSpec>>,
+    /// The pool whose workers lease units, read the source, run the steps that name no pool and
+    /// write the sink; default `cpu` (or the one pool every step names).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leasing_pool: Option<PoolName>,
     /// Where progress is checkpointed; defaults to `<sink uri>/_weir/`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checkpoint: Option<CheckpointSpec>,
@@ -194,16 +202,6 @@ pub enum Compression {
     Uncompressed,
 }
 
-/// The worker pools a job runs on.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct Pools {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cpu: Option<PoolSpec>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub gpu: Option<PoolSpec>,
-}
-
 /// One pool of worker pods.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -213,7 +211,7 @@ pub struct PoolSpec {
     pub replicas: Option<ReplicaBounds>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
-    /// GPUs each pod asks for (`nvidia.com/gpu`).
+    /// GPUs each pod asks for (`nvidia.com/gpu`); default 1 for pools named `gpu` or `gpu-*`, else 0.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub gpus_per_pod: Option<i32>,
@@ -225,7 +223,7 @@ pub struct PoolSpec {
     pub affinity: Option<Affinity>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority_class_name: Option<String>,
-    /// Worker image; default the operator's.
+    /// Worker image; default the operator's (its GPU image for pools named `gpu` or `gpu-*`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -301,14 +299,15 @@ pub struct AutoscalingSpec {
     pub target_utilization: Option<f64>,
 }
 
-/// `auto` scales pools, `recommend` only reports, `off` keeps `replicas.min`.
+/// `auto` scales pools, `recommend` only reports, `disabled` keeps `replicas.min`. (Not `off`:
+/// YAML 1.1, as kubectl reads manifests, takes an unquoted `off` for a boolean.)
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum AutoscalingMode {
     Auto,
     Recommend,
     #[default]
-    Off,
+    Disabled,
 }
 
 /// A Prometheus server.

@@ -4,19 +4,25 @@
 //! - [`job`]: the custom resource, its source, sink, pools and policies.
 //! - [`steps`]: one config struct per pipeline step (`op`), and the step list's CRD schema.
 //! - [`status`]: what the operator and the coordinator report back.
+//! - [`pool`]: pool names.
 //! - [`placement`]: which pool runs each step, and which pool leases units.
-//! - [`validate`]: strict manifest parsing with field paths, and the CRD's CEL rules run offline.
+//! - [`schema`]: rewrites that make the generated schema mean to the API server what we mean.
+//! - [`validate`]: strict manifest parsing with field paths, the CRD's CEL rules run offline, and
+//!   the checks across steps that the API server leaves to the operator ([`validate::check_spec`]).
 //!
 //! This crate has no runtime dependencies beyond serde and the Kubernetes type crates: the executor,
 //! the CLI and the operator all share these types.
 
 pub mod job;
 pub mod placement;
+pub mod pool;
+pub mod schema;
 pub mod status;
 pub mod steps;
 pub mod validate;
 
 pub use job::*;
+pub use pool::PoolName;
 pub use status::*;
 pub use steps::*;
 pub use validate::{Problem, ValidationReport, parse_manifest, validate_manifest};
@@ -30,27 +36,56 @@ pub const MAX_JOB_NAME: usize = 40;
 fn root_rules() -> serde_json::Value {
     serde_json::json!([
         {
-            "rule": format!("self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$') && size(self.metadata.name) <= {MAX_JOB_NAME}"),
-            "message": format!("metadata.name must be a DNS label of at most {MAX_JOB_NAME} characters that starts with a letter (pods and services are named after it)")
+            "rule": format!("size(self.metadata.name) <= {MAX_JOB_NAME} && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')"),
+            "message": format!("metadata.name must be a DNS label of at most {MAX_JOB_NAME} characters that starts with a letter (pods and services are named after it)"),
+            "fieldPath": ".metadata.name"
         },
         {
             "rule": "!has(oldSelf.status) || !has(oldSelf.status.startTime) || (self.spec.source == oldSelf.spec.source && self.spec.steps == oldSelf.spec.steps && self.spec.sink == oldSelf.spec.sink && has(self.spec.checkpoint) == has(oldSelf.spec.checkpoint) && (!has(self.spec.checkpoint) || self.spec.checkpoint == oldSelf.spec.checkpoint) && has(self.spec.errorPolicy) == has(oldSelf.spec.errorPolicy) && (!has(self.spec.errorPolicy) || self.spec.errorPolicy == oldSelf.spec.errorPolicy))",
-            "message": "spec.source, spec.steps, spec.sink, spec.checkpoint and spec.errorPolicy cannot change once the job has started (they decide its results); create a new MultimodalJob instead"
+            "message": "spec.source, spec.steps, spec.sink, spec.checkpoint and spec.errorPolicy cannot change once the job has started (they decide its results); create a new MultimodalJob instead",
+            "fieldPath": ".spec"
         }
     ])
 }
 
-/// The `MultimodalJob` CustomResourceDefinition, with the root-level CEL rules added.
+/// The root's `metadata`: only `name` may be constrained there (the API server allows `name` and
+/// `generateName`); declaring it gives the name rule a field path and the cost estimator a bound.
+fn root_metadata() -> serde_json::Value {
+    serde_json::json!({
+        "type": "object",
+        "properties": {"name": {"type": "string", "maxLength": 253}}
+    })
+}
+
+/// The `MultimodalJob` CustomResourceDefinition: the generated schema with the root-level CEL
+/// rules added and rewritten for the API server ([`schema`]).
 pub fn crd() -> k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition {
     use kube_core::CustomResourceExt;
     let mut crd = MultimodalJob::crd();
-    let rules = serde_json::from_value(root_rules()).ok();
     for version in &mut crd.spec.versions {
-        if let Some(root) = version.schema.as_mut().and_then(|s| s.open_api_v3_schema.as_mut()) {
-            root.x_kubernetes_validations = rules.clone();
+        let Some(root) = version.schema.as_mut().and_then(|s| s.open_api_v3_schema.as_mut()) else { continue };
+        let Ok(mut value) = serde_json::to_value(&*root) else { continue };
+        rewrite_for_kubernetes(&mut value);
+        if let Ok(rewritten) = serde_json::from_value(value) {
+            *root = rewritten;
         }
     }
     crd
+}
+
+fn rewrite_for_kubernetes(root: &mut serde_json::Value) {
+    if let Some(spec) = root.pointer_mut("/properties/spec") {
+        schema::bound_fields(spec);
+        schema::terse_kubernetes_types(spec);
+    }
+    schema::kubernetes_formats(root);
+    schema::enums_without_null(root);
+    if let Some(map) = root.as_object_mut() {
+        map.insert("x-kubernetes-validations".into(), root_rules());
+        if let Some(props) = map.get_mut("properties").and_then(serde_json::Value::as_object_mut) {
+            props.insert("metadata".into(), root_metadata());
+        }
+    }
 }
 
 /// The CRD manifest as YAML, exactly as committed in `crds/multimodaljob.yaml`.

@@ -20,9 +20,13 @@ pub struct MultimodalJobStatus {
     pub observed_generation: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<Progress>,
-    /// Per pool (`cpu`, `gpu`).
+    /// Per pool of the job, by name: pods desired and ready (both 0 once the job's pods are gone).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub replicas: BTreeMap<String, PoolReplicas>,
+    #[schemars(extend("maxProperties" = crate::pool::MAX_POOLS))]
+    pub pools: BTreeMap<String, PoolReplicas>,
+    /// Ready of desired pods per pool, for `kubectl get` (`cpu 2/2, gpu-l4 1/1`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool_summary: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checkpoint: Option<CheckpointStatus>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -87,4 +91,13 @@ pub struct CheckpointStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_commit_time: Option<Time>,
     pub units_committed: u64,
+}
+
+impl MultimodalJobStatus {
+    /// Sets `pools` and the `poolSummary` that `kubectl get` prints from them.
+    pub fn set_pools(&mut self, pools: BTreeMap<String, PoolReplicas>) {
+        let summary: Vec<String> = pools.iter().map(|(name, r)| format!("{name} {}/{}", r.ready, r.desired)).collect();
+        self.pool_summary = (!summary.is_empty()).then(|| summary.join(", "));
+        self.pools = pools;
+    }
 }

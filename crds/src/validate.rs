@@ -2,8 +2,11 @@
 //!
 //! [`validate_manifest`] reports every problem it can find, each with the field path it concerns:
 //! structural problems (unknown fields, wrong types, values outside an enum or range) from the
-//! CRD's OpenAPI schema, then the CRD's CEL rules (evaluated with `kube-cel`), then column
-//! planning (each step's input exists where the step runs).
+//! CRD's OpenAPI schema, then the CRD's CEL rules (evaluated with `kube-cel`), then the checks
+//! across steps ([`check_spec`]: each step's input exists where the step runs, each pool a step
+//! names is declared). The API server runs only the first two (CEL has a cost budget, and rules
+//! that iterate over steps within steps blow it); the operator runs [`check_spec`] before it
+//! creates any pod, so a job fails the same way on a cluster as in `weir validate`.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -78,9 +81,8 @@ pub fn validate_manifest(text: &str) -> ValidationReport {
     }
     match serde_path_to_error::deserialize::<_, MultimodalJob>(&raw) {
         Ok(job) => {
-            check_columns(&job.spec, &mut report.problems);
-            let column_problems = !report.problems.is_empty();
-            check_cel(&schema, &raw, column_problems, &mut report.problems);
+            check_cel(&schema, &raw, &mut report.problems);
+            report.problems.extend(check_spec(&job.spec));
             report.job = Some(job);
         }
         Err(e) => report.problems.push(Problem { path: e.path().to_string(), message: e.inner().to_string() }),
@@ -295,6 +297,44 @@ fn edit_distance(a: &str, b: &str) -> usize {
     row[b.len()]
 }
 
+/// The checks across steps and pools that the CRD's CEL rules leave out: each step's inputs
+/// exist where it runs, the sink's columns exist at the end, and every pool a step or
+/// `leasingPool` names is declared in `spec.pools` (when the job declares any; `cpu`, the default
+/// pool, needs no declaration). The same
+/// function serves `weir validate`, `weir run` and the operator.
+pub fn check_spec(spec: &MultimodalJobSpec) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    check_columns(spec, &mut problems);
+    check_pools(spec, &mut problems);
+    problems
+}
+
+fn check_pools(spec: &MultimodalJobSpec, problems: &mut Vec<Problem>) {
+    let Some(declared) = &spec.pools else { return };
+    let names: Vec<String> = declared.keys().map(ToString::to_string).collect();
+    let mut check = |path: String, pool: &crate::PoolName| {
+        // `cpu` needs no declaration: it is the default pool, with default resources.
+        if !declared.contains_key(pool) && *pool != crate::PoolName::cpu() {
+            problems.push(Problem {
+                path,
+                message: format!(
+                    "pool `{pool}` is not declared in spec.pools{}; pools: {}",
+                    did_you_mean(pool.as_str(), &names),
+                    names.join(", ")
+                ),
+            });
+        }
+    };
+    for (i, step) in spec.steps.iter().enumerate() {
+        if let Some(pool) = step.config().pool() {
+            check(format!("spec.steps[{i}].pool"), pool);
+        }
+    }
+    if let Some(pool) = &spec.leasing_pool {
+        check("spec.leasingPool".to_string(), pool);
+    }
+}
+
 /// Plans the columns each step sees, exactly as the executor will.
 fn check_columns(spec: &MultimodalJobSpec, problems: &mut Vec<Problem>) {
     let mut columns: Option<Vec<String>> = match (&spec.source.files, &spec.source.parquet) {
@@ -366,17 +406,13 @@ pub fn apply_step(step: &StepSpec, columns: Option<Vec<String>>) -> Option<Vec<S
     }
 }
 
-/// Runs the CRD's CEL rules. When column planning already explained a bad input, the coarser CEL
-/// rule that says the same thing is left out.
-fn check_cel(schema: &Value, raw: &Value, column_problems: bool, problems: &mut Vec<Problem>) {
+/// Runs the CRD's CEL rules, as the API server would.
+fn check_cel(schema: &Value, raw: &Value, problems: &mut Vec<Problem>) {
     let Err(errors) = kube_cel::Validator::new().validate(schema, raw, None) else {
         return;
     };
     let seen: BTreeSet<String> = problems.iter().map(|p| p.to_string()).collect();
     for e in errors.into_vec() {
-        if column_problems && e.rule.contains("indexOf(s)") {
-            continue;
-        }
         let problem = Problem { path: e.field_path.clone(), message: e.message.clone() };
         if !seen.contains(&problem.to_string()) {
             problems.push(problem);

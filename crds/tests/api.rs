@@ -1,6 +1,6 @@
 //! The MultimodalJob API: committed CRD up to date, examples valid, and precise validation messages.
 
-use weir_crds::validate::crd_schema;
+use weir_crds::validate::{check_spec, crd_schema};
 use weir_crds::{crd_helm_template, crd_yaml, validate_manifest};
 
 fn problems(manifest: &str) -> Vec<String> {
@@ -161,7 +161,7 @@ fn cel_rules_catch_what_the_schema_cannot_say() {
     - {op: download, input: uri, output: bytes}
     - {op: image.decode, input: bytes, output: image}
     - {op: image.resize, input: image, output: small, fit: shorter-side}
-    - {op: image.crop, input: image, output: crop, center: {width: 5, height: 5}, box: {x: 0, y: 0, width: 2, height: 2}}
+    - {op: image.crop, input: image, output: crop, center: {width: 5, height: 5}, box: {left: 0, top: 0, width: 2, height: 2}}
   sink: {parquet: {uri: out/}}
   pools:
     cpu: {replicas: {min: 4, max: 2}}
@@ -170,7 +170,7 @@ fn cel_rules_catch_what_the_schema_cannot_say() {
     assert_eq!(
         problems(&manifest),
         [
-            "spec: autoscaling.prometheus is required unless autoscaling.mode is off",
+            "spec.autoscaling: autoscaling.prometheus is required unless autoscaling.mode is disabled",
             "spec.pools.cpu.replicas: replicas.min must not exceed replicas.max",
             "spec.source: source needs exactly one of files or parquet",
             "spec.steps[2]: image.resize needs width and height for fit exact, size for shorter-side or longer-side",
@@ -196,9 +196,10 @@ fn a_step_reading_a_column_not_yet_made_is_refused() {
     );
 }
 
-/// The input-column CEL rule is what the API server enforces; it must agree with our planner.
+/// The API server checks no column across steps (CEL's cost budget cannot afford it): the CRD's
+/// CEL rules accept the job, and `check_spec`, which the operator runs, refuses it.
 #[test]
-fn the_input_column_cel_rule_runs_in_a_cel_engine() {
+fn column_checks_across_steps_are_left_to_check_spec() {
     let bad = job("  source: {files: {uri: data/}}
   steps:
     - {op: image.decode, input: bytes, output: image}
@@ -206,18 +207,179 @@ fn the_input_column_cel_rule_runs_in_a_cel_engine() {
   sink: {parquet: {uri: out/}}
 ");
     let raw: serde_json::Value = serde_yaml::from_str(&bad).expect("yaml");
-    let errors = kube_cel::Validator::new().validate(&crd_schema(), &raw, None).expect_err("rule fires").into_vec();
-    assert_eq!(errors.len(), 1, "{errors:?}");
-    assert!(errors[0].message.starts_with("every step's input must be"), "{errors:?}");
-    let good: serde_json::Value = serde_yaml::from_str(&job(GOOD)).expect("yaml");
-    let renamed = job(&GOOD.replace(
-        "    - {op: image.decode, input: bytes, output: image}",
-        "    - {op: rename, mapping: {bytes: raw}}\n    - {op: image.decode, input: raw, output: image}",
-    ));
-    let renamed: serde_json::Value = serde_yaml::from_str(&renamed).expect("yaml");
-    for ok in [good, renamed] {
-        assert!(kube_cel::Validator::new().validate(&crd_schema(), &ok, None).is_ok());
+    assert!(kube_cel::Validator::new().validate(&crd_schema(), &raw, None).is_ok());
+    let spec: weir_crds::MultimodalJob = serde_json::from_value(raw).expect("typed");
+    let found: Vec<String> = check_spec(&spec.spec).iter().map(ToString::to_string).collect();
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(found[0].contains("reads column `bytes`, which does not exist at this point"), "{found:?}");
+}
+
+#[test]
+fn a_step_must_name_a_declared_pool_and_pool_names_are_dns_labels() {
+    let with = |extra: &str, pool: &str| {
+        let steps = GOOD.replace("output: image, width: 224", &format!("output: image, width: 224, pool: {pool}"));
+        problems(&job(&format!("{steps}{extra}")))
+    };
+    assert_eq!(with("  pools: {cpu: {}, gpu-l4: {gpusPerPod: 1}}\n", "gpu-l4"), Vec::<String>::new());
+    assert_eq!(
+        with("  pools: {cpu: {}, gpu-l4: {gpusPerPod: 1}}\n", "gpu-l5"),
+        [
+            "spec.steps[2].pool: pool `gpu-l5` is not declared in spec.pools (did you mean `gpu-l4`?); pools: cpu, gpu-l4"
+        ]
+    );
+    // Without `pools` (a laptop run), any pool name goes: `--workers` names the pools.
+    assert_eq!(with("", "gpu-h100"), Vec::<String>::new());
+    let bad_name = with("  pools: {cpu: {}, GPU_L4: {}}\n", "cpu");
+    assert_eq!(
+        bad_name,
+        ["spec.pools.GPU_L4: `GPU_L4` is not a pool name: only lower-case letters, digits and `-` are allowed"]
+    );
+    // The API server says it with the CRD's rule on the map's keys.
+    let raw: serde_json::Value =
+        serde_yaml::from_str(&job(&format!("{GOOD}  pools: {{cpu: {{}}, GPU_L4: {{}}}}\n"))).expect("yaml");
+    let errors = kube_cel::Validator::new().validate(&crd_schema(), &raw, None).expect_err("bad key").into_vec();
+    assert!(errors.iter().any(|e| e.message.contains("pool names must be DNS labels")), "{errors:?}");
+    let bad_step = with("", "GPU");
+    assert!(
+        bad_step.iter().any(|p| p.starts_with("spec.steps[2]") && p.contains("`GPU` is not a pool name")),
+        "{bad_step:?}"
+    );
+    let leasing = problems(&job(&format!("{GOOD}  leasingPool: io\n  pools: {{cpu: {{}}}}\n")));
+    assert_eq!(leasing, ["spec.leasingPool: pool `io` is not declared in spec.pools; pools: cpu"]);
+}
+
+/// YAML 1.1 (kubectl, Helm, Argo CD) reads these unquoted words as booleans or null.
+const YAML11_WORDS: &[&str] = &["y", "n", "yes", "no", "on", "off", "true", "false", "null", "~"];
+
+/// Every property name and enum value of the CRD, with its path.
+fn names_and_enum_values(schema: &serde_json::Value, path: &str, out: &mut Vec<(String, String)>) {
+    let Some(map) = schema.as_object() else { return };
+    if let Some(values) = map.get("enum").and_then(serde_json::Value::as_array) {
+        for v in values {
+            out.push((format!("{path} (enum)"), v.as_str().map_or(v.to_string(), str::to_string)));
+        }
     }
+    if let Some(props) = map.get("properties").and_then(serde_json::Value::as_object) {
+        for (name, prop) in props {
+            out.push((path.to_string(), name.clone()));
+            names_and_enum_values(prop, &format!("{path}.{name}"), out);
+        }
+    }
+    for key in ["items", "additionalProperties"] {
+        if let Some(child) = map.get(key) {
+            names_and_enum_values(child, &format!("{path}[*]"), out);
+        }
+    }
+}
+
+#[test]
+fn no_field_name_or_enum_value_is_a_yaml_1_1_boolean_or_null() {
+    let mut found = Vec::new();
+    names_and_enum_values(&crd_schema(), "", &mut found);
+    assert!(found.len() > 200, "the walk found only {} names", found.len());
+    let bad: Vec<&(String, String)> =
+        found.iter().filter(|(_, name)| YAML11_WORDS.contains(&name.to_lowercase().as_str())).collect();
+    assert!(bad.is_empty(), "names YAML 1.1 reads as booleans or null: {bad:?}");
+    assert!(found.iter().all(|(_, v)| v != "null"), "an enum lists null");
+}
+
+/// Formats the API server knows (k8s.io/kube-openapi's strfmt registry and the OpenAPI numbers).
+const KUBERNETES_FORMATS: &[&str] = &[
+    "int32",
+    "int64",
+    "float",
+    "double",
+    "byte",
+    "binary",
+    "date",
+    "date-time",
+    "duration",
+    "password",
+    "uri",
+    "email",
+    "hostname",
+    "ipv4",
+    "ipv6",
+    "cidr",
+    "mac",
+    "uuid",
+    "uuid3",
+    "uuid4",
+    "uuid5",
+    "isbn",
+    "isbn10",
+    "isbn13",
+    "creditcard",
+    "ssn",
+    "hexcolor",
+    "rgbcolor",
+    "bsonobjectid",
+    "int-or-string",
+    "quantity",
+];
+
+fn formats(schema: &serde_json::Value, path: &str, out: &mut Vec<(String, String)>) {
+    match schema {
+        serde_json::Value::Object(map) => {
+            if let Some(f) = map.get("format").and_then(serde_json::Value::as_str) {
+                out.push((path.to_string(), f.to_string()));
+            }
+            for (k, v) in map {
+                formats(v, &format!("{path}/{k}"), out);
+            }
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|v| formats(v, path, out)),
+        _ => {}
+    }
+}
+
+#[test]
+fn the_crd_uses_only_formats_kubernetes_knows() {
+    let mut found = Vec::new();
+    formats(&crd_schema(), "", &mut found);
+    assert!(!found.is_empty());
+    let unknown: Vec<_> = found.iter().filter(|(_, f)| !KUBERNETES_FORMATS.contains(&f.as_str())).collect();
+    assert!(unknown.is_empty(), "formats the API server warns about: {unknown:?}");
+}
+
+/// Strings, lists and maps of our own spec (not the Kubernetes core types of a pool) that carry
+/// no bound: each would make any CEL rule that reads it look unbounded to the cost estimator.
+fn unbounded(schema: &serde_json::Value, path: &str, out: &mut Vec<String>) {
+    let Some(map) = schema.as_object() else { return };
+    let has = |k: &str| map.contains_key(k);
+    match map.get("type").and_then(serde_json::Value::as_str) {
+        Some("string") if !has("maxLength") && !has("enum") => out.push(path.to_string()),
+        Some("array") if !has("maxItems") => out.push(path.to_string()),
+        Some("object") if has("additionalProperties") && !has("maxProperties") => out.push(path.to_string()),
+        _ => {}
+    }
+    if let Some(props) = map.get("properties").and_then(serde_json::Value::as_object) {
+        for (name, prop) in props {
+            if !matches!(name.as_str(), "affinity" | "resources" | "tolerations" | "env" | "nodeSelector") {
+                unbounded(prop, &format!("{path}.{name}"), out);
+            }
+        }
+    }
+    for key in ["items", "additionalProperties"] {
+        if let Some(child) = map.get(key) {
+            unbounded(child, &format!("{path}[*]"), out);
+        }
+    }
+}
+
+#[test]
+fn every_string_list_and_map_of_the_spec_is_bounded() {
+    let schema = crd_schema();
+    let mut found = Vec::new();
+    unbounded(&schema["properties"]["spec"], "spec", &mut found);
+    assert!(found.is_empty(), "unbounded fields (add a bound in weir_crds::schema): {found:?}");
+}
+
+/// `kubectl apply` without `--server-side` stores the object in an annotation of at most 256 KiB.
+#[test]
+fn the_crd_stays_well_under_the_last_applied_annotation_limit() {
+    let json = serde_json::to_string(&weir_crds::crd()).expect("json");
+    assert!(json.len() < 128 * 1024, "the CRD is {} bytes as JSON; keep it under 128 KiB", json.len());
 }
 
 #[test]

@@ -138,7 +138,7 @@ async fn execute(owner: &Owner<'_>, plan: &Plan, pods: &[PodView], ctx: &Context
     for slot in &plan.create {
         let pod = match slot {
             Slot::Coordinator => owner.coordinator_pod(),
-            Slot::Worker(pool, index) => owner.worker_pod(*pool, *index),
+            Slot::Worker(pool, index) => owner.worker_pod(pool, *index),
         };
         apply(&pod_api, &pod).await?;
     }

@@ -11,10 +11,11 @@
 use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use weir_crds::placement::{leasing_pool, step_pools};
+use weir_crds::placement::pools_in_use;
 use weir_crds::{JobPhase, MultimodalJob, MultimodalJobStatus, PoolName, PoolReplicas, Progress};
 
-use crate::children::pool_label;
+use weir_crds::validate::check_spec;
+
 use crate::conditions::{bounded, human_duration, set};
 use crate::observe::{PodPhase, PodView, Role};
 
@@ -54,7 +55,7 @@ pub struct Observed<'a> {
 }
 
 /// A pod to create.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Slot {
     Coordinator,
     Worker(PoolName, u32),
@@ -107,6 +108,7 @@ pub fn decide(job: &MultimodalJob, seen: &Observed) -> Plan {
     };
     match previous.phase {
         Some(JobPhase::Succeeded | JobPhase::Failed) => decision.finished(),
+        _ if !decision.valid() => {}
         _ if job.spec.suspend.unwrap_or(false) => decision.suspend(),
         _ => decision.run(),
     }
@@ -129,6 +131,25 @@ impl Decision<'_> {
 
     fn coordinator(&self) -> Option<&PodView> {
         self.live_pods().find(|p| p.role == Role::Coordinator)
+    }
+
+    /// Runs the checks across steps that the API server leaves to us ([`check_spec`], the same
+    /// as `weir validate`'s). An invalid job fails before any pod exists, with condition
+    /// `Valid=False` naming every problem.
+    fn valid(&mut self) -> bool {
+        let problems = check_spec(&self.job.spec);
+        let generation = self.job.metadata.generation;
+        let now = self.seen.now.clone();
+        let conditions = &mut self.plan.status.conditions;
+        if problems.is_empty() {
+            set(conditions, "Valid", true, "Valid", "the spec passed weir validate's checks", generation, &now);
+            return true;
+        }
+        let list: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        let message = format!("invalid spec: {}", list.join("; "));
+        set(conditions, "Valid", false, "Invalid", &bounded(&message), generation, &now);
+        self.fail("Invalid", message);
+        false
     }
 
     fn run(&mut self) {
@@ -205,30 +226,30 @@ impl Decision<'_> {
         // A worker that exited 0 is replaced only when the coordinator says the job goes on: it
         // exits 0 when told the job ended, and an unread progress must not read as "go on".
         let going_on = self.seen.progress.is_some_and(|p| !p.finishing);
-        self.plan.status.replicas.clear();
-        let pools = pools_in_use(self.job);
+        let pools = pools_in_use(&self.job.spec);
         // Workers of a pool the job no longer uses (its `pools` changed) are surplus.
         let unused: Vec<String> = self
             .live_pods()
-            .filter(|p| matches!(p.role, Role::Worker { pool, .. } if !pools.contains(&pool)))
+            .filter(|p| matches!(&p.role, Role::Worker { pool, .. } if !pools.contains(pool)))
             .map(|p| p.name.clone())
             .collect();
         self.plan.delete.extend(unused);
+        let mut replicas = std::collections::BTreeMap::new();
         for pool in pools {
-            let desired = desired_replicas(self.job, pool);
+            let desired = desired_replicas(self.job, &pool);
             let mut ready = 0;
             let pods: Vec<(u32, PodView)> = self
                 .seen
                 .pods
                 .iter()
-                .filter_map(|p| match p.role {
-                    Role::Worker { pool: q, index } if q == pool => Some((index, p.clone())),
+                .filter_map(|p| match &p.role {
+                    Role::Worker { pool: q, index } if *q == pool => Some((*index, p.clone())),
                     _ => None,
                 })
                 .collect();
             for index in 0..desired {
                 match pods.iter().find(|(i, _)| *i == index).map(|(_, p)| p) {
-                    None if !finishing => self.plan.create.push(Slot::Worker(pool, index)),
+                    None if !finishing => self.plan.create.push(Slot::Worker(pool.clone(), index)),
                     None => {}
                     Some(p) if p.terminating => {}
                     Some(p) if p.phase == PodPhase::Failed || (p.phase == PodPhase::Succeeded && going_on) => {
@@ -241,9 +262,17 @@ impl Decision<'_> {
                 pods.iter().filter(|(i, p)| *i >= desired && !p.terminating).collect();
             surplus.sort_by_key(|(i, _)| std::cmp::Reverse(*i));
             self.plan.delete.extend(surplus.into_iter().map(|(_, p)| p.name.clone()));
-            let replicas = PoolReplicas { desired: desired as i32, ready, ..PoolReplicas::default() };
-            self.plan.status.replicas.insert(pool_label(pool).to_string(), replicas);
+            let counts = PoolReplicas { desired: desired as i32, ready, ..PoolReplicas::default() };
+            replicas.insert(pool.to_string(), counts);
         }
+        self.plan.status.set_pools(replicas);
+    }
+
+    /// The job needs no pods any more (finished or suspended): every pool reads 0 of 0.
+    fn no_pods_wanted(&mut self) {
+        let pools = std::mem::take(&mut self.plan.status.pools);
+        let zero = pools.into_keys().map(|name| (name, PoolReplicas::default())).collect();
+        self.plan.status.set_pools(zero);
     }
 
     /// Takes the coordinator's figures unless the status holds figures younger than
@@ -298,6 +327,7 @@ impl Decision<'_> {
         };
         status.message = Some(format!("succeeded: {note}"));
         self.event("Succeeded", note, false);
+        self.no_pods_wanted();
         self.stop_live_pods(|p| p.role != Role::Coordinator);
         self.plan.requeue = self.ttl_wait();
     }
@@ -309,6 +339,7 @@ impl Decision<'_> {
         status.message = Some(bounded(&message));
         self.failure = Some(reason);
         self.event(reason, message, true);
+        self.no_pods_wanted();
         self.stop_live_pods(|_| true);
         self.plan.requeue = self.ttl_wait();
     }
@@ -325,6 +356,7 @@ impl Decision<'_> {
 
     fn finished(&mut self) {
         self.stop_live_pods(|_| true);
+        self.no_pods_wanted();
         let Some(wait) = self.ttl_wait() else { return };
         if wait.is_zero() {
             if self.live_pods().next().is_some() {
@@ -363,10 +395,8 @@ impl Decision<'_> {
         // The start time stays (it marks the job as started, which freezes its results-defining
         // fields); resuming resets it, so the deadline counts from the last resume.
         status.phase = Some(JobPhase::Suspended);
-        for replicas in status.replicas.values_mut() {
-            replicas.desired = 0;
-            replicas.ready = 0;
-        }
+        self.no_pods_wanted();
+        let status = &mut self.plan.status;
         status.message = Some(if self.seen.pods.is_empty() {
             "suspended; set spec.suspend to false to resume from the checkpoint".to_string()
         } else {
@@ -416,7 +446,7 @@ impl Decision<'_> {
         let message = status.message.clone().unwrap_or_default();
         let now = &self.seen.now;
         let ready = match phase {
-            JobPhase::Running => pods_ready(self.seen.pods, &status.replicas),
+            JobPhase::Running => pods_ready(self.seen.pods, &status.pools),
             JobPhase::Succeeded => true,
             _ => false,
         };
@@ -452,25 +482,10 @@ fn pods_ready(pods: &[PodView], replicas: &std::collections::BTreeMap<String, Po
     coordinator && replicas.values().all(|r| r.ready > 0)
 }
 
-/// The pools the job needs: the one that leases units, and every pool a step runs on.
-pub fn pools_in_use(job: &MultimodalJob) -> Vec<PoolName> {
-    let mut pools = vec![leasing_pool(&job.spec)];
-    for pool in step_pools(&job.spec) {
-        if !pools.contains(&pool) {
-            pools.push(pool);
-        }
-    }
-    pools
-}
-
 /// Replicas of a pool: its `replicas.min`, at least one (a pool the job uses cannot be empty).
 /// The Prometheus autoscaler moves this between `min` and `max`; without it, `min` holds.
-pub fn desired_replicas(job: &MultimodalJob, pool: PoolName) -> u32 {
-    let pools = job.spec.pools.as_ref();
-    let spec = match pool {
-        PoolName::Cpu => pools.and_then(|p| p.cpu.as_ref()),
-        PoolName::Gpu => pools.and_then(|p| p.gpu.as_ref()),
-    };
+pub fn desired_replicas(job: &MultimodalJob, pool: &PoolName) -> u32 {
+    let spec = job.spec.pools.as_ref().and_then(|p| p.get(pool));
     let min = spec.and_then(|s| s.replicas).map_or(1, |r| r.min);
     min.max(1) as u32
 }

@@ -53,7 +53,7 @@ impl PodView {
     }
 
     pub fn worker(pool: PoolName, index: u32) -> Self {
-        Self::new(worker_name(JOB, pool, index), Role::Worker { pool, index })
+        Self::new(worker_name(JOB, &pool, index), Role::Worker { pool, index })
     }
 
     fn new(name: String, role: Role) -> Self {

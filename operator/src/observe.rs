@@ -7,7 +7,7 @@ use weir_crds::PoolName;
 use crate::children::{COMPONENT_LABEL, coordinator_name, parse_worker_name};
 
 /// A pod's place in the job.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Role {
     Coordinator,
     Worker { pool: PoolName, index: u32 },
@@ -133,7 +133,7 @@ mod tests {
     fn worker() -> (Pod, String) {
         let job = job("");
         let settings = Settings::default();
-        let pod = Owner::new(&job, &settings).expect("owner").worker_pod(PoolName::Cpu, 3);
+        let pod = Owner::new(&job, &settings).expect("owner").worker_pod(&PoolName::cpu(), 3);
         (pod, job.metadata.uid.clone().expect("uid"))
     }
 
@@ -141,7 +141,7 @@ mod tests {
     fn a_pod_is_adopted_only_by_the_job_whose_uid_owns_it() {
         let (pod, uid) = worker();
         let view = PodView::of(JOB, &uid, &pod).expect("our pod");
-        assert_eq!(view.role, Role::Worker { pool: PoolName::Cpu, index: 3 });
+        assert_eq!(view.role, Role::Worker { pool: PoolName::cpu(), index: 3 });
         assert_eq!(PodView::of(JOB, "another-uid", &pod), None, "a pod of a deleted job of the same name");
     }
 

@@ -10,6 +10,8 @@ use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+pub use crate::pool::PoolName;
+
 /// What every step config can say about itself, for planning and validation.
 pub trait StepConfig {
     /// Columns this step reads (top-level names).
@@ -17,19 +19,11 @@ pub trait StepConfig {
     /// The column this step adds or replaces, if any.
     fn output(&self) -> Option<&str>;
     /// The pool the step asked for.
-    fn pool(&self) -> Option<PoolName>;
+    fn pool(&self) -> Option<&PoolName>;
     /// Morsels processed at once, if set.
     fn concurrency(&self) -> Option<u32>;
     /// Columns added besides `output` (a row-multiplying step's position columns).
     fn extra_outputs(&self) -> Vec<String>;
-}
-
-/// A worker pool name.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum PoolName {
-    Cpu,
-    Gpu,
 }
 
 /// Declares a step config struct with the fields every step shares (`pool`, `concurrency`).
@@ -40,7 +34,8 @@ macro_rules! step_config {
         #[serde(rename_all = "camelCase", deny_unknown_fields)]
         pub struct $name {
             $($(#[$fmeta])* pub $field: $ty,)*
-            /// Pool this step runs on; default `cpu` (model steps: `gpu` when the job has a gpu pool).
+            /// Pool this step runs on; default the leasing pool (model steps: `gpu` when the job
+            /// declares a pool of that name).
             #[serde(default, skip_serializing_if = "Option::is_none")]
             pub pool: Option<PoolName>,
             /// Morsels this step works on at once; default one per core.
@@ -66,8 +61,8 @@ macro_rules! impl_step_config {
                 let $o = self;
                 $output
             }
-            fn pool(&self) -> Option<PoolName> {
-                self.pool
+            fn pool(&self) -> Option<&PoolName> {
+                self.pool.as_ref()
             }
             fn concurrency(&self) -> Option<u32> {
                 self.concurrency
@@ -561,12 +556,15 @@ pub enum TensorLayout {
     Hwc,
 }
 
-/// A fixed crop box in pixels.
+/// A fixed crop box in pixels: its top-left corner (`left`, `top`) and size. (Not `x`/`y`: YAML
+/// 1.1, as kubectl reads manifests, takes an unquoted `y` for a boolean.)
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CropBox {
-    pub x: u32,
-    pub y: u32,
+    /// Columns from the left edge to the box.
+    pub left: u32,
+    /// Rows from the top edge to the box.
+    pub top: u32,
     #[schemars(range(min = 1))]
     pub width: u32,
     #[schemars(range(min = 1))]
@@ -718,6 +716,18 @@ impl StepSpec {
         }
     }
 
+    /// Whether the step runs a model (and so defaults to a declared `gpu` pool).
+    pub fn is_model_step(&self) -> bool {
+        matches!(
+            self,
+            StepSpec::TextEmbed(_)
+                | StepSpec::ImageEmbed(_)
+                | StepSpec::ImageClassify(_)
+                | StepSpec::ImageDetect(_)
+                | StepSpec::AudioTranscribe(_)
+        )
+    }
+
     /// The `op` name as written in manifests.
     pub fn op(&self) -> &'static str {
         match self {
@@ -754,8 +764,21 @@ impl StepSpec {
     }
 }
 
-/// Each op's name and schema, in declaration order (the CRD schema is built from this).
+/// Each op's name and schema, in declaration order (the CRD schema is built from this), with the
+/// bounds of [`crate::schema::bound_fields`].
 fn op_schemas(generator: &mut SchemaGenerator) -> Vec<(&'static str, Schema)> {
+    let mut ops = unbounded_op_schemas(generator);
+    for (_, schema) in &mut ops {
+        let mut value = schema.clone().to_value();
+        crate::schema::bound_fields(&mut value);
+        if let Ok(bounded) = Schema::try_from(value) {
+            *schema = bounded;
+        }
+    }
+    ops
+}
+
+fn unbounded_op_schemas(generator: &mut SchemaGenerator) -> Vec<(&'static str, Schema)> {
     vec![
         ("download", Download::json_schema(generator)),
         ("image.decode", ImageDecode::json_schema(generator)),
@@ -837,15 +860,16 @@ impl JsonSchema for StepSpec {
     }
 
     /// Kubernetes wants one structural object, not a `oneOf` per op: properties of all ops are
-    /// merged, and CEL rules say which fields each op requires and allows.
+    /// merged, and CEL rules say which fields each op requires and which ops each field belongs
+    /// to. Every rule reads a few fields of one step and no lists, so each costs the same
+    /// whatever the pipeline.
     fn json_schema(generator: &mut SchemaGenerator) -> Schema {
         let ops = op_schemas(generator);
         let mut properties = Map::new();
         let mut rules = Vec::new();
         for (op, schema) in &ops {
-            let props = schema.get("properties").and_then(Value::as_object).cloned().unwrap_or_default();
-            for (name, prop) in &props {
-                properties.entry(name.clone()).or_insert_with(|| prop.clone());
+            for (name, prop) in own_properties(schema) {
+                properties.entry(name).or_insert(prop);
             }
             let required: Vec<&str> = schema
                 .get("required")
@@ -859,8 +883,8 @@ impl JsonSchema for StepSpec {
                     &format!("{op} requires {}", required.join(", ")),
                 ));
             }
-            rules.push(allowed_fields_rule(op, &props, &ops));
         }
+        rules.extend(field_owner_rules(&ops, &properties));
         for (rule, message) in CROSS_FIELD_RULES {
             rules.push(json_rule(rule, message));
         }
@@ -883,23 +907,27 @@ fn json_rule(rule: &str, message: &str) -> Value {
     serde_json::json!({"rule": rule, "message": message})
 }
 
-/// A rule that refuses fields of other ops on this op.
-fn allowed_fields_rule(op: &str, own: &Map<String, Value>, ops: &[(&str, Schema)]) -> Value {
-    let mut foreign: Vec<&str> = ops
-        .iter()
-        .filter_map(|(_, s)| s.get("properties").and_then(Value::as_object))
-        .flat_map(|p| p.keys().map(String::as_str))
-        .filter(|name| !own.contains_key(*name))
-        .collect();
-    foreign.sort_unstable();
-    foreign.dedup();
-    let absent = foreign.iter().map(|f| format!("!has(self.{f})")).collect::<Vec<_>>().join(" && ");
-    let mut allowed: Vec<&str> = own.keys().map(String::as_str).collect();
-    allowed.sort_unstable();
-    json_rule(
-        &format!("self.op != '{op}' || ({absent})"),
-        &format!("{op} takes only the fields op, {}", allowed.join(", ")),
-    )
+fn own_properties(schema: &Schema) -> Map<String, Value> {
+    schema.get("properties").and_then(Value::as_object).cloned().unwrap_or_default()
+}
+
+/// For each field that not every op has, a rule that refuses it on the other ops
+/// (`!has(self.width) || self.op in ['image.resize', 'video.frames']`).
+fn field_owner_rules(ops: &[(&str, Schema)], fields: &Map<String, Value>) -> Vec<Value> {
+    let mut rules = Vec::new();
+    for field in fields.keys() {
+        let owners: Vec<&str> =
+            ops.iter().filter(|(_, s)| own_properties(s).contains_key(field)).map(|(op, _)| *op).collect();
+        if owners.len() == ops.len() {
+            continue;
+        }
+        let list = owners.iter().map(|op| format!("'{op}'")).collect::<Vec<_>>().join(", ");
+        rules.push(json_rule(
+            &format!("!has(self.{field}) || self.op in [{list}]"),
+            &format!("{field} is a field of {} only", owners.join(", ")),
+        ));
+    }
+    rules
 }
 
 /// The schema of one op's fields (as it appears in manifests), for precise validation messages.

@@ -67,12 +67,15 @@ impl<'a> Owner<'a> {
     /// [`Error::MissingObjectKey`] when the job has no namespace or uid (it was never stored).
     pub fn new(job: &'a MultimodalJob, settings: &'a Settings) -> Result<Self, Error> {
         let namespace = job.namespace().ok_or(Error::MissingObjectKey("namespace"))?;
-        let owner_ref = job.controller_owner_ref(&()).ok_or(Error::MissingObjectKey("uid"))?;
+        let mut owner_ref = job.controller_owner_ref(&()).ok_or(Error::MissingObjectKey("uid"))?;
+        // Foreground deletion of the job waits for its children (the chart's RBAC grants the
+        // `multimodaljobs/finalizers` update this needs).
+        owner_ref.block_owner_deletion = Some(true);
         Ok(Self { job, name: job.name_any(), namespace, owner_ref, settings })
     }
 
     /// Labels every child carries; `component` is `coordinator`, `worker` or `job`.
-    pub fn labels(&self, component: &str, pool: Option<PoolName>) -> BTreeMap<String, String> {
+    pub fn labels(&self, component: &str, pool: Option<&PoolName>) -> BTreeMap<String, String> {
         let mut labels = BTreeMap::from([
             ("app.kubernetes.io/name".to_string(), "weir".to_string()),
             ("app.kubernetes.io/instance".to_string(), self.name.clone()),
@@ -82,12 +85,12 @@ impl<'a> Owner<'a> {
             (JOB_LABEL.to_string(), self.name.clone()),
         ]);
         if let Some(pool) = pool {
-            labels.insert(POOL_LABEL.to_string(), pool_label(pool).to_string());
+            labels.insert(POOL_LABEL.to_string(), pool.to_string());
         }
         labels
     }
 
-    fn meta(&self, name: String, component: &str, pool: Option<PoolName>) -> ObjectMeta {
+    fn meta(&self, name: String, component: &str, pool: Option<&PoolName>) -> ObjectMeta {
         ObjectMeta {
             name: Some(name),
             namespace: Some(self.namespace.clone()),
@@ -103,17 +106,12 @@ pub fn job_selector(job: &str) -> String {
     format!("{JOB_LABEL}={job}")
 }
 
-/// `cpu` or `gpu`.
-pub fn pool_label(pool: PoolName) -> &'static str {
-    weir_crds::placement::pool_name(pool)
-}
-
 pub fn coordinator_name(job: &str) -> String {
     format!("{job}-coordinator")
 }
 
-pub fn worker_name(job: &str, pool: PoolName, index: u32) -> String {
-    format!("{job}-{}-{index}", pool_label(pool))
+pub fn worker_name(job: &str, pool: &PoolName, index: u32) -> String {
+    format!("{job}-{pool}-{index}")
 }
 
 /// The headless Service that gives each worker a DNS name for Arrow Flight.
@@ -135,16 +133,15 @@ pub fn service_account_name(job: &MultimodalJob) -> Option<String> {
     }
 }
 
-/// Which slot a worker pod name fills: `<job>-<pool>-<index>`.
+/// Which slot a worker pod name fills: `<job>-<pool>-<index>` (a pool name may hold `-`; the
+/// index is what follows the last one).
 pub fn parse_worker_name(job: &str, name: &str) -> Option<(PoolName, u32)> {
     let rest = name.strip_prefix(job)?.strip_prefix('-')?;
-    let (pool, index) = rest.split_once('-')?;
-    let pool = match pool {
-        "cpu" => PoolName::Cpu,
-        "gpu" => PoolName::Gpu,
-        _ => return None,
-    };
-    Some((pool, index.parse().ok()?))
+    let (pool, index) = rest.rsplit_once('-')?;
+    if index.is_empty() || !index.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some((PoolName::new(pool).ok()?, index.parse().ok()?))
 }
 
 #[cfg(test)]
@@ -156,9 +153,11 @@ mod name_tests {
 
     #[test]
     fn worker_names_round_trip_and_foreign_names_are_ignored() {
-        let name = worker_name("embed", PoolName::Gpu, 12);
+        let name = worker_name("embed", &PoolName::gpu(), 12);
         assert_eq!(name, "embed-gpu-12");
-        assert_eq!(parse_worker_name("embed", &name), Some((PoolName::Gpu, 12)));
+        assert_eq!(parse_worker_name("embed", &name), Some((PoolName::gpu(), 12)));
+        let l4 = PoolName::new("gpu-l4").expect("pool name");
+        assert_eq!(parse_worker_name("embed", &worker_name("embed", &l4, 0)), Some((l4, 0)));
         assert_eq!(parse_worker_name("embed", "embed-coordinator"), None);
         assert_eq!(parse_worker_name("embed", "embedder-cpu-0"), None);
         assert_eq!(parse_worker_name("embed", "embed-cpu-x"), None);

@@ -9,11 +9,12 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use weir_crds::placement::leasing_pool;
 use weir_crds::{PoolName, PoolSpec};
 
 use super::{
     COORDINATOR_PORT, EXCHANGE_PORT, MANIFEST_PATH, METRICS_PORT, Owner, coordinator_name, exchange_service_name,
-    plan_name, pool_label, service_account_name, worker_name,
+    plan_name, service_account_name, worker_name,
 };
 
 /// The non-root user the image runs as.
@@ -29,7 +30,9 @@ impl Owner<'_> {
     /// The coordinator: plans units, leases them, commits results. It is never restarted in place
     /// (`restartPolicy: Never`): the operator decides whether a failed coordinator is recreated
     /// (within `backoffLimit`) or the job has failed (exit code 3).
+    /// It runs with the leasing pool's placement, image and environment.
     pub fn coordinator_pod(&self) -> Pod {
+        let leasing = leasing_pool(&self.job.spec);
         let args = [
             "coordinator",
             MANIFEST_PATH,
@@ -48,10 +51,9 @@ impl Owner<'_> {
             ports: Some(vec![port("grpc", COORDINATOR_PORT), port("metrics", METRICS_PORT)]),
             readiness_probe: Some(tcp_probe(COORDINATOR_PORT)),
             resources: Some(resources),
-            ..self.container("coordinator", PoolName::Cpu)
+            ..self.container("coordinator", &leasing)
         };
-        let mut pod =
-            self.pod(coordinator_name(&self.name), "coordinator", None, container, self.pool_spec(PoolName::Cpu));
+        let mut pod = self.pod(coordinator_name(&self.name), "coordinator", None, container, self.pool_spec(&leasing));
         if let Some(spec) = pod.spec.as_mut() {
             spec.restart_policy = Some("Never".to_string());
         }
@@ -60,14 +62,14 @@ impl Owner<'_> {
 
     /// Worker `index` of `pool`: leases units (or serves its pool's steps over Arrow Flight),
     /// drains on SIGTERM within its grace, and is restarted in place when it crashes.
-    pub fn worker_pod(&self, pool: PoolName, index: u32) -> Pod {
+    pub fn worker_pod(&self, pool: &PoolName, index: u32) -> Pod {
         let name = worker_name(&self.name, pool, index);
         let spec = self.pool_spec(pool);
         let args = [
             "worker",
             MANIFEST_PATH,
             "--pool",
-            pool_label(pool),
+            pool.as_str(),
             "--grace",
             &format!("{WORKER_GRACE_SECONDS}s"),
             "--metrics-listen",
@@ -103,22 +105,18 @@ impl Owner<'_> {
         pod
     }
 
-    pub(super) fn pool_spec(&self, pool: PoolName) -> Option<&PoolSpec> {
-        let pools = self.job.spec.pools.as_ref()?;
-        match pool {
-            PoolName::Cpu => pools.cpu.as_ref(),
-            PoolName::Gpu => pools.gpu.as_ref(),
-        }
+    pub(super) fn pool_spec(&self, pool: &PoolName) -> Option<&PoolSpec> {
+        self.job.spec.pools.as_ref()?.get(pool)
     }
 
     /// The container every pod shares: image, environment, mounts and a locked-down security context.
-    fn container(&self, name: &str, pool_name: PoolName) -> Container {
+    fn container(&self, name: &str, pool_name: &PoolName) -> Container {
         let pool = self.pool_spec(pool_name);
         let mut env = vec![plain_env("HOME", "/tmp"), plain_env("XDG_CACHE_HOME", CACHE_DIR)];
         env.extend(pool.and_then(|p| p.env.clone()).unwrap_or_default());
         let secret = self.job.spec.storage.as_ref().and_then(|s| s.secret_ref.as_ref());
-        let default_image = match (pool_name, &self.settings.gpu_image) {
-            (PoolName::Gpu, Some(gpu)) if name == "worker" => gpu.clone(),
+        let default_image = match &self.settings.gpu_image {
+            Some(gpu) if name == "worker" && pool_name.is_gpu_by_name() => gpu.clone(),
             _ => self.settings.image.clone(),
         };
         Container {
@@ -153,7 +151,7 @@ impl Owner<'_> {
         &self,
         name: String,
         component: &str,
-        pool: Option<PoolName>,
+        pool: Option<&PoolName>,
         container: Container,
         spec: Option<&PoolSpec>,
     ) -> Pod {
@@ -199,11 +197,11 @@ impl Owner<'_> {
     }
 }
 
-/// The pool's resources, with `gpusPerPod` (default 1 in the gpu pool, 0 elsewhere) as an
-/// `nvidia.com/gpu` limit and request.
-fn worker_resources(pool: PoolName, spec: Option<&PoolSpec>) -> ResourceRequirements {
+/// The pool's resources, with `gpusPerPod` (default 1 in pools named `gpu` or `gpu-*`, 0
+/// elsewhere) as an `nvidia.com/gpu` limit and request.
+fn worker_resources(pool: &PoolName, spec: Option<&PoolSpec>) -> ResourceRequirements {
     let mut resources = spec.and_then(|s| s.resources.clone()).unwrap_or_default();
-    let default_gpus = i32::from(pool == PoolName::Gpu);
+    let default_gpus = i32::from(pool.is_gpu_by_name());
     let gpus = spec.and_then(|s| s.gpus_per_pod).unwrap_or(default_gpus);
     if gpus > 0 {
         let gpus = Quantity(gpus.to_string());

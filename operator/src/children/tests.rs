@@ -21,7 +21,7 @@ fn a_gpu_worker_lands_on_its_pool_with_its_gpus_image_env_and_the_storage_secret
     let job = job(GPU_POOL);
     let settings = Settings::default();
     let owner = Owner::new(&job, &settings).expect("owner");
-    let pod = owner.worker_pod(PoolName::Gpu, 1);
+    let pod = owner.worker_pod(&PoolName::gpu(), 1);
     assert_eq!(pod.metadata.name.as_deref(), Some("thumbs-gpu-1"));
     let labels = pod.metadata.labels.as_ref().expect("labels");
     assert_eq!(labels[JOB_LABEL], JOB);
@@ -30,6 +30,7 @@ fn a_gpu_worker_lands_on_its_pool_with_its_gpus_image_env_and_the_storage_secret
     assert_eq!(labels["app.kubernetes.io/managed-by"], FIELD_MANAGER);
     let owner_ref = &pod.metadata.owner_references.as_ref().expect("owner")[0];
     assert_eq!((owner_ref.kind.as_str(), owner_ref.controller), ("MultimodalJob", Some(true)));
+    assert_eq!(owner_ref.block_owner_deletion, Some(true), "foreground deletion waits for the pods");
 
     let spec = pod.spec.as_ref().expect("spec");
     assert_eq!(spec.node_selector.as_ref().expect("selector")["pool"], "gpu");
@@ -59,7 +60,7 @@ fn every_pod_runs_non_root_read_only_without_capabilities_under_runtime_default_
     let job = job(GPU_POOL);
     let settings = Settings::default();
     let owner = Owner::new(&job, &settings).expect("owner");
-    for pod in [owner.coordinator_pod(), owner.worker_pod(PoolName::Cpu, 0), owner.worker_pod(PoolName::Gpu, 0)] {
+    for pod in [owner.coordinator_pod(), owner.worker_pod(&PoolName::cpu(), 0), owner.worker_pod(&PoolName::gpu(), 0)] {
         let spec = pod.spec.as_ref().expect("spec");
         let pod_security = spec.security_context.as_ref().expect("pod security");
         assert_eq!(pod_security.run_as_non_root, Some(true));
@@ -129,7 +130,7 @@ fn a_service_account_is_created_only_when_asked_and_pods_use_the_named_one() {
     let account = owner.service_account().expect("account");
     assert_eq!(account.metadata.name.as_deref(), Some("thumbs-weir"));
     assert_eq!(account.metadata.annotations.as_ref().expect("annotations")["eks.amazonaws.com/role-arn"], "arn");
-    let pod = owner.worker_pod(PoolName::Cpu, 0);
+    let pod = owner.worker_pod(&PoolName::cpu(), 0);
     assert_eq!(pod.spec.as_ref().and_then(|s| s.service_account_name.as_deref()), Some("thumbs-weir"));
 
     let existing = job("  serviceAccount: {name: reader}\n");
@@ -151,11 +152,11 @@ fn a_gpu_pool_without_details_still_asks_for_a_gpu_and_runs_the_gpu_image() {
     let job = job("  pools:\n    gpu: {replicas: {min: 1, max: 2}}\n");
     let settings = Settings { gpu_image: Some("weir:cuda".into()), ..Settings::default() };
     let owner = Owner::new(&job, &settings).expect("owner");
-    let gpu = owner.worker_pod(PoolName::Gpu, 0);
+    let gpu = owner.worker_pod(&PoolName::gpu(), 0);
     let limits = container(&gpu).resources.as_ref().and_then(|r| r.limits.clone()).expect("limits");
     assert_eq!(limits["nvidia.com/gpu"].0, "1");
     assert_eq!(container(&gpu).image.as_deref(), Some("weir:cuda"));
-    let cpu = owner.worker_pod(PoolName::Cpu, 0);
+    let cpu = owner.worker_pod(&PoolName::cpu(), 0);
     assert_eq!(container(&cpu).image, Some(settings.image.clone()));
     assert!(container(&cpu).resources.as_ref().and_then(|r| r.limits.as_ref()).is_none());
     assert_eq!(container(&owner.coordinator_pod()).image, Some(settings.image.clone()));

@@ -127,7 +127,7 @@ fn pod(job: &MultimodalJob, slot: Slot, phase: &str, exit_code: Option<i32>) -> 
     let owner = Owner::new(job, &settings).expect("owner");
     let mut pod = match slot {
         Slot::Coordinator => owner.coordinator_pod(),
-        Slot::Worker(pool, index) => owner.worker_pod(pool, index),
+        Slot::Worker(pool, index) => owner.worker_pod(&pool, index),
     };
     let terminated = exit_code.map(|code| ContainerStatus {
         name: "main".into(),
@@ -186,7 +186,7 @@ async fn a_running_job_reports_its_coordinators_progress() {
     let (ctx, server) = context(Some(progress));
     let job = job("").in_phase(JobPhase::Pending, 0);
     let pods =
-        [pod(&job, Slot::Coordinator, "Running", None), pod(&job, Slot::Worker(PoolName::Cpu, 0), "Running", None)];
+        [pod(&job, Slot::Coordinator, "Running", None), pod(&job, Slot::Worker(PoolName::cpu(), 0), "Running", None)];
     reconcile_with(job, ctx, server, |mut server| async move {
         server.expect(Method::GET, PODS, pod_list(&pods)).await;
         expect_children(&mut server).await;
@@ -194,7 +194,7 @@ async fn a_running_job_reports_its_coordinators_progress() {
         assert_eq!(status["status"]["phase"], "Running");
         assert_eq!(status["status"]["progress"]["percent"], "25%");
         assert_eq!(status["status"]["progress"]["eta"], "30s");
-        assert_eq!(status["status"]["replicas"]["cpu"]["ready"], 1);
+        assert_eq!(status["status"]["pools"]["cpu"]["ready"], 1);
         server.expect(Method::POST, EVENTS, Value::Null).await;
     })
     .await
@@ -206,15 +206,17 @@ async fn scale_a_pool_grows_to_its_new_minimum_and_shrinks_from_the_highest_inde
     let progress = CoordinatorProgress { units_total: 9, units_committed: 3, ..Default::default() };
     let (ctx, server) = context(Some(progress.clone()));
     let grown = job("  pools:\n    cpu: {replicas: {min: 3, max: 3}}\n").in_phase(JobPhase::Running, 0);
-    let pods =
-        [pod(&grown, Slot::Coordinator, "Running", None), pod(&grown, Slot::Worker(PoolName::Cpu, 0), "Running", None)];
+    let pods = [
+        pod(&grown, Slot::Coordinator, "Running", None),
+        pod(&grown, Slot::Worker(PoolName::cpu(), 0), "Running", None),
+    ];
     reconcile_with(grown, ctx, server, |mut server| async move {
         server.expect(Method::GET, PODS, pod_list(&pods)).await;
         expect_children(&mut server).await;
         server.expect(Method::PATCH, "/api/v1/namespaces/media/pods/thumbs-cpu-1", Value::Null).await;
         server.expect(Method::PATCH, "/api/v1/namespaces/media/pods/thumbs-cpu-2", Value::Null).await;
         let status = server.expect_status().await;
-        assert_eq!(status["status"]["replicas"]["cpu"]["desired"], 3);
+        assert_eq!(status["status"]["pools"]["cpu"]["desired"], 3);
     })
     .await
     .expect("reconcile");
@@ -222,7 +224,7 @@ async fn scale_a_pool_grows_to_its_new_minimum_and_shrinks_from_the_highest_inde
     let (ctx, server) = context(Some(progress));
     let shrunk = job("  pools:\n    cpu: {replicas: {min: 1, max: 3}}\n").in_phase(JobPhase::Running, 0);
     let pods: Vec<Pod> = std::iter::once(pod(&shrunk, Slot::Coordinator, "Running", None))
-        .chain((0..3).map(|i| pod(&shrunk, Slot::Worker(PoolName::Cpu, i), "Running", None)))
+        .chain((0..3).map(|i| pod(&shrunk, Slot::Worker(PoolName::cpu(), i), "Running", None)))
         .collect();
     reconcile_with(shrunk, ctx, server, |mut server| async move {
         server.expect(Method::GET, PODS, pod_list(&pods)).await;
@@ -230,7 +232,7 @@ async fn scale_a_pool_grows_to_its_new_minimum_and_shrinks_from_the_highest_inde
         server.expect(Method::DELETE, "/api/v1/namespaces/media/pods/thumbs-cpu-2", json!(pods[3])).await;
         server.expect(Method::DELETE, "/api/v1/namespaces/media/pods/thumbs-cpu-1", json!(pods[2])).await;
         let status = server.expect_status().await;
-        assert_eq!(status["status"]["replicas"]["cpu"]["desired"], 1);
+        assert_eq!(status["status"]["pools"]["cpu"]["desired"], 1);
     })
     .await
     .expect("reconcile");
@@ -241,7 +243,7 @@ async fn suspend_deletes_the_workers_and_reports_suspended() {
     let (ctx, server) = context(None);
     let job = job("  suspend: true\n").in_phase(JobPhase::Running, 0);
     let pods =
-        [pod(&job, Slot::Coordinator, "Running", None), pod(&job, Slot::Worker(PoolName::Cpu, 0), "Running", None)];
+        [pod(&job, Slot::Coordinator, "Running", None), pod(&job, Slot::Worker(PoolName::cpu(), 0), "Running", None)];
     reconcile_with(job, ctx, server, |mut server| async move {
         server.expect(Method::GET, PODS, pod_list(&pods)).await;
         server.expect(Method::DELETE, "/api/v1/namespaces/media/pods/thumbs-cpu-0", json!(pods[1])).await;
@@ -260,7 +262,7 @@ async fn finish_a_coordinator_that_exited_zero_succeeds_the_job_and_stops_the_wo
     let job = job("  ttlSecondsAfterFinished: 3600\n").in_phase(JobPhase::Running, 0);
     let pods = [
         pod(&job, Slot::Coordinator, "Succeeded", Some(0)),
-        pod(&job, Slot::Worker(PoolName::Cpu, 0), "Running", None),
+        pod(&job, Slot::Worker(PoolName::cpu(), 0), "Running", None),
     ];
     let action = reconcile_with(job, ctx, server, |mut server| async move {
         server.expect(Method::GET, PODS, pod_list(&pods)).await;
@@ -304,7 +306,7 @@ async fn restart_an_operator_that_restarts_adopts_the_pods_it_made_and_creates_n
     let (ctx, server) = context(Some(progress.clone()));
     let mut job = job("").in_phase(JobPhase::Running, 0);
     let pods =
-        [pod(&job, Slot::Coordinator, "Running", None), pod(&job, Slot::Worker(PoolName::Cpu, 0), "Running", None)];
+        [pod(&job, Slot::Coordinator, "Running", None), pod(&job, Slot::Worker(PoolName::cpu(), 0), "Running", None)];
     let uid = job.metadata.uid.clone().expect("uid");
     let views: Vec<PodView> = pods.iter().filter_map(|p| PodView::of("thumbs", &uid, p)).collect();
     // What the previous operator wrote moments ago: this reconcile must find nothing to change.

@@ -37,23 +37,23 @@ fn half_done() -> CoordinatorProgress {
 #[test]
 fn a_new_job_gets_its_children_a_coordinator_and_one_worker_per_pool_it_uses() {
     let cases = [
-        ("", vec![Slot::Coordinator, Slot::Worker(PoolName::Cpu, 0)]),
+        ("", vec![Slot::Coordinator, Slot::Worker(PoolName::cpu(), 0)]),
         (
             "  pools:\n    gpu: {replicas: {min: 2, max: 4}, gpusPerPod: 1}\n",
             vec![
                 Slot::Coordinator,
-                Slot::Worker(PoolName::Cpu, 0),
-                Slot::Worker(PoolName::Gpu, 0),
-                Slot::Worker(PoolName::Gpu, 1),
+                Slot::Worker(PoolName::cpu(), 0),
+                Slot::Worker(PoolName::gpu(), 0),
+                Slot::Worker(PoolName::gpu(), 1),
             ],
         ),
         (
             "  pools:\n    cpu: {replicas: {min: 3, max: 3}}\n",
             vec![
                 Slot::Coordinator,
-                Slot::Worker(PoolName::Cpu, 0),
-                Slot::Worker(PoolName::Cpu, 1),
-                Slot::Worker(PoolName::Cpu, 2),
+                Slot::Worker(PoolName::cpu(), 0),
+                Slot::Worker(PoolName::cpu(), 1),
+                Slot::Worker(PoolName::cpu(), 2),
             ],
         ),
     ];
@@ -74,7 +74,7 @@ fn a_new_job_gets_its_children_a_coordinator_and_one_worker_per_pool_it_uses() {
 #[test]
 fn a_running_coordinator_makes_the_job_running_with_its_progress() {
     let job = job("").in_phase(JobPhase::Pending, NOW - 60);
-    let pods = [PodView::coordinator().running(), PodView::worker(PoolName::Cpu, 0).running()];
+    let pods = [PodView::coordinator().running(), PodView::worker(PoolName::cpu(), 0).running()];
     let p = plan(&job, &pods, Some(&half_done()));
     assert_eq!(p.create, vec![]);
     assert_eq!(p.delete, Vec::<String>::new());
@@ -84,7 +84,7 @@ fn a_running_coordinator_makes_the_job_running_with_its_progress() {
     assert_eq!(progress.percent.as_deref(), Some("50%"));
     assert_eq!(progress.eta.as_deref(), Some("3m20s"));
     assert_eq!(p.status.checkpoint.as_ref().map(|c| c.units_committed), Some(4));
-    assert_eq!(p.status.replicas["cpu"].ready, 1);
+    assert_eq!(p.status.pools["cpu"].ready, 1);
     assert_eq!(condition(&p, "Ready"), ("True", "Ready"));
     assert_eq!(reasons(&p), vec!["Running"]);
     assert_eq!(p.requeue, Some(PROGRESS_INTERVAL));
@@ -94,7 +94,7 @@ fn a_running_coordinator_makes_the_job_running_with_its_progress() {
 #[test]
 fn the_coordinators_exit_code_decides_success_failure_or_a_restart() {
     let running = job("  backoffLimit: 1\n").in_phase(JobPhase::Running, NOW - 60);
-    let worker = PodView::worker(PoolName::Cpu, 0).running();
+    let worker = PodView::worker(PoolName::cpu(), 0).running();
 
     let done = plan(&running, &[PodView::coordinator().exited(0, ""), worker.clone()], None);
     assert_eq!(done.status.phase, Some(JobPhase::Succeeded));
@@ -137,22 +137,22 @@ fn workers_that_failed_are_replaced_and_the_surplus_is_removed_highest_index_fir
     let job = job("  pools:\n    cpu: {replicas: {min: 1, max: 4}}\n").in_phase(JobPhase::Running, NOW - 60);
     let pods = [
         PodView::coordinator().running(),
-        PodView::worker(PoolName::Cpu, 0).exited(1, "Evicted"),
-        PodView::worker(PoolName::Cpu, 1).running(),
-        PodView::worker(PoolName::Cpu, 2).running(),
-        PodView::worker(PoolName::Cpu, 3).running().terminating(),
+        PodView::worker(PoolName::cpu(), 0).exited(1, "Evicted"),
+        PodView::worker(PoolName::cpu(), 1).running(),
+        PodView::worker(PoolName::cpu(), 2).running(),
+        PodView::worker(PoolName::cpu(), 3).running().terminating(),
     ];
     let p = plan(&job, &pods, None);
     assert_eq!(p.delete, vec!["thumbs-cpu-0", "thumbs-cpu-2", "thumbs-cpu-1"]);
     assert_eq!(p.create, vec![]);
-    assert_eq!(p.status.replicas["cpu"].desired, 1);
+    assert_eq!(p.status.pools["cpu"].desired, 1);
 }
 
 #[test]
 fn workers_are_not_replaced_once_the_coordinator_is_finishing() {
     let job = job("").in_phase(JobPhase::Running, NOW - 60);
     let finishing = CoordinatorProgress { units_committed: 8, units_total: 8, finishing: true, ..half_done() };
-    let pods = [PodView::coordinator().running(), PodView::worker(PoolName::Cpu, 0).exited(0, "")];
+    let pods = [PodView::coordinator().running(), PodView::worker(PoolName::cpu(), 0).exited(0, "")];
     let p = plan(&job, &pods, Some(&finishing));
     assert_eq!((p.create.clone(), p.delete.clone()), (vec![], vec![]));
 }
@@ -161,7 +161,7 @@ fn workers_are_not_replaced_once_the_coordinator_is_finishing() {
 fn suspending_drains_workers_before_the_coordinator_and_resuming_starts_again() {
     let suspend = job("  suspend: true\n").in_phase(JobPhase::Running, NOW - 60);
     let coordinator = PodView::coordinator().running();
-    let worker = PodView::worker(PoolName::Cpu, 0).running();
+    let worker = PodView::worker(PoolName::cpu(), 0).running();
     let first = plan(&suspend, &[coordinator.clone(), worker.clone()], None);
     assert_eq!(first.delete, vec![worker.name.clone()]);
     assert_eq!(first.status.phase, Some(JobPhase::Suspended));
@@ -189,18 +189,18 @@ fn workers_of_a_pool_the_job_no_longer_uses_are_removed() {
     let job = job("").in_phase(JobPhase::Running, NOW - 60);
     let pods = [
         PodView::coordinator().running(),
-        PodView::worker(PoolName::Cpu, 0).running(),
-        PodView::worker(PoolName::Gpu, 0).running(),
+        PodView::worker(PoolName::cpu(), 0).running(),
+        PodView::worker(PoolName::gpu(), 0).running(),
     ];
     let p = plan(&job, &pods, None);
     assert_eq!(p.delete, vec!["thumbs-gpu-0"]);
-    assert!(!p.status.replicas.contains_key("gpu"));
+    assert!(!p.status.pools.contains_key("gpu"));
 }
 
 #[test]
 fn a_worker_that_exited_zero_is_replaced_only_when_the_coordinator_says_the_job_goes_on() {
     let job = job("").in_phase(JobPhase::Running, NOW - 60);
-    let pods = [PodView::coordinator().running(), PodView::worker(PoolName::Cpu, 0).exited(0, "")];
+    let pods = [PodView::coordinator().running(), PodView::worker(PoolName::cpu(), 0).exited(0, "")];
     assert_eq!(plan(&job, &pods, None).delete, Vec::<String>::new(), "progress unknown: leave it");
     assert_eq!(plan(&job, &pods, Some(&half_done())).delete, vec!["thumbs-cpu-0"]);
 }
@@ -209,7 +209,7 @@ fn a_worker_that_exited_zero_is_replaced_only_when_the_coordinator_says_the_job_
 fn a_pod_stuck_terminating_past_its_grace_is_force_deleted() {
     let job = job("").in_phase(JobPhase::Running, NOW - 60);
     let lost = PodView::coordinator().running().terminating_until(NOW - FORCE_DELETE_AFTER);
-    let leaving = PodView::worker(PoolName::Cpu, 0).running().terminating_until(NOW - 5);
+    let leaving = PodView::worker(PoolName::cpu(), 0).running().terminating_until(NOW - 5);
     let p = plan(&job, &[lost, leaving], None);
     assert_eq!(p.force_delete, vec!["thumbs-coordinator"]);
     assert!(!p.create.contains(&Slot::Coordinator), "the slot is refilled once the pod is gone");
@@ -228,7 +228,7 @@ fn a_pod_that_cannot_start_is_named_in_the_status_message() {
 #[test]
 fn a_job_past_its_deadline_fails_and_its_pods_are_stopped() {
     let job = job("  activeDeadlineSeconds: 600\n").in_phase(JobPhase::Running, NOW - 601);
-    let pods = [PodView::coordinator().running(), PodView::worker(PoolName::Cpu, 0).running()];
+    let pods = [PodView::coordinator().running(), PodView::worker(PoolName::cpu(), 0).running()];
     let p = plan(&job, &pods, None);
     assert_eq!(p.status.phase, Some(JobPhase::Failed));
     assert_eq!(condition(&p, "Failed"), ("True", "DeadlineExceeded"));
@@ -272,7 +272,7 @@ fn conditions_carry_the_generation_and_the_failure_reason_survives_later_reconci
 #[test]
 fn progress_younger_than_the_minimum_age_is_not_rewritten() {
     let job = job("").in_phase(JobPhase::Running, NOW - 60);
-    let pods = [PodView::coordinator().running(), PodView::worker(PoolName::Cpu, 0).running()];
+    let pods = [PodView::coordinator().running(), PodView::worker(PoolName::cpu(), 0).running()];
     let first = plan(&job, &pods, Some(&half_done()));
     let mut written = job.clone();
     written.status = Some(first.status.clone());
@@ -281,4 +281,48 @@ fn progress_younger_than_the_minimum_age_is_not_rewritten() {
     assert_eq!(soon.status, first.status, "a reconcile right after a status write changes nothing");
     let due = decide(&written, &Observed { pods: &pods, progress: Some(&later), now: at(NOW + PROGRESS_MIN_AGE) });
     assert_eq!(due.status.progress.map(|p| p.units_done), Some(5));
+}
+
+#[test]
+fn a_job_that_fails_the_checks_across_steps_fails_before_any_pod_with_valid_false() {
+    let mut bad = job("  pools:\n    cpu: {}\n    gpu-l4: {}\n");
+    // The embed step names a pool the job does not declare, and the decode step reads a column
+    // no step makes: the API server's CEL lets both through (no rule iterates over steps).
+    let text = serde_json::to_string(&bad.spec.steps).expect("steps");
+    let text = text
+        .replace("\"input\":\"bytes\"", "\"input\":\"raw\"")
+        .replace("\"op\":\"image.embed\"", "\"op\":\"image.embed\",\"pool\":\"gpu-h100\"");
+    bad.spec.steps = serde_json::from_str(&text).expect("steps");
+    let p = plan(&bad, &[], None);
+    assert_eq!(p.create, vec![]);
+    assert!(!p.ensure_children, "no child is made for an invalid job");
+    assert_eq!(p.status.phase, Some(JobPhase::Failed));
+    assert_eq!(condition(&p, "Valid"), ("False", "Invalid"));
+    assert_eq!(condition(&p, "Failed"), ("True", "Invalid"));
+    let message = p.status.message.as_deref().unwrap_or_default();
+    assert!(message.contains("spec.steps[1]: image.decode reads column `raw`, which does not exist"), "{message}");
+    assert!(message.contains("spec.steps[2].pool: pool `gpu-h100` is not declared"), "{message}");
+    assert_eq!(reasons(&p), vec!["Invalid"]);
+
+    let good = plan(&job(""), &[], None);
+    assert_eq!(condition(&good, "Valid"), ("True", "Valid"));
+}
+
+#[test]
+fn a_finished_job_reports_no_pods_wanted_in_every_pool() {
+    let running = job("  pools:\n    gpu: {gpusPerPod: 1}\n").in_phase(JobPhase::Running, NOW - 60);
+    let pods = [
+        PodView::coordinator().running(),
+        PodView::worker(PoolName::cpu(), 0).running(),
+        PodView::worker(PoolName::gpu(), 0).running(),
+    ];
+    let during = plan(&running, &pods, Some(&half_done()));
+    assert_eq!(during.status.pool_summary.as_deref(), Some("cpu 1/1, gpu 1/1"));
+    let mut after = running.clone();
+    after.status = Some(during.status.clone());
+    let pods = [PodView::coordinator().exited(0, ""), pods[1].clone(), pods[2].clone()];
+    let done = plan(&after, &pods, None);
+    assert_eq!(done.status.phase, Some(JobPhase::Succeeded));
+    assert_eq!(done.status.pool_summary.as_deref(), Some("cpu 0/0, gpu 0/0"));
+    assert!(done.status.pools.values().all(|r| r.desired == 0 && r.ready == 0));
 }

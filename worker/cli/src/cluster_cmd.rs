@@ -129,6 +129,9 @@ pub fn run_supervised(
     progress: bool,
 ) -> Result<()> {
     let job = read_job(&manifest)?;
+    topology
+        .check_against(&weir_crds::placement::pools_in_use(&job.spec))
+        .map_err(|e| anyhow::anyhow!("--workers: {e}"))?;
     let workers = topology.workers();
     let options = SuperviseOptions {
         manifest: manifest.clone(),

@@ -301,3 +301,37 @@ fn gpu_pool_steps_run_on_gpu_workers_over_flight_and_a_killed_gpu_worker_loses_n
     assert!(log.contains(" on http://127.0.0.1:"), "a unit failed over the dead gpu worker: {log}");
     assert_exactly_once(&images, &dir.path().join("out"));
 }
+
+#[test]
+fn steps_of_two_named_pools_run_on_their_own_workers_and_the_rows_come_back_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let images = dir.path().join("images");
+    write_jpeg_set(&images, JpegSet { count: 200, min_side: 100, max_side: 200, seed: 5, ..JpegSet::default() })
+        .expect("jpegs");
+    write_bad_files(&images).expect("bad files");
+    let manifest = image_job(dir.path(), &images, 20);
+    let body = std::fs::read_to_string(&manifest).expect("manifest");
+    // Decode runs on one named pool, resize on another: a morsel crosses to each and comes back.
+    let body = body.replace("mode: RGB}", "mode: RGB, pool: gpu-l4}");
+    let body = body.replace("width: 64, height: 64}", "width: 64, height: 64, pool: gpu-h100}");
+    std::fs::write(&manifest, body).expect("manifest");
+
+    let refused = weir().args(["run", "--no-progress", "--workers", "cpu=1,gpu-l4=1"]).arg(&manifest).output();
+    let refused = refused.expect("weir run");
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused.stderr).contains("pool gpu-h100, which --workers gives no worker"),
+        "{}",
+        text(&refused.stderr)
+    );
+
+    let run = weir()
+        .args(["run", "--no-progress", "--workers", "cpu=1,gpu-l4=1,gpu-h100=1"])
+        .arg(&manifest)
+        .output()
+        .expect("weir run");
+    let log = text(&run.stderr);
+    assert!(run.status.success(), "{log}");
+    assert!(log.contains("serving gpu-l4 steps") && log.contains("serving gpu-h100 steps"), "{log}");
+    assert_exactly_once(&images, &dir.path().join("out"));
+}

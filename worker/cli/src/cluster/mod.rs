@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use weir_cluster::coordinator::{Coordinator, CoordinatorError, CoordinatorOptions, JobOutcome, bind};
 use weir_cluster::exchange::{CoveredStep, RemoteStep, Router, StepServer};
 use weir_cluster::metrics::{WorkerMetrics, serve_metrics};
-use weir_cluster::placement::{leasing_pool, pool_name, step_pools};
+use weir_cluster::placement::{leasing_pool, pools_in_use, step_pools};
 use weir_cluster::worker::{
     ServeOptions, WorkerError, WorkerExit, WorkerOptions, WorkerSetup, connect, run_worker, serve_pool,
 };
@@ -106,7 +106,7 @@ pub enum WorkerProcessError {
     Threads(String),
     #[error("serving metrics: {0}")]
     Metrics(std::io::Error),
-    #[error("--pool: `{0}` is not a pool (cpu or gpu)")]
+    #[error("--pool: {0}")]
     Pool(String),
 }
 
@@ -125,11 +125,13 @@ pub async fn worker(
     let spec = &job.spec;
     let stores = stores_for(spec);
     let pools = step_pools(spec);
-    let mine = match options.pool.as_str() {
-        "gpu" => PoolName::Gpu,
-        "cpu" => PoolName::Cpu,
-        other => return Err(WorkerProcessError::Pool(other.to_string())),
-    };
+    let mine = PoolName::new(options.pool.as_str()).map_err(|e| WorkerProcessError::Pool(e.to_string()))?;
+    let in_use = pools_in_use(spec);
+    if !in_use.contains(&mine) {
+        let names: Vec<String> = in_use.iter().map(ToString::to_string).collect();
+        let why = format!("no step of this job runs on pool `{mine}`; its pools: {}", names.join(", "));
+        return Err(WorkerProcessError::Pool(why));
+    }
     let built = build_steps_where(spec, &stores, |i| pools.get(i) == Some(&mine)).await?;
     let compute = ComputePool::new(resources.threads).map_err(|e| WorkerProcessError::Threads(e.to_string()))?;
     if mine != leasing_pool(spec) {
@@ -141,7 +143,7 @@ pub async fn worker(
     }
     let coordinator = connect(&options.coordinator)?;
     let steps = with_remote_segments(spec, built, &pools, |pool| {
-        Arc::new(Router::new(coordinator.clone(), &options.id, pool_name(pool)))
+        Arc::new(Router::new(coordinator.clone(), &options.id, pool.as_str()))
     });
     let limit = resources.memory_limit.unwrap_or_else(default_memory_limit);
     let policy = spec.error_policy();
@@ -177,7 +179,7 @@ fn with_remote_segments(
     spec: &MultimodalJobSpec,
     built: Vec<Option<Arc<dyn Step>>>,
     pools: &[PoolName],
-    router: impl Fn(PoolName) -> Arc<Router>,
+    router: impl Fn(&PoolName) -> Arc<Router>,
 ) -> Vec<Arc<dyn Step>> {
     let mut steps: Vec<Arc<dyn Step>> = Vec::with_capacity(built.len());
     let mut built = built.into_iter().enumerate().peekable();
@@ -186,7 +188,7 @@ fn with_remote_segments(
             steps.push(step);
             continue;
         }
-        let pool = pools.get(first).copied().unwrap_or(PoolName::Gpu);
+        let pool = pools.get(first).cloned().unwrap_or_else(PoolName::gpu);
         let mut last = first;
         while let Some((i, None)) = built.peek()
             && pools.get(*i) == Some(&pool)
@@ -194,7 +196,7 @@ fn with_remote_segments(
             last = *i;
             built.next();
         }
-        let remote = RemoteStep::new(first..=last, spec.steps[first].op(), router(pool), REMOTE_MORSELS_IN_FLIGHT);
+        let remote = RemoteStep::new(first..=last, spec.steps[first].op(), router(&pool), REMOTE_MORSELS_IN_FLIGHT);
         steps.push(Arc::new(remote));
         steps.extend((first + 1..=last).map(|i| Arc::new(CoveredStep::new(spec.steps[i].op())) as Arc<dyn Step>));
     }

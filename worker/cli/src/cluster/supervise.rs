@@ -11,14 +11,16 @@ use std::time::Duration;
 use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
 
+use weir_crds::PoolName;
+
 use super::EXIT_JOB_FAILED;
 
-/// Worker processes per pool, e.g. `cpu=2,gpu=1` (a bare number means `cpu=N`).
+/// Worker processes per pool, e.g. `cpu=2,gpu-l4=1` (a bare number means `cpu=N`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Topology(pub Vec<(String, usize)>);
 
 impl Topology {
-    /// Parses `cpu=2,gpu=1` or `3`.
+    /// Parses `cpu=2,gpu-l4=1` or `3`: pool names as in `spec.pools`, each at most once.
     ///
     /// # Errors
     /// A message naming the malformed part.
@@ -31,9 +33,9 @@ impl Topology {
             let (pool, count) =
                 part.split_once('=').ok_or_else(|| format!("`{part}`: expected POOL=COUNT, e.g. cpu=2"))?;
             let count: usize = count.trim().parse().map_err(|_| format!("`{part}`: COUNT must be a whole number"))?;
-            let pool = pool.trim();
-            if !matches!(pool, "cpu" | "gpu") {
-                return Err(format!("`{part}`: the pool must be cpu or gpu"));
+            let pool = PoolName::new(pool.trim()).map_err(|e| format!("`{part}`: {e}"))?;
+            if pools.iter().any(|(p, _)| *p == pool.as_str()) {
+                return Err(format!("`{part}`: pool {pool} is named twice"));
             }
             pools.push((pool.to_string(), count));
         }
@@ -49,6 +51,26 @@ impl Topology {
 
     pub fn workers(&self) -> usize {
         self.0.iter().map(|(_, n)| n).sum()
+    }
+
+    /// Whether the topology fits a job that runs on `in_use` (leasing pool first): every pool
+    /// the job uses gets a worker, and no worker serves a pool the job does not use.
+    ///
+    /// # Errors
+    /// A message naming the missing or unused pool and the job's pools.
+    pub fn check_against(&self, in_use: &[PoolName]) -> Result<(), String> {
+        let names: Vec<&str> = in_use.iter().map(PoolName::as_str).collect();
+        let listed = |pool: &str| self.0.iter().any(|(p, n)| p == pool && *n > 0);
+        if let Some(missing) = names.iter().find(|p| !listed(p)) {
+            return Err(format!(
+                "the job runs steps on pool {missing}, which --workers gives no worker (the job's pools: {})",
+                names.join(", ")
+            ));
+        }
+        if let Some((unused, _)) = self.0.iter().find(|(p, n)| *n > 0 && !names.contains(&p.as_str())) {
+            return Err(format!("no step of the job runs on pool {unused} (the job's pools: {})", names.join(", ")));
+        }
+        Ok(())
     }
 }
 
@@ -247,9 +269,20 @@ mod tests {
     #[test]
     fn topologies_parse_and_typos_are_named() {
         assert_eq!(Topology::parse("cpu=2,gpu=1"), Ok(Topology(vec![("cpu".into(), 2), ("gpu".into(), 1)])));
+        assert_eq!(Topology::parse("cpu=1,gpu-l4=2"), Ok(Topology(vec![("cpu".into(), 1), ("gpu-l4".into(), 2)])));
         assert_eq!(Topology::parse("3"), Ok(Topology(vec![("cpu".into(), 3)])));
         assert!(Topology::parse("cpu2").unwrap_err().contains("`cpu2`"));
-        assert!(Topology::parse("tpu=1").unwrap_err().contains("cpu or gpu"));
+        assert!(Topology::parse("GPU=1").unwrap_err().contains("not a pool name"));
+        assert!(Topology::parse("cpu=1,cpu=2").unwrap_err().contains("twice"));
         assert!(Topology::parse("cpu=0").is_err());
+    }
+
+    #[test]
+    fn a_topology_must_serve_every_pool_of_the_job_and_no_other() {
+        let pools = |names: &[&str]| names.iter().map(|n| PoolName::new(*n).expect("name")).collect::<Vec<_>>();
+        let topology = Topology::parse("cpu=2,gpu-l4=1").expect("topology");
+        assert_eq!(topology.check_against(&pools(&["cpu", "gpu-l4"])), Ok(()));
+        assert!(topology.check_against(&pools(&["cpu", "gpu-l4", "gpu-h100"])).unwrap_err().contains("gpu-h100"));
+        assert!(topology.check_against(&pools(&["cpu"])).unwrap_err().contains("gpu-l4"));
     }
 }

@@ -45,7 +45,7 @@ pub struct CropImages {
 /// Unless exactly one of `box`, `center`, `bboxColumn` is set.
 pub fn build(config: &ImageCrop) -> Result<Arc<dyn Step>, BuildError> {
     let region = match (&config.crop_box, &config.center, &config.bbox_column) {
-        (Some(b), None, None) => Region::Fixed { x: b.x, y: b.y, width: b.width, height: b.height },
+        (Some(b), None, None) => Region::Fixed { x: b.left, y: b.top, width: b.width, height: b.height },
         (None, Some(c), None) => Region::Center { width: c.width, height: c.height },
         (None, None, Some(col)) => Region::BboxColumn(col.clone()),
         _ => {
