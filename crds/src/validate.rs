@@ -15,6 +15,7 @@ use serde_json::Value;
 
 use crate::job::{FILES_SOURCE_COLUMNS, MultimodalJob, MultimodalJobSpec};
 use crate::steps::{StepSpec, op_schema};
+use crate::yaml11;
 
 /// One thing wrong with a manifest.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,10 +65,13 @@ pub fn parse_manifest(text: &str, origin: &str) -> Result<MultimodalJob, Manifes
 }
 
 /// Validates a YAML (or JSON) manifest of a `MultimodalJob`, listing every problem found.
+///
+/// The text is read as kubectl reads it ([`yaml11`]: YAML 1.1, so an unquoted `off` is a boolean
+/// and a key `y` is `true`), and a problem such a word caused says so.
 pub fn validate_manifest(text: &str) -> ValidationReport {
     let mut report = ValidationReport::default();
-    let raw: Value = match serde_yaml::from_str(text) {
-        Ok(v) => v,
+    let yaml11::Reading { value: raw, words } = match yaml11::read(text) {
+        Ok(reading) => reading,
         Err(e) => {
             report.problems.push(Problem { path: String::new(), message: format!("not valid YAML: {e}") });
             return report;
@@ -76,6 +80,7 @@ pub fn validate_manifest(text: &str) -> ValidationReport {
     check_kind(&raw, &mut report.problems);
     let schema = crd_schema();
     check_schema(&schema, &raw, "", &mut report.problems);
+    explain_yaml11_words(&mut report.problems, &words);
     if !report.problems.is_empty() {
         return report;
     }
@@ -88,6 +93,44 @@ pub fn validate_manifest(text: &str) -> ValidationReport {
         Err(e) => report.problems.push(Problem { path: e.path().to_string(), message: e.inner().to_string() }),
     }
     report
+}
+
+/// Adds to a structural problem an unquoted YAML 1.1 word caused what kubectl made of the word: a
+/// string field given `off` (a boolean), a field named `true` by the key `y`.
+fn explain_yaml11_words(problems: &mut [Problem], words: &yaml11::Words) {
+    for problem in problems {
+        let hint = if problem.message.starts_with("unknown field") {
+            words.keys.get(&problem.path).map(|word| key_hint(word, &problem.path))
+        } else {
+            words.values.get(&problem.path).and_then(|word| value_hint(&problem.message, word))
+        };
+        if let Some(hint) = hint {
+            problem.message.push_str(&hint);
+        }
+    }
+}
+
+/// The hint for a problem `message` about a value read from the unquoted `word`, when the problem
+/// is the word's type: text was wanted, or anything but null.
+fn value_hint(message: &str, word: &str) -> Option<String> {
+    const WANTS_TEXT: [&str; 2] = ["must be a string, found", "must be an integer or a string, found"];
+    if WANTS_TEXT.iter().any(|m| message.starts_with(m)) {
+        let meaning = yaml11::plain_meaning(word);
+        Some(format!(" (YAML 1.1, as kubectl reads it, takes unquoted `{word}` as {meaning}: quote it)"))
+    } else if message.starts_with("must not be null") {
+        Some(format!(" (YAML 1.1, as kubectl reads it, takes unquoted `{word}` as null)"))
+    } else {
+        None
+    }
+}
+
+/// The hint for an unknown field at `path` whose name came from the unquoted key `word`.
+fn key_hint(word: &str, path: &str) -> String {
+    let name = path.rsplit('.').next().unwrap_or(path);
+    let meaning = yaml11::plain_meaning(word);
+    format!(
+        " (YAML 1.1, as kubectl reads it, takes the unquoted key `{word}` as {meaning}, which names the field `{name}`: quote the key)"
+    )
 }
 
 fn check_kind(raw: &Value, problems: &mut Vec<Problem>) {

@@ -391,3 +391,67 @@ fn not_a_multimodal_job_is_said_plainly() {
     );
     assert!(problems(": : :")[0].starts_with("not valid YAML"));
 }
+
+/// Every CEL rule of the CRD, at any depth.
+fn rules(schema: &serde_json::Value, out: &mut Vec<String>) {
+    match schema {
+        serde_json::Value::Object(map) => {
+            if let Some(list) = map.get("x-kubernetes-validations").and_then(serde_json::Value::as_array) {
+                out.extend(list.iter().filter_map(|r| r.get("rule")?.as_str().map(str::to_string)));
+            }
+            map.values().for_each(|v| rules(v, out));
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|v| rules(v, out)),
+        _ => {}
+    }
+}
+
+/// The CRD must install on every Kubernetes version the README names (1.30+): its rules use the
+/// CEL core only (`has`, `size`, `matches`, `startsWith`, `in`, the one-variable macros), none of
+/// the library functions that came later or with an extension version (lists' `indexOf`/`slice`,
+/// two-variable comprehensions of 1.32+, `cel.bind`, optionals, formats, quantities, IPs).
+#[test]
+fn the_crd_rules_use_only_cel_that_kubernetes_1_30_has() {
+    let mut found = Vec::new();
+    rules(&crd_schema(), &mut found);
+    assert!(found.len() > 50, "only {} rules", found.len());
+    const LATER: &[&str] = &[
+        ".indexOf(",
+        ".lastIndexOf(",
+        ".slice(",
+        ".sortBy(",
+        ".flatten(",
+        ".distinct(",
+        ".reverse(",
+        "transformList",
+        "transformMap",
+        "cel.bind",
+        "optional.",
+        ".orValue(",
+        ".format(",
+        "quantity(",
+        "ip(",
+        "cidr(",
+        "semver(",
+        "url(",
+        ".split(",
+        ".join(",
+        ".replace(",
+        ".substring(",
+    ];
+    for rule in &found {
+        assert!(!LATER.iter().any(|f| rule.contains(f)), "a rule needs a newer Kubernetes: {rule}");
+        // A two-variable comprehension is `all(i, s, ...)`: two identifiers before the body.
+        for mac in [".all(", ".exists(", ".exists_one(", ".filter(", ".map("] {
+            for (at, _) in rule.match_indices(mac) {
+                let args = &rule[at + mac.len()..];
+                let first_two: Vec<&str> = args.splitn(3, ',').take(2).map(str::trim).collect();
+                let two_vars = first_two.len() == 2
+                    && first_two
+                        .iter()
+                        .all(|a| !a.is_empty() && a.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'));
+                assert!(!two_vars, "a two-variable comprehension needs Kubernetes 1.32+: {rule}");
+            }
+        }
+    }
+}

@@ -11,7 +11,7 @@ const SCRIPT: &str = include_str!("../../manifests/argocd/health.lua");
 
 fn job(extra: &str) -> MultimodalJob {
     let text = format!(
-        "apiVersion: weir.dev/v1alpha1\nkind: MultimodalJob\nmetadata: {{name: t, namespace: n, uid: u, generation: 2}}\nspec:\n  source:\n    files: {{uri: \"s3://in/\"}}\n  steps:\n    - {{op: download, input: uri, output: bytes}}\n  sink:\n    parquet: {{uri: \"s3://out/\"}}\n{extra}"
+        "apiVersion: weir.dev/v1alpha1\nkind: MultimodalJob\nmetadata: {{name: t, namespace: ns, uid: u, generation: 2}}\nspec:\n  source:\n    files: {{uri: \"s3://in/\"}}\n  steps:\n    - {{op: download, input: uri, output: bytes}}\n  sink:\n    parquet: {{uri: \"s3://out/\"}}\n{extra}"
     );
     weir_crds::parse_manifest(&text, "test").expect("manifest")
 }

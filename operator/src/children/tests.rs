@@ -161,3 +161,35 @@ fn a_gpu_pool_without_details_still_asks_for_a_gpu_and_runs_the_gpu_image() {
     assert!(container(&cpu).resources.as_ref().and_then(|r| r.limits.as_ref()).is_none());
     assert_eq!(container(&owner.coordinator_pod()).image, Some(settings.image.clone()));
 }
+
+#[test]
+fn named_pools_get_their_own_pods_placement_and_gpu_defaults() {
+    let job = job(concat!(
+        "  leasingPool: io\n",
+        "  pools:\n",
+        "    io: {nodeSelector: {pool: io}}\n",
+        "    gpu-l4: {nodeSelector: {gpu: l4}}\n",
+        "    gpu-h100: {gpusPerPod: 8, image: weir:h100}\n",
+        "    tiny: {}\n",
+    ));
+    let settings = Settings { gpu_image: Some("weir:cuda".into()), ..Settings::default() };
+    let owner = Owner::new(&job, &settings).expect("owner");
+    let l4 = owner.worker_pod(&PoolName::new("gpu-l4").expect("name"), 2);
+    assert_eq!(l4.metadata.name.as_deref(), Some("thumbs-gpu-l4-2"));
+    assert_eq!(l4.metadata.labels.as_ref().expect("labels")["weir.dev/pool"], "gpu-l4");
+    assert_eq!(l4.spec.as_ref().and_then(|s| s.node_selector.clone()).expect("selector")["gpu"], "l4");
+    assert_eq!(container(&l4).image.as_deref(), Some("weir:cuda"));
+    assert!(container(&l4).args.as_ref().expect("args").windows(2).any(|w| w == ["--pool", "gpu-l4"]));
+    let limits = |pod: &Pod| container(pod).resources.as_ref().and_then(|r| r.limits.clone()).unwrap_or_default();
+    assert_eq!(limits(&l4)["nvidia.com/gpu"].0, "1");
+    let h100 = owner.worker_pod(&PoolName::new("gpu-h100").expect("name"), 0);
+    assert_eq!(
+        (limits(&h100)["nvidia.com/gpu"].0.as_str(), container(&h100).image.as_deref()),
+        ("8", Some("weir:h100"))
+    );
+    let tiny = owner.worker_pod(&PoolName::new("tiny").expect("name"), 0);
+    assert!(!limits(&tiny).contains_key("nvidia.com/gpu"), "only gpu-named pools default to a GPU");
+    // The coordinator runs where the leasing pool runs.
+    let coordinator = owner.coordinator_pod();
+    assert_eq!(coordinator.spec.as_ref().and_then(|s| s.node_selector.clone()).expect("selector")["pool"], "io");
+}
