@@ -73,6 +73,18 @@ impl Cluster {
         StoreRegistry::new(settings).resolve(&format!("s3://{}/", self.bucket)).expect("S3 store").store
     }
 
+    /// A connected cluster with the CRD installed and a fresh namespace; `None` (the test is
+    /// skipped, and says so) unless `KUBECONFIG` is set.
+    async fn prepared() -> Option<Self> {
+        let Some(cluster) = Self::connect().await else {
+            eprintln!("skipped: set KUBECONFIG (and WEIR_E2E_* as the file's docs say) to run the cluster suite");
+            return None;
+        };
+        cluster.install_crd().await;
+        cluster.create_namespace().await;
+        Some(cluster)
+    }
+
     /// Applies the committed `crds/multimodaljob.yaml`, read as kubectl reads it.
     async fn install_crd(&self) {
         let crds: Api<CustomResourceDefinition> = Api::all(self.client.clone());
@@ -155,10 +167,7 @@ async fn pods(api: &Api<Pod>) -> Vec<Pod> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_image_job_runs_suspends_resumes_succeeds_and_is_cleaned_up_on_a_real_cluster() {
-    let Some(cluster) = Cluster::connect().await else {
-        eprintln!("skipped: set KUBECONFIG (and WEIR_E2E_* as the file's docs say) to run the cluster suite");
-        return;
-    };
+    let Some(cluster) = Cluster::prepared().await else { return };
     let prefix = cluster.namespace.clone();
     let store = cluster.store();
     let images = tempfile::tempdir().expect("tmp");
@@ -170,9 +179,6 @@ async fn an_image_job_runs_suspends_resumes_succeeds_and_is_cleaned_up_on_a_real
         let bytes = std::fs::read(&path).expect("read");
         store.put(&Path::from(format!("{prefix}/in/{name}")), bytes.into()).await.expect("upload");
     }
-
-    cluster.install_crd().await;
-    cluster.create_namespace().await;
     let operator = cluster.start_operator();
 
     let jobs: Api<MultimodalJob> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
@@ -229,12 +235,7 @@ fn repo_file(path: &str) -> std::path::PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_committed_crd_installs_and_every_example_passes_a_server_side_dry_run() {
-    let Some(cluster) = Cluster::connect().await else {
-        eprintln!("skipped: set KUBECONFIG (and WEIR_E2E_* as the file's docs say) to run the cluster suite");
-        return;
-    };
-    cluster.install_crd().await;
-    cluster.create_namespace().await;
+    let Some(cluster) = Cluster::prepared().await else { return };
     let jobs: Api<kube::api::DynamicObject> = Api::namespaced_with(
         cluster.client.clone(),
         &cluster.namespace,
@@ -265,12 +266,7 @@ async fn the_committed_crd_installs_and_every_example_passes_a_server_side_dry_r
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_whose_step_reads_a_missing_column_fails_before_any_pod_exists() {
-    let Some(cluster) = Cluster::connect().await else {
-        eprintln!("skipped: set KUBECONFIG (and WEIR_E2E_* as the file's docs say) to run the cluster suite");
-        return;
-    };
-    cluster.install_crd().await;
-    cluster.create_namespace().await;
+    let Some(cluster) = Cluster::prepared().await else { return };
     let operator = cluster.start_operator();
     let jobs: Api<MultimodalJob> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
     let pod_api: Api<Pod> = Api::namespaced(cluster.client.clone(), &cluster.namespace);

@@ -1,7 +1,6 @@
 //! The `MultimodalJob` API (`weir.dev/v1alpha1`): spec and status types, CRD generation and offline validation.
 //!
 //! # Layout
-//! - [`cel_cost`]: a static estimate of the API server's cost for the CRD's CEL rules, to keep it under the limits.
 //! - [`job`]: the custom resource, its source, sink, pools and policies.
 //! - [`steps`]: one config struct per pipeline step (`op`), and the step list's CRD schema.
 //! - [`status`]: what the operator and the coordinator report back.
@@ -12,10 +11,10 @@
 //!   the checks across steps that the API server leaves to the operator ([`validate::check_spec`]).
 //! - [`yaml11`]: YAML read as kubectl, Helm and Argo CD read it (YAML 1.1 scalars, JSON keys).
 //!
-//! This crate has no runtime dependencies beyond serde, a YAML parser, a CEL parser and the
-//! Kubernetes type crates: the executor, the CLI and the operator all share these types.
+//! This crate has no runtime dependencies beyond serde, a YAML parser, `kube-cel` (the CRD's
+//! rules run offline) and the Kubernetes type crates: the executor, the CLI and the operator all
+//! share these types.
 
-pub mod cel_cost;
 pub mod job;
 pub mod placement;
 pub mod pool;

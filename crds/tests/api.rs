@@ -175,6 +175,20 @@ fn cel_rules_catch_what_the_schema_cannot_say() {
             "spec.source: source needs exactly one of files or parquet",
             "spec.steps[2]: image.resize needs width and height for fit exact, size for shorter-side or longer-side",
             "spec.steps[3]: image.crop needs exactly one of box, center or bboxColumn",
+            "spec.autoscaling.mode: `auto` is not built yet: each pool runs replicas.min pods; set mode: disabled or leave autoscaling out",
+        ]
+    );
+}
+
+#[test]
+fn autoscaling_is_refused_until_it_is_built_not_ignored() {
+    let with = |autoscaling: &str| problems(&job(&format!("{GOOD}  autoscaling: {autoscaling}\n")));
+    assert_eq!(with("{mode: disabled}"), Vec::<String>::new());
+    let found = with("{mode: recommend, prometheus: {url: \"http://prometheus:9090\"}}");
+    assert_eq!(
+        found,
+        [
+            "spec.autoscaling.mode: `recommend` is not built yet: each pool runs replicas.min pods; set mode: disabled or leave autoscaling out"
         ]
     );
 }

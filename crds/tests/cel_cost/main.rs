@@ -10,11 +10,13 @@
 //! Sizes: a string of `maxLength` n is 4n bytes, an enum its longest value, an unbounded string 3 MiB - 2; a list
 //! without `maxItems` holds (3 MiB - 2) / (item's min JSON size + 1) items (a string's min size is 2).
 
-use serde_json::{Value, json};
-use weir_crds::cel_cost::{
+mod estimator;
+
+use estimator::{
     CostError, MAX_REQUEST_SIZE_BYTES, PER_CRD_LIMIT, PER_EXPRESSION_LIMIT, ROOT_PATH, RuleCost, crd_total,
     estimate_schema,
 };
+use serde_json::{Value, json};
 
 const UNBOUNDED_STRING: u64 = MAX_REQUEST_SIZE_BYTES - 2;
 
