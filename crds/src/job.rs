@@ -69,8 +69,9 @@ pub struct MultimodalJobSpec {
         "message": "pool names must be DNS labels of at most 16 characters that start with a letter"
     }]))]
     pub pools: Option<BTreeMap<PoolName, PoolSpec>>,
-    /// The pool whose workers lease units, read the source, run the steps that name no pool and
-    /// write the sink; default `cpu` (or the one pool every step names).
+    /// The pool whose workers lease units, read the source, run the steps that name no pool (but
+    /// model steps, which run on a declared `gpu` pool) and write the sink; default `cpu`, or the
+    /// one pool every step names.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub leasing_pool: Option<PoolName>,
     /// Where progress is checkpointed; defaults to `<sink uri>/_weir/`.
@@ -237,9 +238,10 @@ pub struct PoolSpec {
     {"rule": "self.min <= self.max", "message": "replicas.min must not exceed replicas.max"}
 ]))]
 pub struct ReplicaBounds {
-    #[schemars(range(min = 0))]
+    /// At most 1000: worker pods are `<job>-<pool>-<index>`, and the name must stay a DNS label.
+    #[schemars(range(min = 0, max = 1000))]
     pub min: i32,
-    #[schemars(range(min = 0))]
+    #[schemars(range(min = 0, max = 1000))]
     pub max: i32,
 }
 

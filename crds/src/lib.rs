@@ -44,8 +44,8 @@ fn root_rules() -> serde_json::Value {
             "fieldPath": ".metadata.name"
         },
         {
-            "rule": "!has(oldSelf.status) || !has(oldSelf.status.startTime) || (self.spec.source == oldSelf.spec.source && self.spec.steps == oldSelf.spec.steps && self.spec.sink == oldSelf.spec.sink && has(self.spec.checkpoint) == has(oldSelf.spec.checkpoint) && (!has(self.spec.checkpoint) || self.spec.checkpoint == oldSelf.spec.checkpoint) && has(self.spec.errorPolicy) == has(oldSelf.spec.errorPolicy) && (!has(self.spec.errorPolicy) || self.spec.errorPolicy == oldSelf.spec.errorPolicy))",
-            "message": "spec.source, spec.steps, spec.sink, spec.checkpoint and spec.errorPolicy cannot change once the job has started (they decide its results); create a new MultimodalJob instead",
+            "rule": "!has(oldSelf.status) || !has(oldSelf.status.startTime) || (self.spec.source == oldSelf.spec.source && self.spec.steps == oldSelf.spec.steps && self.spec.sink == oldSelf.spec.sink && has(self.spec.checkpoint) == has(oldSelf.spec.checkpoint) && (!has(self.spec.checkpoint) || self.spec.checkpoint == oldSelf.spec.checkpoint) && has(self.spec.errorPolicy) == has(oldSelf.spec.errorPolicy) && (!has(self.spec.errorPolicy) || self.spec.errorPolicy == oldSelf.spec.errorPolicy) && has(self.spec.leasingPool) == has(oldSelf.spec.leasingPool) && (!has(self.spec.leasingPool) || self.spec.leasingPool == oldSelf.spec.leasingPool))",
+            "message": "spec.source, spec.steps, spec.sink, spec.checkpoint, spec.errorPolicy and spec.leasingPool cannot change once the job has started (they decide its results and which pods read them); create a new MultimodalJob instead",
             "fieldPath": ".spec"
         }
     ])

@@ -369,6 +369,19 @@ fn check_not_built(spec: &MultimodalJobSpec, problems: &mut Vec<Problem>) {
 }
 
 fn check_pools(spec: &MultimodalJobSpec, problems: &mut Vec<Problem>) {
+    let in_use = crate::placement::pools_in_use(spec);
+    if in_use.len() > crate::pool::MAX_POOLS {
+        let names: Vec<String> = in_use.iter().map(ToString::to_string).collect();
+        problems.push(Problem {
+            path: "spec.steps".into(),
+            message: format!(
+                "the steps run on {} pools ({}); a job may use at most {}",
+                in_use.len(),
+                names.join(", "),
+                crate::pool::MAX_POOLS
+            ),
+        });
+    }
     let Some(declared) = &spec.pools else { return };
     let names: Vec<String> = declared.keys().map(ToString::to_string).collect();
     let mut check = |path: String, pool: &crate::PoolName| {

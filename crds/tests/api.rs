@@ -469,3 +469,15 @@ fn the_crd_rules_use_only_cel_that_kubernetes_1_30_has() {
         }
     }
 }
+
+#[test]
+fn a_job_may_use_at_most_eight_pools() {
+    let steps: String =
+        (0..9).map(|i| format!("    - {{op: text.normalize, input: uri, output: t{i}, pool: p{i}}}\n")).collect();
+    let manifest =
+        job(&format!("  source: {{files: {{uri: data/}}}}\n  steps:\n{steps}  sink: {{parquet: {{uri: out/}}}}\n"));
+    let found = problems(&manifest);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(found[0].starts_with("spec.steps: the steps run on 10 pools (cpu, p0, p1"), "{found:?}");
+    assert!(found[0].ends_with("a job may use at most 8"), "{found:?}");
+}

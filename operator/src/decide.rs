@@ -134,12 +134,15 @@ impl Decision<'_> {
     }
 
     /// Runs the checks across steps that the API server leaves to us ([`check_spec`], the same
-    /// as `weir validate`'s). An invalid job fails before any pod exists, with condition
-    /// `Valid=False` naming every problem.
+    /// as `weir validate`'s), with condition `Valid` saying what they found. A job that never
+    /// started fails before any pod exists. A started job whose spec an edit made invalid (a pool
+    /// a step names removed from `pools`; its results-deciding fields are frozen) keeps running
+    /// with `Valid=False`: failing it would throw its committed work away.
     fn valid(&mut self) -> bool {
         let problems = check_spec(&self.job.spec);
         let generation = self.job.metadata.generation;
         let now = self.seen.now.clone();
+        let started = self.plan.status.start_time.is_some();
         let conditions = &mut self.plan.status.conditions;
         if problems.is_empty() {
             set(conditions, "Valid", true, "Valid", "the spec passed weir validate's checks", generation, &now);
@@ -148,6 +151,9 @@ impl Decision<'_> {
         let list: Vec<String> = problems.iter().map(ToString::to_string).collect();
         let message = format!("invalid spec: {}", list.join("; "));
         set(conditions, "Valid", false, "Invalid", &bounded(&message), generation, &now);
+        if started {
+            return true;
+        }
         self.fail("Invalid", message);
         false
     }

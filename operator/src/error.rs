@@ -7,8 +7,6 @@ pub enum Error {
     Kube(#[from] kube::Error),
     #[error("the MultimodalJob has no {0}")]
     MissingObjectKey(&'static str),
-    #[error("cannot serialize the job's plan: {0}")]
-    Serialize(#[from] serde_yaml::Error),
     #[error("cannot encode an object: {0}")]
     Json(#[from] serde_json::Error),
 }
@@ -20,7 +18,7 @@ impl Error {
             Error::Kube(kube::Error::Api(_)) => "api",
             Error::Kube(_) => "client",
             Error::MissingObjectKey(_) => "missing_key",
-            Error::Serialize(_) | Error::Json(_) => "serialize",
+            Error::Json(_) => "serialize",
         }
     }
 }

@@ -10,12 +10,14 @@ use super::{Owner, plan_name, service_account_name};
 
 impl Owner<'_> {
     /// `<job>-plan` with `job.yaml`: the manifest the coordinator and workers run, so every pod
-    /// sees the same spec whatever happens to the custom resource while they run.
+    /// sees the same spec whatever happens to the custom resource while they run. It is written
+    /// as JSON (which is YAML): every string quoted, so the pods' YAML 1.1 reader cannot take a
+    /// column named `y` or a filter value `"no"` for a boolean.
     ///
     /// # Errors
     /// Only if the spec cannot be serialized, which a stored job always can.
-    pub fn plan_config_map(&self) -> Result<ConfigMap, serde_yaml::Error> {
-        let manifest = serde_yaml::to_string(&self.manifest())?;
+    pub fn plan_config_map(&self) -> Result<ConfigMap, serde_json::Error> {
+        let manifest = serde_json::to_string_pretty(&self.manifest())?;
         Ok(ConfigMap {
             metadata: self.meta(plan_name(&self.name), "job", None),
             data: Some(BTreeMap::from([("job.yaml".to_string(), manifest)])),

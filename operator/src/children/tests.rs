@@ -118,6 +118,17 @@ fn the_plan_config_map_holds_a_manifest_weir_accepts() {
     let text = &map.data.as_ref().expect("data")["job.yaml"];
     let parsed = weir_crds::parse_manifest(text, "plan").expect("the plan is a valid manifest");
     assert_eq!(parsed.spec, job.spec);
+    // Words YAML 1.1 would take for booleans or numbers arrive as the strings they were.
+    let mut wordy = job.clone();
+    let steps =
+        serde_json::to_string(&wordy.spec.steps).expect("steps").replace("\"output\":\"e\"", "\"output\":\"y\"");
+    wordy.spec.steps = serde_json::from_str(&steps).expect("steps");
+    wordy.spec.sink.parquet.columns = Some(vec!["no".into(), "y".into(), "1_000".into()]);
+    let owner = Owner::new(&wordy, &settings).expect("owner");
+    let map = owner.plan_config_map().expect("config map");
+    let read = weir_crds::yaml11::from_str(&map.data.as_ref().expect("data")["job.yaml"]).expect("YAML 1.1");
+    assert_eq!(read["spec"]["sink"]["parquet"]["columns"], serde_json::json!(["no", "y", "1_000"]));
+    assert_eq!(read["spec"]["steps"][2]["output"], serde_json::json!("y"));
     assert_eq!(parsed.metadata.namespace.as_deref(), Some(NAMESPACE));
     assert!(parsed.status.is_none() && parsed.metadata.uid.is_none());
 }

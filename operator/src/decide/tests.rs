@@ -169,6 +169,14 @@ fn suspending_drains_workers_before_the_coordinator_and_resuming_starts_again() 
     assert_eq!(condition(&first, "Suspended"), ("True", "Suspended"));
     assert_eq!(reasons(&first), vec!["Suspended"]);
 
+    let mut counted = suspend.clone();
+    counted.spec.suspend = None;
+    counted.status = Some(plan(&counted, &[coordinator.clone(), worker.clone()], None).status);
+    assert_eq!(counted.status.as_ref().and_then(|s| s.pool_summary.as_deref()), Some("cpu 1/1"));
+    counted.spec.suspend = Some(true);
+    let zeroed = plan(&counted, &[coordinator.clone(), worker.clone()], None);
+    assert_eq!(zeroed.status.pool_summary.as_deref(), Some("cpu 0/0"), "a suspended job wants no pods");
+
     let draining = plan(&suspend, &[coordinator.clone(), worker.clone().terminating()], None);
     assert_eq!(draining.delete, Vec::<String>::new(), "the coordinator waits for the workers");
     let last = plan(&suspend, std::slice::from_ref(&coordinator), None);
@@ -306,6 +314,14 @@ fn a_job_that_fails_the_checks_across_steps_fails_before_any_pod_with_valid_fals
 
     let good = plan(&job(""), &[], None);
     assert_eq!(condition(&good, "Valid"), ("True", "Valid"));
+
+    // Started, then edited invalid (a pool its step names removed): it goes on, flagged.
+    let started = bad.in_phase(JobPhase::Running, NOW - 60);
+    let pods = [PodView::coordinator().running(), PodView::worker(PoolName::cpu(), 0).running()];
+    let p = plan(&started, &pods, Some(&half_done()));
+    assert_eq!(p.status.phase, Some(JobPhase::Running));
+    assert_eq!(condition(&p, "Valid"), ("False", "Invalid"));
+    assert!(p.delete.is_empty(), "{:?}", p.delete);
 }
 
 #[test]

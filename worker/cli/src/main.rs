@@ -78,7 +78,7 @@ enum Command {
         /// The coordinator, e.g. http://weir-coordinator:7070.
         #[arg(long, env = "WEIR_COORDINATOR")]
         coordinator: String,
-        /// The pool this worker serves (cpu or gpu).
+        /// The pool this worker serves, as `spec.pools` names it (`cpu`, `gpu-l4`, ...).
         #[arg(long, default_value = "cpu")]
         pool: String,
         /// This worker's name (default: the host name and process id).

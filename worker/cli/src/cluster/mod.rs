@@ -188,7 +188,7 @@ fn with_remote_segments(
             steps.push(step);
             continue;
         }
-        let pool = pools.get(first).cloned().unwrap_or_else(PoolName::gpu);
+        let pool = pools.get(first).cloned().unwrap_or_else(|| leasing_pool(spec));
         let mut last = first;
         while let Some((i, None)) = built.peek()
             && pools.get(*i) == Some(&pool)
