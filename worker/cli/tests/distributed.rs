@@ -161,7 +161,10 @@ fn killing_workers_and_the_coordinator_loses_and_duplicates_nothing() {
 fn a_worker_told_to_stop_hands_back_its_units_and_exits_cleanly() {
     let dir = tempfile::tempdir().expect("tempdir");
     let images = dir.path().join("images");
-    write_jpeg_set(&images, JpegSet { count: 400, min_side: 300, max_side: 500, ..JpegSet::default() }).expect("jpegs");
+    // Enough work that one single-threaded worker is still busy when SIGTERM comes 1.5 s in: 400
+    // images took it under 1.5 s on an idle machine.
+    write_jpeg_set(&images, JpegSet { count: 2400, min_side: 300, max_side: 500, ..JpegSet::default() })
+        .expect("jpegs");
     let manifest = image_job(dir.path(), &images, 10);
     let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
     let endpoint = format!("http://127.0.0.1:{port}");
