@@ -8,6 +8,7 @@
 //! - [`stats`]: per-step counters (rows, bytes, busy and blocked time) read by progress and metrics.
 //! - [`channel`]: the bounded channel between stages.
 //! - [`pipeline`]: the executor that wires a source, steps and a sink together.
+//! - `morsel` (private): sizes morsels and their reservations from bytes per row seen at each stage.
 //! - [`batch`]: small Arrow helpers shared by steps (replace a column, drop failed rows).
 //!
 //! The core knows nothing of Kubernetes, object storage, models or RPC: those live in crates that
@@ -18,6 +19,7 @@ pub mod budget;
 pub mod channel;
 pub mod compute;
 pub mod error;
+mod morsel;
 pub mod pipeline;
 pub mod stats;
 pub mod step;

@@ -6,7 +6,6 @@
 //! every stage task (they are owned by a `JoinSet`).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use arrow_array::RecordBatch;
@@ -20,6 +19,7 @@ use crate::budget::{MemoryBudget, Reservation};
 use crate::channel::{StageReceiver, StageSender, stage_channel};
 use crate::compute::ComputePool;
 use crate::error::{ExecError, StepError};
+use crate::morsel::MorselPlanner;
 use crate::stats::{PipelineStats, StepStats};
 use crate::step::{FailureOrigin, MoreOutput, RowFailure, Step, StepContext, StepOutput};
 use crate::unit::{ErrorRecord, UnitReader, UnitSink, UnitSummary, WorkUnit};
@@ -94,58 +94,6 @@ struct Morsel {
     source_rows: usize,
     reservation: Reservation,
     errors: Vec<ErrorRecord>,
-}
-
-/// Learns how many bytes a source row becomes at each stage, to size morsels and reservations.
-struct MorselPlanner {
-    /// Per stage (source, steps...), bytes per source row as f64 bits; 0 until observed.
-    bytes_per_row: Vec<AtomicU64>,
-    target_bytes: u64,
-    max_rows: usize,
-}
-
-/// Assumed bytes per row at a stage not yet observed: large, so the first morsels are small.
-const UNSEEN_ROW_BYTES: f64 = 4.0 * 1024.0 * 1024.0;
-
-impl MorselPlanner {
-    fn new(stages: usize, target_bytes: u64, max_rows: usize) -> Self {
-        Self {
-            bytes_per_row: (0..stages).map(|_| AtomicU64::new(0)).collect(),
-            target_bytes,
-            max_rows: max_rows.max(1),
-        }
-    }
-
-    fn observe(&self, stage: usize, bytes: u64, source_rows: usize) {
-        if source_rows == 0 {
-            return;
-        }
-        let sample = bytes as f64 / source_rows as f64;
-        if let Some(slot) = self.bytes_per_row.get(stage) {
-            let old = f64::from_bits(slot.load(Relaxed));
-            let new = if old == 0.0 { sample } else { old * 0.8 + sample * 0.2 };
-            slot.store(new.to_bits(), Relaxed);
-        }
-    }
-
-    /// The largest bytes per source row expected at `from` or any later stage.
-    fn peak_row_bytes(&self, from: usize) -> f64 {
-        self.bytes_per_row[from.min(self.bytes_per_row.len())..]
-            .iter()
-            .map(|b| match f64::from_bits(b.load(Relaxed)) {
-                0.0 => UNSEEN_ROW_BYTES,
-                x => x,
-            })
-            .fold(1.0, f64::max)
-    }
-
-    fn morsel_rows(&self) -> usize {
-        ((self.target_bytes as f64 / self.peak_row_bytes(0)) as usize).clamp(1, self.max_rows)
-    }
-
-    fn remaining_peak(&self, from: usize, source_rows: usize) -> u64 {
-        (self.peak_row_bytes(from) * source_rows as f64) as u64
-    }
 }
 
 impl Pipeline {
