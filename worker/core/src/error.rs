@@ -2,6 +2,8 @@
 
 use arrow_schema::ArrowError;
 
+use crate::unit::BoxError;
+
 /// A step could not process a morsel at all (as opposed to a single bad row).
 #[derive(Debug, thiserror::Error)]
 pub enum StepError {
@@ -49,12 +51,30 @@ pub enum ExecError {
     RowFailed { row_ref: String, index: usize, step: String, message: String },
     #[error("{failed} of {rows} input rows failed (ratio {ratio:.4}), more than errorPolicy.maxErrorRatio {max_ratio}")]
     TooManyErrors { failed: u64, rows: u64, ratio: f64, max_ratio: f64 },
-    #[error("reading unit {unit}: {message}")]
-    Source { unit: u64, message: String },
-    #[error("writing unit {unit}: {message}")]
-    Sink { unit: u64, message: String },
+    /// The reader failed; `source` is the reader's own error.
+    #[error("reading unit {unit}: {source}")]
+    Source { unit: u64, source: BoxError },
+    /// The sink failed; `source` is the sink's own error.
+    #[error("writing unit {unit}: {source}")]
+    Sink { unit: u64, source: BoxError },
     #[error("cancelled")]
     Cancelled,
     #[error("internal: {0}")]
     Internal(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+
+    #[test]
+    fn a_sink_error_keeps_its_cause_as_the_source() {
+        let cause = std::io::Error::other("disk full");
+        let err = ExecError::Sink { unit: 7, source: Box::new(cause) };
+        assert_eq!(err.to_string(), "writing unit 7: disk full");
+        let source = err.source().expect("a source");
+        assert!(source.downcast_ref::<std::io::Error>().is_some(), "the io::Error itself, not a copy of its message");
+    }
 }

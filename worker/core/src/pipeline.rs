@@ -271,7 +271,7 @@ impl SourceStage {
                     break;
                 };
                 self.stats.add_busy(start.elapsed());
-                let batch = next.map_err(|e| ExecError::Source { unit: unit.id, message: e.to_string() })?;
+                let batch = next.map_err(|source| ExecError::Source { unit: unit.id, source })?;
                 if !self.send_morsels(&unit, batch, &tx).await {
                     return Ok(());
                 }
@@ -541,7 +541,7 @@ impl<S: UnitSink> SinkStage<S> {
             match message {
                 Message::Morsel(morsel) => {
                     let unit = morsel.unit.clone();
-                    let sink_err = |e: crate::unit::BoxError| ExecError::Sink { unit: unit.id, message: e.to_string() };
+                    let sink_err = |source| ExecError::Sink { unit: unit.id, source };
                     let rows = morsel.batch.num_rows();
                     let bytes = batch_bytes(&morsel.batch);
                     stats.record_in(rows, bytes);
@@ -560,7 +560,7 @@ impl<S: UnitSink> SinkStage<S> {
                         .sink
                         .finish_unit(&unit)
                         .await
-                        .map_err(|e| ExecError::Sink { unit: unit.id, message: e.to_string() })?;
+                        .map_err(|source| ExecError::Sink { unit: unit.id, source })?;
                     summaries.push(summary);
                     self.stats.unit_done();
                 }
