@@ -18,8 +18,8 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 use weir_core::unit::BoxError;
 use weir_core::{
-    ComputePool, ErrorHandling, ErrorRecord, ExecError, MemoryBudget, Pipeline, PipelineOptions, PipelineStats, Step,
-    UnitReader, UnitSink, UnitSummary, WorkUnit,
+    ComputePool, ErrorHandling, ErrorRecord, ExecError, MemoryBudget, Pipeline, PipelineOptions, PipelineStats,
+    StatsMismatch, Step, UnitReader, UnitSink, UnitSummary, WorkUnit,
 };
 use weir_io::StoreRegistry;
 use weir_io::sink::ParquetSink;
@@ -83,6 +83,9 @@ pub enum WorkerError {
     Sink(#[from] weir_io::StoreError),
     #[error("binding {0}: {1}")]
     Bind(std::net::SocketAddr, std::io::Error),
+    /// The worker's running totals do not fit its pipeline (a bug: its steps never change).
+    #[error(transparent)]
+    Stats(#[from] StatsMismatch),
 }
 
 /// Why the worker loop returned.
@@ -208,7 +211,7 @@ impl Worker {
         let (done_tx, done_rx) = mpsc::channel::<UnitSummary>(self.options.capacity.max(1));
         let sink = ReportingSink { inner: ParquetSink::new(&setup.sink, &setup.stores)?, done: done_tx };
         let options = PipelineOptions { errors: setup.errors, cancel: cancel.clone(), ..Default::default() };
-        let pipeline = self.pipeline(options);
+        let pipeline = self.pipeline(options)?;
         let units = futures::stream::poll_fn(move |cx| unit_rx.poll_recv(cx)).boxed();
         let grace = self.options.grace;
         let run = async {
@@ -232,7 +235,7 @@ impl Worker {
     }
 
     /// A pipeline of the worker's steps, counting into the worker's running totals.
-    fn pipeline(&self, options: PipelineOptions) -> Pipeline {
+    fn pipeline(&self, options: PipelineOptions) -> Result<Pipeline, StatsMismatch> {
         let setup = &self.setup;
         let pipeline = Pipeline::new(
             setup.reader.clone(),
@@ -246,7 +249,7 @@ impl Worker {
             Some(totals) => pipeline.with_stats(totals.clone()),
             None => {
                 *stats = Some(pipeline.stats());
-                pipeline
+                Ok(pipeline)
             }
         }
     }

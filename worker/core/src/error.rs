@@ -41,6 +41,16 @@ impl BuildError {
     }
 }
 
+/// Stats handed to [`Pipeline::with_stats`](crate::Pipeline::with_stats) that count other stages
+/// than the pipeline has (they came from a pipeline of other steps).
+#[derive(Debug, thiserror::Error)]
+#[error("stats of {found} stages given to a pipeline of {expected} stages")]
+pub struct StatsMismatch {
+    /// Stages of the pipeline: the source, each step, the sink.
+    pub expected: usize,
+    pub found: usize,
+}
+
 /// Why a pipeline run stopped early.
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {

@@ -27,7 +27,7 @@ pub mod unit;
 
 pub use budget::{MemoryBudget, Reservation};
 pub use compute::ComputePool;
-pub use error::{BuildError, ExecError, StepError};
+pub use error::{BuildError, ExecError, StatsMismatch, StepError};
 pub use pipeline::{ErrorHandling, Pipeline, PipelineOptions, RunSummary};
 pub use stats::{PipelineStats, StepStats, StepStatsSnapshot};
 pub use step::{FailureOrigin, MoreOutput, RowFailure, Step, StepContext, StepOutput};

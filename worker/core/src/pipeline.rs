@@ -18,7 +18,7 @@ use crate::batch::{batch_bytes, row_ref, row_refs};
 use crate::budget::{MemoryBudget, Reservation};
 use crate::channel::{StageReceiver, StageSender, stage_channel};
 use crate::compute::ComputePool;
-use crate::error::{ExecError, StepError};
+use crate::error::{ExecError, StatsMismatch, StepError};
 use crate::morsel::MorselPlanner;
 use crate::stats::{PipelineStats, StepStats};
 use crate::step::{FailureOrigin, MoreOutput, RowFailure, Step, StepContext, StepOutput};
@@ -116,13 +116,18 @@ impl Pipeline {
     }
 
     /// Counts into `stats` (from an earlier pipeline of the same steps) instead of fresh counters,
-    /// so totals accumulate across a worker's successive pipelines. Ignored when the stage count
-    /// differs.
-    pub fn with_stats(mut self, stats: Arc<PipelineStats>) -> Self {
-        if stats.stages.len() == self.stats.stages.len() {
-            self.stats = stats;
+    /// so totals accumulate across a worker's successive pipelines.
+    ///
+    /// # Errors
+    /// [`StatsMismatch`] when `stats` has another number of stages than this pipeline (source,
+    /// steps, sink): counters of other steps would be mislabelled, so they are refused, not used.
+    pub fn with_stats(mut self, stats: Arc<PipelineStats>) -> Result<Self, StatsMismatch> {
+        let (expected, found) = (self.stats.stages.len(), stats.stages.len());
+        if found != expected {
+            return Err(StatsMismatch { expected, found });
         }
-        self
+        self.stats = stats;
+        Ok(self)
     }
 
     /// Live counters of this pipeline (shared with the running stages).
@@ -581,5 +586,40 @@ impl<S: UnitSink> SinkStage<S> {
             return check_error_ratio(self.errors, failed, self.rows_planned);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct NoRows;
+
+    impl UnitReader for NoRows {
+        fn read(&self, _unit: &WorkUnit) -> BoxStream<'static, Result<RecordBatch, crate::unit::BoxError>> {
+            futures::stream::empty().boxed()
+        }
+    }
+
+    fn pipeline() -> Pipeline {
+        let compute = ComputePool::new(1).expect("pool");
+        Pipeline::new(Arc::new(NoRows), Vec::new(), MemoryBudget::new(1 << 20), compute, PipelineOptions::default())
+    }
+
+    fn stats_of(stages: usize) -> Arc<PipelineStats> {
+        Arc::new(PipelineStats::new((0..stages).map(|i| Arc::new(StepStats::new(format!("s{i}"), 1))).collect()))
+    }
+
+    #[test]
+    fn with_stats_counts_into_stats_of_the_same_stages() {
+        let totals = stats_of(2);
+        let pipeline = pipeline().with_stats(totals.clone()).expect("source and sink: two stages");
+        assert!(Arc::ptr_eq(&pipeline.stats(), &totals));
+    }
+
+    #[test]
+    fn with_stats_refuses_stats_of_other_stages() {
+        let err = pipeline().with_stats(stats_of(3)).err().expect("three stages for two");
+        assert_eq!((err.expected, err.found), (2, 3));
     }
 }
