@@ -222,7 +222,7 @@ fn step_schema(path: &str, item: &Value) -> Option<Value> {
         return None;
     }
     let op = item.get("op")?.as_str()?;
-    let mut schema = op_schema(op)?;
+    let mut schema = op_schema(op)?.clone();
     let props = schema.get_mut("properties")?.as_object_mut()?;
     let op_enum = serde_json::json!({"type": "string", "enum": [op]});
     props.insert("op".into(), op_enum);

@@ -119,8 +119,11 @@ fn typos_are_named_with_their_path_and_a_suggestion() {
     assert_eq!(
         problems(&manifest),
         [
-            "spec.steps[1].op: unknown value `image.decod` (did you mean `image.decode`?); valid values: download, image.decode, image.resize, image.crop, image.encode, image.to_tensor, filter, select, rename, explode, text.normalize, text.chunk, video.metadata, video.frames, audio.decode, audio.resample, audio.metadata, audio.chunk, document.text, text.tokenize, vector.cosine_similarity, vector.dot, vector.l2, upload, text.embed, image.embed, image.classify, image.detect, audio.transcribe",
-            "spec.steps[2].widht: unknown field (did you mean `width`?); valid fields: concurrency, filter, fit, height, input, op, output, pool, size, width",
+            format!(
+                "spec.steps[1].op: unknown value `image.decod` (did you mean `image.decode`?); valid values: {}",
+                weir_crds::OPS.join(", ")
+            ),
+            "spec.steps[2].widht: unknown field (did you mean `width`?); valid fields: concurrency, filter, fit, height, input, op, output, pool, size, width".to_string(),
         ]
     );
 }

@@ -131,8 +131,13 @@ step_config!(
         #[serde(default, skip_serializing_if = "Option::is_none")]
         normalize: Option<bool>,
     }
+    rules {
+        "self.model.arch == 'bert'"
+            => "needs a text model (model.arch bert)",
+    }
 );
-impl_step_config!(TextEmbed, inputs(s) => vec![s.input.as_str()], output(s) => Some(&s.output));
+impl_step_config!(TextEmbed, inputs(s) => vec![s.input.as_str()], output(s) => Some(&s.output),
+    model(s) => Some(&s.model));
 
 step_config!(
     /// Embed an image column with an image model: the pooled features before the classifier,
@@ -150,8 +155,13 @@ step_config!(
         #[serde(default, skip_serializing_if = "Option::is_none")]
         normalize: Option<bool>,
     }
+    rules {
+        "self.model.arch in ['efficientnet-lite0', 'resnet18', 'resnet34', 'resnet50', 'resnet101', 'resnet152']"
+            => "needs an image model (model.arch efficientnet-lite0 or resnet18/34/50/101/152)",
+    }
 );
-impl_step_config!(ImageEmbed, inputs(s) => vec![s.input.as_str()], output(s) => Some(&s.output));
+impl_step_config!(ImageEmbed, inputs(s) => vec![s.input.as_str()], output(s) => Some(&s.output),
+    model(s) => Some(&s.model));
 
 step_config!(
     /// Classify an image column: `output` gets the top label, `<output>_topk` the `topK` best
@@ -170,9 +180,14 @@ step_config!(
         #[schemars(range(min = 1, max = 1000))]
         top_k: Option<u32>,
     }
+    rules {
+        "self.model.arch in ['efficientnet-lite0', 'resnet18', 'resnet34', 'resnet50', 'resnet101', 'resnet152']"
+            => "needs an image model (model.arch efficientnet-lite0 or resnet18/34/50/101/152)",
+    }
 );
 impl_step_config!(ImageClassify, inputs(s) => vec![s.input.as_str()], output(s) => Some(&s.output),
-    extra(s) => vec![format!("{}_topk", s.output)]);
+    extra(s) => vec![format!("{}_topk", s.output)],
+    model(s) => Some(&s.model));
 
 step_config!(
     /// Transcribe 16 kHz mono audio (`audio.decode` then `audio.resample` with `sampleRate:
@@ -195,9 +210,14 @@ step_config!(
         #[serde(default, skip_serializing_if = "Option::is_none")]
         timestamps: Option<bool>,
     }
+    rules {
+        "self.model.arch == 'whisper'"
+            => "needs a speech model (model.arch whisper)",
+    }
 );
 impl_step_config!(AudioTranscribe, inputs(s) => vec![s.input.as_str()], output(s) => Some(&s.output),
-    extra(s) => if s.timestamps == Some(true) { vec![format!("{}_segments", s.output)] } else { Vec::new() });
+    extra(s) => if s.timestamps == Some(true) { vec![format!("{}_segments", s.output)] } else { Vec::new() },
+    model(s) => Some(&s.model));
 
 step_config!(
     /// Detect objects in an image column: `output` gets a list of `{bbox: [x1, y1, x2, y2],
@@ -220,5 +240,10 @@ step_config!(
         #[schemars(range(min = 1, max = 10000))]
         max_detections: Option<u32>,
     }
+    rules {
+        "self.model.arch == 'mtcnn'"
+            => "needs a detector (model.arch mtcnn)",
+    }
 );
-impl_step_config!(ImageDetect, inputs(s) => vec![s.input.as_str()], output(s) => Some(&s.output));
+impl_step_config!(ImageDetect, inputs(s) => vec![s.input.as_str()], output(s) => Some(&s.output),
+    model(s) => Some(&s.model));

@@ -117,8 +117,11 @@ pub struct StepContext {
 /// # Cancellation
 /// The returned future may be dropped at any point; it must not leave shared state inconsistent.
 pub trait Step: Send + Sync + 'static {
-    /// The `op` name, for stats and messages.
-    fn name(&self) -> &str;
+    /// The name in stats and messages. A job's steps are named by their `op` when planned
+    /// ([`Planned`]), so a step need not name itself; the default is its Rust type's name.
+    fn name(&self) -> &str {
+        std::any::type_name::<Self>()
+    }
 
     /// Morsels this step works on at once; `None` means one per compute thread.
     fn concurrency(&self) -> Option<usize> {
@@ -133,25 +136,27 @@ pub trait Step: Send + Sync + 'static {
     ) -> BoxFuture<'static, Result<StepOutput, StepError>>;
 }
 
-/// A step run with the concurrency its manifest sets, instead of the step's own default.
-pub struct WithConcurrency {
+/// A step as the job plans it: named by its `op`, and run with the concurrency its manifest sets
+/// (else the step's own default).
+pub struct Planned {
+    name: &'static str,
+    concurrency: Option<usize>,
     step: Arc<dyn Step>,
-    concurrency: usize,
 }
 
-impl WithConcurrency {
-    pub fn wrap(step: Arc<dyn Step>, concurrency: usize) -> Arc<dyn Step> {
-        Arc::new(Self { step, concurrency: concurrency.max(1) })
+impl Planned {
+    pub fn wrap(name: &'static str, concurrency: Option<usize>, step: Arc<dyn Step>) -> Arc<dyn Step> {
+        Arc::new(Self { name, concurrency: concurrency.map(|n| n.max(1)), step })
     }
 }
 
-impl Step for WithConcurrency {
+impl Step for Planned {
     fn name(&self) -> &str {
-        self.step.name()
+        self.name
     }
 
     fn concurrency(&self) -> Option<usize> {
-        Some(self.concurrency)
+        self.concurrency.or_else(|| self.step.concurrency())
     }
 
     fn process(
@@ -165,7 +170,10 @@ impl Step for WithConcurrency {
 
 /// A synchronous, CPU-bound step body; [`ComputeStep`] runs it on the compute pool.
 pub trait Kernel: Send + Sync + 'static {
-    fn name(&self) -> &str;
+    /// As [`Step::name`].
+    fn name(&self) -> &str {
+        std::any::type_name::<Self>()
+    }
 
     /// Processes one morsel on a compute thread.
     ///

@@ -41,10 +41,6 @@ pub fn build(config: &Download, stores: Arc<StoreRegistry>) -> Arc<dyn Step> {
 }
 
 impl Step for DownloadStep {
-    fn name(&self) -> &str {
-        "download"
-    }
-
     fn concurrency(&self) -> Option<usize> {
         Some(4)
     }

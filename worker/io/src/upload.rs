@@ -60,10 +60,6 @@ pub fn build(config: &Upload, stores: &StoreRegistry) -> Result<Arc<dyn Step>, B
 }
 
 impl Step for UploadStep {
-    fn name(&self) -> &str {
-        "upload"
-    }
-
     fn concurrency(&self) -> Option<usize> {
         Some(4)
     }

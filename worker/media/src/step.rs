@@ -24,9 +24,6 @@ pub trait MediaKernel: Send + Sync + 'static {
     /// What one file yields (metadata, frames, samples).
     type Value: Send + 'static;
 
-    /// The `op` name.
-    fn name(&self) -> &'static str;
-
     /// The input column (URIs or bytes).
     fn input(&self) -> &str;
 
@@ -87,10 +84,6 @@ impl<K: MediaKernel> MediaStep<K> {
 type RowResult<V> = Option<Result<(V, Duration), String>>;
 
 impl<K: MediaKernel> Step for MediaStep<K> {
-    fn name(&self) -> &str {
-        self.kernel.name()
-    }
-
     fn process(
         self: Arc<Self>,
         input: RecordBatch,

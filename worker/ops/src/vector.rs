@@ -30,16 +30,6 @@ pub enum Metric {
     L2,
 }
 
-impl Metric {
-    pub fn op(self) -> &'static str {
-        match self {
-            Metric::Cosine => "vector.cosine_similarity",
-            Metric::Dot => "vector.dot",
-            Metric::L2 => "vector.l2",
-        }
-    }
-}
-
 /// What the input column is compared with.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Against {
@@ -80,10 +70,6 @@ pub fn build(config: &VectorCompare, metric: Metric) -> Result<Arc<dyn Step>, Bu
 }
 
 impl Kernel for CompareVectors {
-    fn name(&self) -> &str {
-        self.metric.op()
-    }
-
     fn apply(&self, input: &RecordBatch) -> Result<StepOutput, StepError> {
         let left = vector_rows(input, &self.input)?;
         let right = match &self.against {

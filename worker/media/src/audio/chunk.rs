@@ -93,10 +93,6 @@ impl ChunkAudio {
 }
 
 impl Kernel for ChunkAudio {
-    fn name(&self) -> &str {
-        "audio.chunk"
-    }
-
     fn apply(&self, input: &RecordBatch) -> Result<StepOutput, StepError> {
         let column = AudioColumn::from_batch(input, &self.input)?;
         let (mut parents, mut index, mut offset, mut chunks) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());

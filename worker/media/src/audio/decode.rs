@@ -75,10 +75,6 @@ pub fn build(config: &AudioDecode, stores: Arc<StoreRegistry>) -> Result<Arc<dyn
 impl MediaKernel for DecodeAudio {
     type Value = Audio;
 
-    fn name(&self) -> &'static str {
-        "audio.decode"
-    }
-
     fn input(&self) -> &str {
         &self.input
     }

@@ -103,10 +103,6 @@ pub fn build(config: &AudioMetadata, stores: Arc<StoreRegistry>) -> Result<Arc<d
 impl MediaKernel for ReadAudioInfo {
     type Value = AudioInfo;
 
-    fn name(&self) -> &'static str {
-        "audio.metadata"
-    }
-
     fn input(&self) -> &str {
         &self.input
     }

@@ -64,10 +64,6 @@ impl ResampleAudio {
 }
 
 impl Kernel for ResampleAudio {
-    fn name(&self) -> &str {
-        "audio.resample"
-    }
-
     fn apply(&self, input: &RecordBatch) -> Result<StepOutput, StepError> {
         let column = AudioColumn::from_batch(input, &self.input)?;
         let results: Vec<Option<Result<Audio, String>>> =

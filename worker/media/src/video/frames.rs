@@ -157,10 +157,6 @@ pub fn build(config: &VideoFrames, stores: Arc<StoreRegistry>) -> Result<Arc<dyn
 impl MediaKernel for SampleFrames {
     type Value = SampledFrames;
 
-    fn name(&self) -> &'static str {
-        "video.frames"
-    }
-
     fn input(&self) -> &str {
         &self.input
     }

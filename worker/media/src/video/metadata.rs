@@ -111,10 +111,6 @@ pub fn build(config: &VideoMetadata, stores: Arc<StoreRegistry>) -> Result<Arc<d
 impl MediaKernel for ReadVideoInfo {
     type Value = VideoInfo;
 
-    fn name(&self) -> &'static str {
-        "video.metadata"
-    }
-
     fn input(&self) -> &str {
         &self.input
     }

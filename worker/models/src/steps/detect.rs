@@ -59,10 +59,6 @@ pub fn kernel(config: &ImageDetect, assets: &ModelAssets) -> Result<DetectObject
 }
 
 impl Kernel for DetectObjects {
-    fn name(&self) -> &str {
-        "image.detect"
-    }
-
     fn concurrency(&self) -> Option<usize> {
         Some(self.in_flight)
     }

@@ -154,13 +154,6 @@ fn ranked_column(ranked: &[Option<Vec<(usize, f32)>>], labels: &[String]) -> Arr
 }
 
 impl Kernel for ImageModelStep {
-    fn name(&self) -> &str {
-        match self.head {
-            Head::Embed { .. } => "image.embed",
-            Head::Classify { .. } => "image.classify",
-        }
-    }
-
     fn concurrency(&self) -> Option<usize> {
         Some(self.in_flight)
     }
@@ -186,7 +179,7 @@ impl Kernel for ImageModelStep {
                 }
             }
             let inputs: Vec<&[f32]> = ready.iter().map(|(_, p)| p.as_slice()).collect();
-            let results = self.run(&inputs).map_err(|e| StepError::Other(format!("{}: {e}", self.name())))?;
+            let results = self.run(&inputs).map_err(|e| StepError::Other(format!("running the image model: {e}")))?;
             for ((row, _), out) in ready.iter().zip(results) {
                 outputs[*row] = Some(out);
             }

@@ -43,10 +43,6 @@ pub fn build(config: &TextEmbed, assets: &ModelAssets) -> Result<Arc<dyn Step>, 
 }
 
 impl Kernel for EmbedText {
-    fn name(&self) -> &str {
-        "text.embed"
-    }
-
     fn concurrency(&self) -> Option<usize> {
         Some(self.in_flight)
     }

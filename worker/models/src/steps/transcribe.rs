@@ -71,10 +71,6 @@ fn whisper_input(audio: AudioView<'_>) -> Result<&[f32], String> {
 }
 
 impl Kernel for TranscribeAudio {
-    fn name(&self) -> &str {
-        "audio.transcribe"
-    }
-
     fn concurrency(&self) -> Option<usize> {
         Some(self.in_flight)
     }

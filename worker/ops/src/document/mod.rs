@@ -89,10 +89,6 @@ pub fn extract(bytes: &[u8], kind: DocumentType, max_pages: usize) -> Result<Pag
 }
 
 impl Kernel for ExtractText {
-    fn name(&self) -> &str {
-        "document.text"
-    }
-
     fn apply(&self, input: &RecordBatch) -> Result<StepOutput, StepError> {
         let rows = byte_rows(input, &self.input)?;
         let results: Vec<Option<Result<Pages, String>>> =

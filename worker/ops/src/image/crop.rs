@@ -56,10 +56,6 @@ pub fn build(config: &ImageCrop) -> Result<Arc<dyn Step>, BuildError> {
 }
 
 impl Kernel for CropImages {
-    fn name(&self) -> &str {
-        "image.crop"
-    }
-
     fn apply(&self, input: &RecordBatch) -> Result<StepOutput, StepError> {
         let images = ImageColumn::from_batch(input, &self.input)?;
         let boxes = match &self.region {

@@ -42,10 +42,6 @@ pub fn build(config: &ImageDecode) -> Result<Arc<dyn Step>, BuildError> {
 }
 
 impl Kernel for DecodeImages {
-    fn name(&self) -> &str {
-        "image.decode"
-    }
-
     fn apply(&self, input: &RecordBatch) -> Result<StepOutput, StepError> {
         let bytes = binary_rows(input, &self.input)?;
         let results: Vec<_> = bytes.par_iter().map(|b| b.map(|b| self.decode(b))).collect();

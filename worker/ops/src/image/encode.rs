@@ -42,10 +42,6 @@ pub fn build(config: &ImageEncode) -> Result<Arc<dyn Step>, BuildError> {
 }
 
 impl Kernel for EncodeImages {
-    fn name(&self) -> &str {
-        "image.encode"
-    }
-
     fn apply(&self, input: &RecordBatch) -> Result<StepOutput, StepError> {
         let images = ImageColumn::from_batch(input, &self.input)?;
         let results: Vec<_> = (0..images.len())

@@ -71,10 +71,6 @@ pub fn build(config: &ImageResize) -> Result<Arc<dyn Step>, BuildError> {
 }
 
 impl Kernel for ResizeImages {
-    fn name(&self) -> &str {
-        "image.resize"
-    }
-
     fn apply(&self, input: &RecordBatch) -> Result<StepOutput, StepError> {
         let (images, failures) = map_images(input, &self.input, |img| {
             let (w, h) = self.target.size_for(img.width, img.height);

@@ -50,10 +50,6 @@ pub fn build(config: &ImageToTensor) -> Result<Arc<dyn Step>, BuildError> {
 }
 
 impl Kernel for ImagesToTensor {
-    fn name(&self) -> &str {
-        "image.to_tensor"
-    }
-
     fn apply(&self, input: &RecordBatch) -> Result<StepOutput, StepError> {
         let images = ImageColumn::from_batch(input, &self.input)?;
         let first = (0..images.len()).find_map(|i| images.get(i));

@@ -28,10 +28,6 @@ pub fn build(config: &Explode) -> Result<Arc<dyn Step>, BuildError> {
 }
 
 impl Kernel for ExplodeList {
-    fn name(&self) -> &str {
-        "explode"
-    }
-
     fn apply(&self, input: &RecordBatch) -> Result<StepOutput, StepError> {
         let col = batch::column(input, &self.input)?;
         let (elements, lengths): (ArrayRef, Vec<usize>) = match col.data_type() {

@@ -42,10 +42,6 @@ pub fn build(config: &Filter) -> Result<Arc<dyn Step>, BuildError> {
 }
 
 impl Kernel for FilterRows {
-    fn name(&self) -> &str {
-        "filter"
-    }
-
     fn apply(&self, input: &RecordBatch) -> Result<StepOutput, StepError> {
         let mut keep = vec![true; input.num_rows()];
         for p in &self.predicates {

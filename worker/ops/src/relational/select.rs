@@ -32,10 +32,6 @@ pub fn build_select(config: &Select) -> Result<Arc<dyn Step>, BuildError> {
 }
 
 impl Kernel for SelectColumns {
-    fn name(&self) -> &str {
-        "select"
-    }
-
     fn apply(&self, input: &RecordBatch) -> Result<StepOutput, StepError> {
         let schema = input.schema();
         let mut indices = Vec::with_capacity(self.columns.len() + 1);
@@ -74,10 +70,6 @@ pub fn build_rename(config: &Rename) -> Result<Arc<dyn Step>, BuildError> {
 }
 
 impl Kernel for RenameColumns {
-    fn name(&self) -> &str {
-        "rename"
-    }
-
     fn apply(&self, input: &RecordBatch) -> Result<StepOutput, StepError> {
         for from in self.mapping.keys() {
             batch::column(input, from)?;

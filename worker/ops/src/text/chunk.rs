@@ -125,10 +125,6 @@ fn pack(pieces: &[Piece<'_>], size: usize, overlap: usize) -> Vec<Chunk> {
 }
 
 impl Kernel for ChunkText {
-    fn name(&self) -> &str {
-        "text.chunk"
-    }
-
     fn apply(&self, input: &RecordBatch) -> Result<StepOutput, StepError> {
         let rows = string_rows(input, &self.input)?;
         let (mut text, mut index, mut start) = (StringBuilder::new(), UInt32Builder::new(), UInt32Builder::new());

@@ -32,10 +32,6 @@ pub fn build(config: &TextNormalize) -> Result<Arc<dyn Step>, BuildError> {
 }
 
 impl Kernel for NormalizeText {
-    fn name(&self) -> &str {
-        "text.normalize"
-    }
-
     fn apply(&self, input: &RecordBatch) -> Result<StepOutput, StepError> {
         let rows = string_rows(input, &self.input)?;
         let out: ArrayRef =

@@ -108,10 +108,6 @@ impl TokenizeText {
 }
 
 impl Kernel for TokenizeText {
-    fn name(&self) -> &str {
-        "text.tokenize"
-    }
-
     fn apply(&self, input: &RecordBatch) -> Result<StepOutput, StepError> {
         let rows = string_rows(input, &self.input)?;
         let results: Vec<Option<Result<Tokens, String>>> =

@@ -1,14 +1,14 @@
-//! The step registry: each `op` config becomes its runnable step, one line per op.
+//! The step registry: each `op` config becomes its runnable step, named by its `op`, one arm per op.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use weir_core::Step;
-use weir_core::step::WithConcurrency;
+use weir_core::step::Planned;
 use weir_crds::{ModelSpec, MultimodalJobSpec, StepSpec};
 use weir_io::StoreRegistry;
 use weir_io::fetch::{FetchError, fetch, fetch_cached};
-use weir_io::store::S3Settings;
 use weir_models::assets::{Asset, companions};
 use weir_models::{ModelAssets, steps as model_steps};
 use weir_ops::BuildError;
@@ -28,24 +28,13 @@ pub enum PlanError {
     Fetch { index: usize, op: &'static str, field: &'static str, source: FetchError },
 }
 
-/// Builds the runnable steps of `spec`, in order, first reading the objects they need whole
-/// (tokenizer files, model weights and their companion files), so a missing one fails the job
-/// before any row runs. Model steps load their model here, once.
+/// Builds the runnable steps of `spec` whose index `include` accepts (a worker builds, and loads
+/// the models of, only its pool's steps), in order, the others `None`. Each step first reads the
+/// objects it needs whole (tokenizer files, model weights and their companion files), so a missing
+/// one fails the job before any row runs; model steps load their model here, once.
 ///
 /// # Errors
 /// [`PlanError`] naming the first step whose config is unusable or whose object cannot be read.
-pub async fn build_steps(
-    spec: &MultimodalJobSpec,
-    stores: &Arc<StoreRegistry>,
-) -> Result<Vec<Arc<dyn Step>>, PlanError> {
-    Ok(build_steps_where(spec, stores, |_| true).await?.into_iter().flatten().collect())
-}
-
-/// As [`build_steps`], for the steps whose index `include` accepts (a worker builds, and loads the
-/// models of, only its pool's steps); the others are `None`.
-///
-/// # Errors
-/// As [`build_steps`].
 pub async fn build_steps_where(
     spec: &MultimodalJobSpec,
     stores: &Arc<StoreRegistry>,
@@ -60,10 +49,8 @@ pub async fn build_steps_where(
         let assets = fetch_assets(index, step, stores).await?;
         let built =
             build_step(step, stores, &assets).map_err(|source| PlanError::Build { index, op: step.op(), source })?;
-        steps.push(Some(match step.config().concurrency() {
-            Some(n) => WithConcurrency::wrap(built, n as usize),
-            None => built,
-        }));
+        let concurrency = step.config().concurrency().map(|n| n as usize);
+        steps.push(Some(Planned::wrap(step.op(), concurrency, built)));
     }
     Ok(steps)
 }
@@ -71,38 +58,55 @@ pub async fn build_steps_where(
 /// Objects a step reads whole before it is built.
 #[derive(Debug, Default)]
 struct Assets {
-    /// `text.tokenize`'s `tokenizer.json`.
-    tokenizer: Bytes,
+    /// Each of [`StepConfig::objects`], by field (`text.tokenize`'s `tokenizer`).
+    objects: BTreeMap<&'static str, Bytes>,
     /// A model step's weights and companion files.
     model: Option<ModelAssets>,
 }
 
-/// Reads the objects step `index` needs.
-async fn fetch_assets(index: usize, step: &StepSpec, stores: &StoreRegistry) -> Result<Assets, PlanError> {
-    let read = async |field: &'static str, uri: &str| {
-        fetch(stores, uri).await.map_err(|source| PlanError::Fetch { index, op: step.op(), field, source })
-    };
-    let model =
-        async |spec: &ModelSpec| -> Result<Assets, PlanError> {
-            let weights = fetch_cached(stores, &spec.uri, &model_cache_dir())
-                .await
-                .map_err(|source| PlanError::Fetch { index, op: step.op(), field: "model.uri", source })?;
-            let mut assets = ModelAssets::new(Asset { uri: spec.uri.clone(), bytes: weights });
-            for (companion, uri) in companions(spec) {
-                let bytes = read(companion.field(), &uri).await?;
-                assets = assets.with(companion, Asset { uri, bytes });
-            }
-            Ok(Assets { model: Some(assets), ..Assets::default() })
-        };
-    match step {
-        StepSpec::TextTokenize(c) => Ok(Assets { tokenizer: read("tokenizer", &c.tokenizer).await?, model: None }),
-        StepSpec::TextEmbed(c) => model(&c.model).await,
-        StepSpec::ImageEmbed(c) => model(&c.model).await,
-        StepSpec::ImageClassify(c) => model(&c.model).await,
-        StepSpec::ImageDetect(c) => model(&c.model).await,
-        StepSpec::AudioTranscribe(c) => model(&c.model).await,
-        _ => Ok(Assets::default()),
+impl Assets {
+    fn object(&self, field: &str) -> Result<&Bytes, BuildError> {
+        self.objects.get(field).ok_or_else(|| BuildError::new(field, "the file was not read"))
     }
+}
+
+/// Reads the objects step `index` needs: those its config names, and a model step's files.
+async fn fetch_assets(index: usize, step: &StepSpec, stores: &StoreRegistry) -> Result<Assets, PlanError> {
+    let op = step.op();
+    let read = async |field: &'static str, uri: &str| {
+        fetch(stores, uri).await.map_err(|source| PlanError::Fetch { index, op, field, source })
+    };
+    let config = step.config();
+    let mut assets = Assets::default();
+    for (field, uri) in config.objects() {
+        assets.objects.insert(field, read(field, uri).await?);
+    }
+    if let Some(spec) = config.model() {
+        assets.model = Some(read_model(spec, read, index, op, stores).await?);
+    }
+    Ok(assets)
+}
+
+/// A model's weights (cached on local disk) and its companion files.
+async fn read_model(
+    spec: &ModelSpec,
+    read: impl AsyncFn(&'static str, &str) -> Result<Bytes, PlanError>,
+    index: usize,
+    op: &'static str,
+    stores: &StoreRegistry,
+) -> Result<ModelAssets, PlanError> {
+    let weights = fetch_cached(stores, &spec.uri, &model_cache_dir()).await.map_err(|source| PlanError::Fetch {
+        index,
+        op,
+        field: "model.uri",
+        source,
+    })?;
+    let mut assets = ModelAssets::new(Asset { uri: spec.uri.clone(), bytes: weights });
+    for (companion, uri) in companions(spec) {
+        let bytes = read(companion.field(), &uri).await?;
+        assets = assets.with(companion, Asset { uri, bytes });
+    }
+    Ok(assets)
 }
 
 /// Where remote model weights are cached: `$WEIR_MODEL_CACHE`, else `$XDG_CACHE_HOME/weir/models`,
@@ -134,7 +138,7 @@ fn build_step(step: &StepSpec, stores: &Arc<StoreRegistry>, assets: &Assets) -> 
         StepSpec::Explode(c) => explode::build(c),
         StepSpec::TextNormalize(c) => normalize::build(c),
         StepSpec::TextChunk(c) => chunk::build(c),
-        StepSpec::TextTokenize(c) => tokenize::build(c, &assets.tokenizer),
+        StepSpec::TextTokenize(c) => tokenize::build(c, assets.object("tokenizer")?),
         StepSpec::DocumentText(c) => weir_ops::document::build(c),
         StepSpec::VectorCosine(c) => vector::build(c, Metric::Cosine),
         StepSpec::VectorDot(c) => vector::build(c, Metric::Dot),
@@ -152,10 +156,4 @@ fn build_step(step: &StepSpec, stores: &Arc<StoreRegistry>, assets: &Assets) -> 
         StepSpec::ImageDetect(c) => model_steps::detect::build(c, model_assets(assets)?),
         StepSpec::AudioTranscribe(c) => model_steps::transcribe::build(c, model_assets(assets)?),
     }
-}
-
-/// The store registry for a job, honouring `spec.storage`.
-pub fn stores_for(spec: &MultimodalJobSpec) -> Arc<StoreRegistry> {
-    let storage = spec.storage.clone().unwrap_or_default();
-    Arc::new(StoreRegistry::new(S3Settings { endpoint: storage.endpoint, region: storage.region }))
 }
