@@ -276,6 +276,19 @@ impl Default for ErrorPolicy {
     }
 }
 
+impl ErrorPolicy {
+    /// Whether a failed row is recorded and skipped (otherwise it fails the job).
+    pub fn skips_rows(&self) -> bool {
+        self.on_row_error == RowErrorAction::Skip
+    }
+
+    /// The fraction of failed input rows above which the job fails, where one applies: with
+    /// `skip` and a ratio below 1.
+    pub fn error_ratio_limit(&self) -> Option<f64> {
+        (self.skips_rows() && self.max_error_ratio < 1.0).then_some(self.max_error_ratio)
+    }
+}
+
 /// What a row error does.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema, Default)]
 #[serde(rename_all = "lowercase")]

@@ -10,10 +10,11 @@ use anyhow::Result;
 use tokio_util::sync::CancellationToken;
 use weir::cluster::status::{job_status, one_line, to_json};
 use weir::cluster::supervise::{SuperviseOptions, Topology, supervise};
-use weir::cluster::{EXIT_JOB_FAILED, WorkerResources, default_memory_limit};
+use weir::cluster::{EXIT_JOB_FAILED, WorkerResources};
 use weir_cluster::coordinator::CoordinatorError;
 use weir_cluster::proto::Phase;
 use weir_cluster::{CoordinatorOptions, WorkerExit, WorkerOptions};
+use weir_core::budget::default_memory_limit;
 use weir_core::compute::available_cores;
 
 use crate::read_job;

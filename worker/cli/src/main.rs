@@ -18,7 +18,7 @@ use weir::size::{format_size, parse_size};
 use weir::{RunOptions, run_job};
 use weir_cluster::{CoordinatorOptions, WorkerOptions};
 use weir_crds::{crd_yaml, parse_manifest, validate_manifest};
-use weir_testkit::images::{BAD_FILES, JpegSet, write_bad_files, write_jpeg_set};
+use weir_samples::images::{BAD_FILES, JpegSet, write_bad_files, write_jpeg_set};
 
 #[derive(Parser)]
 #[command(name = "weir", version, about = "Multimodal AI data pipelines, on a laptop or on Kubernetes")]
@@ -80,7 +80,7 @@ enum Command {
         coordinator: String,
         /// The pool this worker serves, as `spec.pools` names it (`cpu`, `gpu-l4`, ...).
         #[arg(long, default_value = "cpu")]
-        pool: String,
+        pool: weir_crds::PoolName,
         /// This worker's name (default: the host name and process id).
         #[arg(long, env = "WEIR_WORKER_ID")]
         id: Option<String>,

@@ -4,30 +4,18 @@
 
 use std::time::Instant;
 
-use arrow_array::RecordBatch;
 use object_store::{PutOptions, PutPayload};
 use tokio_util::sync::CancellationToken;
-use weir_checkpoint::UnitCommit;
-use weir_cluster::coordinator::embedded::{Committed, LocalCoordinator, UnitCommitter};
+use weir_cluster::coordinator::embedded::{Committed, LocalCoordinator};
 use weir_cluster::coordinator::{CoordinatorError, success_exists};
-use weir_core::budget::detect_memory_limit;
-use weir_core::unit::BoxError;
-use weir_core::{
-    ComputePool, ErrorHandling, ErrorRecord, ExecError, MemoryBudget, Pipeline, PipelineOptions, RunSummary,
-    StepStatsSnapshot, UnitSink, UnitSummary, WorkUnit,
-};
-use weir_crds::{MultimodalJob, RowErrorAction};
-use weir_io::sink::{ERRORS_DIR, ParquetSink};
-use weir_io::source;
+use weir_core::{ComputePool, ExecError, Pipeline, PipelineOptions, RunSummary, StepStatsSnapshot};
+use weir_crds::MultimodalJob;
+use weir_io::sink::ERRORS_DIR;
 use weir_io::{StoreError, StoreRegistry};
 
-use crate::plan::{PlanError, build_steps, stores_for};
+use crate::plan::{JobPlan, PlanError};
 use crate::profile::{ReportHeader, render_markdown};
 use crate::progress::ProgressDisplay;
-
-/// Most of the detected memory the budget takes by default, and its cap.
-const DEFAULT_BUDGET_FRACTION: u64 = 4;
-const DEFAULT_BUDGET_CAP: u64 = 2 << 30;
 
 /// How to run a job in this process.
 #[derive(Debug, Clone, Default)]
@@ -85,16 +73,14 @@ pub enum RunError {
 /// Cancelling `options.cancel` stops the run; no success marker is written, and the units already
 /// committed are not run again by the next run of the job.
 pub async fn run_job(job: &MultimodalJob, options: RunOptions) -> Result<RunReport, RunError> {
-    let spec = &job.spec;
-    let name = job.metadata.name.clone().unwrap_or_else(|| "job".into());
-    let stores = stores_for(spec);
+    let plan = JobPlan::new(job, options.memory_limit);
+    let spec = &plan.spec;
+    let stores = &plan.stores;
     let output_uri = spec.sink.parquet.uri.clone();
-    let limit = options.memory_limit.unwrap_or_else(|| {
-        detect_memory_limit().map_or(DEFAULT_BUDGET_CAP, |m| (m / DEFAULT_BUDGET_FRACTION).min(DEFAULT_BUDGET_CAP))
-    });
+    let limit = plan.memory_limit();
     let profile_uri =
         options.profile_uri.clone().unwrap_or_else(|| format!("{}profile.md", with_slash(&spec.checkpoint_uri())));
-    if success_exists(spec, &stores).await? {
+    if success_exists(spec, stores).await? {
         return Ok(RunReport {
             summary: RunSummary::default(),
             stages: Vec::new(),
@@ -107,22 +93,15 @@ pub async fn run_job(job: &MultimodalJob, options: RunOptions) -> Result<RunRepo
         });
     }
 
-    let steps = build_steps(spec, &stores).await?;
-    let reader = source::reader(&spec.source, stores.clone());
+    let steps = plan.steps().await?;
     let mut coordinator = LocalCoordinator::open(spec, stores.clone()).await?;
     let units = coordinator.take_pending();
     let resumed = coordinator.committed_before();
-    let parquet = ParquetSink::new(&spec.sink.parquet, &stores)?.with_row_group_bytes((limit / 8) as usize);
-    let sink = CommittingSink { inner: parquet, committer: coordinator.committer() };
-    let budget = MemoryBudget::new(limit);
+    let sink = plan.sink.open(coordinator.committer())?;
     let compute = ComputePool::new(options.threads).map_err(|e| RunError::Threads(e.to_string()))?;
-    let policy = spec.error_policy();
-    let errors = ErrorHandling {
-        skip_rows: policy.on_row_error == RowErrorAction::Skip,
-        max_error_ratio: policy.max_error_ratio,
-    };
-    let pipeline_options = PipelineOptions { errors, cancel: options.cancel.clone(), ..Default::default() };
-    let pipeline = Pipeline::new(reader, steps, budget, compute, pipeline_options);
+    let pipeline_options =
+        PipelineOptions { errors: plan.errors, cancel: options.cancel.clone(), ..Default::default() };
+    let pipeline = Pipeline::new(plan.reader.clone(), steps, plan.budget.clone(), compute, pipeline_options);
     let stats = pipeline.stats();
     let started = Instant::now();
     let display = options.progress.then(|| ProgressDisplay::start(stats.clone()));
@@ -134,7 +113,7 @@ pub async fn run_job(job: &MultimodalJob, options: RunOptions) -> Result<RunRepo
     let stages = stats.snapshot();
     let errors_uri = (summary.rows_failed > 0).then(|| format!("{}{ERRORS_DIR}/", with_slash(&output_uri)));
     let header = ReportHeader {
-        job: &name,
+        job: &plan.name,
         wall: summary.elapsed,
         rows_in: summary.rows_in,
         rows_out: summary.rows_out,
@@ -143,7 +122,7 @@ pub async fn run_job(job: &MultimodalJob, options: RunOptions) -> Result<RunRepo
         memory_peak: summary.peak_reserved,
         output: &output_uri,
     };
-    put(&stores, &profile_uri, render_markdown(&header, &stages)).await?;
+    put(stores, &profile_uri, render_markdown(&header, &stages)).await?;
     coordinator.finalize().await?;
     Ok(RunReport {
         summary,
@@ -155,40 +134,6 @@ pub async fn run_job(job: &MultimodalJob, options: RunOptions) -> Result<RunRepo
         already_complete: false,
         resumed,
     })
-}
-
-/// The Parquet sink, committing each unit to the checkpoint once its files are closed.
-struct CommittingSink {
-    inner: ParquetSink,
-    committer: UnitCommitter,
-}
-
-impl UnitSink for CommittingSink {
-    async fn write(&mut self, unit: &WorkUnit, batch: RecordBatch) -> Result<(), BoxError> {
-        self.inner.write(unit, batch).await
-    }
-
-    async fn write_errors(&mut self, unit: &WorkUnit, errors: Vec<ErrorRecord>) -> Result<(), BoxError> {
-        self.inner.write_errors(unit, errors).await
-    }
-
-    async fn finish_unit(&mut self, unit: &WorkUnit) -> Result<UnitSummary, BoxError> {
-        let summary = self.inner.finish_unit(unit).await?;
-        let commit = UnitCommit {
-            unit: summary.unit,
-            attempt: summary.attempt,
-            rows_in: unit.rows(),
-            rows_out: summary.rows,
-            errors: summary.errors,
-            files: summary.files.clone(),
-        };
-        self.committer.commit(&commit).await?;
-        Ok(summary)
-    }
-
-    fn buffered_bytes(&self) -> u64 {
-        self.inner.buffered_bytes()
-    }
 }
 
 fn with_slash(uri: &str) -> String {

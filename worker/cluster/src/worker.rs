@@ -18,11 +18,12 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 use weir_core::unit::BoxError;
 use weir_core::{
-    ComputePool, ErrorHandling, ErrorRecord, ExecError, MemoryBudget, Pipeline, PipelineOptions, PipelineStats,
-    StatsMismatch, Step, UnitReader, UnitSink, UnitSummary, WorkUnit,
+    ComputePool, ErrorHandling, ExecError, MemoryBudget, Pipeline, PipelineOptions, PipelineStats, StatsMismatch, Step,
+    UnitReader, UnitSummary, WorkUnit,
 };
+use weir_crds::PoolName;
 use weir_io::StoreRegistry;
-use weir_io::sink::ParquetSink;
+use weir_io::sink::{SinkPlan, UnitListener};
 
 use crate::convert::unit_from_proto;
 use crate::exchange::server_bind as bind;
@@ -37,7 +38,7 @@ use crate::retry::{Backoff, retry_rpc};
 pub struct WorkerOptions {
     /// Unique among the job's workers (a restarted worker may reuse its name).
     pub id: String,
-    pub pool: String,
+    pub pool: PoolName,
     /// `http://host:port`.
     pub coordinator: String,
     /// Units held at once: one running, the next one already leased.
@@ -53,7 +54,9 @@ pub struct WorkerSetup {
     pub budget: MemoryBudget,
     pub compute: ComputePool,
     pub errors: ErrorHandling,
-    pub sink: weir_crds::ParquetSink,
+    /// Where units are written; each pipeline opens its own sink from it.
+    pub sink: SinkPlan,
+    /// The job's stores (a losing attempt's files are deleted through them).
     pub stores: Arc<StoreRegistry>,
     /// Where the worker's counters go; see [`WorkerSetup::metrics_renderer`].
     pub metrics: Arc<WorkerMetrics>,
@@ -119,7 +122,7 @@ pub async fn run_worker(
     let client = connect(&options.coordinator)?;
     let register = proto::RegisterRequest {
         worker: options.id.clone(),
-        pool: options.pool.clone(),
+        pool: options.pool.to_string(),
         capacity: options.capacity as u32,
         exchange_endpoint: String::new(),
     };
@@ -209,7 +212,7 @@ impl Worker {
         let round_over = shutdown.child_token();
         let (unit_tx, mut unit_rx) = mpsc::channel::<WorkUnit>(1);
         let (done_tx, done_rx) = mpsc::channel::<UnitSummary>(self.options.capacity.max(1));
-        let sink = ReportingSink { inner: ParquetSink::new(&setup.sink, &setup.stores)?, done: done_tx };
+        let sink = setup.sink.open(Reporter(done_tx))?;
         let options = PipelineOptions { errors: setup.errors, cancel: cancel.clone(), ..Default::default() };
         let pipeline = self.pipeline(options)?;
         let units = futures::stream::poll_fn(move |cx| unit_rx.poll_recv(cx)).boxed();
@@ -265,7 +268,7 @@ impl Worker {
                     Err(_) => return,
                 },
             };
-            let request = proto::LeaseRequest { worker: self.options.id.clone(), pool: self.options.pool.clone() };
+            let request = proto::LeaseRequest { worker: self.options.id.clone(), pool: self.options.pool.to_string() };
             let reply = retry_rpc(stop, Backoff::patient(), || {
                 let mut client = self.client.clone();
                 let request = request.clone();
@@ -404,7 +407,7 @@ impl Worker {
             let request = proto::HeartbeatRequest {
                 worker: self.options.id.clone(),
                 held,
-                pool: self.options.pool.clone(),
+                pool: self.options.pool.to_string(),
                 ..Default::default()
             };
             match self.client.clone().heartbeat(request).await {
@@ -431,29 +434,13 @@ impl Worker {
 /// How long a finished unit's report is retried while the coordinator is unreachable.
 const REPORT_PATIENCE: Duration = Duration::from_secs(120);
 
-/// The Parquet sink, telling the worker about each unit it has closed.
-struct ReportingSink {
-    inner: ParquetSink,
-    done: mpsc::Sender<UnitSummary>,
-}
+/// Tells the worker loop about each unit whose files the sink closed, for it to report.
+struct Reporter(mpsc::Sender<UnitSummary>);
 
-impl UnitSink for ReportingSink {
-    async fn write(&mut self, unit: &WorkUnit, batch: arrow_array::RecordBatch) -> Result<(), BoxError> {
-        self.inner.write(unit, batch).await
-    }
-
-    async fn write_errors(&mut self, unit: &WorkUnit, errors: Vec<ErrorRecord>) -> Result<(), BoxError> {
-        self.inner.write_errors(unit, errors).await
-    }
-
-    async fn finish_unit(&mut self, unit: &WorkUnit) -> Result<UnitSummary, BoxError> {
-        let summary = self.inner.finish_unit(unit).await?;
-        self.done.send(summary.clone()).await.map_err(|_| "the worker stopped reporting")?;
-        Ok(summary)
-    }
-
-    fn buffered_bytes(&self) -> u64 {
-        self.inner.buffered_bytes()
+impl UnitListener for Reporter {
+    async fn unit_closed(&mut self, _unit: &WorkUnit, summary: &UnitSummary) -> Result<(), BoxError> {
+        self.0.send(summary.clone()).await.map_err(|_| "the worker stopped reporting")?;
+        Ok(())
     }
 }
 
@@ -485,7 +472,7 @@ pub async fn serve_pool(
     eprintln!("weir worker {}: serving {} steps on {endpoint}", options.id, options.pool);
     let register = proto::RegisterRequest {
         worker: options.id.clone(),
-        pool: options.pool.clone(),
+        pool: options.pool.to_string(),
         capacity: options.capacity as u32,
         exchange_endpoint: endpoint.clone(),
     };
@@ -505,7 +492,7 @@ pub async fn serve_pool(
         let request = proto::HeartbeatRequest {
             worker: options.id.clone(),
             held: Vec::new(),
-            pool: options.pool.clone(),
+            pool: options.pool.to_string(),
             exchange_endpoint: endpoint.clone(),
             exchanges_in_flight: load.load(std::sync::atomic::Ordering::Relaxed),
         };

@@ -153,6 +153,15 @@ pub fn detect_memory_limit() -> Option<u64> {
     }
 }
 
+/// Most a default budget takes: morsels beyond this buy little speed.
+const DEFAULT_BUDGET_CAP: u64 = 2 << 30;
+
+/// The budget a worker takes when none is set: a quarter of [`detect_memory_limit`] (the rest is
+/// the sink's buffers, decoders and models), at most 2 GiB.
+pub fn default_memory_limit() -> u64 {
+    detect_memory_limit().map_or(DEFAULT_BUDGET_CAP, |m| (m / 4).min(DEFAULT_BUDGET_CAP))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

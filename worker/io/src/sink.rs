@@ -177,3 +177,68 @@ fn errors_batch(errors: &[ErrorRecord]) -> Result<RecordBatch, BoxError> {
     ];
     Ok(RecordBatch::try_new(errors_schema(), columns)?)
 }
+
+/// Told when a unit's files are closed, before the sink reports the unit finished: the embedded
+/// runner commits the unit to the checkpoint, a distributed worker reports it to the coordinator.
+pub trait UnitListener: Send + 'static {
+    /// Called once per finished unit attempt, with what its files hold.
+    ///
+    /// # Errors
+    /// An error fails the unit (its files are then an abandoned attempt's).
+    fn unit_closed(
+        &mut self,
+        unit: &WorkUnit,
+        summary: &UnitSummary,
+    ) -> impl Future<Output = Result<(), BoxError>> + Send;
+}
+
+/// Where and how a job's units are written: the sink's spec, its stores and its row group size.
+/// Each pipeline opens its own sink from it ([`SinkPlan::open`]).
+#[derive(Clone)]
+pub struct SinkPlan {
+    spec: ParquetSinkSpec,
+    stores: Arc<StoreRegistry>,
+    row_group_bytes: usize,
+}
+
+impl SinkPlan {
+    /// Units written as `spec` says, row groups closed at `row_group_bytes`.
+    pub fn new(spec: &ParquetSinkSpec, stores: Arc<StoreRegistry>, row_group_bytes: usize) -> Self {
+        Self { spec: spec.clone(), stores, row_group_bytes }
+    }
+
+    /// A sink that tells `listener` about each unit whose files it closed.
+    ///
+    /// # Errors
+    /// When the sink's URI cannot be resolved.
+    pub fn open<L: UnitListener>(&self, listener: L) -> Result<ListeningSink<L>, StoreError> {
+        let parquet = ParquetSink::new(&self.spec, &self.stores)?.with_row_group_bytes(self.row_group_bytes);
+        Ok(ListeningSink { inner: parquet, listener })
+    }
+}
+
+/// The Parquet sink, telling a [`UnitListener`] about each unit whose files it has closed.
+pub struct ListeningSink<L> {
+    inner: ParquetSink,
+    listener: L,
+}
+
+impl<L: UnitListener> UnitSink for ListeningSink<L> {
+    async fn write(&mut self, unit: &WorkUnit, batch: RecordBatch) -> Result<(), BoxError> {
+        self.inner.write(unit, batch).await
+    }
+
+    async fn write_errors(&mut self, unit: &WorkUnit, errors: Vec<ErrorRecord>) -> Result<(), BoxError> {
+        self.inner.write_errors(unit, errors).await
+    }
+
+    async fn finish_unit(&mut self, unit: &WorkUnit) -> Result<UnitSummary, BoxError> {
+        let summary = self.inner.finish_unit(unit).await?;
+        self.listener.unit_closed(unit, &summary).await?;
+        Ok(summary)
+    }
+
+    fn buffered_bytes(&self) -> u64 {
+        self.inner.buffered_bytes()
+    }
+}

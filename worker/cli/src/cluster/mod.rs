@@ -16,21 +16,14 @@ use weir_cluster::placement::{leasing_pool, pools_in_use, step_pools};
 use weir_cluster::worker::{
     ServeOptions, WorkerError, WorkerExit, WorkerOptions, WorkerSetup, connect, run_worker, serve_pool,
 };
-use weir_core::budget::detect_memory_limit;
-use weir_core::{ComputePool, ErrorHandling, MemoryBudget, Step, StepContext};
-use weir_crds::{MultimodalJob, MultimodalJobSpec, PoolName, RowErrorAction};
-use weir_io::source;
+use weir_core::{ComputePool, Step, StepContext};
+use weir_crds::{MultimodalJob, MultimodalJobSpec, PoolName};
 
-use crate::plan::{PlanError, build_steps_where, stores_for};
+use crate::plan::{JobPlan, PlanError, job_name, stores_for};
 
 /// Exit status of `weir coordinator` when the job failed (as opposed to the process failing):
 /// a supervisor does not restart it.
 pub const EXIT_JOB_FAILED: u8 = 3;
-
-/// The job's name (`metadata.name`), or `job`.
-pub fn job_name(job: &MultimodalJob) -> String {
-    job.metadata.name.clone().unwrap_or_else(|| "job".into())
-}
 
 /// Runs the coordinator of `job` on `listen` until the job ends or `shutdown`.
 ///
@@ -106,8 +99,9 @@ pub enum WorkerProcessError {
     Threads(String),
     #[error("serving metrics: {0}")]
     Metrics(std::io::Error),
-    #[error("--pool: {0}")]
-    Pool(String),
+    /// The worker was started for a pool no step of the job runs on.
+    #[error("--pool: no step of this job runs on pool `{pool}`; its pools: {}", list(pools))]
+    NotInJob { pool: PoolName, pools: Vec<PoolName> },
 }
 
 /// Builds the steps of this worker's pool once (loading their models) and either runs units
@@ -122,17 +116,15 @@ pub async fn worker(
     resources: WorkerResources,
     shutdown: CancellationToken,
 ) -> Result<WorkerExit, WorkerProcessError> {
-    let spec = &job.spec;
-    let stores = stores_for(spec);
+    let plan = JobPlan::new(job, resources.memory_limit);
+    let spec = &plan.spec;
     let pools = step_pools(spec);
-    let mine = PoolName::new(options.pool.as_str()).map_err(|e| WorkerProcessError::Pool(e.to_string()))?;
+    let mine = options.pool.clone();
     let in_use = pools_in_use(spec);
     if !in_use.contains(&mine) {
-        let names: Vec<String> = in_use.iter().map(ToString::to_string).collect();
-        let why = format!("no step of this job runs on pool `{mine}`; its pools: {}", names.join(", "));
-        return Err(WorkerProcessError::Pool(why));
+        return Err(WorkerProcessError::NotInJob { pool: mine, pools: in_use });
     }
-    let built = build_steps_where(spec, &stores, |i| pools.get(i) == Some(&mine)).await?;
+    let built = plan.steps_where(|i| pools.get(i) == Some(&mine)).await?;
     let compute = ComputePool::new(resources.threads).map_err(|e| WorkerProcessError::Threads(e.to_string()))?;
     if mine != leasing_pool(spec) {
         let steps: HashMap<usize, Arc<dyn Step>> =
@@ -145,20 +137,15 @@ pub async fn worker(
     let steps = with_remote_segments(spec, built, &pools, |pool| {
         Arc::new(Router::new(coordinator.clone(), &options.id, pool.as_str()))
     });
-    let limit = resources.memory_limit.unwrap_or_else(default_memory_limit);
-    let policy = spec.error_policy();
     let setup = WorkerSetup {
-        reader: source::reader(&spec.source, stores.clone()),
+        reader: plan.reader.clone(),
         steps,
-        budget: MemoryBudget::new(limit),
+        budget: plan.budget.clone(),
         compute,
-        errors: ErrorHandling {
-            skip_rows: policy.on_row_error == RowErrorAction::Skip,
-            max_error_ratio: policy.max_error_ratio,
-        },
-        sink: spec.sink.parquet.clone(),
-        stores,
-        metrics: Arc::new(WorkerMetrics::new(&job_name(job), &options.pool, &options.id)),
+        errors: plan.errors,
+        sink: plan.sink.clone(),
+        stores: plan.stores.clone(),
+        metrics: Arc::new(WorkerMetrics::new(&plan.name, options.pool.as_str(), &options.id)),
         stats: Arc::default(),
     };
     let _metrics = match resources.metrics {
@@ -206,8 +193,6 @@ fn with_remote_segments(
 /// Morsels a remote step keeps in flight: one being processed by the peer while the next travels.
 const REMOTE_MORSELS_IN_FLIGHT: usize = 2;
 
-/// A quarter of the detected memory limit, at most 2 GiB (as `weir run`).
-pub fn default_memory_limit() -> u64 {
-    const CAP: u64 = 2 << 30;
-    detect_memory_limit().map_or(CAP, |m| (m / 4).min(CAP))
+fn list(pools: &[PoolName]) -> String {
+    pools.iter().map(PoolName::as_str).collect::<Vec<_>>().join(", ")
 }

@@ -17,7 +17,7 @@ use super::EXIT_JOB_FAILED;
 
 /// Worker processes per pool, e.g. `cpu=2,gpu-l4=1` (a bare number means `cpu=N`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Topology(pub Vec<(String, usize)>);
+pub struct Topology(pub Vec<(PoolName, usize)>);
 
 impl Topology {
     /// Parses `cpu=2,gpu-l4=1` or `3`: pool names as in `spec.pools`, each at most once.
@@ -26,7 +26,7 @@ impl Topology {
     /// A message naming the malformed part.
     pub fn parse(text: &str) -> Result<Self, String> {
         if let Ok(n) = text.trim().parse::<usize>() {
-            return Self::checked(vec![("cpu".into(), n)]);
+            return Self::checked(vec![(PoolName::cpu(), n)]);
         }
         let mut pools = Vec::new();
         for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
@@ -34,15 +34,15 @@ impl Topology {
                 part.split_once('=').ok_or_else(|| format!("`{part}`: expected POOL=COUNT, e.g. cpu=2"))?;
             let count: usize = count.trim().parse().map_err(|_| format!("`{part}`: COUNT must be a whole number"))?;
             let pool = PoolName::new(pool.trim()).map_err(|e| format!("`{part}`: {e}"))?;
-            if pools.iter().any(|(p, _)| *p == pool.as_str()) {
+            if pools.iter().any(|(p, _)| *p == pool) {
                 return Err(format!("`{part}`: pool {pool} is named twice"));
             }
-            pools.push((pool.to_string(), count));
+            pools.push((pool, count));
         }
         Self::checked(pools)
     }
 
-    fn checked(pools: Vec<(String, usize)>) -> Result<Self, String> {
+    fn checked(pools: Vec<(PoolName, usize)>) -> Result<Self, String> {
         if pools.iter().map(|(_, n)| n).sum::<usize>() == 0 {
             return Err("at least one worker is needed".into());
         }
@@ -60,14 +60,14 @@ impl Topology {
     /// A message naming the missing or unused pool and the job's pools.
     pub fn check_against(&self, in_use: &[PoolName]) -> Result<(), String> {
         let names: Vec<&str> = in_use.iter().map(PoolName::as_str).collect();
-        let listed = |pool: &str| self.0.iter().any(|(p, n)| p == pool && *n > 0);
-        if let Some(missing) = names.iter().find(|p| !listed(p)) {
+        let listed = |pool: &PoolName| self.0.iter().any(|(p, n)| p == pool && *n > 0);
+        if let Some(missing) = in_use.iter().find(|p| !listed(p)) {
             return Err(format!(
                 "the job runs steps on pool {missing}, which --workers gives no worker (the job's pools: {})",
                 names.join(", ")
             ));
         }
-        if let Some((unused, _)) = self.0.iter().find(|(p, n)| *n > 0 && !names.contains(&p.as_str())) {
+        if let Some((unused, _)) = self.0.iter().find(|(p, n)| *n > 0 && !in_use.contains(p)) {
             return Err(format!("no step of the job runs on pool {unused} (the job's pools: {})", names.join(", ")));
         }
         Ok(())
@@ -180,7 +180,7 @@ pub async fn supervise(options: &SuperviseOptions, shutdown: CancellationToken) 
                 "--coordinator",
                 &endpoint,
                 "--pool",
-                pool,
+                pool.as_str(),
                 "--id",
                 &name,
                 "--threads",
@@ -266,11 +266,15 @@ async fn stop_all(children: &mut [Supervised]) {
 mod tests {
     use super::*;
 
+    fn pool(name: &str) -> PoolName {
+        PoolName::new(name).expect("pool name")
+    }
+
     #[test]
     fn topologies_parse_and_typos_are_named() {
-        assert_eq!(Topology::parse("cpu=2,gpu=1"), Ok(Topology(vec![("cpu".into(), 2), ("gpu".into(), 1)])));
-        assert_eq!(Topology::parse("cpu=1,gpu-l4=2"), Ok(Topology(vec![("cpu".into(), 1), ("gpu-l4".into(), 2)])));
-        assert_eq!(Topology::parse("3"), Ok(Topology(vec![("cpu".into(), 3)])));
+        assert_eq!(Topology::parse("cpu=2,gpu=1"), Ok(Topology(vec![(pool("cpu"), 2), (pool("gpu"), 1)])));
+        assert_eq!(Topology::parse("cpu=1,gpu-l4=2"), Ok(Topology(vec![(pool("cpu"), 1), (pool("gpu-l4"), 2)])));
+        assert_eq!(Topology::parse("3"), Ok(Topology(vec![(pool("cpu"), 3)])));
         assert!(Topology::parse("cpu2").unwrap_err().contains("`cpu2`"));
         assert!(Topology::parse("GPU=1").unwrap_err().contains("not a pool name"));
         assert!(Topology::parse("cpu=1,cpu=2").unwrap_err().contains("twice"));

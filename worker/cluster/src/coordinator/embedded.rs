@@ -12,9 +12,11 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use weir_checkpoint::{CheckpointStore, CommitOutcome, UnitCommit};
-use weir_core::WorkUnit;
+use weir_core::unit::BoxError;
+use weir_core::{UnitSummary, WorkUnit};
 use weir_crds::MultimodalJobSpec;
 use weir_io::StoreRegistry;
+use weir_io::sink::UnitListener;
 
 use super::state::Verdict;
 use super::{CoordinatorError, finalize, load_or_create_plan};
@@ -127,5 +129,22 @@ impl UnitCommitter {
                 Ok(false)
             }
         }
+    }
+}
+
+/// The embedded run's sink listener: each unit is committed once its files are closed, so a
+/// killed run does not redo it.
+impl UnitListener for UnitCommitter {
+    async fn unit_closed(&mut self, unit: &WorkUnit, summary: &UnitSummary) -> Result<(), BoxError> {
+        let commit = UnitCommit {
+            unit: summary.unit,
+            attempt: summary.attempt,
+            rows_in: unit.rows(),
+            rows_out: summary.rows,
+            errors: summary.errors,
+            files: summary.files.clone(),
+        };
+        self.commit(&commit).await?;
+        Ok(())
     }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use object_store::{ObjectStoreExt, PutPayload};
 use weir_checkpoint::{CheckpointStore, JobManifest, sweep_orphans};
-use weir_crds::{MultimodalJobSpec, RowErrorAction};
+use weir_crds::MultimodalJobSpec;
 use weir_io::StoreRegistry;
 
 use super::CoordinatorError;
@@ -73,7 +73,7 @@ pub(super) async fn finalize(
 
 fn error_ratio_exceeded(spec: &MultimodalJobSpec, manifest: &JobManifest) -> Option<String> {
     let policy = spec.error_policy();
-    if policy.on_row_error != RowErrorAction::Skip || manifest.rows_in == 0 || manifest.rows_failed == 0 {
+    if !policy.skips_rows() || manifest.rows_in == 0 || manifest.rows_failed == 0 {
         return None;
     }
     let ratio = manifest.rows_failed as f64 / manifest.rows_in as f64;

@@ -26,7 +26,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use weir_checkpoint::{CheckpointError, CheckpointStore};
 use weir_core::WorkUnit;
-use weir_crds::{MultimodalJobSpec, RowErrorAction};
+use weir_crds::MultimodalJobSpec;
 use weir_io::source::{self, SourceError};
 use weir_io::{StoreError, StoreRegistry};
 
@@ -288,8 +288,7 @@ impl Coordinator {
     }
 
     fn max_error_ratio(&self) -> Option<f64> {
-        let policy = self.shared.spec.error_policy();
-        (policy.on_row_error == RowErrorAction::Skip && policy.max_error_ratio < 1.0).then_some(policy.max_error_ratio)
+        self.shared.spec.error_policy().error_ratio_limit()
     }
 
     /// Records where this coordinator listens, for `weir status`.
