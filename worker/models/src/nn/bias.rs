@@ -7,8 +7,7 @@
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape};
 use rayon::prelude::*;
 
-use super::conv::Activation;
-use super::nchw_f32;
+use super::{Activation, nchw_f32};
 
 /// `act(x + bias[c])` for every element of channel `c`.
 #[derive(Debug, Clone)]

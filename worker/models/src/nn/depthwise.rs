@@ -8,8 +8,7 @@
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape};
 use rayon::prelude::*;
 
-use super::conv::{Activation, Pad};
-use super::nchw_f32;
+use super::{Activation, Pad, nchw_f32};
 
 /// The fused depthwise convolution `act(conv(x, w) + b)` on an NCHW f32 tensor.
 #[derive(Debug, Clone)]

@@ -4,7 +4,7 @@ pub mod bias;
 pub mod conv;
 pub mod depthwise;
 
-pub use conv::{Activation, ConvBn, ConvNames, ConvShape, Linear, Pad, Padding, global_average};
+pub use conv::{ConvBn, ConvNames, ConvShape, Linear, Padding, global_average};
 
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, D, Layout, Tensor};
@@ -33,4 +33,72 @@ pub(crate) fn nchw_f32<'a>(
         candle_core::bail!("{op} has {channels} channels, input has {c}")
     }
     Ok((&data[start..end], [n, c, h, w]))
+}
+
+/// Zero padding on each side of a feature map.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pad {
+    pub top: usize,
+    pub bottom: usize,
+    pub left: usize,
+    pub right: usize,
+}
+
+impl Pad {
+    /// The same padding on every side (PyTorch's `padding=p`).
+    pub fn symmetric(p: usize) -> Self {
+        Self { top: p, bottom: p, left: p, right: p }
+    }
+
+    /// TensorFlow's `SAME` padding for an `h`x`w` input: the output is `ceil(size / stride)` and
+    /// any odd padding goes after (bottom, right). EfficientNet weights ported from TF need it.
+    pub fn tf_same(h: usize, w: usize, kernel: usize, stride: usize) -> Self {
+        let total = |size: usize| ((size.div_ceil(stride) - 1) * stride + kernel).saturating_sub(size);
+        let (ph, pw) = (total(h), total(w));
+        Self { top: ph / 2, bottom: ph - ph / 2, left: pw / 2, right: pw - pw / 2 }
+    }
+
+    /// Output height and width of a `kernel`/`stride` convolution over a padded `h`x`w` input.
+    pub fn output_size(&self, h: usize, w: usize, kernel: usize, stride: usize) -> (usize, usize) {
+        let out =
+            |size: usize, before: usize, after: usize| (size + before + after).saturating_sub(kernel) / stride + 1;
+        (out(h, self.top, self.bottom), out(w, self.left, self.right))
+    }
+
+    fn is_zero(&self) -> bool {
+        *self == Self::symmetric(0)
+    }
+
+    fn apply(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        if self.is_zero() {
+            return Ok(x.clone());
+        }
+        x.pad_with_zeros(2, self.top, self.bottom)?.pad_with_zeros(3, self.left, self.right)
+    }
+}
+
+/// The non-linearity after a layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    None,
+    Relu,
+    Relu6,
+}
+
+impl Activation {
+    pub fn apply(self, x: &Tensor) -> candle_core::Result<Tensor> {
+        match self {
+            Activation::None => Ok(x.clone()),
+            Activation::Relu => x.relu(),
+            Activation::Relu6 => x.clamp(0f32, 6f32),
+        }
+    }
+
+    pub fn apply_slice(self, values: &mut [f32]) {
+        match self {
+            Activation::None => {}
+            Activation::Relu => values.iter_mut().for_each(|v| *v = v.max(0.)),
+            Activation::Relu6 => values.iter_mut().for_each(|v| *v = v.clamp(0., 6.)),
+        }
+    }
 }
