@@ -3,8 +3,8 @@
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use weir_testkit::docs::{PdfPage, encrypted_pdf, pdf};
-use weir_testkit::media::{
+use weir_samples::docs::{PdfPage, encrypted_pdf, pdf};
+use weir_samples::media::{
     AudioFormat, ToneSpec, VideoCodec, VideoSpec, write_empty, write_tone, write_truncated_mp4, write_video,
 };
 

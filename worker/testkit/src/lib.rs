@@ -1,13 +1,11 @@
-//! Generators of realistic media fixtures for Weir's tests, benchmarks and examples.
+//! Test servers and helpers for Weir's tests and benchmarks; the media generators are
+//! `weir-samples`, re-exported here so tests name one crate.
 //!
-//! Everything here is deterministic for a given seed, so a failing test reproduces exactly.
 //! [`moto`] starts a local S3-compatible server for tests that need real object storage, and
 //! [`proxy`] puts a TCP proxy in front of it that can stage an outage.
 
-pub mod docs;
-pub mod images;
-pub mod media;
 pub mod moto;
 pub mod process;
 pub mod proxy;
-pub mod speech;
+
+pub use weir_samples::{docs, images, media, speech};
