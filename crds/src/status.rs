@@ -60,7 +60,6 @@ pub struct Progress {
     pub rows_in: u64,
     pub rows_out: u64,
     pub rows_failed: u64,
-    pub bytes_in: u64,
     /// e.g. `42%`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub percent: Option<String>,

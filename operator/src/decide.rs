@@ -297,7 +297,6 @@ impl Decision<'_> {
             rows_in: p.rows_in,
             rows_out: p.rows_out,
             rows_failed: p.rows_failed,
-            bytes_in: 0,
             percent: Some(format!("{percent}%")),
             eta: p.eta_seconds.map(human_duration),
             updated_time: Some(self.seen.now.clone()),
