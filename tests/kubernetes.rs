@@ -1,4 +1,6 @@
-//! The operator on a real cluster (kind, k3d, any): opt-in, it runs only when `KUBECONFIG` is set.
+//! The operator on a real cluster (kind, k3d, any): opt-in. The tests are `#[ignore]`d, so a plain
+//! `cargo test` lists them as ignored rather than passing them; run them with `KUBECONFIG` set and
+//! `cargo test -p weir-e2e --test kubernetes -- --ignored`.
 //!
 //! What it needs besides the cluster:
 //! - `WEIR_E2E_IMAGE`: the image built by the `Dockerfile`, loaded into the cluster (default
@@ -33,6 +35,9 @@ use weir_operator::controller::{self, Context};
 use weir_operator::metrics::Metrics;
 use weir_operator::progress::GrpcProgress;
 
+/// Why the suite is ignored by default.
+const NEEDS_CLUSTER: &str = "needs a cluster: set KUBECONFIG";
+
 struct Cluster {
     client: Client,
     namespace: String,
@@ -49,12 +54,15 @@ fn var(name: &str, default: &str) -> String {
 }
 
 impl Cluster {
-    /// `None` (the suite is skipped) unless `KUBECONFIG` is set.
-    async fn connect() -> Option<Self> {
-        std::env::var_os("KUBECONFIG")?;
+    /// The cluster `KUBECONFIG` names.
+    ///
+    /// # Panics
+    /// When `KUBECONFIG` or the S3 settings are not set, or the cluster is unreachable.
+    async fn connect() -> Self {
+        assert!(std::env::var_os("KUBECONFIG").is_some(), "{NEEDS_CLUSTER}; see this file's docs");
         let client = Client::try_default().await.expect("KUBECONFIG is set but the cluster is unreachable");
         let pod_endpoint = std::env::var("WEIR_E2E_S3_ENDPOINT").expect("WEIR_E2E_S3_ENDPOINT (S3 as the pods see it)");
-        Some(Self {
+        Self {
             client,
             namespace: format!("weir-e2e-{}", std::process::id()),
             image: var("WEIR_E2E_IMAGE", "weir:dev"),
@@ -63,7 +71,7 @@ impl Cluster {
             bucket: var("WEIR_E2E_BUCKET", "weir-e2e"),
             key: std::env::var("AWS_ACCESS_KEY_ID").expect("AWS_ACCESS_KEY_ID"),
             secret: std::env::var("AWS_SECRET_ACCESS_KEY").expect("AWS_SECRET_ACCESS_KEY"),
-        })
+        }
     }
 
     /// The bucket as this test reaches it, through the same registry the workers use (credentials
@@ -73,16 +81,12 @@ impl Cluster {
         StoreRegistry::new(settings).resolve(&format!("s3://{}/", self.bucket)).expect("S3 store").store
     }
 
-    /// A connected cluster with the CRD installed and a fresh namespace; `None` (the test is
-    /// skipped, and says so) unless `KUBECONFIG` is set.
-    async fn prepared() -> Option<Self> {
-        let Some(cluster) = Self::connect().await else {
-            eprintln!("skipped: set KUBECONFIG (and WEIR_E2E_* as the file's docs say) to run the cluster suite");
-            return None;
-        };
+    /// A connected cluster with the CRD installed and a fresh namespace.
+    async fn prepared() -> Self {
+        let cluster = Self::connect().await;
         cluster.install_crd().await;
         cluster.create_namespace().await;
-        Some(cluster)
+        cluster
     }
 
     /// Applies the committed `crds/multimodaljob.yaml`, read as kubectl reads it.
@@ -166,8 +170,9 @@ async fn pods(api: &Api<Pod>) -> Vec<Pod> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a cluster: KUBECONFIG"]
 async fn an_image_job_runs_suspends_resumes_succeeds_and_is_cleaned_up_on_a_real_cluster() {
-    let Some(cluster) = Cluster::prepared().await else { return };
+    let cluster = Cluster::prepared().await;
     let prefix = cluster.namespace.clone();
     let store = cluster.store();
     let images = tempfile::tempdir().expect("tmp");
@@ -234,8 +239,9 @@ fn repo_file(path: &str) -> std::path::PathBuf {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a cluster: KUBECONFIG"]
 async fn the_committed_crd_installs_and_every_example_passes_a_server_side_dry_run() {
-    let Some(cluster) = Cluster::prepared().await else { return };
+    let cluster = Cluster::prepared().await;
     let jobs: Api<kube::api::DynamicObject> = Api::namespaced_with(
         cluster.client.clone(),
         &cluster.namespace,
@@ -265,8 +271,9 @@ async fn the_committed_crd_installs_and_every_example_passes_a_server_side_dry_r
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a cluster: KUBECONFIG"]
 async fn a_job_whose_step_reads_a_missing_column_fails_before_any_pod_exists() {
-    let Some(cluster) = Cluster::prepared().await else { return };
+    let cluster = Cluster::prepared().await;
     let operator = cluster.start_operator();
     let jobs: Api<MultimodalJob> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
     let pod_api: Api<Pod> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
