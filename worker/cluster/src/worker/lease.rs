@@ -1,4 +1,4 @@
-//! The worker loop: lease units from the coordinator, stream them through this worker's
+//! The leasing worker: lease units from the coordinator, stream them through this worker's
 //! pipeline, report each finished unit, and keep the leases alive with heartbeats.
 //!
 //! # Guarantees
@@ -24,27 +24,12 @@ use weir_core::{
 use weir_io::StoreRegistry;
 use weir_io::sink::ParquetSink;
 
+use super::{WorkerError, WorkerExit, WorkerOptions, connect};
 use crate::convert::unit_from_proto;
-use crate::exchange::server_bind as bind;
-use crate::exchange::{StepServer, serve_steps};
 use crate::metrics::WorkerMetrics;
 use crate::proto::coordinator_client::CoordinatorClient;
 use crate::proto::{self, lease_response::Result as LeaseResult};
 use crate::retry::{Backoff, retry_rpc};
-
-/// Who this worker is and where its coordinator listens.
-#[derive(Debug, Clone)]
-pub struct WorkerOptions {
-    /// Unique among the job's workers (a restarted worker may reuse its name).
-    pub id: String,
-    pub pool: String,
-    /// `http://host:port`.
-    pub coordinator: String,
-    /// Units held at once: one running, the next one already leased.
-    pub capacity: usize,
-    /// After SIGTERM, how long held units may take to finish before they are handed back.
-    pub grace: Duration,
-}
 
 /// What a worker runs units with; everything is shared by its successive pipelines.
 pub struct WorkerSetup {
@@ -72,26 +57,6 @@ impl WorkerSetup {
             metrics.render()
         })
     }
-}
-
-/// Why a worker stopped with an error.
-#[derive(Debug, thiserror::Error)]
-pub enum WorkerError {
-    #[error("coordinator `{endpoint}` unreachable: {message}")]
-    Unreachable { endpoint: String, message: String },
-    #[error("building the sink: {0}")]
-    Sink(#[from] weir_io::StoreError),
-    #[error("binding {0}: {1}")]
-    Bind(std::net::SocketAddr, std::io::Error),
-}
-
-/// Why the worker loop returned.
-#[derive(Debug, Clone, PartialEq)]
-pub enum WorkerExit {
-    /// The coordinator said the job ended.
-    JobEnded { succeeded: bool, message: String },
-    /// Shutdown was requested; held units were finished or handed back.
-    Drained,
 }
 
 /// A unit this worker holds, with the permit that counts it against its capacity.
@@ -158,20 +123,6 @@ impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
     }
-}
-
-/// A lazily connected client: calls fail with `Unavailable` while the coordinator is down, and
-/// reconnect once it is back.
-///
-/// # Errors
-/// When `endpoint` is not a URL.
-pub fn connect(endpoint: &str) -> Result<CoordinatorClient<Channel>, WorkerError> {
-    let channel = Channel::from_shared(endpoint.to_string())
-        .map_err(|e| WorkerError::Unreachable { endpoint: endpoint.to_string(), message: e.to_string() })?
-        .connect_timeout(Duration::from_secs(2))
-        .timeout(Duration::from_secs(30))
-        .connect_lazy();
-    Ok(CoordinatorClient::new(channel))
 }
 
 /// The worker's shared handles; cloning is cheap.
@@ -452,72 +403,4 @@ impl UnitSink for ReportingSink {
     fn buffered_bytes(&self) -> u64 {
         self.inner.buffered_bytes()
     }
-}
-
-/// How a worker of a non-leasing pool serves its steps.
-pub struct ServeOptions {
-    /// Where to listen for exchanges.
-    pub listen: std::net::SocketAddr,
-    /// The URL other workers reach it at (default `http://<bound address>`).
-    pub advertise: Option<String>,
-}
-
-/// Serves this worker's pool's steps to the leasing workers until the job ends or `shutdown`;
-/// exchanges in progress finish first.
-///
-/// # Errors
-/// [`WorkerError`] when the coordinator's address is unusable or the listener cannot be bound.
-pub async fn serve_pool(
-    server: StepServer,
-    options: WorkerOptions,
-    serve: ServeOptions,
-    shutdown: CancellationToken,
-) -> Result<WorkerExit, WorkerError> {
-    let client = connect(&options.coordinator)?;
-    let (listener, bound) = bind(serve.listen).await.map_err(|e| WorkerError::Bind(serve.listen, e))?;
-    let endpoint = serve.advertise.clone().unwrap_or_else(|| format!("http://{bound}"));
-    let load = server.load();
-    let stop = CancellationToken::new();
-    let serving = tokio::spawn(serve_steps(server, listener, stop.clone()));
-    eprintln!("weir worker {}: serving {} steps on {endpoint}", options.id, options.pool);
-    let register = proto::RegisterRequest {
-        worker: options.id.clone(),
-        pool: options.pool.clone(),
-        capacity: options.capacity as u32,
-        exchange_endpoint: endpoint.clone(),
-    };
-    let timing = retry_rpc(&shutdown, Backoff::patient(), || {
-        let mut client = client.clone();
-        let register = register.clone();
-        async move { client.register(register).await }
-    })
-    .await;
-    let every = timing.map_or(Duration::from_secs(1), |t| Duration::from_millis(t.heartbeat_interval_ms.max(50)));
-    let mut exit = WorkerExit::Drained;
-    while !shutdown.is_cancelled() {
-        tokio::select! {
-            () = shutdown.cancelled() => break,
-            () = tokio::time::sleep(every) => {}
-        }
-        let request = proto::HeartbeatRequest {
-            worker: options.id.clone(),
-            held: Vec::new(),
-            pool: options.pool.clone(),
-            exchange_endpoint: endpoint.clone(),
-            exchanges_in_flight: load.load(std::sync::atomic::Ordering::Relaxed),
-        };
-        match client.clone().heartbeat(request).await.map(tonic::Response::into_inner) {
-            Ok(proto::HeartbeatResponse { ended: Some(ended), .. }) => {
-                exit = WorkerExit::JobEnded { succeeded: ended.succeeded, message: ended.message };
-                break;
-            }
-            Ok(_) => {}
-            Err(status) => eprintln!("weir worker {}: heartbeat failed: {}", options.id, status.message()),
-        }
-    }
-    stop.cancel();
-    if let Ok(Err(e)) = serving.await {
-        eprintln!("weir worker {}: exchange server: {e}", options.id);
-    }
-    Ok(exit)
 }
