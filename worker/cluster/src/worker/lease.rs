@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 use weir_core::unit::BoxError;
@@ -24,7 +25,7 @@ use weir_core::{
 use weir_io::StoreRegistry;
 use weir_io::sink::ParquetSink;
 
-use super::{WorkerError, WorkerExit, WorkerOptions, connect};
+use super::{Holding, Membership, WorkerError, WorkerExit, WorkerOptions, connect};
 use crate::convert::unit_from_proto;
 use crate::metrics::WorkerMetrics;
 use crate::proto::coordinator_client::CoordinatorClient;
@@ -79,23 +80,7 @@ pub async fn run_worker(
     shutdown: CancellationToken,
 ) -> Result<WorkerExit, WorkerError> {
     let client = connect(&options.coordinator)?;
-    let register = proto::RegisterRequest {
-        worker: options.id.clone(),
-        pool: options.pool.clone(),
-        capacity: options.capacity as u32,
-        exchange_endpoint: String::new(),
-    };
-    let timing = retry_rpc(&shutdown, Backoff::patient(), || {
-        let mut client = client.clone();
-        let register = register.clone();
-        async move { client.register(register).await }
-    })
-    .await
-    .map_err(|status| WorkerError::Unreachable {
-        endpoint: options.coordinator.clone(),
-        message: status.message().to_string(),
-    })?;
-    let heartbeat_every = Duration::from_millis(timing.heartbeat_interval_ms.max(50));
+    let membership = Membership::register(client.clone(), &options, String::new(), &shutdown).await?;
     let capacity = options.capacity.max(1);
     let worker = Worker {
         setup: Arc::new(setup),
@@ -107,22 +92,21 @@ pub async fn run_worker(
         ended: CancellationToken::new(),
         exit: Arc::default(),
     };
-    let heartbeats = tokio::spawn(worker.clone().heartbeats(heartbeat_every));
-    let _stop_heartbeats = AbortOnDrop(heartbeats);
+    // Dropping the set aborts the heartbeats, so none outlives the worker loop; they go on while
+    // held units drain after `shutdown`.
+    let mut heartbeats = JoinSet::new();
+    heartbeats.spawn({
+        let worker = worker.clone();
+        async move {
+            let ended = membership.heartbeats(|| worker.holding()).await;
+            worker.job_ended(ended);
+        }
+    });
     while !shutdown.is_cancelled() && !worker.ended.is_cancelled() {
         worker.round(&shutdown).await?;
     }
     let exit = worker.exit.lock().unwrap_or_else(|p| p.into_inner()).clone();
     Ok(exit.unwrap_or(WorkerExit::Drained))
-}
-
-/// Aborts the task when dropped, so no heartbeat outlives the worker loop.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 /// The worker's shared handles; cloning is cheap.
@@ -343,36 +327,11 @@ impl Worker {
         self.ended.cancel();
     }
 
-    /// Renews the leases of held units until the worker stops; notices the job's end.
-    async fn heartbeats(self, every: Duration) {
-        loop {
-            tokio::time::sleep(every).await;
-            let held: Vec<proto::UnitAttempt> =
-                self.held().values().map(|h| proto::UnitAttempt { unit: h.unit.id, attempt: h.unit.attempt }).collect();
-            let request = proto::HeartbeatRequest {
-                worker: self.options.id.clone(),
-                held,
-                pool: self.options.pool.clone(),
-                ..Default::default()
-            };
-            match self.client.clone().heartbeat(request).await {
-                Ok(reply) => {
-                    let reply = reply.into_inner();
-                    if let Some(ended) = reply.ended {
-                        // The coordinator counts this worker as told and may exit now.
-                        self.job_ended(ended);
-                        return;
-                    }
-                    for revoked in reply.revoked {
-                        self.log(format_args!(
-                            "lease of unit {} attempt {} was revoked; its result may be discarded",
-                            revoked.unit, revoked.attempt
-                        ));
-                    }
-                }
-                Err(status) => self.log(format_args!("heartbeat failed: {}", status.message())),
-            }
-        }
+    /// The held units, whose leases the next heartbeat renews.
+    fn holding(&self) -> Holding {
+        let units =
+            self.held().values().map(|h| proto::UnitAttempt { unit: h.unit.id, attempt: h.unit.attempt }).collect();
+        Holding { units, ..Holding::default() }
     }
 }
 

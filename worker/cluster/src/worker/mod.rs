@@ -1,14 +1,18 @@
 //! The worker roles: lease units from the coordinator and run them ([`lease`]), or serve a
-//! non-leasing pool's steps to the leasing workers ([`serve`]); what both share lives here.
+//! non-leasing pool's steps to the leasing workers ([`serve`]); what both share lives here: the
+//! options, the errors, the client, and registering and heartbeating ([`Membership`]).
 
 mod lease;
 mod serve;
 
 use std::time::Duration;
 
+use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
 use crate::proto::coordinator_client::CoordinatorClient;
+use crate::proto::{self, JobEnded, UnitAttempt};
+use crate::retry::{Backoff, retry_rpc};
 
 pub use lease::{WorkerSetup, run_worker};
 pub use serve::{ServeOptions, serve_pool};
@@ -59,4 +63,98 @@ pub fn connect(endpoint: &str) -> Result<CoordinatorClient<Channel>, WorkerError
         .timeout(Duration::from_secs(30))
         .connect_lazy();
     Ok(CoordinatorClient::new(channel))
+}
+
+/// A worker registered with its coordinator, heartbeating at the interval the coordinator gave.
+struct Membership {
+    client: CoordinatorClient<Channel>,
+    worker: String,
+    pool: String,
+    /// Where the worker serves its pool's steps; empty for a leasing worker.
+    exchange_endpoint: String,
+    every: Duration,
+}
+
+/// What a worker reports at each heartbeat.
+#[derive(Debug, Default)]
+struct Holding {
+    /// The units it holds: the heartbeat renews their leases.
+    units: Vec<UnitAttempt>,
+    /// Exchanges it is serving now (the coordinator routes to the least loaded).
+    exchanges_in_flight: u32,
+}
+
+impl Membership {
+    /// Registers with the coordinator, retrying while it is unreachable or restarting.
+    ///
+    /// # Errors
+    /// [`WorkerError::Unreachable`] when the coordinator refuses the registration, or `shutdown`
+    /// comes before it answers.
+    async fn register(
+        client: CoordinatorClient<Channel>,
+        options: &WorkerOptions,
+        exchange_endpoint: String,
+        shutdown: &CancellationToken,
+    ) -> Result<Self, WorkerError> {
+        let request = proto::RegisterRequest {
+            worker: options.id.clone(),
+            pool: options.pool.clone(),
+            capacity: options.capacity as u32,
+            exchange_endpoint: exchange_endpoint.clone(),
+        };
+        let timing = retry_rpc(shutdown, Backoff::patient(), || {
+            let mut client = client.clone();
+            let request = request.clone();
+            async move { client.register(request).await }
+        })
+        .await
+        .map_err(|status| WorkerError::Unreachable {
+            endpoint: options.coordinator.clone(),
+            message: status.message().to_string(),
+        })?;
+        Ok(Self {
+            client,
+            worker: options.id.clone(),
+            pool: options.pool.clone(),
+            exchange_endpoint,
+            every: Duration::from_millis(timing.heartbeat_interval_ms.max(50)),
+        })
+    }
+
+    /// Heartbeats, reporting what `holding` says each time, until the coordinator answers that the
+    /// job ended; returns its verdict. A failed heartbeat or a revoked lease is logged and the
+    /// heartbeats go on.
+    ///
+    /// # Cancellation
+    /// Never returns otherwise: drop the future (or abort its task) to stop. A heartbeat dropped in
+    /// flight is harmless; the next one repeats it.
+    async fn heartbeats(&self, holding: impl Fn() -> Holding) -> JobEnded {
+        loop {
+            tokio::time::sleep(self.every).await;
+            let Holding { units, exchanges_in_flight } = holding();
+            let request = proto::HeartbeatRequest {
+                worker: self.worker.clone(),
+                held: units,
+                pool: self.pool.clone(),
+                exchange_endpoint: self.exchange_endpoint.clone(),
+                exchanges_in_flight,
+            };
+            match self.client.clone().heartbeat(request).await {
+                Ok(reply) => {
+                    let reply = reply.into_inner();
+                    if let Some(ended) = reply.ended {
+                        // The coordinator counts this worker as told and may exit now.
+                        return ended;
+                    }
+                    for revoked in reply.revoked {
+                        eprintln!(
+                            "weir worker {}: lease of unit {} attempt {} was revoked; its result may be discarded",
+                            self.worker, revoked.unit, revoked.attempt
+                        );
+                    }
+                }
+                Err(status) => eprintln!("weir worker {}: heartbeat failed: {}", self.worker, status.message()),
+            }
+        }
+    }
 }
