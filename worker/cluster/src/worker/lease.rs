@@ -17,6 +17,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
+use tracing::{error, info, warn};
 use weir_core::unit::BoxError;
 use weir_core::{
     ComputePool, ErrorHandling, ErrorRecord, ExecError, MemoryBudget, Pipeline, PipelineOptions, PipelineStats, Step,
@@ -125,10 +126,6 @@ struct Worker {
 }
 
 impl Worker {
-    fn log(&self, message: impl std::fmt::Display) {
-        eprintln!("weir worker {}: {message}", self.options.id);
-    }
-
     fn held(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Held>> {
         self.held.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -160,7 +157,7 @@ impl Worker {
         let (result, (), ()) = tokio::join!(run, self.lease_into(unit_tx, &round_over), self.report(done_rx));
         let error = result.err();
         if let Some(e) = &error {
-            self.log(format_args!("pipeline stopped: {e}"));
+            warn!(worker = %self.options.id, pool = %self.options.pool, "pipeline stopped: {e}");
         }
         self.abandon(error.as_ref()).await;
         Ok(())
@@ -215,7 +212,7 @@ impl Worker {
                         continue;
                     }
                     Err(message) => {
-                        self.log(message);
+                        error!(worker = %self.options.id, pool = %self.options.pool, "{message}");
                         Duration::from_secs(1)
                     }
                 },
@@ -230,7 +227,7 @@ impl Worker {
                     return;
                 }
                 Err(status) => {
-                    self.log(format_args!("lease refused: {status}"));
+                    warn!(worker = %self.options.id, pool = %self.options.pool, "lease refused: {status}");
                     Duration::from_secs(1)
                 }
             };
@@ -264,18 +261,20 @@ impl Worker {
             .await;
             match reply {
                 Ok(reply) if !reply.committed => {
-                    self.log(format_args!(
-                        "unit {} attempt {} lost to an earlier attempt",
-                        summary.unit, summary.attempt
-                    ));
+                    let (unit, attempt) = (summary.unit, summary.attempt);
+                    let worker = &self.options.id;
+                    info!(worker = %worker, unit, attempt, "unit {unit} attempt {attempt} lost to an earlier attempt");
                     // Best effort: the coordinator sweeps leftovers.
                     self.setup.stores.delete_quietly(&summary.files).await;
                 }
                 Ok(_) => self.setup.metrics.unit("completed"),
-                Err(status) => self.log(format_args!(
+                Err(status) => warn!(
+                    worker = %self.options.id,
+                    unit = summary.unit,
+                    attempt = summary.attempt,
                     "could not report unit {} ({status}); its lease will expire and it will run again",
                     summary.unit
-                )),
+                ),
             }
             self.held().remove(&summary.unit);
             self.finished.notify_one();
@@ -314,14 +313,21 @@ impl Worker {
             })
             .await;
             if let Err(status) = reply {
-                self.log(format_args!("could not hand back unit {}: {status}", unit.id));
+                warn!(
+                    worker = %self.options.id,
+                    unit = unit.id,
+                    attempt = unit.attempt,
+                    "could not hand back unit {}: {status}",
+                    unit.id
+                );
             }
         }
     }
 
     /// Records the job's verdict and stops leasing.
     fn job_ended(&self, ended: proto::JobEnded) {
-        self.log(format_args!("job ended: {}", ended.message));
+        let (worker, pool) = (&self.options.id, &self.options.pool);
+        info!(worker = %worker, pool = %pool, succeeded = ended.succeeded, "job ended: {}", ended.message);
         *self.exit.lock().unwrap_or_else(|p| p.into_inner()) =
             Some(WorkerExit::JobEnded { succeeded: ended.succeeded, message: ended.message });
         self.ended.cancel();

@@ -146,14 +146,21 @@ impl Membership {
                         // The coordinator counts this worker as told and may exit now.
                         return ended;
                     }
-                    for revoked in reply.revoked {
-                        eprintln!(
-                            "weir worker {}: lease of unit {} attempt {} was revoked; its result may be discarded",
-                            self.worker, revoked.unit, revoked.attempt
+                    for UnitAttempt { unit, attempt } in reply.revoked {
+                        tracing::warn!(
+                            worker = %self.worker,
+                            unit,
+                            attempt,
+                            "lease of unit {unit} attempt {attempt} was revoked; its result may be discarded"
                         );
                     }
                 }
-                Err(status) => eprintln!("weir worker {}: heartbeat failed: {}", self.worker, status.message()),
+                Err(status) => tracing::warn!(
+                    worker = %self.worker,
+                    pool = %self.pool,
+                    "heartbeat failed: {}",
+                    status.message()
+                ),
             }
         }
     }

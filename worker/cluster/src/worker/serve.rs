@@ -38,7 +38,7 @@ pub async fn serve_pool(
     // Owned: dropping this future aborts the server; on the way out it is stopped and awaited.
     let mut serving = JoinSet::new();
     serving.spawn(serve_steps(server, listener, stop.clone()));
-    eprintln!("weir worker {}: serving {} steps on {endpoint}", options.id, options.pool);
+    tracing::info!(worker = %options.id, pool = %options.pool, "serving {} steps on {endpoint}", options.pool);
     let exit = async {
         let membership = Membership::register(client, &options, endpoint, &shutdown).await?;
         let holding = || Holding { exchanges_in_flight: load.load(Ordering::Relaxed), ..Holding::default() };
@@ -52,7 +52,7 @@ pub async fn serve_pool(
     .await;
     stop.cancel();
     if let Some(Ok(Err(e))) = serving.join_next().await {
-        eprintln!("weir worker {}: exchange server: {e}", options.id);
+        tracing::error!(worker = %options.id, pool = %options.pool, "exchange server: {e}");
     }
     exit
 }
