@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use weir_cluster::coordinator::{Coordinator, CoordinatorError, CoordinatorOptions, JobOutcome, bind};
 use weir_cluster::exchange::{CoveredStep, RemoteStep, Router, StepServer};
@@ -69,6 +70,8 @@ struct MetricsServer {
     /// Where it listens, e.g. `http://127.0.0.1:9090/metrics`.
     url: String,
     _stop: tokio_util::sync::DropGuard,
+    /// The server's task, aborted on drop (with its connections) should it be mid-response.
+    _task: JoinSet<()>,
 }
 
 impl MetricsServer {
@@ -77,8 +80,9 @@ impl MetricsServer {
         let listener = tokio::net::TcpListener::bind(at).await?;
         let url = format!("http://{}/metrics", listener.local_addr()?);
         let stop = CancellationToken::new();
-        tokio::spawn(serve_metrics(listener, render, stop.clone()));
-        Ok(Self { url, _stop: stop.drop_guard() })
+        let mut task = JoinSet::new();
+        task.spawn(serve_metrics(listener, render, stop.clone()));
+        Ok(Self { url, _stop: stop.drop_guard(), _task: task })
     }
 }
 
