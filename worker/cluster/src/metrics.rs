@@ -5,6 +5,7 @@
 //! hot path pays nothing for them.
 
 use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -172,7 +173,9 @@ pub struct CoordinatorMetrics {
     units: IntGaugeVec,
     rows: IntGaugeVec,
     workers: IntGaugeVec,
-    attempts_failed: IntGaugeVec,
+    attempts_failed: IntCounterVec,
+    /// The failed attempts counted so far, to add only the difference at each sync.
+    attempts_failed_seen: AtomicU64,
 }
 
 impl CoordinatorMetrics {
@@ -206,17 +209,19 @@ impl CoordinatorMetrics {
             ),
             attempts_failed: registered!(
                 registry,
-                IntGaugeVec,
-                "weir_job_attempts_failed",
+                IntCounterVec,
+                "weir_job_attempts_failed_total",
                 "Unit attempts that failed since this coordinator started.",
                 &[],
                 consts
             ),
+            attempts_failed_seen: AtomicU64::new(0),
             registry,
         }
     }
 
-    /// Sets every gauge from `status` and the live workers per pool.
+    /// Sets every gauge from `status` and the live workers per pool, and brings the failed-attempts
+    /// counter up to `status` (it never goes down, even if an older status is synced after a newer).
     pub fn sync(&self, status: &JobStatus, workers: &[(String, usize)]) {
         for (state, value) in
             [("total", status.units_total), ("committed", status.units_committed), ("leased", status.units_leased)]
@@ -235,7 +240,8 @@ impl CoordinatorMetrics {
         for (pool, n) in workers {
             self.workers.with_label_values(&[pool]).set(*n as i64);
         }
-        self.attempts_failed.with_label_values::<&str>(&[]).set(status.attempts_failed as i64);
+        let before = self.attempts_failed_seen.fetch_max(status.attempts_failed, Ordering::Relaxed);
+        self.attempts_failed.with_label_values::<&str>(&[]).inc_by(status.attempts_failed.saturating_sub(before));
     }
 
     pub fn render(&self) -> String {
@@ -350,6 +356,23 @@ mod tests {
         assert!(text.contains(r#"weir_job_units{job="j",state="committed"} 4"#), "{text}");
         assert!(text.contains(r#"weir_job_rows{job="j",kind="out"} 40"#), "{text}");
         assert!(text.contains(r#"weir_job_workers{job="j",pool="cpu"} 3"#), "{text}");
+    }
+
+    #[test]
+    fn failed_attempts_are_a_counter_that_follows_the_status_and_never_goes_down() {
+        let metrics = CoordinatorMetrics::new("j");
+        metrics.sync(&JobStatus::default(), &[]);
+        let counter = |m: &CoordinatorMetrics| sample(&m.render(), r#"weir_job_attempts_failed_total{job="j"}"#);
+        assert_eq!(counter(&metrics), Some(0.0), "exported before the first failure");
+        for (seen, expected) in [(2, 2.0), (5, 5.0), (3, 5.0), (6, 6.0)] {
+            metrics.sync(&JobStatus { attempts_failed: seen, ..Default::default() }, &[]);
+            assert_eq!(counter(&metrics), Some(expected), "after a status with {seen}");
+        }
+        assert!(metrics.render().contains("# TYPE weir_job_attempts_failed_total counter"));
+    }
+
+    fn sample(text: &str, prefix: &str) -> Option<f64> {
+        text.lines().find(|l| l.starts_with(prefix))?.rsplit(' ').next()?.parse().ok()
     }
 
     #[tokio::test]
