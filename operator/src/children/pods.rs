@@ -23,6 +23,8 @@ const RUN_AS_USER: i64 = 65532;
 /// termination grace on top of it (handing units back and exiting).
 const WORKER_GRACE_SECONDS: i64 = 30;
 const TERMINATION_MARGIN_SECONDS: i64 = 15;
+/// The `weir` binary's log format (`json` or `text`).
+const LOG_FORMAT_ENV: &str = "WEIR_LOG_FORMAT";
 /// Model weights from object storage are cached here (an emptyDir: the root filesystem is read-only).
 const CACHE_DIR: &str = "/var/cache/weir";
 
@@ -112,8 +114,14 @@ impl Owner<'_> {
     /// The container every pod shares: image, environment, mounts and a locked-down security context.
     fn container(&self, name: &str, pool_name: &PoolName) -> Container {
         let pool = self.pool_spec(pool_name);
+        let pool_env = pool.and_then(|p| p.env.clone()).unwrap_or_default();
         let mut env = vec![plain_env("HOME", "/tmp"), plain_env("XDG_CACHE_HOME", CACHE_DIR)];
-        env.extend(pool.and_then(|p| p.env.clone()).unwrap_or_default());
+        // JSON lines for the cluster's log collector, unless the pool's `env` chooses (once: server-side
+        // apply refuses a name listed twice).
+        if !pool_env.iter().any(|e| e.name == LOG_FORMAT_ENV) {
+            env.push(plain_env(LOG_FORMAT_ENV, "json"));
+        }
+        env.extend(pool_env);
         let secret = self.job.spec.storage.as_ref().and_then(|s| s.secret_ref.as_ref());
         let default_image = match &self.settings.gpu_image {
             Some(gpu) if name == "worker" && pool_name.is_gpu_by_name() => gpu.clone(),

@@ -93,6 +93,22 @@ fn the_coordinator_is_never_restarted_in_place_and_serves_grpc_and_metrics() {
 }
 
 #[test]
+fn coordinator_and_worker_pods_log_json_lines() {
+    let settings = Settings::default();
+    let plain = job(GPU_POOL);
+    let owner = Owner::new(&plain, &settings).expect("owner");
+    for pod in [owner.coordinator_pod(), owner.worker_pod(&PoolName::gpu(), 0)] {
+        assert_eq!(env(&pod, "WEIR_LOG_FORMAT").as_deref(), Some("json"), "{:?}", pod.metadata.name);
+    }
+    let chosen = job(&GPU_POOL.replace("value: debug}", "value: debug}, {name: WEIR_LOG_FORMAT, value: text}"));
+    let owner = Owner::new(&chosen, &settings).expect("owner");
+    let pod = owner.worker_pod(&PoolName::gpu(), 0);
+    let formats: Vec<_> = container(&pod).env.iter().flatten().filter(|e| e.name == "WEIR_LOG_FORMAT").collect();
+    assert_eq!(formats.len(), 1, "a name listed twice is refused by server-side apply");
+    assert_eq!(env(&pod, "WEIR_LOG_FORMAT").as_deref(), Some("text"));
+}
+
+#[test]
 fn the_services_select_their_pods_and_the_exchange_one_is_headless() {
     let job = job("");
     let settings = Settings::default();

@@ -17,7 +17,7 @@ use weir_cluster::{CoordinatorOptions, WorkerExit, WorkerOptions};
 use weir_core::budget::default_memory_limit;
 use weir_core::compute::available_cores;
 
-use crate::read_job;
+use crate::{LogFormat, read_job};
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?)
@@ -56,7 +56,7 @@ pub fn coordinator(
     });
     match result {
         Ok(Ok(outcome)) => {
-            eprintln!("weir coordinator: {}", one_line(&outcome.status));
+            tracing::info!(job = %outcome.status.job, "{}", one_line(&outcome.status));
             ExitCode::SUCCESS
         }
         Ok(Err(CoordinatorError::Failed(message))) => {
@@ -77,17 +77,15 @@ pub fn coordinator(
 /// `weir worker`: runs until the job ends or SIGTERM has drained it.
 pub fn worker(manifest: PathBuf, options: WorkerOptions, resources: WorkerResources) -> Result<()> {
     let job = read_job(&manifest)?;
-    let id = options.id.clone();
+    let (id, pool) = (options.id.clone(), options.pool.clone());
     runtime()?.block_on(async {
         let shutdown = shutdown_on_signals();
         match weir::cluster::worker(&job, options, resources, shutdown).await? {
             WorkerExit::JobEnded { succeeded, message } => {
-                eprintln!(
-                    "weir worker {id}: job ended ({}): {message}",
-                    if succeeded { "succeeded" } else { "failed" }
-                );
+                let verdict = if succeeded { "succeeded" } else { "failed" };
+                tracing::info!(worker = %id, pool = %pool, succeeded, "job ended ({verdict}): {message}");
             }
-            WorkerExit::Drained => eprintln!("weir worker {id}: drained; exiting"),
+            WorkerExit::Drained => tracing::info!(worker = %id, pool = %pool, "drained; exiting"),
         }
         Ok(())
     })
@@ -128,6 +126,7 @@ pub fn run_supervised(
     memory_limit: Option<u64>,
     lease_ttl: Duration,
     progress: bool,
+    log_format: LogFormat,
 ) -> Result<()> {
     let job = read_job(&manifest)?;
     topology
@@ -139,6 +138,7 @@ pub fn run_supervised(
         threads: if threads > 0 { threads } else { available_cores().div_ceil(workers).max(1) },
         memory_limit: memory_limit.unwrap_or_else(default_memory_limit) / workers as u64,
         coordinator_args: vec!["--lease-ttl".into(), format!("{}ms", lease_ttl.as_millis())],
+        child_args: vec!["--log-format".into(), log_format.as_str().into()],
         max_restarts: 100,
         progress,
         topology,
@@ -156,7 +156,7 @@ pub fn run_supervised(
                 s.rows_failed,
                 started.elapsed().as_secs_f64()
             ),
-            Err(e) => eprintln!("the job finished but its status could not be read: {e}"),
+            Err(e) => tracing::warn!("the job finished but its status could not be read: {e}"),
         }
         println!("output:  {}", job.spec.sink.parquet.uri);
         Ok(())

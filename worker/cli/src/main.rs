@@ -2,14 +2,16 @@
 
 mod cluster_cmd;
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
 use weir::cluster::WorkerResources;
 use weir::cluster::supervise::Topology;
 use weir::profile::render_text;
@@ -23,8 +25,40 @@ use weir_samples::images::{BAD_FILES, JpegSet, write_bad_files, write_jpeg_set};
 #[derive(Parser)]
 #[command(name = "weir", version, about = "Multimodal AI data pipelines, on a laptop or on Kubernetes")]
 struct Cli {
+    /// How log lines are written to stderr: `text` for people, `json` (one object per line) for a
+    /// log collector. Levels come from RUST_LOG (default `info`).
+    #[arg(long, global = true, env = "WEIR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+/// The format of log events on stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines, coloured on a terminal.
+    Text,
+    /// One JSON object per event, its fields at the top level.
+    Json,
+}
+
+impl LogFormat {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Text => "text",
+            Self::Json => "json",
+        }
+    }
+}
+
+/// Installs the process's log subscriber: events to stderr, filtered by RUST_LOG (default `info`).
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
 }
 
 #[derive(Subcommand)]
@@ -191,7 +225,9 @@ enum Generate {
 
 fn main() -> ExitCode {
     weir::tune_allocator();
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match cli.command {
         Command::Run {
             manifest,
             memory_limit,
@@ -200,7 +236,15 @@ fn main() -> ExitCode {
             no_progress,
             workers: Some(topology),
             lease_ttl,
-        } => exit(cluster_cmd::run_supervised(manifest, topology, threads, memory_limit, lease_ttl, !no_progress)),
+        } => exit(cluster_cmd::run_supervised(
+            manifest,
+            topology,
+            threads,
+            memory_limit,
+            lease_ttl,
+            !no_progress,
+            cli.log_format,
+        )),
         Command::Run { manifest, memory_limit, threads, profile, no_progress, workers: None, .. } => exit(run(
             manifest,
             RunOptions { memory_limit, threads, progress: !no_progress, profile_uri: profile, ..Default::default() },

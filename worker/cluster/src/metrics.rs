@@ -4,12 +4,22 @@
 //! URI or a row. Step counters are synced from the executor's own counters at scrape time, so the
 //! hot path pays nothing for them.
 
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{CONTENT_TYPE, HeaderValue};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus::{CounterVec, Encoder, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use weir_core::{MemoryBudget, PipelineStats, StepStatsSnapshot};
 
@@ -163,7 +173,9 @@ pub struct CoordinatorMetrics {
     units: IntGaugeVec,
     rows: IntGaugeVec,
     workers: IntGaugeVec,
-    attempts_failed: IntGaugeVec,
+    attempts_failed: IntCounterVec,
+    /// The failed attempts counted so far, to add only the difference at each sync.
+    attempts_failed_seen: AtomicU64,
 }
 
 impl CoordinatorMetrics {
@@ -197,17 +209,19 @@ impl CoordinatorMetrics {
             ),
             attempts_failed: registered!(
                 registry,
-                IntGaugeVec,
-                "weir_job_attempts_failed",
+                IntCounterVec,
+                "weir_job_attempts_failed_total",
                 "Unit attempts that failed since this coordinator started.",
                 &[],
                 consts
             ),
+            attempts_failed_seen: AtomicU64::new(0),
             registry,
         }
     }
 
-    /// Sets every gauge from `status` and the live workers per pool.
+    /// Sets every gauge from `status` and the live workers per pool, and brings the failed-attempts
+    /// counter up to `status` (it never goes down, even if an older status is synced after a newer).
     pub fn sync(&self, status: &JobStatus, workers: &[(String, usize)]) {
         for (state, value) in
             [("total", status.units_total), ("committed", status.units_committed), ("leased", status.units_leased)]
@@ -226,7 +240,8 @@ impl CoordinatorMetrics {
         for (pool, n) in workers {
             self.workers.with_label_values(&[pool]).set(*n as i64);
         }
-        self.attempts_failed.with_label_values::<&str>(&[]).set(status.attempts_failed as i64);
+        let before = self.attempts_failed_seen.fetch_max(status.attempts_failed, Ordering::Relaxed);
+        self.attempts_failed.with_label_values::<&str>(&[]).inc_by(status.attempts_failed.saturating_sub(before));
     }
 
     pub fn render(&self) -> String {
@@ -242,60 +257,61 @@ fn render(registry: &Registry) -> String {
 }
 
 /// Serves `GET /metrics` (HTTP/1.1, one request per connection) with the text `render` returns,
-/// until `shutdown`.
+/// until `shutdown`; any other request is answered 404.
 ///
 /// # Cancellation
-/// Returns when `shutdown` is cancelled; connections in progress are dropped.
+/// Returns when `shutdown` is cancelled; connections in progress are dropped with it (they are
+/// owned by this future, so dropping it drops them too).
 pub async fn serve_metrics(
     listener: TcpListener,
     render: Arc<dyn Fn() -> String + Send + Sync>,
     shutdown: CancellationToken,
 ) {
+    let mut connections = JoinSet::new();
     loop {
-        let (mut stream, _) = tokio::select! {
+        let stream = tokio::select! {
             () = shutdown.cancelled() => return,
             accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
+                Ok((stream, _)) => stream,
                 Err(_) => continue,
             },
         };
         let render = render.clone();
-        // One short exchange per scrape; bounded by the read timeout below.
-        tokio::spawn(async move {
-            let mut request = Vec::with_capacity(512);
-            let mut chunk = [0u8; 512];
-            let read = tokio::time::timeout(Duration::from_secs(5), async {
-                while !request.windows(4).any(|w| w == b"\r\n\r\n") && request.len() < 16 << 10 {
-                    match stream.read(&mut chunk).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => request.extend_from_slice(&chunk[..n]),
-                    }
-                }
+        connections.spawn(async move {
+            let service = service_fn(move |request| {
+                let render = render.clone();
+                async move { Ok::<_, Infallible>(respond(&request, render.as_ref())) }
             });
-            if read.await.is_err() {
-                return;
-            }
-            let line = String::from_utf8_lossy(&request);
-            let (status, body) = if line.starts_with("GET /metrics ") || line.starts_with("GET /metrics?") {
-                ("200 OK", render())
-            } else {
-                ("404 Not Found", "not found: try /metrics\n".to_string())
-            };
-            let head = format!(
-                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                body.len()
-            );
-            let _ = stream.write_all(head.as_bytes()).await;
-            let _ = stream.write_all(body.as_bytes()).await;
-            let _ = stream.shutdown().await;
+            // One short exchange per scrape: the connection closes after the response, and a
+            // client that does not send its request within the timeout is dropped.
+            let _ = http1::Builder::new()
+                .keep_alive(false)
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(5))
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
         });
+        while connections.try_join_next().is_some() {}
     }
+}
+
+fn respond(request: &Request<Incoming>, render: &(dyn Fn() -> String + Send + Sync)) -> Response<Full<Bytes>> {
+    let (status, body) = if request.method() == Method::GET && request.uri().path() == "/metrics" {
+        (StatusCode::OK, render())
+    } else {
+        (StatusCode::NOT_FOUND, "not found: try /metrics\n".to_string())
+    };
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
+    response
 }
 
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
 
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use weir_core::StepStats;
 
     use super::*;
@@ -342,6 +358,23 @@ mod tests {
         assert!(text.contains(r#"weir_job_workers{job="j",pool="cpu"} 3"#), "{text}");
     }
 
+    #[test]
+    fn failed_attempts_are_a_counter_that_follows_the_status_and_never_goes_down() {
+        let metrics = CoordinatorMetrics::new("j");
+        metrics.sync(&JobStatus::default(), &[]);
+        let counter = |m: &CoordinatorMetrics| sample(&m.render(), r#"weir_job_attempts_failed_total{job="j"}"#);
+        assert_eq!(counter(&metrics), Some(0.0), "exported before the first failure");
+        for (seen, expected) in [(2, 2.0), (5, 5.0), (3, 5.0), (6, 6.0)] {
+            metrics.sync(&JobStatus { attempts_failed: seen, ..Default::default() }, &[]);
+            assert_eq!(counter(&metrics), Some(expected), "after a status with {seen}");
+        }
+        assert!(metrics.render().contains("# TYPE weir_job_attempts_failed_total counter"));
+    }
+
+    fn sample(text: &str, prefix: &str) -> Option<f64> {
+        text.lines().find(|l| l.starts_with(prefix))?.rsplit(' ').next()?.parse().ok()
+    }
+
     #[tokio::test]
     async fn metrics_are_served_over_http() {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -354,6 +387,31 @@ mod tests {
         stream.read_to_string(&mut reply).await.expect("read");
         assert!(reply.starts_with("HTTP/1.1 200 OK"), "{reply}");
         assert!(reply.ends_with("weir_up 1\n"), "{reply}");
+        stop.cancel();
+        server.await.expect("server");
+    }
+
+    #[tokio::test]
+    async fn other_paths_are_not_found_and_every_reply_is_prometheus_text() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let stop = CancellationToken::new();
+        let server = tokio::spawn(serve_metrics(listener, Arc::new(|| "weir_up 1\n".to_string()), stop.clone()));
+        for (request, status) in [
+            ("GET /metrics?x=1 HTTP/1.1", "HTTP/1.1 200 OK"),
+            ("GET /healthz HTTP/1.1", "HTTP/1.1 404 Not Found"),
+            ("POST /metrics HTTP/1.1", "HTTP/1.1 404 Not Found"),
+        ] {
+            let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+            stream
+                .write_all(format!("{request}\r\nHost: x\r\nContent-Length: 0\r\n\r\n").as_bytes())
+                .await
+                .expect("write");
+            let mut reply = String::new();
+            stream.read_to_string(&mut reply).await.expect("read");
+            assert!(reply.starts_with(status), "{request}: {reply}");
+            assert!(reply.to_lowercase().contains("content-type: text/plain; version=0.0.4"), "{request}: {reply}");
+        }
         stop.cancel();
         server.await.expect("server");
     }

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use weir_cluster::coordinator::{Coordinator, CoordinatorError, CoordinatorOptions, JobOutcome, bind};
 use weir_cluster::exchange::{CoveredStep, RemoteStep, Router, StepServer};
@@ -38,38 +39,43 @@ pub async fn coordinator(
     shutdown: CancellationToken,
 ) -> Result<JobOutcome, CoordinatorError> {
     let stores = stores_for(&job.spec);
-    let coordinator = Coordinator::start(&job_name(job), &job.spec, stores, options).await?;
+    let name = job_name(job);
+    let coordinator = Coordinator::start(&name, &job.spec, stores, options).await?;
     let (listener, addr) =
         bind(listen).await.map_err(|e| CoordinatorError::Failed(format!("binding {listen}: {e}")))?;
     let _metrics = match metrics {
-        Some(at) => Some(
-            MetricsServer::start(at, coordinator.metrics_renderer(), "coordinator")
+        Some(at) => {
+            let server = MetricsServer::start(at, coordinator.metrics_renderer())
                 .await
-                .map_err(|e| CoordinatorError::Failed(format!("binding {at}: {e}")))?,
-        ),
+                .map_err(|e| CoordinatorError::Failed(format!("binding {at}: {e}")))?;
+            tracing::info!(job = %name, "metrics on {}", server.url);
+            Some(server)
+        }
         None => None,
     };
     coordinator.advertise(&format!("http://{addr}")).await?;
-    eprintln!("weir coordinator: serving {} on {addr}", job_name(job));
+    tracing::info!(job = %name, "serving {name} on {addr}");
     coordinator.serve(listener, shutdown).await
 }
 
 /// The `/metrics` endpoint of this process; stops when dropped.
 struct MetricsServer {
+    /// Where it listens, e.g. `http://127.0.0.1:9090/metrics`.
+    url: String,
     _stop: tokio_util::sync::DropGuard,
+    /// The server's task, aborted on drop (with its connections) should it be mid-response.
+    _task: JoinSet<()>,
 }
 
 impl MetricsServer {
-    async fn start(
-        at: SocketAddr,
-        render: std::sync::Arc<dyn Fn() -> String + Send + Sync>,
-        who: &str,
-    ) -> std::io::Result<Self> {
+    /// Binds `at` and serves `render`'s text there.
+    async fn start(at: SocketAddr, render: std::sync::Arc<dyn Fn() -> String + Send + Sync>) -> std::io::Result<Self> {
         let listener = tokio::net::TcpListener::bind(at).await?;
-        eprintln!("weir {who}: metrics on http://{}/metrics", listener.local_addr()?);
+        let url = format!("http://{}/metrics", listener.local_addr()?);
         let stop = CancellationToken::new();
-        tokio::spawn(serve_metrics(listener, render, stop.clone()));
-        Ok(Self { _stop: stop.drop_guard() })
+        let mut task = JoinSet::new();
+        task.spawn(serve_metrics(listener, render, stop.clone()));
+        Ok(Self { url, _stop: stop.drop_guard(), _task: task })
     }
 }
 
@@ -149,11 +155,13 @@ pub async fn worker(
         stats: Arc::default(),
     };
     let _metrics = match resources.metrics {
-        Some(at) => Some(
-            MetricsServer::start(at, setup.metrics_renderer(), &format!("worker {}", options.id))
-                .await
-                .map_err(WorkerProcessError::Metrics)?,
-        ),
+        Some(at) => {
+            let server =
+                MetricsServer::start(at, setup.metrics_renderer()).await.map_err(WorkerProcessError::Metrics)?;
+            let (job, worker, pool) = (job_name(job), &options.id, &options.pool);
+            tracing::info!(job = %job, worker = %worker, pool = %pool, "metrics on {}", server.url);
+            Some(server)
+        }
         None => None,
     };
     Ok(run_worker(setup, options, shutdown).await?)

@@ -93,6 +93,8 @@ pub struct SuperviseOptions {
     pub memory_limit: u64,
     /// Extra arguments for `weir coordinator` (lease timing).
     pub coordinator_args: Vec<String>,
+    /// Extra arguments for every child, coordinator and workers (the log format).
+    pub child_args: Vec<String>,
     /// A child restarted more often than this fails the run.
     pub max_restarts: u32,
     /// Print a progress line every few seconds.
@@ -164,6 +166,7 @@ pub async fn supervise(options: &SuperviseOptions, shutdown: CancellationToken) 
         vec!["coordinator".into(), manifest.clone(), "--listen".into(), format!("127.0.0.1:{port}").into()];
     coordinator_args.extend(["--metrics-listen".into(), "127.0.0.1:0".into()]);
     coordinator_args.extend(options.coordinator_args.iter().map(OsString::from));
+    coordinator_args.extend(options.child_args.iter().map(OsString::from));
     let mut children = vec![Supervised {
         role: Role::Coordinator,
         name: "coordinator".into(),
@@ -194,6 +197,7 @@ pub async fn supervise(options: &SuperviseOptions, shutdown: CancellationToken) 
             ]
             .iter()
             .map(OsString::from)
+            .chain(options.child_args.iter().map(OsString::from))
             .collect();
             children.push(Supervised { role: Role::Worker, name, args, child: None, restarts: 0 });
         }
@@ -233,12 +237,14 @@ async fn watch(
                 return Err(SuperviseError::TooManyRestarts { name: child.name.clone(), restarts: child.restarts });
             }
             child.restarts += 1;
-            eprintln!("weir run: {} exited ({status}); restarting it", child.name);
+            let (name, restarts) = (&child.name, child.restarts);
+            tracing::warn!(child = %name, restarts, "{name} exited ({status}); restarting it");
             child.spawn()?;
         }
         if options.progress && last_progress.elapsed() >= Duration::from_secs(2) {
             last_progress = tokio::time::Instant::now();
             if let Ok(status) = super::status::query(endpoint).await {
+                // The run's progress display, like the embedded run's bars: output, not a log event.
                 eprintln!("weir run: {}", super::status::one_line(&status));
             }
         }

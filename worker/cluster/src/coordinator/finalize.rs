@@ -60,7 +60,7 @@ pub(super) async fn finalize(
     }
     let deleted = sweep_orphans(&output.store, &output.path, &keep).await?;
     if !deleted.is_empty() {
-        eprintln!("weir coordinator: deleted {} part files of abandoned or losing attempts", deleted.len());
+        tracing::info!(deleted = deleted.len(), "deleted {} part files of abandoned or losing attempts", deleted.len());
     }
     let marker = stores.resolve(&marker_uri(spec))?;
     marker

@@ -228,7 +228,13 @@ impl Coordinator {
     fn expire_leases(&self) {
         let expired = self.lock().expire(Instant::now());
         for (unit, attempt, worker) in expired {
-            eprintln!("weir coordinator: lease of unit {unit} attempt {attempt} on {worker} expired; leasing it again");
+            tracing::warn!(
+                job = %self.shared.job,
+                unit,
+                attempt,
+                worker = %worker,
+                "lease of unit {unit} attempt {attempt} on {worker} expired; leasing it again"
+            );
         }
     }
 
@@ -252,7 +258,7 @@ impl Coordinator {
                     return;
                 }
                 Err(e) => {
-                    eprintln!("weir coordinator: finalizing: {e}; retrying in {delay:?}");
+                    tracing::warn!(job = %self.shared.job, "finalizing: {e}; retrying in {delay:?}");
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(5));
                 }

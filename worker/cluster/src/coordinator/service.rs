@@ -23,7 +23,14 @@ impl proto::coordinator_server::Coordinator for Coordinator {
             state.register(&request.worker, &request.pool, Instant::now());
             state.exchange_report(&request.worker, &request.exchange_endpoint, 0);
         }
-        eprintln!("weir coordinator: worker {} joined pool {}", request.worker, request.pool);
+        tracing::info!(
+            job = %self.shared.job,
+            worker = %request.worker,
+            pool = %request.pool,
+            "worker {} joined pool {}",
+            request.worker,
+            request.pool
+        );
         let options = &self.shared.options;
         Ok(Response::new(proto::RegisterResponse {
             lease_ttl_ms: options.lease_ttl.as_millis() as u64,
@@ -119,11 +126,26 @@ impl proto::coordinator_server::Coordinator for Coordinator {
     async fn fail(&self, request: Request<proto::FailRequest>) -> Result<Response<proto::FailResponse>, Status> {
         let request = request.into_inner();
         require_worker(&request.worker)?;
-        let verb = if request.handed_back { "handed back" } else { "failed" };
-        eprintln!(
-            "weir coordinator: unit {} attempt {} {verb} by {}: {}",
-            request.unit, request.attempt, request.worker, request.message
-        );
+        let (job, unit, attempt, worker) = (&self.shared.job, request.unit, request.attempt, &request.worker);
+        let message = &request.message;
+        if request.handed_back {
+            tracing::info!(
+                job = %job,
+                unit,
+                attempt,
+                worker = %worker,
+                "unit {unit} attempt {attempt} handed back by {worker}: {message}"
+            );
+        } else {
+            tracing::warn!(
+                job = %job,
+                unit,
+                attempt,
+                worker = %worker,
+                fatal = request.fatal,
+                "unit {unit} attempt {attempt} failed by {worker}: {message}"
+            );
+        }
         let mut state = self.lock();
         state.attempt_failed(
             request.unit,

@@ -170,7 +170,8 @@ impl JobState {
         self.workers.retain(|name, w| {
             let alive = now.saturating_duration_since(w.last_seen) < forget_after;
             if !alive {
-                eprintln!("weir coordinator: worker {name} (pool {}) is silent; forgetting it", w.pool);
+                let pool = &w.pool;
+                tracing::warn!(worker = %name, pool = %pool, "worker {name} (pool {pool}) is silent; forgetting it");
             }
             alive
         });
@@ -227,7 +228,7 @@ impl JobState {
 
     pub fn fail_job(&mut self, message: String) {
         if !self.is_ended() {
-            eprintln!("weir coordinator: job failed: {message}");
+            tracing::error!("job failed: {message}");
             self.phase = Phase::Failed;
             self.message = message;
         }

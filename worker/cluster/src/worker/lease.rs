@@ -1,4 +1,4 @@
-//! The worker loop: lease units from the coordinator, stream them through this worker's
+//! The leasing worker: lease units from the coordinator, stream them through this worker's
 //! pipeline, report each finished unit, and keep the leases alive with heartbeats.
 //!
 //! # Guarantees
@@ -14,38 +14,24 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
+use tracing::{error, info, warn};
 use weir_core::unit::BoxError;
 use weir_core::{
     ComputePool, ErrorHandling, ExecError, MemoryBudget, Pipeline, PipelineOptions, PipelineStats, StatsMismatch, Step,
     UnitReader, UnitSummary, WorkUnit,
 };
-use weir_crds::PoolName;
 use weir_io::StoreRegistry;
 use weir_io::sink::{SinkPlan, UnitListener};
 
+use super::{Holding, Membership, WorkerError, WorkerExit, WorkerOptions, connect};
 use crate::convert::unit_from_proto;
-use crate::exchange::server_bind as bind;
-use crate::exchange::{StepServer, serve_steps};
 use crate::metrics::WorkerMetrics;
 use crate::proto::coordinator_client::CoordinatorClient;
 use crate::proto::{self, lease_response::Result as LeaseResult};
 use crate::retry::{Backoff, retry_rpc};
-
-/// Who this worker is and where its coordinator listens.
-#[derive(Debug, Clone)]
-pub struct WorkerOptions {
-    /// Unique among the job's workers (a restarted worker may reuse its name).
-    pub id: String,
-    pub pool: PoolName,
-    /// `http://host:port`.
-    pub coordinator: String,
-    /// Units held at once: one running, the next one already leased.
-    pub capacity: usize,
-    /// After SIGTERM, how long held units may take to finish before they are handed back.
-    pub grace: Duration,
-}
 
 /// What a worker runs units with; everything is shared by its successive pipelines.
 pub struct WorkerSetup {
@@ -77,29 +63,6 @@ impl WorkerSetup {
     }
 }
 
-/// Why a worker stopped with an error.
-#[derive(Debug, thiserror::Error)]
-pub enum WorkerError {
-    #[error("coordinator `{endpoint}` unreachable: {message}")]
-    Unreachable { endpoint: String, message: String },
-    #[error("building the sink: {0}")]
-    Sink(#[from] weir_io::StoreError),
-    #[error("binding {0}: {1}")]
-    Bind(std::net::SocketAddr, std::io::Error),
-    /// The worker's running totals do not fit its pipeline (a bug: its steps never change).
-    #[error(transparent)]
-    Stats(#[from] StatsMismatch),
-}
-
-/// Why the worker loop returned.
-#[derive(Debug, Clone, PartialEq)]
-pub enum WorkerExit {
-    /// The coordinator said the job ended.
-    JobEnded { succeeded: bool, message: String },
-    /// Shutdown was requested; held units were finished or handed back.
-    Drained,
-}
-
 /// A unit this worker holds, with the permit that counts it against its capacity.
 struct Held {
     unit: WorkUnit,
@@ -120,23 +83,7 @@ pub async fn run_worker(
     shutdown: CancellationToken,
 ) -> Result<WorkerExit, WorkerError> {
     let client = connect(&options.coordinator)?;
-    let register = proto::RegisterRequest {
-        worker: options.id.clone(),
-        pool: options.pool.to_string(),
-        capacity: options.capacity as u32,
-        exchange_endpoint: String::new(),
-    };
-    let timing = retry_rpc(&shutdown, Backoff::patient(), || {
-        let mut client = client.clone();
-        let register = register.clone();
-        async move { client.register(register).await }
-    })
-    .await
-    .map_err(|status| WorkerError::Unreachable {
-        endpoint: options.coordinator.clone(),
-        message: status.message().to_string(),
-    })?;
-    let heartbeat_every = Duration::from_millis(timing.heartbeat_interval_ms.max(50));
+    let membership = Membership::register(client.clone(), &options, String::new(), &shutdown).await?;
     let capacity = options.capacity.max(1);
     let worker = Worker {
         setup: Arc::new(setup),
@@ -148,36 +95,21 @@ pub async fn run_worker(
         ended: CancellationToken::new(),
         exit: Arc::default(),
     };
-    let heartbeats = tokio::spawn(worker.clone().heartbeats(heartbeat_every));
-    let _stop_heartbeats = AbortOnDrop(heartbeats);
+    // Dropping the set aborts the heartbeats, so none outlives the worker loop; they go on while
+    // held units drain after `shutdown`.
+    let mut heartbeats = JoinSet::new();
+    heartbeats.spawn({
+        let worker = worker.clone();
+        async move {
+            let ended = membership.heartbeats(|| worker.holding()).await;
+            worker.job_ended(ended);
+        }
+    });
     while !shutdown.is_cancelled() && !worker.ended.is_cancelled() {
         worker.round(&shutdown).await?;
     }
     let exit = worker.exit.lock().unwrap_or_else(|p| p.into_inner()).clone();
     Ok(exit.unwrap_or(WorkerExit::Drained))
-}
-
-/// Aborts the task when dropped, so no heartbeat outlives the worker loop.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-/// A lazily connected client: calls fail with `Unavailable` while the coordinator is down, and
-/// reconnect once it is back.
-///
-/// # Errors
-/// When `endpoint` is not a URL.
-pub fn connect(endpoint: &str) -> Result<CoordinatorClient<Channel>, WorkerError> {
-    let channel = Channel::from_shared(endpoint.to_string())
-        .map_err(|e| WorkerError::Unreachable { endpoint: endpoint.to_string(), message: e.to_string() })?
-        .connect_timeout(Duration::from_secs(2))
-        .timeout(Duration::from_secs(30))
-        .connect_lazy();
-    Ok(CoordinatorClient::new(channel))
 }
 
 /// The worker's shared handles; cloning is cheap.
@@ -196,10 +128,6 @@ struct Worker {
 }
 
 impl Worker {
-    fn log(&self, message: impl std::fmt::Display) {
-        eprintln!("weir worker {}: {message}", self.options.id);
-    }
-
     fn held(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Held>> {
         self.held.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -231,7 +159,7 @@ impl Worker {
         let (result, (), ()) = tokio::join!(run, self.lease_into(unit_tx, &round_over), self.report(done_rx));
         let error = result.err();
         if let Some(e) = &error {
-            self.log(format_args!("pipeline stopped: {e}"));
+            warn!(worker = %self.options.id, pool = %self.options.pool, "pipeline stopped: {e}");
         }
         self.abandon(error.as_ref()).await;
         Ok(())
@@ -286,7 +214,7 @@ impl Worker {
                         continue;
                     }
                     Err(message) => {
-                        self.log(message);
+                        error!(worker = %self.options.id, pool = %self.options.pool, "{message}");
                         Duration::from_secs(1)
                     }
                 },
@@ -301,7 +229,7 @@ impl Worker {
                     return;
                 }
                 Err(status) => {
-                    self.log(format_args!("lease refused: {status}"));
+                    warn!(worker = %self.options.id, pool = %self.options.pool, "lease refused: {status}");
                     Duration::from_secs(1)
                 }
             };
@@ -335,18 +263,20 @@ impl Worker {
             .await;
             match reply {
                 Ok(reply) if !reply.committed => {
-                    self.log(format_args!(
-                        "unit {} attempt {} lost to an earlier attempt",
-                        summary.unit, summary.attempt
-                    ));
+                    let (unit, attempt) = (summary.unit, summary.attempt);
+                    let worker = &self.options.id;
+                    info!(worker = %worker, unit, attempt, "unit {unit} attempt {attempt} lost to an earlier attempt");
                     // Best effort: the coordinator sweeps leftovers.
                     self.setup.stores.delete_quietly(&summary.files).await;
                 }
                 Ok(_) => self.setup.metrics.unit("completed"),
-                Err(status) => self.log(format_args!(
+                Err(status) => warn!(
+                    worker = %self.options.id,
+                    unit = summary.unit,
+                    attempt = summary.attempt,
                     "could not report unit {} ({status}); its lease will expire and it will run again",
                     summary.unit
-                )),
+                ),
             }
             self.held().remove(&summary.unit);
             self.finished.notify_one();
@@ -385,49 +315,31 @@ impl Worker {
             })
             .await;
             if let Err(status) = reply {
-                self.log(format_args!("could not hand back unit {}: {status}", unit.id));
+                warn!(
+                    worker = %self.options.id,
+                    unit = unit.id,
+                    attempt = unit.attempt,
+                    "could not hand back unit {}: {status}",
+                    unit.id
+                );
             }
         }
     }
 
     /// Records the job's verdict and stops leasing.
     fn job_ended(&self, ended: proto::JobEnded) {
-        self.log(format_args!("job ended: {}", ended.message));
+        let (worker, pool) = (&self.options.id, &self.options.pool);
+        info!(worker = %worker, pool = %pool, succeeded = ended.succeeded, "job ended: {}", ended.message);
         *self.exit.lock().unwrap_or_else(|p| p.into_inner()) =
             Some(WorkerExit::JobEnded { succeeded: ended.succeeded, message: ended.message });
         self.ended.cancel();
     }
 
-    /// Renews the leases of held units until the worker stops; notices the job's end.
-    async fn heartbeats(self, every: Duration) {
-        loop {
-            tokio::time::sleep(every).await;
-            let held: Vec<proto::UnitAttempt> =
-                self.held().values().map(|h| proto::UnitAttempt { unit: h.unit.id, attempt: h.unit.attempt }).collect();
-            let request = proto::HeartbeatRequest {
-                worker: self.options.id.clone(),
-                held,
-                pool: self.options.pool.to_string(),
-                ..Default::default()
-            };
-            match self.client.clone().heartbeat(request).await {
-                Ok(reply) => {
-                    let reply = reply.into_inner();
-                    if let Some(ended) = reply.ended {
-                        // The coordinator counts this worker as told and may exit now.
-                        self.job_ended(ended);
-                        return;
-                    }
-                    for revoked in reply.revoked {
-                        self.log(format_args!(
-                            "lease of unit {} attempt {} was revoked; its result may be discarded",
-                            revoked.unit, revoked.attempt
-                        ));
-                    }
-                }
-                Err(status) => self.log(format_args!("heartbeat failed: {}", status.message())),
-            }
-        }
+    /// The held units, whose leases the next heartbeat renews.
+    fn holding(&self) -> Holding {
+        let units =
+            self.held().values().map(|h| proto::UnitAttempt { unit: h.unit.id, attempt: h.unit.attempt }).collect();
+        Holding { units, ..Holding::default() }
     }
 }
 
@@ -442,72 +354,4 @@ impl UnitListener for Reporter {
         self.0.send(summary.clone()).await.map_err(|_| "the worker stopped reporting")?;
         Ok(())
     }
-}
-
-/// How a worker of a non-leasing pool serves its steps.
-pub struct ServeOptions {
-    /// Where to listen for exchanges.
-    pub listen: std::net::SocketAddr,
-    /// The URL other workers reach it at (default `http://<bound address>`).
-    pub advertise: Option<String>,
-}
-
-/// Serves this worker's pool's steps to the leasing workers until the job ends or `shutdown`;
-/// exchanges in progress finish first.
-///
-/// # Errors
-/// [`WorkerError`] when the coordinator's address is unusable or the listener cannot be bound.
-pub async fn serve_pool(
-    server: StepServer,
-    options: WorkerOptions,
-    serve: ServeOptions,
-    shutdown: CancellationToken,
-) -> Result<WorkerExit, WorkerError> {
-    let client = connect(&options.coordinator)?;
-    let (listener, bound) = bind(serve.listen).await.map_err(|e| WorkerError::Bind(serve.listen, e))?;
-    let endpoint = serve.advertise.clone().unwrap_or_else(|| format!("http://{bound}"));
-    let load = server.load();
-    let stop = CancellationToken::new();
-    let serving = tokio::spawn(serve_steps(server, listener, stop.clone()));
-    eprintln!("weir worker {}: serving {} steps on {endpoint}", options.id, options.pool);
-    let register = proto::RegisterRequest {
-        worker: options.id.clone(),
-        pool: options.pool.to_string(),
-        capacity: options.capacity as u32,
-        exchange_endpoint: endpoint.clone(),
-    };
-    let timing = retry_rpc(&shutdown, Backoff::patient(), || {
-        let mut client = client.clone();
-        let register = register.clone();
-        async move { client.register(register).await }
-    })
-    .await;
-    let every = timing.map_or(Duration::from_secs(1), |t| Duration::from_millis(t.heartbeat_interval_ms.max(50)));
-    let mut exit = WorkerExit::Drained;
-    while !shutdown.is_cancelled() {
-        tokio::select! {
-            () = shutdown.cancelled() => break,
-            () = tokio::time::sleep(every) => {}
-        }
-        let request = proto::HeartbeatRequest {
-            worker: options.id.clone(),
-            held: Vec::new(),
-            pool: options.pool.to_string(),
-            exchange_endpoint: endpoint.clone(),
-            exchanges_in_flight: load.load(std::sync::atomic::Ordering::Relaxed),
-        };
-        match client.clone().heartbeat(request).await.map(tonic::Response::into_inner) {
-            Ok(proto::HeartbeatResponse { ended: Some(ended), .. }) => {
-                exit = WorkerExit::JobEnded { succeeded: ended.succeeded, message: ended.message };
-                break;
-            }
-            Ok(_) => {}
-            Err(status) => eprintln!("weir worker {}: heartbeat failed: {}", options.id, status.message()),
-        }
-    }
-    stop.cancel();
-    if let Ok(Err(e)) = serving.await {
-        eprintln!("weir worker {}: exchange server: {e}", options.id);
-    }
-    Ok(exit)
 }

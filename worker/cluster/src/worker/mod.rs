@@ -1,0 +1,171 @@
+//! The worker roles: lease units from the coordinator and run them ([`lease`]), or serve a
+//! non-leasing pool's steps to the leasing workers ([`serve`]); what both share lives here: the
+//! options, the errors, the client, and registering and heartbeating ([`Membership`]).
+
+mod lease;
+mod serve;
+
+use std::time::Duration;
+use weir_core::StatsMismatch;
+use weir_crds::PoolName;
+
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+use crate::proto::coordinator_client::CoordinatorClient;
+use crate::proto::{self, JobEnded, UnitAttempt};
+use crate::retry::{Backoff, retry_rpc};
+
+pub use lease::{WorkerSetup, run_worker};
+pub use serve::{ServeOptions, serve_pool};
+
+/// Who this worker is and where its coordinator listens.
+#[derive(Debug, Clone)]
+pub struct WorkerOptions {
+    /// Unique among the job's workers (a restarted worker may reuse its name).
+    pub id: String,
+    pub pool: PoolName,
+    /// `http://host:port`.
+    pub coordinator: String,
+    /// Units held at once: one running, the next one already leased.
+    pub capacity: usize,
+    /// After SIGTERM, how long held units may take to finish before they are handed back.
+    pub grace: Duration,
+}
+
+/// Why a worker stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("coordinator `{endpoint}` unreachable: {message}")]
+    Unreachable { endpoint: String, message: String },
+    #[error("building the sink: {0}")]
+    Sink(#[from] weir_io::StoreError),
+    #[error("binding {0}: {1}")]
+    Bind(std::net::SocketAddr, std::io::Error),
+    #[error(transparent)]
+    Stats(#[from] StatsMismatch),
+}
+
+/// Why the worker loop returned.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WorkerExit {
+    /// The coordinator said the job ended.
+    JobEnded { succeeded: bool, message: String },
+    /// Shutdown was requested; held units were finished or handed back.
+    Drained,
+}
+
+/// A lazily connected client: calls fail with `Unavailable` while the coordinator is down, and
+/// reconnect once it is back.
+///
+/// # Errors
+/// When `endpoint` is not a URL.
+pub fn connect(endpoint: &str) -> Result<CoordinatorClient<Channel>, WorkerError> {
+    let channel = Channel::from_shared(endpoint.to_string())
+        .map_err(|e| WorkerError::Unreachable { endpoint: endpoint.to_string(), message: e.to_string() })?
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(30))
+        .connect_lazy();
+    Ok(CoordinatorClient::new(channel))
+}
+
+/// A worker registered with its coordinator, heartbeating at the interval the coordinator gave.
+struct Membership {
+    client: CoordinatorClient<Channel>,
+    worker: String,
+    pool: String,
+    /// Where the worker serves its pool's steps; empty for a leasing worker.
+    exchange_endpoint: String,
+    every: Duration,
+}
+
+/// What a worker reports at each heartbeat.
+#[derive(Debug, Default)]
+struct Holding {
+    /// The units it holds: the heartbeat renews their leases.
+    units: Vec<UnitAttempt>,
+    /// Exchanges it is serving now (the coordinator routes to the least loaded).
+    exchanges_in_flight: u32,
+}
+
+impl Membership {
+    /// Registers with the coordinator, retrying while it is unreachable or restarting.
+    ///
+    /// # Errors
+    /// [`WorkerError::Unreachable`] when the coordinator refuses the registration, or `shutdown`
+    /// comes before it answers.
+    async fn register(
+        client: CoordinatorClient<Channel>,
+        options: &WorkerOptions,
+        exchange_endpoint: String,
+        shutdown: &CancellationToken,
+    ) -> Result<Self, WorkerError> {
+        let request = proto::RegisterRequest {
+            worker: options.id.clone(),
+            pool: options.pool.to_string(),
+            capacity: options.capacity as u32,
+            exchange_endpoint: exchange_endpoint.clone(),
+        };
+        let timing = retry_rpc(shutdown, Backoff::patient(), || {
+            let mut client = client.clone();
+            let request = request.clone();
+            async move { client.register(request).await }
+        })
+        .await
+        .map_err(|status| WorkerError::Unreachable {
+            endpoint: options.coordinator.clone(),
+            message: status.message().to_string(),
+        })?;
+        Ok(Self {
+            client,
+            worker: options.id.clone(),
+            pool: options.pool.to_string(),
+            exchange_endpoint,
+            every: Duration::from_millis(timing.heartbeat_interval_ms.max(50)),
+        })
+    }
+
+    /// Heartbeats, reporting what `holding` says each time, until the coordinator answers that the
+    /// job ended; returns its verdict. A failed heartbeat or a revoked lease is logged and the
+    /// heartbeats go on.
+    ///
+    /// # Cancellation
+    /// Never returns otherwise: drop the future (or abort its task) to stop. A heartbeat dropped in
+    /// flight is harmless; the next one repeats it.
+    async fn heartbeats(&self, holding: impl Fn() -> Holding) -> JobEnded {
+        loop {
+            tokio::time::sleep(self.every).await;
+            let Holding { units, exchanges_in_flight } = holding();
+            let request = proto::HeartbeatRequest {
+                worker: self.worker.clone(),
+                held: units,
+                pool: self.pool.clone(),
+                exchange_endpoint: self.exchange_endpoint.clone(),
+                exchanges_in_flight,
+            };
+            match self.client.clone().heartbeat(request).await {
+                Ok(reply) => {
+                    let reply = reply.into_inner();
+                    if let Some(ended) = reply.ended {
+                        // The coordinator counts this worker as told and may exit now.
+                        return ended;
+                    }
+                    for UnitAttempt { unit, attempt } in reply.revoked {
+                        tracing::warn!(
+                            worker = %self.worker,
+                            unit,
+                            attempt,
+                            "lease of unit {unit} attempt {attempt} was revoked; its result may be discarded"
+                        );
+                    }
+                }
+                Err(status) => tracing::warn!(
+                    worker = %self.worker,
+                    pool = %self.pool,
+                    "heartbeat failed: {}",
+                    status.message()
+                ),
+            }
+        }
+    }
+}
