@@ -207,6 +207,11 @@ impl SinkPlan {
         Self { spec: spec.clone(), stores, row_group_bytes }
     }
 
+    /// The stores the sink writes to.
+    pub fn stores(&self) -> &StoreRegistry {
+        &self.stores
+    }
+
     /// A sink that tells `listener` about each unit whose files it closed.
     ///
     /// # Errors

@@ -150,7 +150,6 @@ pub async fn worker(
         compute,
         errors: plan.errors,
         sink: plan.sink.clone(),
-        stores: plan.stores.clone(),
         metrics: Arc::new(WorkerMetrics::new(&plan.name, options.pool.as_str(), &options.id)),
         stats: Arc::default(),
     };

@@ -23,7 +23,6 @@ use weir_core::{
     ComputePool, ErrorHandling, ExecError, MemoryBudget, Pipeline, PipelineOptions, PipelineStats, StatsMismatch, Step,
     UnitReader, UnitSummary, WorkUnit,
 };
-use weir_io::StoreRegistry;
 use weir_io::sink::{SinkPlan, UnitListener};
 
 use super::{Holding, Membership, WorkerError, WorkerExit, WorkerOptions, connect};
@@ -42,8 +41,6 @@ pub struct WorkerSetup {
     pub errors: ErrorHandling,
     /// Where units are written; each pipeline opens its own sink from it.
     pub sink: SinkPlan,
-    /// The job's stores (a losing attempt's files are deleted through them).
-    pub stores: Arc<StoreRegistry>,
     /// Where the worker's counters go; see [`WorkerSetup::metrics_renderer`].
     pub metrics: Arc<WorkerMetrics>,
     /// The counters of the worker's pipelines, kept across them (set by the first).
@@ -267,7 +264,7 @@ impl Worker {
                     let worker = &self.options.id;
                     info!(worker = %worker, unit, attempt, "unit {unit} attempt {attempt} lost to an earlier attempt");
                     // Best effort: the coordinator sweeps leftovers.
-                    self.setup.stores.delete_quietly(&summary.files).await;
+                    self.setup.sink.stores().delete_quietly(&summary.files).await;
                 }
                 Ok(_) => self.setup.metrics.unit("completed"),
                 Err(status) => warn!(
