@@ -44,13 +44,6 @@ pub const MAX_STEPS: usize = 64;
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-#[schemars(extend("x-kubernetes-validations" = [
-    {
-        "rule": "!has(self.autoscaling) || !has(self.autoscaling.mode) || self.autoscaling.mode == 'disabled' || has(self.autoscaling.prometheus)",
-        "message": "autoscaling.prometheus is required unless autoscaling.mode is disabled",
-        "fieldPath": ".autoscaling"
-    }
-]))]
 pub struct MultimodalJobSpec {
     /// Where the rows come from.
     pub source: SourceSpec,
@@ -80,7 +73,8 @@ pub struct MultimodalJobSpec {
     /// What a row that fails a step does to the job.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_policy: Option<ErrorPolicy>,
-    /// Pool autoscaling from Prometheus metrics (Kubernetes only).
+    /// Pool autoscaling from Prometheus metrics, between each pool's `replicas.min` and `max`
+    /// (the operator; `weir run --workers cpu=1..4` on one machine).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub autoscaling: Option<AutoscalingSpec>,
     /// Object-storage credentials and endpoint.
@@ -300,22 +294,42 @@ pub enum RowErrorAction {
     Fail,
 }
 
-/// Autoscaling of pools from Prometheus.
+/// Autoscaling of pools from Prometheus: every `intervalSeconds` each pool's replicas are decided
+/// from its steps' utilisation (busy time over slots) and backpressure; the decision goes to
+/// `status.pools`, never to this spec. See docs/autoscaling.md.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AutoscalingSpec {
+    /// Default `disabled`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<AutoscalingMode>,
+    /// Default: the operator's `--prometheus-url` (Helm value `autoscaler.prometheusUrl`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prometheus: Option<PrometheusSpec>,
-    /// Target busy fraction of a pool's steps; default 0.7.
+    /// Target busy fraction of a pool's busiest step; default 0.7, held within ±0.2.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0.05, max = 1.0))]
     pub target_utilization: Option<f64>,
+    /// Seconds between decisions; default 15.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 5, max = 600))]
+    pub interval_seconds: Option<i32>,
+    /// A pool shrinks only after every recommendation for this long was lower; default 300.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 3600))]
+    pub scale_down_window_seconds: Option<i32>,
 }
 
-/// `auto` scales pools, `recommend` only reports, `disabled` keeps `replicas.min`. (Not `off`:
-/// YAML 1.1, as kubectl reads manifests, takes an unquoted `off` for a boolean.)
+impl AutoscalingSpec {
+    /// The mode, `disabled` when not set.
+    pub fn mode(&self) -> AutoscalingMode {
+        self.mode.unwrap_or_default()
+    }
+}
+
+/// `auto` scales pools (the desired replicas live in status), `recommend` only reports (status
+/// and Events), `disabled` keeps `replicas.min`. (Not `off`: YAML 1.1, as kubectl reads
+/// manifests, takes an unquoted `off` for a boolean.)
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum AutoscalingMode {

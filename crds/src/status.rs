@@ -75,12 +75,19 @@ pub struct Progress {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct PoolReplicas {
+    /// Worker pods the operator keeps: `replicas.min`, or the autoscaler's choice in `auto` mode.
     pub desired: i32,
     pub ready: i32,
+    /// What the autoscaler's last decision called for (`auto` and `recommend` modes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recommended: Option<i32>,
+    /// The last decision's one-line reason, with the figures it used.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 512))]
     pub reason: Option<String>,
+    /// When `desired` last changed by an autoscaler decision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_scale_time: Option<Time>,
 }
 
 /// The last checkpoint commit.

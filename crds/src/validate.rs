@@ -343,29 +343,13 @@ fn edit_distance(a: &str, b: &str) -> usize {
 /// The checks across steps and pools that the CRD's CEL rules leave out: each step's inputs
 /// exist where it runs, the sink's columns exist at the end, and every pool a step or
 /// `leasingPool` names is declared in `spec.pools` (when the job declares any; `cpu`, the default
-/// pool, needs no declaration); and no field asks for what is not built yet (autoscaling). The
-/// same function serves `weir validate`, `weir run` and the operator.
+/// pool, needs no declaration). The same function serves `weir validate`, `weir run` and the
+/// operator.
 pub fn check_spec(spec: &MultimodalJobSpec) -> Vec<Problem> {
     let mut problems = Vec::new();
     check_columns(spec, &mut problems);
     check_pools(spec, &mut problems);
-    check_not_built(spec, &mut problems);
     problems
-}
-
-/// A field the CRD accepts for the future but nothing acts on yet is refused, not ignored.
-fn check_not_built(spec: &MultimodalJobSpec, problems: &mut Vec<Problem>) {
-    use crate::job::AutoscalingMode;
-    let mode = spec.autoscaling.as_ref().and_then(|a| a.mode).unwrap_or_default();
-    if mode != AutoscalingMode::Disabled {
-        let name = if mode == AutoscalingMode::Auto { "auto" } else { "recommend" };
-        problems.push(Problem {
-            path: "spec.autoscaling.mode".into(),
-            message: format!(
-                "`{name}` is not built yet: each pool runs replicas.min pods; set mode: disabled or leave autoscaling out"
-            ),
-        });
-    }
 }
 
 fn check_pools(spec: &MultimodalJobSpec, problems: &mut Vec<Problem>) {

@@ -173,27 +173,25 @@ fn cel_rules_catch_what_the_schema_cannot_say() {
     assert_eq!(
         problems(&manifest),
         [
-            "spec.autoscaling: autoscaling.prometheus is required unless autoscaling.mode is disabled",
             "spec.pools.cpu.replicas: replicas.min must not exceed replicas.max",
             "spec.source: source needs exactly one of files or parquet",
             "spec.steps[2]: image.resize needs width and height for fit exact, size for shorter-side or longer-side",
             "spec.steps[3]: image.crop needs exactly one of box, center or bboxColumn",
-            "spec.autoscaling.mode: `auto` is not built yet: each pool runs replicas.min pods; set mode: disabled or leave autoscaling out",
         ]
     );
 }
 
 #[test]
-fn autoscaling_is_refused_until_it_is_built_not_ignored() {
+fn autoscaling_is_accepted_in_every_mode_and_its_bounds_are_checked() {
     let with = |autoscaling: &str| problems(&job(&format!("{GOOD}  autoscaling: {autoscaling}\n")));
     assert_eq!(with("{mode: disabled}"), Vec::<String>::new());
-    let found = with("{mode: recommend, prometheus: {url: \"http://prometheus:9090\"}}");
-    assert_eq!(
-        found,
-        [
-            "spec.autoscaling.mode: `recommend` is not built yet: each pool runs replicas.min pods; set mode: disabled or leave autoscaling out"
-        ]
-    );
+    assert_eq!(with("{mode: auto}"), Vec::<String>::new(), "the operator-wide Prometheus may serve it");
+    let full = "{mode: recommend, prometheus: {url: \"http://prometheus:9090\"}, targetUtilization: 0.6, intervalSeconds: 30, scaleDownWindowSeconds: 600}";
+    assert_eq!(with(full), Vec::<String>::new());
+    let found = with("{mode: auto, intervalSeconds: 1, scaleDownWindowSeconds: 7200}");
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert!(found.iter().any(|p| p.starts_with("spec.autoscaling.intervalSeconds")), "{found:?}");
+    assert!(found.iter().any(|p| p.starts_with("spec.autoscaling.scaleDownWindowSeconds")), "{found:?}");
 }
 
 #[test]
