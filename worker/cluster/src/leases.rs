@@ -50,6 +50,8 @@ pub enum LeaseDecision {
     Wait(Duration),
     /// Every unit is committed.
     AllCommitted,
+    /// The worker is being drained: no more units for it.
+    Drained,
 }
 
 /// A failed attempt the caller should act on.

@@ -17,7 +17,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use prometheus::{CounterVec, Encoder, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{CounterVec, Encoder, GaugeVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -46,8 +46,13 @@ pub struct WorkerMetrics {
     queue: IntGaugeVec,
     memory: IntGaugeVec,
     units: IntCounterVec,
+    slots: IntGaugeVec,
+    ready: GaugeVec,
     /// Step counters as last synced, to add only the difference.
     last: Mutex<Vec<StepStatsSnapshot>>,
+    /// Which of the synced stages run here (the others stand in for another pool's steps, whose
+    /// workers export them); `None`: all.
+    local: Option<Vec<bool>>,
 }
 
 impl WorkerMetrics {
@@ -121,9 +126,39 @@ impl WorkerMetrics {
                 &["outcome"],
                 consts
             ),
+            slots: registered!(
+                registry,
+                IntGaugeVec,
+                "weir_step_slots",
+                "Morsels each step works on at once on this worker: busy seconds per second over slots is its utilisation.",
+                &["step"],
+                consts
+            ),
+            ready: registered!(
+                registry,
+                GaugeVec,
+                "weir_worker_ready_seconds",
+                "Seconds from the worker's start until it was ready (steps built, models loaded); absent before.",
+                &[],
+                consts
+            ),
             registry,
             last: Mutex::new(Vec::new()),
+            local: None,
         }
+    }
+
+    /// Exports only the stages `local` marks (by position): a leasing worker's stand-ins for
+    /// another pool's steps are that pool's to report.
+    #[must_use]
+    pub fn with_local_steps(mut self, local: Vec<bool>) -> Self {
+        self.local = Some(local);
+        self
+    }
+
+    /// Records that the worker became ready `seconds` after it started.
+    pub fn ready(&self, seconds: f64) {
+        self.ready.with_label_values::<&str>(&[]).set(seconds);
     }
 
     /// Counts a unit outcome: `leased`, `completed`, `failed` or `handed_back`.
@@ -136,6 +171,9 @@ impl WorkerMetrics {
         let now = stats.snapshot();
         let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
         for (i, step) in now.iter().enumerate() {
+            if self.local.as_ref().is_some_and(|local| !local.get(i).copied().unwrap_or(true)) {
+                continue;
+            }
             let before = last.get(i).filter(|b| b.name == step.name).cloned().unwrap_or_else(|| zero(&step.name));
             let name = step.name.as_str();
             self.rows.with_label_values(&[name, "in"]).inc_by(step.rows_in.saturating_sub(before.rows_in));
@@ -147,6 +185,7 @@ impl WorkerMetrics {
             self.blocked.with_label_values(&[name, "input"]).inc_by(seconds(step.blocked_in, before.blocked_in));
             self.blocked.with_label_values(&[name, "output"]).inc_by(seconds(step.blocked_out, before.blocked_out));
             self.queue.with_label_values(&[name]).set(step.queue_depth as i64);
+            self.slots.with_label_values(&[name]).set(step.concurrency as i64);
         }
         *last = now;
         self.memory.with_label_values(&["limit"]).set(budget.limit() as i64);
@@ -176,6 +215,9 @@ pub struct CoordinatorMetrics {
     attempts_failed: IntCounterVec,
     /// The failed attempts counted so far, to add only the difference at each sync.
     attempts_failed_seen: AtomicU64,
+    committed: IntCounterVec,
+    /// Units committed by this coordinator counted so far.
+    committed_seen: AtomicU64,
 }
 
 impl CoordinatorMetrics {
@@ -216,6 +258,15 @@ impl CoordinatorMetrics {
                 consts
             ),
             attempts_failed_seen: AtomicU64::new(0),
+            committed: registered!(
+                registry,
+                IntCounterVec,
+                "weir_job_units_committed_total",
+                "Units this coordinator committed since it started: the commit rate's source.",
+                &[],
+                consts
+            ),
+            committed_seen: AtomicU64::new(0),
             registry,
         }
     }
@@ -242,6 +293,94 @@ impl CoordinatorMetrics {
         }
         let before = self.attempts_failed_seen.fetch_max(status.attempts_failed, Ordering::Relaxed);
         self.attempts_failed.with_label_values::<&str>(&[]).inc_by(status.attempts_failed.saturating_sub(before));
+        let before = self.committed_seen.fetch_max(status.units_committed_here, Ordering::Relaxed);
+        self.committed.with_label_values::<&str>(&[]).inc_by(status.units_committed_here.saturating_sub(before));
+    }
+
+    pub fn render(&self) -> String {
+        render(&self.registry)
+    }
+}
+
+/// The local autoscaler's decisions (`weir run --workers cpu=1..4`), named as the operator's.
+pub struct AutoscalerMetrics {
+    registry: Registry,
+    desired: IntGaugeVec,
+    recommended: IntGaugeVec,
+    utilization: GaugeVec,
+    backpressure: GaugeVec,
+    decisions: IntCounterVec,
+}
+
+/// One pool's figures of an autoscaler round.
+#[derive(Debug, Clone, Default)]
+pub struct PoolDecision<'a> {
+    pub pool: &'a str,
+    pub desired: u32,
+    pub recommended: u32,
+    pub utilization: f64,
+    pub backpressure: f64,
+    /// `up`, `down` or `hold`.
+    pub action: &'a str,
+}
+
+impl AutoscalerMetrics {
+    pub fn new(job: &str) -> Self {
+        let registry = Registry::new();
+        let consts: std::collections::HashMap<String, String> = [("job".to_string(), job.to_string())].into();
+        Self {
+            desired: registered!(
+                registry,
+                IntGaugeVec,
+                "weir_autoscaler_desired_replicas",
+                "Workers the autoscaler keeps in each pool.",
+                &["pool"],
+                consts
+            ),
+            recommended: registered!(
+                registry,
+                IntGaugeVec,
+                "weir_autoscaler_recommended_replicas",
+                "Workers each pool's signals called for at the last decision.",
+                &["pool"],
+                consts
+            ),
+            utilization: registered!(
+                registry,
+                GaugeVec,
+                "weir_autoscaler_utilization",
+                "Busy seconds per second over slots of each pool's busiest step, at the last decision.",
+                &["pool"],
+                consts
+            ),
+            backpressure: registered!(
+                registry,
+                GaugeVec,
+                "weir_autoscaler_backpressure",
+                "Fraction of time each pool's steps waited on their output, at the last decision.",
+                &["pool"],
+                consts
+            ),
+            decisions: registered!(
+                registry,
+                IntCounterVec,
+                "weir_autoscaler_decisions_total",
+                "Autoscaler decisions per pool, by action (up, down, hold).",
+                &["pool", "action"],
+                consts
+            ),
+            registry,
+        }
+    }
+
+    /// Records one pool's decision.
+    pub fn record(&self, decision: &PoolDecision<'_>) {
+        let pool = decision.pool;
+        self.desired.with_label_values(&[pool]).set(i64::from(decision.desired));
+        self.recommended.with_label_values(&[pool]).set(i64::from(decision.recommended));
+        self.utilization.with_label_values(&[pool]).set(decision.utilization);
+        self.backpressure.with_label_values(&[pool]).set(decision.backpressure);
+        self.decisions.with_label_values(&[pool, decision.action]).inc();
     }
 
     pub fn render(&self) -> String {
@@ -342,9 +481,26 @@ mod tests {
             r#"weir_step_queue_depth{job="j",pool="cpu",step="image.decode",worker="cpu-0"} 2"#,
             r#"weir_memory_budget_bytes{job="j",kind="limit",pool="cpu",worker="cpu-0"} 1048576"#,
             r#"weir_worker_units_total{job="j",outcome="completed",pool="cpu",worker="cpu-0"} 1"#,
+            r#"weir_step_slots{job="j",pool="cpu",step="image.decode",worker="cpu-0"} 2"#,
         ] {
             assert!(text.contains(line), "missing {line} in\n{text}");
         }
+    }
+
+    #[test]
+    fn a_worker_exports_only_its_own_steps_and_its_readiness_once_ready() {
+        let local = Arc::new(StepStats::new("image.decode", 2));
+        let remote = Arc::new(StepStats::new("text.embed", 2));
+        let stats = PipelineStats::new(vec![local.clone(), remote.clone()]);
+        let metrics = WorkerMetrics::new("j", "cpu", "cpu-0").with_local_steps(vec![true, false]);
+        remote.add_busy(Duration::from_secs(3));
+        metrics.sync(&stats, &MemoryBudget::new(1 << 20));
+        let text = metrics.render();
+        assert!(text.contains(r#"weir_step_slots{job="j",pool="cpu",step="image.decode",worker="cpu-0"} 2"#), "{text}");
+        assert!(!text.contains("text.embed"), "a stand-in's figures belong to the serving pool:\n{text}");
+        assert!(!text.contains("weir_worker_ready_seconds{"), "not ready yet:\n{text}");
+        metrics.ready(2.5);
+        assert!(metrics.render().contains(r#"weir_worker_ready_seconds{job="j",pool="cpu",worker="cpu-0"} 2.5"#));
     }
 
     #[test]
@@ -356,6 +512,10 @@ mod tests {
         assert!(text.contains(r#"weir_job_units{job="j",state="committed"} 4"#), "{text}");
         assert!(text.contains(r#"weir_job_rows{job="j",kind="out"} 40"#), "{text}");
         assert!(text.contains(r#"weir_job_workers{job="j",pool="cpu"} 3"#), "{text}");
+        metrics.sync(&JobStatus { units_committed_here: 3, ..status.clone() }, &[]);
+        metrics.sync(&JobStatus { units_committed_here: 2, ..status }, &[]);
+        let text = metrics.render();
+        assert!(text.contains(r#"weir_job_units_committed_total{job="j"} 3"#), "{text}");
     }
 
     #[test]

@@ -183,3 +183,92 @@ async fn a_heartbeat_after_the_end_carries_the_verdict_and_counts_as_telling_the
     let outcome = tokio::time::timeout(Duration::from_secs(10), run.served).await.expect("exited before linger");
     assert!(outcome.expect("join").is_ok());
 }
+
+fn heartbeat(worker: &str, held: &[&proto::Unit], exchange: &str, in_flight: u32) -> proto::HeartbeatRequest {
+    proto::HeartbeatRequest {
+        worker: worker.into(),
+        held: held.iter().map(|u| proto::UnitAttempt { unit: u.id, attempt: u.attempt }).collect(),
+        pool: if exchange.is_empty() { "cpu".into() } else { "gpu".into() },
+        exchange_endpoint: exchange.into(),
+        exchanges_in_flight: in_flight,
+    }
+}
+
+async fn workers(client: &mut CoordinatorClient<tonic::transport::Channel>) -> Vec<proto::WorkerView> {
+    client.workers(proto::WorkersRequest {}).await.expect("workers").into_inner().workers
+}
+
+#[tokio::test]
+async fn a_drained_leasing_worker_finishes_what_it_holds_and_no_unit_is_redone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let job = job(dir.path(), 8);
+    let mut run = start(&job, options()).await;
+    let c = &mut run.client;
+    let Lease::Unit(held) = lease(c, "a").await else { panic!("no unit") };
+    let drained = c.drain(proto::DrainRequest { worker: "a".into() }).await.expect("drain").into_inner();
+    assert!(drained.known);
+    let unknown = c.drain(proto::DrainRequest { worker: "nobody".into() }).await.expect("drain").into_inner();
+    assert!(!unknown.known, "a worker the coordinator never saw");
+    let view = workers(c).await;
+    assert_eq!(view.len(), 1);
+    assert!(view[0].draining && !view[0].drained, "it still holds a unit: {view:?}");
+    assert_eq!(view[0].units_held, 1);
+    // No new unit goes to it, while another worker still gets one.
+    assert!(matches!(lease(c, "a").await, Lease::Drained(_)));
+    let Lease::Unit(other) = lease(c, "b").await else { panic!("b gets a unit") };
+    assert_ne!(other.id, held.id);
+    // Its heartbeats keep its lease alive; it is not told to exit while it holds the unit.
+    let beat = c.heartbeat(heartbeat("a", &[&held], "", 0)).await.expect("heartbeat").into_inner();
+    assert!(beat.revoked.is_empty() && !beat.drained);
+    // It finishes the unit: committed at its first attempt, nothing handed back or redone.
+    assert!(c.complete(complete(&held, "a", vec![])).await.expect("complete").into_inner().committed);
+    assert!(workers(c).await.iter().any(|w| w.worker == "a" && w.drained), "drained once it holds nothing");
+    assert!(matches!(lease(c, "a").await, Lease::Drained(_)), "told to exit");
+    assert!(workers(c).await.iter().all(|w| w.worker != "a"), "and forgotten");
+    // A late heartbeat does not bring it back; it is told it was drained.
+    let late = c.heartbeat(heartbeat("a", &[], "", 0)).await.expect("heartbeat").into_inner();
+    assert!(late.drained);
+    assert!(workers(c).await.iter().all(|w| w.worker != "a"));
+    let status = c.status(proto::StatusRequest {}).await.expect("status").into_inner();
+    assert_eq!((status.units_committed, status.attempts_failed), (1, 0));
+    run.stop.cancel();
+    let _ = run.served.await;
+}
+
+#[tokio::test]
+async fn a_drained_serving_worker_gets_no_routes_and_is_released_once_its_exchanges_are_done() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let job = job(dir.path(), 2);
+    let heartbeat_every = Duration::from_millis(200);
+    let mut run = start(&job, CoordinatorOptions { heartbeat: heartbeat_every, ..options() }).await;
+    let c = &mut run.client;
+    for (worker, endpoint) in [("g0", "http://g0:7071"), ("g1", "http://g1:7071")] {
+        let register = proto::RegisterRequest {
+            worker: worker.into(),
+            pool: "gpu".into(),
+            capacity: 1,
+            exchange_endpoint: endpoint.into(),
+        };
+        c.register(register).await.expect("register");
+    }
+    c.heartbeat(heartbeat("g0", &[], "http://g0:7071", 2)).await.expect("heartbeat");
+    c.drain(proto::DrainRequest { worker: "g0".into() }).await.expect("drain");
+    for _ in 0..4 {
+        let route = proto::RouteRequest { worker: "cpu-0".into(), pool: "gpu".into() };
+        let endpoint = c.route(route).await.expect("route").into_inner().endpoint;
+        assert_eq!(endpoint, "http://g1:7071", "routes avoid the draining worker");
+    }
+    // Exchanges in flight, or a quiet report too soon after the drain began (a route given just
+    // before it may not have connected yet): not drained.
+    let busy = c.heartbeat(heartbeat("g0", &[], "http://g0:7071", 1)).await.expect("heartbeat").into_inner();
+    assert!(!busy.drained);
+    let early = c.heartbeat(heartbeat("g0", &[], "http://g0:7071", 0)).await.expect("heartbeat").into_inner();
+    assert!(!early.drained, "reported quiet before a heartbeat interval passed");
+    tokio::time::sleep(heartbeat_every * 2).await;
+    let quiet = c.heartbeat(heartbeat("g0", &[], "http://g0:7071", 0)).await.expect("heartbeat").into_inner();
+    assert!(quiet.drained, "quiet a heartbeat interval after the drain: told to exit");
+    let names: Vec<String> = workers(c).await.into_iter().map(|w| w.worker).collect();
+    assert_eq!(names, ["g1"]);
+    run.stop.cancel();
+    let _ = run.served.await;
+}

@@ -59,6 +59,7 @@ impl proto::coordinator_server::Coordinator for Coordinator {
                     }
                     LeaseDecision::Wait(after) => LeaseResult::WaitMs(after.as_millis() as u64),
                     LeaseDecision::AllCommitted => LeaseResult::WaitMs(200),
+                    LeaseDecision::Drained => LeaseResult::Drained(proto::Drained {}),
                 }
             }
         };
@@ -76,10 +77,17 @@ impl proto::coordinator_server::Coordinator for Coordinator {
         let revoked = state.heartbeat(&request.worker, &request.pool, &held, Instant::now());
         state.exchange_report(&request.worker, &request.exchange_endpoint, request.exchanges_in_flight);
         let ended = self.tell_ended(&mut state, &request.worker);
+        let drained = ended.is_none() && {
+            if state.is_drained(&request.worker, self.shared.options.heartbeat) {
+                state.forget(&request.worker);
+            }
+            state.is_gone(&request.worker)
+        };
         Ok(Response::new(proto::HeartbeatResponse {
             revoked: revoked.into_iter().map(|(unit, attempt)| proto::UnitAttempt { unit, attempt }).collect(),
             job_ended: ended.is_some(),
             ended,
+            drained,
         }))
     }
 
@@ -166,6 +174,24 @@ impl proto::coordinator_server::Coordinator for Coordinator {
         require_worker(&request.worker)?;
         let endpoint = self.lock().route(&request.pool, Instant::now()).unwrap_or_default();
         Ok(Response::new(proto::RouteResponse { endpoint }))
+    }
+
+    async fn workers(
+        &self,
+        _request: Request<proto::WorkersRequest>,
+    ) -> Result<Response<proto::WorkersResponse>, Status> {
+        let workers = self.lock().worker_views(self.shared.options.heartbeat, Instant::now());
+        Ok(Response::new(proto::WorkersResponse { workers }))
+    }
+
+    async fn drain(&self, request: Request<proto::DrainRequest>) -> Result<Response<proto::DrainResponse>, Status> {
+        let request = request.into_inner();
+        require_worker(&request.worker)?;
+        let known = self.lock().drain(&request.worker, Instant::now());
+        if known {
+            tracing::info!(job = %self.shared.job, worker = %request.worker, "draining worker {}", request.worker);
+        }
+        Ok(Response::new(proto::DrainResponse { known }))
     }
 
     async fn status(&self, _request: Request<proto::StatusRequest>) -> Result<Response<proto::JobStatus>, Status> {

@@ -18,6 +18,10 @@ pub struct WorkerInfo {
     pub exchange: Option<String>,
     /// Exchanges in progress at its last heartbeat, plus routes given since.
     pub load: u32,
+    /// When its load was last reported (a heartbeat).
+    pub reported: Instant,
+    /// When a drain of it began: it gets no new units or exchanges.
+    pub draining: Option<Instant>,
 }
 
 /// How finalizing ended.
@@ -42,6 +46,11 @@ pub struct JobState {
     pub already_complete: bool,
     /// Workers that have been told the job ended.
     told: HashSet<String>,
+    /// Units this coordinator committed (not those reloaded from the checkpoint).
+    committed_here: u64,
+    /// Workers drained and told to exit: a late heartbeat or lease of theirs does not make them
+    /// join again (only a new Register does).
+    gone: HashSet<String>,
 }
 
 impl JobState {
@@ -65,6 +74,8 @@ impl JobState {
             epoch,
             already_complete,
             told: HashSet::new(),
+            committed_here: 0,
+            gone: HashSet::new(),
         };
         for commit in committed {
             state.count(&commit);
@@ -110,7 +121,15 @@ impl JobState {
     }
 
     pub fn register(&mut self, worker: &str, pool: &str, now: Instant) {
-        let info = WorkerInfo { pool: pool.to_string(), last_seen: now, exchange: None, load: 0 };
+        self.gone.remove(worker);
+        let info = WorkerInfo {
+            pool: pool.to_string(),
+            last_seen: now,
+            exchange: None,
+            load: 0,
+            reported: now,
+            draining: None,
+        };
         self.workers.insert(worker.to_string(), info);
     }
 
@@ -121,7 +140,61 @@ impl JobState {
         {
             info.exchange = Some(endpoint.to_string());
             info.load = load;
+            info.reported = Instant::now();
         }
+    }
+
+    /// Begins draining `worker`: no new units or exchanges go to it. `false` when it is unknown.
+    pub fn drain(&mut self, worker: &str, now: Instant) -> bool {
+        let Some(info) = self.workers.get_mut(worker) else { return false };
+        info.draining.get_or_insert(now);
+        true
+    }
+
+    /// A draining worker holds no unit and, if it serves exchanges, reported none in a heartbeat
+    /// sent at least one heartbeat interval after the drain began (a route given just before the
+    /// drain has connected by then).
+    pub fn is_drained(&self, worker: &str, heartbeat: Duration) -> bool {
+        let Some(info) = self.workers.get(worker) else { return false };
+        let Some(since) = info.draining else { return false };
+        let quiet = info.exchange.is_none() || (info.load == 0 && info.reported >= since + heartbeat);
+        quiet && self.table.held_by(worker).is_empty()
+    }
+
+    /// Whether a drain of `worker` began.
+    pub fn is_draining(&self, worker: &str) -> bool {
+        self.workers.get(worker).is_some_and(|w| w.draining.is_some())
+    }
+
+    /// Whether `worker` was drained and told to exit.
+    pub fn is_gone(&self, worker: &str) -> bool {
+        self.gone.contains(worker)
+    }
+
+    /// Forgets a drained worker: it was told to exit.
+    pub fn forget(&mut self, worker: &str) {
+        self.gone.insert(worker.to_string());
+        let pool = self.workers.remove(worker).map(|w| w.pool).unwrap_or_default();
+        tracing::info!(worker = %worker, pool = %pool, "worker {worker} (pool {pool}) drained; told to exit");
+    }
+
+    /// Every known worker, as the Workers RPC reports them.
+    pub fn worker_views(&self, heartbeat: Duration, now: Instant) -> Vec<proto::WorkerView> {
+        let mut views: Vec<proto::WorkerView> = self
+            .workers
+            .iter()
+            .map(|(name, info)| proto::WorkerView {
+                worker: name.clone(),
+                pool: info.pool.clone(),
+                units_held: self.table.held_by(name).len() as u32,
+                exchanges_in_flight: info.load,
+                draining: info.draining.is_some(),
+                drained: self.is_drained(name, heartbeat),
+                silent_seconds: now.saturating_duration_since(info.last_seen).as_secs_f64(),
+            })
+            .collect();
+        views.sort_by(|a, b| a.worker.cmp(&b.worker));
+        views
     }
 
     /// The endpoint of the least-loaded worker of `pool` heard from within a lease lifetime; the
@@ -131,7 +204,12 @@ impl JobState {
         let (_, info) = self
             .workers
             .iter_mut()
-            .filter(|(_, w)| w.pool == pool && w.exchange.is_some() && now.saturating_duration_since(w.last_seen) < ttl)
+            .filter(|(_, w)| {
+                w.pool == pool
+                    && w.exchange.is_some()
+                    && w.draining.is_none()
+                    && now.saturating_duration_since(w.last_seen) < ttl
+            })
             .min_by_key(|(name, w)| (w.load, name.to_string()))?;
         info.load += 1;
         info.exchange.clone()
@@ -141,6 +219,7 @@ impl JobState {
     pub fn seen(&mut self, worker: &str, pool: &str, now: Instant) {
         match self.workers.get_mut(worker) {
             Some(info) => info.last_seen = now,
+            None if self.gone.contains(worker) => {}
             None => self.register(worker, pool, now),
         }
     }
@@ -150,11 +229,20 @@ impl JobState {
         if self.phase != Phase::Running {
             return LeaseDecision::Wait(Duration::from_millis(200));
         }
+        if self.is_gone(worker) {
+            return LeaseDecision::Drained;
+        }
+        if self.is_draining(worker) {
+            if self.table.held_by(worker).is_empty() {
+                self.forget(worker);
+            }
+            return LeaseDecision::Drained;
+        }
         let ttl = self.table.ttl();
         let peers = self
             .workers
             .values()
-            .filter(|w| w.pool == pool && now.saturating_duration_since(w.last_seen) < ttl)
+            .filter(|w| w.pool == pool && w.draining.is_none() && now.saturating_duration_since(w.last_seen) < ttl)
             .count();
         self.table.lease(worker, peers, now)
     }
@@ -188,6 +276,7 @@ impl JobState {
         if !self.table.is_committed(commit.unit) {
             self.table.mark_committed(commit.unit);
             self.count(commit);
+            self.committed_here += 1;
         }
         self.all_committed()
     }
@@ -275,6 +364,7 @@ impl JobState {
             eta_seconds: eta,
             attempts_failed: self.attempts_failed,
             epoch: self.epoch,
+            units_committed_here: self.committed_here,
         }
     }
 }

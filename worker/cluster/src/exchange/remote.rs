@@ -1,6 +1,7 @@
 //! The stand-in for a segment of steps of another pool: each morsel goes to a worker of that pool,
 //! chosen by the coordinator, and comes back through every step of the segment.
 
+use std::collections::HashMap;
 use std::ops::RangeInclusive;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -23,24 +24,24 @@ use crate::proto;
 use crate::proto::coordinator_client::CoordinatorClient;
 use crate::retry::{Backoff, retry_rpc};
 
-/// A chosen peer is asked for again after this long, so load spreads as peers come and go.
-const REROUTE_AFTER: Duration = Duration::from_secs(10);
 /// How long a remote step waits for a worker of its pool to exist before failing the morsel.
 const ROUTE_PATIENCE: Duration = Duration::from_secs(120);
 
-/// Finds workers of a pool through the coordinator and keeps a connection to the current one.
+/// Finds workers of a pool through the coordinator, one pick per morsel (so a grown pool gets work
+/// at once and a drained worker none), and keeps a connection to each peer used.
 pub struct Router {
     /// `None`: a fixed peer (see [`Router::to`]).
     coordinator: Option<CoordinatorClient<Channel>>,
     worker: String,
     pool: String,
-    current: Mutex<Option<(String, FlightServiceClient<Channel>, Instant)>>,
+    /// Connections by endpoint; a fixed router holds its one peer here.
+    clients: Mutex<HashMap<String, FlightServiceClient<Channel>>>,
 }
 
 impl Router {
     pub fn new(coordinator: CoordinatorClient<Channel>, worker: &str, pool: &str) -> Self {
         let (worker, pool) = (worker.to_string(), pool.to_string());
-        Self { coordinator: Some(coordinator), worker, pool, current: Mutex::new(None) }
+        Self { coordinator: Some(coordinator), worker, pool, clients: Mutex::default() }
     }
 
     /// Always the peer at `endpoint`, without a coordinator (benchmarks, tools).
@@ -49,19 +50,24 @@ impl Router {
     /// When `endpoint` is not a URL.
     pub fn to(endpoint: &str) -> Result<Self, StepError> {
         let client = flight_client(endpoint)?;
-        let current = Mutex::new(Some((endpoint.to_string(), client, Instant::now())));
-        Ok(Self { coordinator: None, worker: String::new(), pool: String::new(), current })
+        let clients = Mutex::new(HashMap::from([(endpoint.to_string(), client)]));
+        Ok(Self { coordinator: None, worker: String::new(), pool: String::new(), clients })
     }
 
-    /// The peer to use now: the current one while fresh, else the coordinator's least-loaded pick.
+    fn clients(&self) -> std::sync::MutexGuard<'_, HashMap<String, FlightServiceClient<Channel>>> {
+        self.clients.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The peer for the next morsel: the coordinator's least-loaded pick (waiting while the pool
+    /// has no worker), or the fixed peer.
     async fn peer(&self) -> Result<(String, FlightServiceClient<Channel>), StepError> {
-        if let Some((endpoint, client, since)) = self.current.lock().unwrap_or_else(|p| p.into_inner()).as_ref()
-            && (since.elapsed() < REROUTE_AFTER || self.coordinator.is_none())
-        {
-            return Ok((endpoint.clone(), client.clone()));
-        }
         let Some(coordinator) = &self.coordinator else {
-            return Err(StepError::Transient("the fixed peer failed".into()));
+            return self
+                .clients()
+                .iter()
+                .next()
+                .map(|(e, c)| (e.clone(), c.clone()))
+                .ok_or_else(|| StepError::Transient("the fixed peer failed".into()));
         };
         let request = proto::RouteRequest { worker: self.worker.clone(), pool: self.pool.clone() };
         let started = Instant::now();
@@ -83,25 +89,23 @@ impl Router {
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         };
+        if let Some(client) = self.clients().get(&endpoint) {
+            return Ok((endpoint, client.clone()));
+        }
         let client = flight_client(&endpoint)?;
-        *self.current.lock().unwrap_or_else(|p| p.into_inner()) =
-            Some((endpoint.clone(), client.clone(), Instant::now()));
+        self.clients().insert(endpoint.clone(), client.clone());
         Ok((endpoint, client))
     }
 
-    /// Stops using `endpoint` (it failed); the next morsel asks for another peer.
+    /// Drops the connection to a peer that failed (a coordinator-routed one reconnects if it is
+    /// picked again).
     fn forget(&self, endpoint: &str) {
-        if self.coordinator.is_none() {
-            return;
-        }
-        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
-        if current.as_ref().is_some_and(|(e, _, _)| e == endpoint) {
-            *current = None;
+        if self.coordinator.is_some() {
+            self.clients().remove(endpoint);
         }
     }
 }
 
-/// A lazily connected Flight client for `endpoint`.
 fn flight_client(endpoint: &str) -> Result<FlightServiceClient<Channel>, StepError> {
     let channel = Channel::from_shared(endpoint.to_string())
         .map_err(|e| StepError::Other(format!("peer endpoint `{endpoint}`: {e}")))?

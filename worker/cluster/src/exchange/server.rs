@@ -24,22 +24,43 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
-use weir_core::batch::{row_ref, row_refs};
-use weir_core::{FailureOrigin, RowFailure, Step, StepContext, StepError};
+use weir_core::batch::{batch_bytes, row_ref, row_refs};
+use weir_core::{FailureOrigin, PipelineStats, RowFailure, Step, StepContext, StepError, StepStats};
 
 use super::{MAX_MESSAGE_BYTES, parse_segment_command, part_metadata};
 
 /// Runs the steps of this worker's pool for other workers.
+/// A served step and its counters.
+type Counted = (Arc<dyn Step>, Arc<StepStats>);
+
 pub struct StepServer {
-    /// By index in `spec.steps`.
-    steps: HashMap<usize, Arc<dyn Step>>,
+    /// By index in `spec.steps`, with the step's counters.
+    steps: HashMap<usize, Counted>,
     ctx: StepContext,
     in_flight: Arc<AtomicU32>,
+    /// The served steps' counters, in step order (for `/metrics`).
+    stats: Arc<PipelineStats>,
 }
 
 impl StepServer {
+    /// Serves `steps`; each step's slots are its concurrency, or the compute threads by default.
     pub fn new(steps: HashMap<usize, Arc<dyn Step>>, ctx: StepContext) -> Self {
-        Self { steps, ctx, in_flight: Arc::default() }
+        let threads = ctx.compute.threads();
+        let mut indexed: Vec<(usize, Counted)> = steps
+            .into_iter()
+            .map(|(i, step)| {
+                let stats = Arc::new(StepStats::new(step.name(), step.concurrency().unwrap_or(threads)));
+                (i, (step, stats))
+            })
+            .collect();
+        indexed.sort_by_key(|(i, _)| *i);
+        let stats = Arc::new(PipelineStats::new(indexed.iter().map(|(_, (_, s))| s.clone()).collect()));
+        Self { steps: indexed.into_iter().collect(), ctx, in_flight: Arc::default(), stats }
+    }
+
+    /// The served steps' counters: rows, busy time and failures of every exchange.
+    pub fn stats(&self) -> Arc<PipelineStats> {
+        self.stats.clone()
     }
 
     /// Exchanges in progress (the load the coordinator balances on).
@@ -128,8 +149,8 @@ async fn encode_part(batch: RecordBatch, carried: Carried) -> Result<Vec<FlightD
     Ok(messages)
 }
 
-/// The steps of one exchange, by index in `spec.steps`, in order.
-type Segment = Vec<(usize, Arc<dyn Step>)>;
+/// The steps of one exchange, by index in `spec.steps`, in order, with their counters.
+type Segment = Vec<(usize, Arc<dyn Step>, Arc<StepStats>)>;
 
 /// Failures and busy time not sent yet: they go with the next part sent.
 #[derive(Default)]
@@ -166,9 +187,10 @@ fn run_chain<'a>(
     out: &'a mpsc::Sender<Result<FlightData, Status>>,
 ) -> BoxFuture<'a, Result<(), Status>> {
     async move {
-        let Some((index, step)) = segment.get(at).filter(|_| batch.num_rows() > 0) else {
+        let Some((index, step, stats)) = segment.get(at).filter(|_| batch.num_rows() > 0) else {
             return send_all(out, encode_part(batch, std::mem::take(carried)).await?).await;
         };
+        stats.record_in(batch.num_rows(), batch_bytes(&batch));
         let started = Instant::now();
         let mut output = step.clone().process(batch.clone(), ctx.clone()).await.map_err(step_status)?;
         // Later parts count only the busy time they report, as in the executor.
@@ -177,7 +199,11 @@ fn run_chain<'a>(
         let mut next = Some(Ok(output));
         while let Some(part) = next {
             let part = part.map_err(step_status)?;
-            carried.busy += part.busy.unwrap_or_default();
+            let busy = part.busy.unwrap_or_default();
+            carried.busy += busy;
+            stats.add_busy(busy);
+            stats.record_out(part.batch.num_rows(), batch_bytes(&part.batch));
+            stats.record_failed(part.failures.len());
             if at == 0 {
                 carried.failures.extend(part.failures);
             } else {
@@ -239,7 +265,7 @@ impl FlightService for StepServer {
             })?;
         let segment = indices
             .map(|index| match self.steps.get(&index) {
-                Some(step) => Ok((index, step.clone())),
+                Some((step, stats)) => Ok((index, step.clone(), stats.clone())),
                 None => Err(Status::failed_precondition(format!("this worker does not run step #{index}"))),
             })
             .collect::<Result<Segment, Status>>()?;

@@ -7,6 +7,8 @@
 //!   a fresh pipeline (the steps, and any model they loaded, are reused).
 //! - On shutdown (SIGTERM) the worker stops leasing, finishes the units it holds within the grace
 //!   period, hands back what is left, and returns `Ok`.
+//! - Drained by the coordinator (a scale-down), it stops leasing, finishes every unit it holds
+//!   (none is handed back, so none is redone), and returns [`WorkerExit::Drained`].
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -25,7 +27,7 @@ use weir_core::{
 };
 use weir_io::sink::{SinkPlan, UnitListener};
 
-use super::{Holding, Membership, WorkerError, WorkerExit, WorkerOptions, connect};
+use super::{Holding, Membership, Told, WorkerError, WorkerExit, WorkerOptions, connect};
 use crate::convert::unit_from_proto;
 use crate::metrics::WorkerMetrics;
 use crate::proto::coordinator_client::CoordinatorClient;
@@ -98,8 +100,10 @@ pub async fn run_worker(
     heartbeats.spawn({
         let worker = worker.clone();
         async move {
-            let ended = membership.heartbeats(|| worker.holding()).await;
-            worker.job_ended(ended);
+            match membership.heartbeats(|| worker.holding()).await {
+                Told::Ended(ended) => worker.job_ended(ended),
+                Told::Drained => worker.drained(),
+            }
         }
     });
     while !shutdown.is_cancelled() && !worker.ended.is_cancelled() {
@@ -220,6 +224,16 @@ impl Worker {
                     self.job_ended(ended);
                     return;
                 }
+                Ok(Some(LeaseResult::Drained(_))) => {
+                    drop(permit);
+                    if self.held().is_empty() {
+                        self.drained();
+                        return;
+                    }
+                    // Finish what is held (nothing is handed back), then ask again: the
+                    // coordinator forgets this worker once it holds nothing.
+                    DRAINED_ASK_AGAIN
+                }
                 Ok(None) => Duration::from_secs(1),
                 Err(status) if stop.is_cancelled() => {
                     let _ = status;
@@ -323,6 +337,13 @@ impl Worker {
         }
     }
 
+    /// The coordinator drained this worker and it holds nothing: stop, as after the job's end.
+    fn drained(&self) {
+        info!(worker = %self.options.id, pool = %self.options.pool, "drained; exiting");
+        *self.exit.lock().unwrap_or_else(|p| p.into_inner()) = Some(WorkerExit::Drained);
+        self.ended.cancel();
+    }
+
     /// Records the job's verdict and stops leasing.
     fn job_ended(&self, ended: proto::JobEnded) {
         let (worker, pool) = (&self.options.id, &self.options.pool);
@@ -339,6 +360,10 @@ impl Worker {
         Holding { units, ..Holding::default() }
     }
 }
+
+/// How soon a draining worker that still holds units asks again (it also asks as soon as one is
+/// reported).
+const DRAINED_ASK_AGAIN: Duration = Duration::from_millis(500);
 
 /// How long a finished unit's report is retried while the coordinator is unreachable.
 const REPORT_PATIENCE: Duration = Duration::from_secs(120);

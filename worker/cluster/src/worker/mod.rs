@@ -51,7 +51,8 @@ pub enum WorkerError {
 pub enum WorkerExit {
     /// The coordinator said the job ended.
     JobEnded { succeeded: bool, message: String },
-    /// Shutdown was requested; held units were finished or handed back.
+    /// Shutdown was requested, or the coordinator drained the worker (a scale-down); held units
+    /// were finished or handed back.
     Drained,
 }
 
@@ -77,6 +78,15 @@ struct Membership {
     /// Where the worker serves its pool's steps; empty for a leasing worker.
     exchange_endpoint: String,
     every: Duration,
+}
+
+/// What the coordinator told a heartbeating worker that ends its membership.
+#[derive(Debug)]
+enum Told {
+    /// The job ended, with this verdict.
+    Ended(JobEnded),
+    /// The worker was drained (a scale-down): it should exit.
+    Drained,
 }
 
 /// What a worker reports at each heartbeat.
@@ -126,13 +136,13 @@ impl Membership {
     }
 
     /// Heartbeats, reporting what `holding` says each time, until the coordinator answers that the
-    /// job ended; returns its verdict. A failed heartbeat or a revoked lease is logged and the
-    /// heartbeats go on.
+    /// job ended (its verdict) or that this worker was drained. A failed heartbeat or a revoked
+    /// lease is logged and the heartbeats go on.
     ///
     /// # Cancellation
     /// Never returns otherwise: drop the future (or abort its task) to stop. A heartbeat dropped in
     /// flight is harmless; the next one repeats it.
-    async fn heartbeats(&self, holding: impl Fn() -> Holding) -> JobEnded {
+    async fn heartbeats(&self, holding: impl Fn() -> Holding) -> Told {
         loop {
             tokio::time::sleep(self.every).await;
             let Holding { units, exchanges_in_flight } = holding();
@@ -148,7 +158,11 @@ impl Membership {
                     let reply = reply.into_inner();
                     if let Some(ended) = reply.ended {
                         // The coordinator counts this worker as told and may exit now.
-                        return ended;
+                        return Told::Ended(ended);
+                    }
+                    if reply.drained {
+                        // The coordinator has forgotten this worker: it holds and serves nothing.
+                        return Told::Drained;
                     }
                     for UnitAttempt { unit, attempt } in reply.revoked {
                         tracing::warn!(

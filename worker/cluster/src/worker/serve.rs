@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::{Holding, Membership, WorkerError, WorkerExit, WorkerOptions, connect};
+use super::{Holding, Membership, Told, WorkerError, WorkerExit, WorkerOptions, connect};
 use crate::exchange::server_bind as bind;
 use crate::exchange::{StepServer, serve_steps};
 
@@ -44,9 +44,13 @@ pub async fn serve_pool(
         let holding = || Holding { exchanges_in_flight: load.load(Ordering::Relaxed), ..Holding::default() };
         Ok(tokio::select! {
             () = shutdown.cancelled() => WorkerExit::Drained,
-            ended = membership.heartbeats(holding) => {
-                WorkerExit::JobEnded { succeeded: ended.succeeded, message: ended.message }
-            }
+            told = membership.heartbeats(holding) => match told {
+                Told::Ended(ended) => WorkerExit::JobEnded { succeeded: ended.succeeded, message: ended.message },
+                Told::Drained => {
+                    tracing::info!(worker = %options.id, pool = %options.pool, "drained; exiting");
+                    WorkerExit::Drained
+                }
+            },
         })
     }
     .await;
