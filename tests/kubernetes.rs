@@ -34,6 +34,7 @@ use weir_operator::children::{JOB_LABEL, Settings};
 use weir_operator::controller::{self, Context};
 use weir_operator::metrics::Metrics;
 use weir_operator::progress::GrpcProgress;
+use weir_operator::scaling::{PrometheusSignals, Scaling};
 
 /// Why the suite is ignored by default.
 const NEEDS_CLUSTER: &str = "needs a cluster: set KUBECONFIG";
@@ -123,7 +124,9 @@ impl Cluster {
         let settings =
             Settings { image: self.image.clone(), gpu_image: None, image_pull_policy: Some("IfNotPresent".into()) };
         let metrics = Arc::new(Metrics::new().expect("metrics"));
-        let ctx = Arc::new(Context::new(self.client.clone(), settings, metrics, Arc::new(GrpcProgress)));
+        let prometheus = std::env::var("WEIR_PROMETHEUS_URL").ok();
+        let scaling = Scaling::new(Arc::new(PrometheusSignals), prometheus);
+        let ctx = Arc::new(Context::new(self.client.clone(), settings, metrics, Arc::new(GrpcProgress), scaling));
         let namespace = self.namespace.clone();
         tokio::spawn(async move {
             let _ = controller::run(ctx, Some(&namespace)).await;

@@ -36,10 +36,15 @@ pub fn set(
 
 /// `message`, cut to [`MAX_MESSAGE`] bytes on a character boundary.
 pub fn bounded(message: &str) -> String {
-    if message.len() <= MAX_MESSAGE {
+    bounded_to(message, MAX_MESSAGE)
+}
+
+/// `message`, cut to `max` bytes (at least 3) on a character boundary, ending in `...` when cut.
+pub fn bounded_to(message: &str, max: usize) -> String {
+    if message.len() <= max {
         return message.to_string();
     }
-    let mut end = MAX_MESSAGE - 3;
+    let mut end = max.saturating_sub(3);
     while !message.is_char_boundary(end) {
         end -= 1;
     }

@@ -1,5 +1,6 @@
-//! The kube-rs controller: observe a job's pods and progress, decide, apply children by server-side
-//! apply, write the status, record events.
+//! The kube-rs controller: observe a job's pods, its coordinator's progress and workers, run the
+//! autoscaling round when one is due, decide, apply children by server-side apply, ask the
+//! coordinator for drains, write the status, record events.
 
 use std::fmt::Debug;
 use std::sync::Arc;
@@ -16,16 +17,17 @@ use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use weir_crds::MultimodalJob;
+use weir_crds::{AutoscalingMode, JobPhase, MultimodalJob};
 
 use crate::children::{
     COORDINATOR_PORT, FIELD_MANAGER, Owner, Settings, coordinator_name, exchange_service_name, job_selector, plan_name,
 };
-use crate::decide::{Observed, Plan, Slot, decide};
+use crate::decide::{Observed, Plan, ScalingRound, Slot, decide};
 use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::observe::{PodPhase, PodView, Role};
 use crate::progress::ProgressSource;
+use crate::scaling::Scaling;
 
 /// Back-off after a failed reconcile.
 const ERROR_REQUEUE: Duration = Duration::from_secs(15);
@@ -40,15 +42,23 @@ pub struct Context {
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
     pub progress: Arc<dyn ProgressSource>,
+    /// Each job's autoscaler and drains, between reconciles.
+    pub scaling: Scaling,
 }
 
 impl Context {
-    pub fn new(client: Client, settings: Settings, metrics: Arc<Metrics>, progress: Arc<dyn ProgressSource>) -> Self {
+    pub fn new(
+        client: Client,
+        settings: Settings,
+        metrics: Arc<Metrics>,
+        progress: Arc<dyn ProgressSource>,
+        scaling: Scaling,
+    ) -> Self {
         // Events need a reporting instance: the pod's name in a cluster, the host's outside.
         let instance =
             std::env::var("POD_NAME").or_else(|_| std::env::var("HOSTNAME")).unwrap_or_else(|_| "local".into());
         let reporter = Reporter { controller: FIELD_MANAGER.to_string(), instance: Some(instance) };
-        Self { recorder: Recorder::new(client.clone(), reporter), client, settings, metrics, progress }
+        Self { recorder: Recorder::new(client.clone(), reporter), client, settings, metrics, progress, scaling }
     }
 }
 
@@ -84,6 +94,7 @@ pub async fn reconcile(cached: Arc<MultimodalJob>, ctx: Arc<Context>) -> Result<
     let _timer = ctx.metrics.reconcile_started();
     if cached.metadata.deletion_timestamp.is_some() {
         // Owner references let the garbage collector delete the children.
+        forget(&cached, &ctx);
         return Ok(Action::await_change());
     }
     // Decide from the stored job, not the cache: the cache may not hold our last status write
@@ -91,6 +102,7 @@ pub async fn reconcile(cached: Arc<MultimodalJob>, ctx: Arc<Context>) -> Result<
     let namespace = cached.namespace().ok_or(Error::MissingObjectKey("namespace"))?;
     let jobs: Api<MultimodalJob> = Api::namespaced(ctx.client.clone(), &namespace);
     let Some(job) = jobs.get_opt(&cached.name_any()).await? else {
+        forget(&cached, &ctx);
         return Ok(Action::await_change());
     };
     let owner = Owner::new(&job, &ctx.settings)?;
@@ -98,13 +110,75 @@ pub async fn reconcile(cached: Arc<MultimodalJob>, ctx: Arc<Context>) -> Result<
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &owner.namespace);
     let listed = pods.list(&ListParams::default().labels(&job_selector(&owner.name))).await?;
     let views: Vec<PodView> = listed.items.iter().filter_map(|p| PodView::of(&owner.name, &uid, p)).collect();
-    let progress = match coordinator_endpoint(&views) {
-        Some(endpoint) => ctx.progress.read(endpoint).await,
-        None => None,
+    let endpoint = coordinator_endpoint(&views);
+    let (progress, workers) = match &endpoint {
+        Some(e) => futures::join!(ctx.progress.read(e.clone()), ctx.progress.workers(e.clone())),
+        None => (None, None),
     };
-    let plan = decide(&job, &Observed { pods: &views, progress: progress.as_ref(), now: Time(Timestamp::now()) });
+    let round = ctx.scaling.round(&uid, &job, &views).await;
+    let now = Time(Timestamp::now());
+    let drains = ctx.scaling.drains(&uid, &views, workers.as_deref(), &now);
+    let seen = Observed {
+        pods: &views,
+        progress: progress.as_ref(),
+        workers: workers.as_deref(),
+        drains: &drains,
+        scaling: round.as_ref(),
+        now,
+    };
+    let plan = decide(&job, &seen);
     execute(&owner, &plan, &views, &ctx).await?;
-    Ok(plan.requeue.map_or_else(Action::await_change, Action::requeue))
+    drain(&uid, endpoint.as_deref(), &plan.drain, &ctx).await;
+    record_scaling(&owner, &plan, round.as_ref(), &ctx);
+    let requeue = match (plan.requeue, ctx.scaling.next_round_in(&uid)) {
+        // A round is due again after the interval even when nothing else changes.
+        (Some(a), Some(b)) if plan.status.phase == Some(JobPhase::Running) => Some(a.min(b)),
+        (requeue, _) => requeue,
+    };
+    Ok(requeue.map_or_else(Action::await_change, Action::requeue))
+}
+
+/// Drops what the operator remembers of a job that is gone, and its autoscaler metrics.
+fn forget(job: &MultimodalJob, ctx: &Context) {
+    if let Some(uid) = job.uid() {
+        ctx.scaling.forget(&uid);
+    }
+    ctx.metrics.autoscaler_forget(&job.namespace().unwrap_or_default(), &job.name_any());
+}
+
+/// Asks the coordinator to drain each of `names`; a drain that fails is logged and asked again
+/// at the next reconcile (the pod is not recorded as draining, so decide picks a pod again).
+async fn drain(uid: &str, endpoint: Option<&str>, names: &[String], ctx: &Context) {
+    let Some(endpoint) = endpoint else {
+        if !names.is_empty() {
+            tracing::warn!(pods = ?names, "cannot drain: the coordinator has no address");
+        }
+        return;
+    };
+    for name in names {
+        match ctx.progress.drain(endpoint.to_string(), name.clone()).await {
+            Ok(known) => {
+                tracing::info!(pod = %name, known, "draining a worker for a scale-down");
+                ctx.scaling.drain_started(uid, name, Time(Timestamp::now()));
+            }
+            Err(e) => tracing::warn!(pod = %name, error = %e, "cannot drain a worker; retrying at the next reconcile"),
+        }
+    }
+}
+
+/// The autoscaler's metrics: each pool's desired count, and this round's decisions.
+fn record_scaling(owner: &Owner<'_>, plan: &Plan, round: Option<&ScalingRound>, ctx: &Context) {
+    let autoscaled = owner.job.spec.autoscaling.as_ref().is_some_and(|a| a.mode() != AutoscalingMode::Disabled);
+    if !autoscaled {
+        ctx.metrics.autoscaler_forget(&owner.namespace, &owner.name);
+        return;
+    }
+    for (pool, replicas) in &plan.status.pools {
+        ctx.metrics.autoscaler_desired(&owner.namespace, &owner.name, pool, replicas.desired);
+    }
+    if let Some(ScalingRound::Decided { decisions, .. }) = round {
+        ctx.metrics.autoscaler_decided(&owner.namespace, &owner.name, decisions);
+    }
 }
 
 /// Logs the failure, counts it by kind, and retries later.

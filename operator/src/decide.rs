@@ -8,13 +8,18 @@
 //! the checkpoint. A finished job keeps its pods until `ttlSecondsAfterFinished`, then loses every
 //! child but stays as the record.
 
+mod pools;
+mod scale;
+
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use weir_crds::placement::pools_in_use;
+use weir_crds::validate::check_spec;
 use weir_crds::{JobPhase, MultimodalJob, MultimodalJobStatus, PoolName, PoolReplicas, Progress};
 
-use weir_crds::validate::check_spec;
+pub use pools::DRAIN_TIMEOUT;
+pub use scale::{AUTOSCALER_READY, ScalingRound, pool_states};
 
 use crate::conditions::{bounded, human_duration, set};
 use crate::observe::{PodPhase, PodView, Role};
@@ -46,12 +51,44 @@ pub struct CoordinatorProgress {
     pub finishing: bool,
 }
 
+/// What the coordinator's Workers RPC says of one worker (a pod: worker ids are pod names).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WorkerSeen {
+    pub name: String,
+    pub pool: String,
+    pub units_held: u32,
+    /// Exchanges it serves, plus routes to it given since.
+    pub exchanges: u32,
+    /// A drain began: it gets no new units or exchanges.
+    pub draining: bool,
+    /// It holds and serves nothing: it can go without losing work.
+    pub drained: bool,
+}
+
+/// The drains the operator asked for and has not seen end: pod name → when it asked.
+pub type Drains = BTreeMap<String, Time>;
+
+static NO_DRAINS: Drains = BTreeMap::new();
+
 /// Everything a decision depends on besides the job.
 pub struct Observed<'a> {
     pub pods: &'a [PodView],
     /// `None` when the coordinator could not be asked (not running yet, or unreachable).
     pub progress: Option<&'a CoordinatorProgress>,
+    /// The workers the coordinator knows; `None` when it could not be asked. Without it no
+    /// worker is drained or removed for a scale-down.
+    pub workers: Option<&'a [WorkerSeen]>,
+    pub drains: &'a Drains,
+    /// This reconcile's autoscaling round, when one was due (or why none can run).
+    pub scaling: Option<&'a ScalingRound>,
     pub now: Time,
+}
+
+impl<'a> Observed<'a> {
+    /// Pods and progress alone: no worker list, no drain, no autoscaling round.
+    pub fn new(pods: &'a [PodView], progress: Option<&'a CoordinatorProgress>, now: Time) -> Self {
+        Self { pods, progress, workers: None, drains: &NO_DRAINS, scaling: None, now }
+    }
 }
 
 /// A pod to create.
@@ -76,8 +113,10 @@ pub struct Plan {
     /// Apply the plan ConfigMap, the Services and the ServiceAccount.
     pub ensure_children: bool,
     pub create: Vec<Slot>,
-    /// Pods to delete by name (workers get SIGTERM and drain).
+    /// Pods to delete by name (workers get SIGTERM and hand their units back).
     pub delete: Vec<String>,
+    /// Workers (pod names) the coordinator is to drain before they are deleted.
+    pub drain: Vec<String>,
     /// Pods stuck terminating on a lost node, to delete with no grace period.
     pub force_delete: Vec<String>,
     /// Delete every child (the TTL after finishing has passed).
@@ -98,6 +137,7 @@ pub fn decide(job: &MultimodalJob, seen: &Observed) -> Plan {
             ensure_children: false,
             create: Vec::new(),
             delete: Vec::new(),
+            drain: Vec::new(),
             force_delete: Vec::new(),
             delete_all: false,
             status: previous.clone(),
@@ -105,6 +145,7 @@ pub fn decide(job: &MultimodalJob, seen: &Observed) -> Plan {
             requeue: None,
         },
         failure: None,
+        notes: Vec::new(),
     };
     match previous.phase {
         Some(JobPhase::Succeeded | JobPhase::Failed) => decision.finished(),
@@ -122,6 +163,8 @@ struct Decision<'a> {
     plan: Plan,
     /// The reason a job failed during this decision (the Failed condition's reason).
     failure: Option<&'static str>,
+    /// What the status message adds to the phase's (a scale-down held back).
+    notes: Vec<String>,
 }
 
 impl Decision<'_> {
@@ -192,10 +235,14 @@ impl Decision<'_> {
         let running = coordinator.is_some_and(|c| c.phase == PodPhase::Running);
         let phase = if running { JobPhase::Running } else { JobPhase::Pending };
         self.plan.status.phase = Some(phase);
-        let message = match self.live_pods().find_map(|p| Some((p.name.clone(), p.problem.clone()?))) {
+        let mut message = match self.live_pods().find_map(|p| Some((p.name.clone(), p.problem.clone()?))) {
             Some((pod, problem)) => format!("{}; pod {pod}: {problem}", self.running_message(phase)),
             None => self.running_message(phase),
         };
+        for note in &self.notes {
+            message.push_str("; ");
+            message.push_str(note);
+        }
         self.plan.status.message = Some(bounded(&message));
         self.plan.requeue = Some(if running { PROGRESS_INTERVAL } else { Duration::from_secs(5) });
     }
@@ -224,54 +271,6 @@ impl Decision<'_> {
             true,
         );
         false
-    }
-
-    /// Creates missing worker slots, replaces failed ones and removes the surplus of each pool.
-    fn workers(&mut self) {
-        let finishing = self.seen.progress.is_some_and(|p| p.finishing);
-        // A worker that exited 0 is replaced only when the coordinator says the job goes on: it
-        // exits 0 when told the job ended, and an unread progress must not read as "go on".
-        let going_on = self.seen.progress.is_some_and(|p| !p.finishing);
-        let pools = pools_in_use(&self.job.spec);
-        // Workers of a pool the job no longer uses (its `pools` changed) are surplus.
-        let unused: Vec<String> = self
-            .live_pods()
-            .filter(|p| matches!(&p.role, Role::Worker { pool, .. } if !pools.contains(pool)))
-            .map(|p| p.name.clone())
-            .collect();
-        self.plan.delete.extend(unused);
-        let mut replicas = std::collections::BTreeMap::new();
-        for pool in pools {
-            let desired = desired_replicas(self.job, &pool);
-            let mut ready = 0;
-            let pods: Vec<(u32, PodView)> = self
-                .seen
-                .pods
-                .iter()
-                .filter_map(|p| match &p.role {
-                    Role::Worker { pool: q, index } if *q == pool => Some((*index, p.clone())),
-                    _ => None,
-                })
-                .collect();
-            for index in 0..desired {
-                match pods.iter().find(|(i, _)| *i == index).map(|(_, p)| p) {
-                    None if !finishing => self.plan.create.push(Slot::Worker(pool.clone(), index)),
-                    None => {}
-                    Some(p) if p.terminating => {}
-                    Some(p) if p.phase == PodPhase::Failed || (p.phase == PodPhase::Succeeded && going_on) => {
-                        self.plan.delete.push(p.name.clone());
-                    }
-                    Some(p) => ready += i32::from(p.ready),
-                }
-            }
-            let mut surplus: Vec<&(u32, PodView)> =
-                pods.iter().filter(|(i, p)| *i >= desired && !p.terminating).collect();
-            surplus.sort_by_key(|(i, _)| std::cmp::Reverse(*i));
-            self.plan.delete.extend(surplus.into_iter().map(|(_, p)| p.name.clone()));
-            let counts = PoolReplicas { desired: desired as i32, ready, ..PoolReplicas::default() };
-            replicas.insert(pool.to_string(), counts);
-        }
-        self.plan.status.set_pools(replicas);
     }
 
     /// The job needs no pods any more (finished or suspended): every pool reads 0 of 0.
@@ -482,18 +481,21 @@ fn phase_name(phase: JobPhase) -> &'static str {
 }
 
 /// Ready: the coordinator and at least one worker of every pool pass their readiness probes.
-fn pods_ready(pods: &[PodView], replicas: &std::collections::BTreeMap<String, PoolReplicas>) -> bool {
+fn pods_ready(pods: &[PodView], replicas: &BTreeMap<String, PoolReplicas>) -> bool {
     let coordinator = pods.iter().any(|p| p.role == Role::Coordinator && p.ready && !p.terminating);
     coordinator && replicas.values().all(|r| r.ready > 0)
 }
 
-/// Replicas of a pool: its `replicas.min`, at least one (a pool the job uses cannot be empty).
-/// The Prometheus autoscaler moves this between `min` and `max`; without it, `min` holds.
+/// Replicas of a pool without the autoscaler (and in `recommend` mode): its `replicas.min`, at
+/// least one (a pool the job uses cannot be empty). In `auto` mode the autoscaler moves the
+/// desired count between this and `max` ([`scale`]).
 pub fn desired_replicas(job: &MultimodalJob, pool: &PoolName) -> u32 {
     let spec = job.spec.pools.as_ref().and_then(|p| p.get(pool));
     let min = spec.and_then(|s| s.replicas).map_or(1, |r| r.min);
     min.max(1) as u32
 }
 
+#[cfg(test)]
+mod scale_tests;
 #[cfg(test)]
 mod tests;

@@ -2,9 +2,11 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use weir_crds::{JobPhase, MultimodalJob, MultimodalJobStatus, PoolName};
+use weir_autoscale::{Action, Decision, Inputs, JobSignals, PoolSignals, Signals, StepSignals};
+use weir_crds::{JobPhase, MultimodalJob, MultimodalJobStatus, PoolName, PoolReplicas};
 
 use crate::children::{coordinator_name, worker_name};
+use crate::decide::WorkerSeen;
 use crate::observe::{PodPhase, PodView, Role};
 
 pub const JOB: &str = "thumbs";
@@ -31,6 +33,8 @@ pub fn at(second: i64) -> Time {
 pub trait JobFixture {
     fn in_phase(self, phase: JobPhase, started: i64) -> Self;
     fn finished_at(self, second: i64) -> Self;
+    /// `status.pools.<pool>` as a previous reconcile wrote it.
+    fn with_pool(self, pool: &str, replicas: PoolReplicas) -> Self;
 }
 
 impl JobFixture for MultimodalJob {
@@ -45,6 +49,44 @@ impl JobFixture for MultimodalJob {
         self.status.get_or_insert_with(MultimodalJobStatus::default).completion_time = Some(at(second));
         self
     }
+
+    fn with_pool(mut self, pool: &str, replicas: PoolReplicas) -> Self {
+        self.status.get_or_insert_with(MultimodalJobStatus::default).pools.insert(pool.to_string(), replicas);
+        self
+    }
+}
+
+/// Signals of a job whose pool `pool` (one step, two slots) is `utilization` busy, with 90 of 100
+/// units left and none leased.
+pub fn busy_pool(pool: &str, utilization: f64) -> Signals {
+    let step = StepSignals {
+        step: "image.embed".into(),
+        rows_per_second: 40.0,
+        busy: 2.0 * utilization,
+        blocked_output: 0.0,
+        slots: 2.0,
+    };
+    Signals {
+        pools: [(pool.to_string(), PoolSignals { steps: vec![step], workers_reporting: 1, ready_seconds: Some(20.0) })]
+            .into(),
+        job: JobSignals { units_total: 100.0, units_committed: 10.0, units_leased: 1.0, commit_rate: 0.0 },
+    }
+}
+
+/// One round's decision for `pool`: from `current`, `recommended` and then `desired`.
+pub fn decision(pool: &str, current: u32, recommended: u32, desired: u32) -> Decision {
+    let action = match desired.cmp(&current) {
+        std::cmp::Ordering::Greater => Action::Up,
+        std::cmp::Ordering::Less => Action::Down,
+        std::cmp::Ordering::Equal => Action::Hold,
+    };
+    let reason = format!("{pool}: utilisation test: {current} → {desired}");
+    Decision { pool: pool.into(), current, recommended, desired, action, reason, inputs: Inputs::default() }
+}
+
+/// What the coordinator says of a worker holding `units` units.
+pub fn worker_seen(name: &str, units: u32) -> WorkerSeen {
+    WorkerSeen { name: name.into(), pool: "cpu".into(), units_held: units, ..WorkerSeen::default() }
 }
 
 impl PodView {

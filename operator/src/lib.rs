@@ -6,7 +6,9 @@
 //! - [`observe`]: the job's pods, reduced to what decisions need.
 //! - [`decide`]: the pure lifecycle: what to create, delete and report (table-tested).
 //! - [`conditions`]: kstatus-style conditions and bounded messages.
-//! - [`progress`]: reading progress from the coordinator's Status RPC.
+//! - [`progress`]: the coordinator's gRPC: progress (Status), workers (Workers) and Drain.
+//! - [`scaling`]: the autoscaling round of each job (signals from Prometheus, the
+//!   `weir-autoscale` decision) and what the operator remembers of a job between reconciles.
 //! - [`controller`]: the kube-rs controller that observes, decides and applies.
 //! - [`leader`]: leader election with a `coordination.k8s.io` Lease.
 //! - [`metrics`]: `weir_operator_*` metrics and the `/metrics` endpoint.
@@ -21,6 +23,7 @@ pub mod leader;
 pub mod metrics;
 pub mod observe;
 pub mod progress;
+pub mod scaling;
 
 #[cfg(test)]
 mod fixtures;

@@ -13,6 +13,7 @@ use weir_operator::controller::{self, Context};
 use weir_operator::leader::{self, LeaseSettings};
 use weir_operator::metrics::{self, Metrics};
 use weir_operator::progress::GrpcProgress;
+use weir_operator::scaling::{PrometheusSignals, Scaling};
 
 #[derive(Parser)]
 #[command(
@@ -44,6 +45,10 @@ struct Args {
     lease_namespace: Option<String>,
     #[arg(long, default_value = "weir-operator")]
     lease_name: String,
+    /// The Prometheus the autoscaler reads when a job names none (`spec.autoscaling.prometheus`);
+    /// plain http, e.g. `http://prometheus.monitoring:9090`.
+    #[arg(long, env = "WEIR_PROMETHEUS_URL")]
+    prometheus_url: Option<String>,
 }
 
 #[tokio::main]
@@ -65,7 +70,9 @@ async fn main() -> Result<()> {
     }
     settings.gpu_image = args.gpu_worker_image;
     settings.image_pull_policy = args.image_pull_policy;
-    let ctx = Arc::new(Context::new(client.clone(), settings, metrics, Arc::new(GrpcProgress)));
+    let prometheus_url = args.prometheus_url.filter(|url| !url.trim().is_empty());
+    let scaling = Scaling::new(Arc::new(PrometheusSignals), prometheus_url);
+    let ctx = Arc::new(Context::new(client.clone(), settings, metrics, Arc::new(GrpcProgress), scaling));
 
     let result = if args.leader_elect {
         let namespace = args.lease_namespace.unwrap_or_else(|| "default".to_string());

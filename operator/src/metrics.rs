@@ -1,7 +1,8 @@
 //! The operator's Prometheus metrics and its `/metrics` and `/healthz` endpoint.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::convert::Infallible;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -12,16 +13,18 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use kube::runtime::reflector::Store;
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramTimer, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramTimer, IntCounter, IntCounterVec, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
+use weir_autoscale::Decision;
 use weir_crds::{JobPhase, MultimodalJob};
 
 use crate::error::Error;
 
-/// Metrics registered once; `weir_operator_*`, labels bounded (error kind, phase).
+/// Metrics registered once: `weir_operator_*` (labels bounded: error kind, phase) and
+/// `weir_autoscaler_*` (labels: namespace, job, pool, action).
 pub struct Metrics {
     registry: Registry,
     reconciles: IntCounter,
@@ -30,6 +33,56 @@ pub struct Metrics {
     jobs: IntGaugeVec,
     /// The controller's cache of jobs, read at scrape time so deleted jobs drop out.
     store: Mutex<Option<Store<MultimodalJob>>>,
+    autoscaler: Autoscaler,
+}
+
+/// What the autoscaler decided, per job and pool.
+struct Autoscaler {
+    desired: IntGaugeVec,
+    recommended: IntGaugeVec,
+    utilization: GaugeVec,
+    backpressure: GaugeVec,
+    decisions: IntCounterVec,
+    /// The pools each job (namespace, name) has series for, so a job gone takes them along.
+    series: Mutex<BTreeMap<(String, String), BTreeSet<String>>>,
+}
+
+const POOL_LABELS: [&str; 3] = ["namespace", "job", "pool"];
+const ACTIONS: [&str; 3] = ["up", "down", "hold"];
+
+impl Autoscaler {
+    fn new(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let int_gauge = |name: &str, help: &str| IntGaugeVec::new(Opts::new(name, help), &POOL_LABELS);
+        let gauge = |name: &str, help: &str| GaugeVec::new(Opts::new(name, help), &POOL_LABELS);
+        let this = Self {
+            desired: int_gauge("weir_autoscaler_desired_replicas", "Worker pods the operator keeps in the pool.")?,
+            recommended: int_gauge(
+                "weir_autoscaler_recommended_replicas",
+                "What the autoscaler's last round called for in the pool.",
+            )?,
+            utilization: gauge("weir_autoscaler_utilization", "Busy share of the pool's busiest step, last round.")?,
+            backpressure: gauge(
+                "weir_autoscaler_backpressure",
+                "Share of time the pool's most blocked step waited on its output, last round.",
+            )?,
+            decisions: IntCounterVec::new(
+                Opts::new("weir_autoscaler_decisions_total", "Autoscaler decisions, by pool and action."),
+                &["namespace", "job", "pool", "action"],
+            )?,
+            series: Mutex::new(BTreeMap::new()),
+        };
+        registry.register(Box::new(this.desired.clone()))?;
+        registry.register(Box::new(this.recommended.clone()))?;
+        registry.register(Box::new(this.utilization.clone()))?;
+        registry.register(Box::new(this.backpressure.clone()))?;
+        registry.register(Box::new(this.decisions.clone()))?;
+        Ok(this)
+    }
+
+    fn remember(&self, namespace: &str, job: &str, pool: &str) {
+        let mut series = self.series.lock().unwrap_or_else(PoisonError::into_inner);
+        series.entry((namespace.to_string(), job.to_string())).or_default().insert(pool.to_string());
+    }
 }
 
 impl Metrics {
@@ -51,7 +104,45 @@ impl Metrics {
         registry.register(Box::new(errors.clone()))?;
         registry.register(Box::new(duration.clone()))?;
         registry.register(Box::new(jobs.clone()))?;
-        Ok(Self { registry, reconciles, errors, duration, jobs, store: Mutex::new(None) })
+        let autoscaler = Autoscaler::new(&registry)?;
+        Ok(Self { registry, reconciles, errors, duration, jobs, store: Mutex::new(None), autoscaler })
+    }
+
+    /// The replicas the operator keeps in `pool` of job `namespace/job`.
+    pub fn autoscaler_desired(&self, namespace: &str, job: &str, pool: &str, desired: i32) {
+        self.autoscaler.remember(namespace, job, pool);
+        self.autoscaler.desired.with_label_values(&[namespace, job, pool]).set(i64::from(desired));
+    }
+
+    /// One round's decisions for job `namespace/job`.
+    pub fn autoscaler_decided(&self, namespace: &str, job: &str, decisions: &[Decision]) {
+        let a = &self.autoscaler;
+        for d in decisions {
+            let labels = [namespace, job, d.pool.as_str()];
+            a.remember(namespace, job, &d.pool);
+            a.recommended.with_label_values(&labels).set(i64::from(d.recommended));
+            a.utilization.with_label_values(&labels).set(d.inputs.utilization);
+            a.backpressure.with_label_values(&labels).set(d.inputs.backpressure);
+            let action = d.action.to_string();
+            a.decisions.with_label_values(&[namespace, job, d.pool.as_str(), action.as_str()]).inc();
+        }
+    }
+
+    /// Drops every autoscaler series of job `namespace/job` (it is gone, or no longer scaled).
+    pub fn autoscaler_forget(&self, namespace: &str, job: &str) {
+        let a = &self.autoscaler;
+        let key = (namespace.to_string(), job.to_string());
+        let pools = a.series.lock().unwrap_or_else(PoisonError::into_inner).remove(&key).unwrap_or_default();
+        for pool in &pools {
+            let labels = [namespace, job, pool.as_str()];
+            let _ = a.desired.remove_label_values(&labels);
+            let _ = a.recommended.remove_label_values(&labels);
+            let _ = a.utilization.remove_label_values(&labels);
+            let _ = a.backpressure.remove_label_values(&labels);
+            for action in ACTIONS {
+                let _ = a.decisions.remove_label_values(&[namespace, job, pool.as_str(), action]);
+            }
+        }
     }
 
     /// Counts a reconcile; the timer records its duration when dropped.

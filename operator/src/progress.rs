@@ -1,10 +1,10 @@
-//! Reading a job's progress from its coordinator's Status RPC.
+//! Talking to a job's coordinator: its progress (Status), its workers (Workers) and drains (Drain).
 
 use std::time::Duration;
 
 use futures::future::BoxFuture;
 
-use crate::decide::CoordinatorProgress;
+use crate::decide::{CoordinatorProgress, WorkerSeen};
 
 /// The coordinator's gRPC client (generated from `worker/cluster/proto/coordinator.proto`).
 #[allow(clippy::doc_markdown, missing_docs, clippy::all)]
@@ -15,11 +15,21 @@ pub mod proto {
 /// How long one progress read may take before the operator goes on without it.
 pub const PROGRESS_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// Where progress comes from; tests substitute their own.
+/// The coordinator as the operator sees it; tests substitute their own.
+///
+/// # Errors
+/// None of these fails the reconcile: what cannot be read in [`PROGRESS_TIMEOUT`] is `None` (the
+/// decisions that need it hold), and a failed drain is asked again at the next reconcile.
 pub trait ProgressSource: Send + Sync {
     /// Progress of the coordinator at `endpoint` (`http://ip:port`), or `None` when it cannot be
-    /// read in time. Never fails the reconcile: progress is informative.
+    /// read in time.
     fn read(&self, endpoint: String) -> BoxFuture<'static, Option<CoordinatorProgress>>;
+    /// The workers the coordinator knows, or `None` when it cannot be asked in time.
+    fn workers(&self, endpoint: String) -> BoxFuture<'static, Option<Vec<WorkerSeen>>>;
+    /// Asks the coordinator to drain `worker` (a pod name): it leases and routes it nothing more.
+    /// `Ok(false)` when the coordinator does not know it (gone already, or never registered).
+    /// Repeating it is harmless.
+    fn drain(&self, endpoint: String, worker: String) -> BoxFuture<'static, Result<bool, String>>;
 }
 
 /// Asks the coordinator over gRPC.
@@ -38,17 +48,65 @@ impl ProgressSource for GrpcProgress {
             }
         })
     }
+
+    fn workers(&self, endpoint: String) -> BoxFuture<'static, Option<Vec<WorkerSeen>>> {
+        Box::pin(async move {
+            let asked = async {
+                let answer = client(endpoint.clone()).await?.workers(proto::WorkersRequest {}).await?;
+                Ok::<_, BoxError>(answer.into_inner().workers.iter().map(from_view).collect())
+            };
+            match tokio::time::timeout(PROGRESS_TIMEOUT, asked).await {
+                Ok(Ok(workers)) => Some(workers),
+                Ok(Err(e)) => {
+                    tracing::debug!(%endpoint, error = %e, "coordinator workers not available");
+                    None
+                }
+                Err(_) => None,
+            }
+        })
+    }
+
+    fn drain(&self, endpoint: String, worker: String) -> BoxFuture<'static, Result<bool, String>> {
+        Box::pin(async move {
+            let asked = async {
+                let request = proto::DrainRequest { worker };
+                Ok::<_, BoxError>(client(endpoint).await?.drain(request).await?.into_inner().known)
+            };
+            match tokio::time::timeout(PROGRESS_TIMEOUT, asked).await {
+                Ok(answer) => answer.map_err(|e| e.to_string()),
+                Err(_) => Err(format!("no answer within {PROGRESS_TIMEOUT:?}")),
+            }
+        })
+    }
 }
 
-async fn ask(endpoint: String) -> Result<CoordinatorProgress, Box<dyn std::error::Error + Send + Sync>> {
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+type Client = proto::coordinator_client::CoordinatorClient<tonic::transport::Channel>;
+
+async fn client(endpoint: String) -> Result<Client, BoxError> {
     let channel = tonic::transport::Endpoint::from_shared(endpoint)?
         .connect_timeout(PROGRESS_TIMEOUT)
         .timeout(PROGRESS_TIMEOUT)
         .connect()
         .await?;
-    let mut client = proto::coordinator_client::CoordinatorClient::new(channel);
-    let status = client.status(proto::StatusRequest {}).await?.into_inner();
+    Ok(proto::coordinator_client::CoordinatorClient::new(channel))
+}
+
+async fn ask(endpoint: String) -> Result<CoordinatorProgress, BoxError> {
+    let status = client(endpoint).await?.status(proto::StatusRequest {}).await?.into_inner();
     Ok(from_status(&status))
+}
+
+/// What a scale-down needs to know of one worker.
+pub fn from_view(view: &proto::WorkerView) -> WorkerSeen {
+    WorkerSeen {
+        name: view.worker.clone(),
+        pool: view.pool.clone(),
+        units_held: view.units_held,
+        exchanges: view.exchanges_in_flight,
+        draining: view.draining,
+        drained: view.drained,
+    }
 }
 
 /// The parts of the coordinator's status the job's status shows.
@@ -85,5 +143,21 @@ mod tests {
         let running = proto::JobStatus { phase: proto::Phase::Running as i32, eta_seconds: 12.0, ..status };
         assert_eq!(from_status(&running).eta_seconds, Some(12.0));
         assert!(!from_status(&running).finishing);
+    }
+
+    #[test]
+    fn a_worker_view_keeps_what_a_scale_down_chooses_by() {
+        let view = proto::WorkerView {
+            worker: "thumbs-cpu-2".into(),
+            pool: "cpu".into(),
+            units_held: 2,
+            exchanges_in_flight: 5,
+            draining: true,
+            drained: false,
+            silent_seconds: 1.5,
+        };
+        let seen = from_view(&view);
+        assert_eq!((seen.name.as_str(), seen.pool.as_str()), ("thumbs-cpu-2", "cpu"));
+        assert_eq!((seen.units_held, seen.exchanges, seen.draining, seen.drained), (2, 5, true, false));
     }
 }

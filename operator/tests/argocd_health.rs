@@ -34,7 +34,7 @@ fn coordinator(phase: PodPhase, exit_code: Option<i32>) -> PodView {
 /// The job after one reconcile that saw `pods`.
 fn reconciled(mut job: MultimodalJob, pods: &[PodView], progress: Option<&CoordinatorProgress>) -> MultimodalJob {
     let now = Time(Timestamp::now());
-    job.status = Some(decide(&job, &Observed { pods, progress, now }).status);
+    job.status = Some(decide(&job, &Observed::new(pods, progress, now)).status);
     job
 }
 

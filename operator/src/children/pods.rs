@@ -175,8 +175,10 @@ impl Owner<'_> {
             empty_dir("cache"),
             empty_dir("tmp"),
         ];
+        let mut metadata = self.meta(name, component, pool);
+        metadata.annotations = Some(scrape_annotations());
         Pod {
-            metadata: self.meta(name, component, pool),
+            metadata,
             spec: Some(PodSpec {
                 containers: vec![container],
                 volumes: Some(volumes),
@@ -203,6 +205,16 @@ impl Owner<'_> {
             status: None,
         }
     }
+}
+
+/// The annotations a plain Prometheus `kubernetes_sd_configs` scrape job selects pods by (the
+/// Prometheus Operator's PodMonitor selects by label instead): the autoscaler reads what it scraped.
+fn scrape_annotations() -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("prometheus.io/scrape".to_string(), "true".to_string()),
+        ("prometheus.io/port".to_string(), METRICS_PORT.to_string()),
+        ("prometheus.io/path".to_string(), "/metrics".to_string()),
+    ])
 }
 
 /// The pool's resources, with `gpusPerPod` (default 1 in pools named `gpu` or `gpu-*`, 0

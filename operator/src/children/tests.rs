@@ -93,6 +93,19 @@ fn the_coordinator_is_never_restarted_in_place_and_serves_grpc_and_metrics() {
 }
 
 #[test]
+fn coordinator_and_worker_pods_carry_the_prometheus_scrape_annotations() {
+    let job = job(GPU_POOL);
+    let settings = Settings::default();
+    let owner = Owner::new(&job, &settings).expect("owner");
+    for pod in [owner.coordinator_pod(), owner.worker_pod(&PoolName::gpu(), 0)] {
+        let annotations = pod.metadata.annotations.as_ref().expect("annotations");
+        assert_eq!(annotations["prometheus.io/scrape"], "true", "{:?}", pod.metadata.name);
+        assert_eq!(annotations["prometheus.io/port"], METRICS_PORT.to_string());
+        assert_eq!(annotations["prometheus.io/path"], "/metrics");
+    }
+}
+
+#[test]
 fn coordinator_and_worker_pods_log_json_lines() {
     let settings = Settings::default();
     let plain = job(GPU_POOL);

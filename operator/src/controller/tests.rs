@@ -13,20 +13,46 @@ use kube::Client;
 use kube::client::Body;
 use serde_json::{Value, json};
 use tower_test::mock::{self, Handle};
+use weir_autoscale::{DataProblem, Signals};
 use weir_crds::{JobPhase, MultimodalJob, PoolName};
 
 use super::*;
-use crate::decide::CoordinatorProgress;
-use crate::fixtures::{JobFixture, NAMESPACE, job};
+use crate::decide::{CoordinatorProgress, WorkerSeen};
+use crate::fixtures::{JobFixture, NAMESPACE, busy_pool, job};
 use crate::metrics::Metrics;
+use crate::scaling::SignalSource;
 
-/// Progress as a running coordinator would report it.
+/// Progress as a running coordinator would report it; it knows no worker and drains none.
 struct FixedProgress(Option<CoordinatorProgress>);
 
 impl ProgressSource for FixedProgress {
     fn read(&self, _endpoint: String) -> BoxFuture<'static, Option<CoordinatorProgress>> {
         let progress = self.0.clone();
         Box::pin(async move { progress })
+    }
+
+    fn workers(&self, _endpoint: String) -> BoxFuture<'static, Option<Vec<WorkerSeen>>> {
+        let workers = self.0.as_ref().map(|_| Vec::new());
+        Box::pin(async move { workers })
+    }
+
+    fn drain(&self, _endpoint: String, worker: String) -> BoxFuture<'static, Result<bool, String>> {
+        Box::pin(async move { Err(format!("no drain expected, asked for {worker}")) })
+    }
+}
+
+/// One round's signals, the same every time.
+struct FixedSignals(Result<Signals, DataProblem>);
+
+impl SignalSource for FixedSignals {
+    fn read(
+        &self,
+        _url: String,
+        _job: String,
+        _pools: Vec<String>,
+    ) -> BoxFuture<'static, Result<Signals, DataProblem>> {
+        let signals = self.0.clone();
+        Box::pin(async move { signals })
     }
 }
 
@@ -79,10 +105,19 @@ fn respond(send: Reply, code: u16, body: &Value) {
 }
 
 fn context(progress: Option<CoordinatorProgress>) -> (Arc<Context>, ApiServer) {
+    scaling_context(progress, Err(DataProblem::CoordinatorSilent))
+}
+
+/// A context whose autoscaling rounds read `signals`.
+fn scaling_context(
+    progress: Option<CoordinatorProgress>,
+    signals: Result<Signals, DataProblem>,
+) -> (Arc<Context>, ApiServer) {
     let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
     let client = Client::new(service, NAMESPACE);
     let metrics = Arc::new(Metrics::new().expect("metrics"));
-    let ctx = Context::new(client, Settings::default(), metrics, Arc::new(FixedProgress(progress)));
+    let scaling = Scaling::new(Arc::new(FixedSignals(signals)), None);
+    let ctx = Context::new(client, Settings::default(), metrics, Arc::new(FixedProgress(progress)), scaling);
     (Arc::new(ctx), ApiServer(handle))
 }
 
@@ -284,7 +319,7 @@ async fn ttl_expiry_deletes_every_child_but_not_the_job() {
     let (ctx, server) = context(None);
     let mut job = job("  ttlSecondsAfterFinished: 10\n").in_phase(JobPhase::Succeeded, 0).finished_at(100);
     // The status as the finishing reconcile wrote it, so only the deletions remain to do.
-    job.status = Some(decide(&job, &Observed { pods: &[], progress: None, now: crate::fixtures::at(100) }).status);
+    job.status = Some(decide(&job, &Observed::new(&[], None, crate::fixtures::at(100))).status);
     let pods = [pod(&job, Slot::Coordinator, "Succeeded", Some(0))];
     reconcile_with(job, ctx, server, |mut server| async move {
         server.expect(Method::GET, PODS, pod_list(&pods)).await;
@@ -310,7 +345,7 @@ async fn restart_an_operator_that_restarts_adopts_the_pods_it_made_and_creates_n
     let uid = job.metadata.uid.clone().expect("uid");
     let views: Vec<PodView> = pods.iter().filter_map(|p| PodView::of("thumbs", &uid, p)).collect();
     // What the previous operator wrote moments ago: this reconcile must find nothing to change.
-    let before = decide(&job, &Observed { pods: &views, progress: Some(&progress), now: Time(Timestamp::now()) });
+    let before = decide(&job, &Observed::new(&views, Some(&progress), Time(Timestamp::now())));
     job.status = Some(before.status);
     reconcile_with(job, ctx, server, |mut server| async move {
         server.expect(Method::GET, PODS, pod_list(&pods)).await;
@@ -342,4 +377,78 @@ async fn an_api_error_fails_the_reconcile_with_a_metric_label() {
     let action = error_policy(Arc::new(job("")), &error, ctx.clone());
     assert_eq!(action, Action::requeue(ERROR_REQUEUE));
     assert!(ctx.metrics.render().contains("weir_operator_reconcile_errors_total{kind=\"api\"} 1"));
+}
+
+const AUTO: &str = "  pools:\n    cpu: {replicas: {min: 1, max: 3}}\n  autoscaling: {mode: auto, prometheus: {url: \"http://prometheus:9090\"}}\n";
+
+/// A running job of one cpu worker, whose Prometheus says the pool is saturated (0.95 busy).
+fn saturated(mode: &str) -> (Arc<Context>, ApiServer, MultimodalJob, Vec<Pod>) {
+    let progress = CoordinatorProgress { units_total: 100, units_committed: 10, ..Default::default() };
+    let (ctx, server) = scaling_context(Some(progress), Ok(busy_pool("cpu", 0.95)));
+    let job = job(&AUTO.replace("mode: auto", mode)).in_phase(JobPhase::Running, 0);
+    let pods = vec![
+        pod(&job, Slot::Coordinator, "Running", None),
+        pod(&job, Slot::Worker(PoolName::cpu(), 0), "Running", None),
+    ];
+    (ctx, server, job, pods)
+}
+
+#[tokio::test]
+async fn autoscale_an_up_decision_creates_pods_writes_only_the_status_and_records_scaled_up() {
+    let (ctx, server, job, pods) = saturated("mode: auto");
+    let action = reconcile_with(job, ctx.clone(), server, |mut server| async move {
+        server.expect(Method::GET, PODS, pod_list(&pods)).await;
+        expect_children(&mut server).await;
+        // The round says 1 → 3 (its max): two pods by server-side apply.
+        for name in ["thumbs-cpu-1", "thumbs-cpu-2"] {
+            let created = server.expect(Method::PATCH, &format!("{PODS}/{name}"), Value::Null).await;
+            assert_eq!(created["metadata"]["annotations"]["prometheus.io/scrape"], "true");
+        }
+        // The job itself is never written (the mock fails any request not listed): its status is.
+        let status = server.expect_status().await;
+        let cpu = &status["status"]["pools"]["cpu"];
+        assert_eq!((cpu["desired"].clone(), cpu["recommended"].clone()), (json!(3), json!(3)));
+        assert!(cpu["lastScaleTime"].is_string());
+        assert!(cpu["reason"].as_str().is_some_and(|r| r.contains("1 → 3")), "{cpu}");
+        let ready =
+            status["status"]["conditions"].as_array().and_then(|c| c.iter().find(|c| c["type"] == "AutoscalerReady"));
+        assert_eq!(ready.map(|c| c["status"].clone()), Some(json!("True")));
+        let event = server.expect(Method::POST, EVENTS, Value::Null).await;
+        assert_eq!(event["reason"], "ScaledUp");
+        assert!(event["note"].as_str().is_some_and(|n| n.contains("1 → 3")), "{event}");
+    })
+    .await
+    .expect("reconcile");
+    assert_eq!(action, Action::requeue(crate::decide::PROGRESS_INTERVAL));
+    let metrics = ctx.metrics.render();
+    assert!(
+        metrics.contains("weir_autoscaler_desired_replicas{job=\"thumbs\",namespace=\"media\",pool=\"cpu\"} 3"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            "weir_autoscaler_decisions_total{action=\"up\",job=\"thumbs\",namespace=\"media\",pool=\"cpu\"} 1"
+        )
+    );
+}
+
+#[tokio::test]
+async fn autoscale_in_recommend_mode_writes_the_status_and_a_recommended_event_and_creates_no_pod() {
+    let (ctx, server, job, pods) = saturated("mode: recommend");
+    reconcile_with(job, ctx.clone(), server, |mut server| async move {
+        server.expect(Method::GET, PODS, pod_list(&pods)).await;
+        expect_children(&mut server).await;
+        let status = server.expect_status().await;
+        let cpu = &status["status"]["pools"]["cpu"];
+        assert_eq!((cpu["desired"].clone(), cpu["recommended"].clone()), (json!(1), json!(3)));
+        assert!(cpu.get("lastScaleTime").is_none(), "{cpu}");
+        let event = server.expect(Method::POST, EVENTS, Value::Null).await;
+        assert_eq!(event["reason"], "Recommended");
+    })
+    .await
+    .expect("reconcile");
+    let metrics = ctx.metrics.render();
+    assert!(
+        metrics.contains("weir_autoscaler_recommended_replicas{job=\"thumbs\",namespace=\"media\",pool=\"cpu\"} 3")
+    );
 }
