@@ -7,8 +7,9 @@ cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
 # System packages: the build's (see lib.sh); Python for the S3 test server (moto); espeak-ng
-# speaks the sentences the speech-recognition tests transcribe.
-ensure_packages "${BUILD_PACKAGES[@]}" python3 python3-venv espeak-ng
+# speaks the sentences the speech-recognition tests transcribe; a real Prometheus scrapes the
+# autoscaling tests' processes (the tests start it themselves on 127.0.0.1).
+ensure_packages "${BUILD_PACKAGES[@]}" python3 python3-venv espeak-ng prometheus
 
 # A real S3-compatible server for the tests: moto, in a virtualenv outside the checkout.
 ensure_venv

@@ -9,15 +9,18 @@ use std::time::Duration;
 use anyhow::Result;
 use tokio_util::sync::CancellationToken;
 use weir::cluster::status::{job_status, one_line, to_json};
-use weir::cluster::supervise::{SuperviseOptions, Topology, supervise};
+use weir::cluster::supervise::{ScaleSettings, SuperviseOptions, Topology, rate_window, supervise};
 use weir::cluster::{EXIT_JOB_FAILED, WorkerResources};
+use weir_autoscale::Policy;
 use weir_cluster::coordinator::CoordinatorError;
 use weir_cluster::proto::Phase;
 use weir_cluster::{CoordinatorOptions, WorkerExit, WorkerOptions};
 use weir_core::budget::default_memory_limit;
 use weir_core::compute::available_cores;
+use weir_crds::MultimodalJob;
 
 use crate::{LogFormat, read_job};
+use weir::size::parse_duration;
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?)
@@ -118,46 +121,111 @@ pub fn status(manifest: PathBuf, coordinator: Option<&str>, json: bool, watch: b
     })
 }
 
+/// The local autoscaler's options of `weir run --workers POOL=MIN..MAX`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AutoscaleArgs {
+    /// With --workers ranges: time between autoscaler decisions (default: the manifest's
+    /// spec.autoscaling.intervalSeconds, else 15s).
+    #[arg(long, value_parser = parse_duration)]
+    autoscale_interval: Option<Duration>,
+    /// With --workers ranges: a pool shrinks only after every recommendation for this long was
+    /// lower (default: spec.autoscaling.scaleDownWindowSeconds, else 5m).
+    #[arg(long, value_parser = parse_duration)]
+    scale_down_window: Option<Duration>,
+    /// With --workers ranges: read the signals from this Prometheus (it must scrape the run: see
+    /// --prometheus-targets) instead of scraping the processes.
+    #[arg(long, value_name = "URL")]
+    prometheus: Option<String>,
+    /// With --workers ranges: serve the autoscaler's metrics (weir_autoscaler_*) here.
+    #[arg(long)]
+    metrics_listen: Option<SocketAddr>,
+    /// With --workers: keep a Prometheus file_sd target list of every process of the run here.
+    #[arg(long, value_name = "FILE")]
+    prometheus_targets: Option<PathBuf>,
+}
+
+/// How `weir run --workers` runs its processes.
+pub struct SuperviseArgs {
+    pub threads: usize,
+    pub memory_limit: Option<u64>,
+    pub lease_ttl: Duration,
+    pub progress: bool,
+    pub autoscale: AutoscaleArgs,
+}
+
+/// The local autoscaler's settings, when a pool has a range or a target list was asked for.
+fn scale_settings(job: &MultimodalJob, topology: &Topology, args: &AutoscaleArgs) -> Option<ScaleSettings> {
+    if !topology.scales() && args.prometheus_targets.is_none() {
+        return None;
+    }
+    let spec = job.spec.autoscaling.clone().unwrap_or_default();
+    let seconds = |s: Option<i32>, default: u64| Duration::from_secs(s.map_or(default, |s| s.max(0) as u64));
+    let window = args.scale_down_window.unwrap_or_else(|| seconds(spec.scale_down_window_seconds, 300));
+    let interval = args.autoscale_interval.unwrap_or_else(|| seconds(spec.interval_seconds, 15));
+    let policy = Policy {
+        target_utilization: spec.target_utilization.unwrap_or(0.7),
+        scale_down_window: window,
+        guard_freeze: window.max(interval * 10),
+        // A scale-up is judged once the rates hold no time from before it: one round between
+        // scrapes, the rate window with a Prometheus.
+        guard_delay: if args.prometheus.is_some() { rate_window(interval) } else { interval },
+        ..Policy::default()
+    };
+    Some(ScaleSettings {
+        job: weir::plan::job_name(job),
+        leasing_pool: weir_crds::placement::leasing_pool(&job.spec),
+        interval,
+        policy,
+        prometheus: args.prometheus.clone(),
+        metrics_listen: args.metrics_listen,
+        targets_file: args.prometheus_targets.clone(),
+    })
+}
+
 /// `weir run --workers`.
-pub fn run_supervised(
-    manifest: PathBuf,
-    topology: Topology,
-    threads: usize,
-    memory_limit: Option<u64>,
-    lease_ttl: Duration,
-    progress: bool,
-    log_format: LogFormat,
-) -> Result<()> {
+pub fn run_supervised(manifest: PathBuf, topology: Topology, args: SuperviseArgs, log_format: LogFormat) -> Result<()> {
     let job = read_job(&manifest)?;
+    let leasing = weir_crds::placement::leasing_pool(&job.spec);
     topology
         .check_against(&weir_crds::placement::pools_in_use(&job.spec))
         .map_err(|e| anyhow::anyhow!("--workers: {e}"))?;
-    let workers = topology.workers();
+    // Threads and memory are divided by the most workers that may run at once.
+    let most = topology.most_workers();
+    let scaling = scale_settings(&job, &topology, &args.autoscale);
+    // Two morsels in flight per worker a remote pool may grow to, so a grown pool gets work.
+    let remote_max = topology.0.iter().filter(|p| p.pool != leasing).map(|p| p.max).max().unwrap_or(1);
     let options = SuperviseOptions {
         manifest: manifest.clone(),
-        threads: if threads > 0 { threads } else { available_cores().div_ceil(workers).max(1) },
-        memory_limit: memory_limit.unwrap_or_else(default_memory_limit) / workers as u64,
-        coordinator_args: vec!["--lease-ttl".into(), format!("{}ms", lease_ttl.as_millis())],
+        threads: if args.threads > 0 { args.threads } else { available_cores().div_ceil(most).max(1) },
+        memory_limit: args.memory_limit.unwrap_or_else(default_memory_limit) / most as u64,
+        coordinator_args: vec!["--lease-ttl".into(), format!("{}ms", args.lease_ttl.as_millis())],
+        worker_args: vec!["--exchange-in-flight".into(), (2 * remote_max.max(1)).to_string()],
         child_args: vec!["--log-format".into(), log_format.as_str().into()],
         max_restarts: 100,
-        progress,
+        progress: args.progress,
+        scaling,
+        drain_timeout: args.lease_ttl * 2,
         topology,
     };
     let started = std::time::Instant::now();
     runtime()?.block_on(async {
         let shutdown = shutdown_on_signals();
-        supervise(&options, shutdown).await?;
+        let ended = supervise(&options, shutdown).await?;
+        let seconds = started.elapsed().as_secs_f64();
         // The job succeeded, so this reads the manifest the coordinator wrote.
         match job_status(&job, None).await {
             Ok(s) => println!(
-                "{} rows in, {} out, {} failed in {:.2}s with {workers} worker processes",
+                "{} rows in, {} out, {} failed in {seconds:.2}s with {} worker processes",
                 s.rows_in,
                 s.rows_out,
                 s.rows_failed,
-                started.elapsed().as_secs_f64()
+                options.topology.workers(),
             ),
             Err(e) => tracing::warn!("the job finished but its status could not be read: {e}"),
         }
+        let per_pool: Vec<String> = ended.worker_seconds.iter().map(|(pool, s)| format!("{pool} {s:.1}")).collect();
+        let total: f64 = ended.worker_seconds.values().sum();
+        println!("worker-seconds: {total:.1} ({})", per_pool.join(", "));
         println!("output:  {}", job.spec.sink.parquet.uri);
         Ok(())
     })

@@ -86,6 +86,8 @@ enum Command {
         /// With --workers: a worker silent for this long loses its units to other workers.
         #[arg(long, value_parser = parse_duration, default_value = "30s")]
         lease_ttl: Duration,
+        #[command(flatten)]
+        autoscale: cluster_cmd::AutoscaleArgs,
     },
     /// Serve a job's coordinator: plan units, lease them to workers, commit their results.
     Coordinator {
@@ -140,6 +142,10 @@ enum Command {
         /// bound address; on Kubernetes, the pod's name in the headless service).
         #[arg(long, env = "WEIR_EXCHANGE_ADVERTISE")]
         exchange_advertise: Option<String>,
+        /// Morsels kept in flight to each other pool's workers (default: two per worker that pool
+        /// may grow to, its replicas.max).
+        #[arg(long)]
+        exchange_in_flight: Option<usize>,
     },
     /// Show the progress of a job: from its running coordinator, else from its checkpoint.
     Status {
@@ -236,13 +242,11 @@ fn main() -> ExitCode {
             no_progress,
             workers: Some(topology),
             lease_ttl,
+            autoscale,
         } => exit(cluster_cmd::run_supervised(
             manifest,
             topology,
-            threads,
-            memory_limit,
-            lease_ttl,
-            !no_progress,
+            cluster_cmd::SuperviseArgs { threads, memory_limit, lease_ttl, progress: !no_progress, autoscale },
             cli.log_format,
         )),
         Command::Run { manifest, memory_limit, threads, profile, no_progress, workers: None, .. } => exit(run(
@@ -266,14 +270,19 @@ fn main() -> ExitCode {
             metrics_listen,
             exchange_listen,
             exchange_advertise,
+            exchange_in_flight,
         } => {
             let id = id.unwrap_or_else(cluster_cmd::default_worker_id);
             let options = WorkerOptions { id, pool, coordinator, capacity, grace };
-            exit(cluster_cmd::worker(
-                manifest,
-                options,
-                WorkerResources { threads, memory_limit, metrics: metrics_listen, exchange_listen, exchange_advertise },
-            ))
+            let resources = WorkerResources {
+                threads,
+                memory_limit,
+                metrics: metrics_listen,
+                exchange_listen,
+                exchange_advertise,
+                exchange_in_flight,
+            };
+            exit(cluster_cmd::worker(manifest, options, resources))
         }
         Command::Status { manifest, coordinator, json, watch } => {
             exit(cluster_cmd::status(manifest, coordinator.as_deref(), json, watch))

@@ -2,10 +2,12 @@
 //! `weir-samples`, re-exported here so tests name one crate.
 //!
 //! [`moto`] starts a local S3-compatible server for tests that need real object storage, and
-//! [`proxy`] puts a TCP proxy in front of it that can stage an outage.
+//! [`proxy`] puts a TCP proxy in front of it that can stage an outage; [`prometheus`] starts a
+//! real Prometheus scraping a run's processes.
 
 pub mod moto;
 pub mod process;
+pub mod prometheus;
 pub mod proxy;
 
 pub use weir_samples::{docs, images, media, speech};

@@ -1,8 +1,10 @@
 //! The distributed roles of the `weir` binary: `weir coordinator`, `weir worker`, the local
 //! supervisor behind `weir run --workers`, and `weir status`.
 
+mod autoscale;
 pub mod status;
 pub mod supervise;
+mod topology;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -59,9 +61,9 @@ pub async fn coordinator(
 }
 
 /// The `/metrics` endpoint of this process; stops when dropped.
-struct MetricsServer {
+pub(crate) struct MetricsServer {
     /// Where it listens, e.g. `http://127.0.0.1:9090/metrics`.
-    url: String,
+    pub(crate) url: String,
     _stop: tokio_util::sync::DropGuard,
     /// The server's task, aborted on drop (with its connections) should it be mid-response.
     _task: JoinSet<()>,
@@ -69,7 +71,10 @@ struct MetricsServer {
 
 impl MetricsServer {
     /// Binds `at` and serves `render`'s text there.
-    async fn start(at: SocketAddr, render: std::sync::Arc<dyn Fn() -> String + Send + Sync>) -> std::io::Result<Self> {
+    pub(crate) async fn start(
+        at: SocketAddr,
+        render: std::sync::Arc<dyn Fn() -> String + Send + Sync>,
+    ) -> std::io::Result<Self> {
         let listener = tokio::net::TcpListener::bind(at).await?;
         let url = format!("http://{}/metrics", listener.local_addr()?);
         let stop = CancellationToken::new();
@@ -92,6 +97,9 @@ pub struct WorkerResources {
     pub exchange_listen: SocketAddr,
     /// The URL other workers reach it at (default: `http://` and the bound address).
     pub exchange_advertise: Option<String>,
+    /// Morsels a leasing worker keeps in flight to each other pool (default: two per worker that
+    /// pool may grow to, its `replicas.max`, so a grown pool has work for every worker).
+    pub exchange_in_flight: Option<usize>,
 }
 
 /// Why a worker process stopped with an error.
@@ -122,6 +130,7 @@ pub async fn worker(
     resources: WorkerResources,
     shutdown: CancellationToken,
 ) -> Result<WorkerExit, WorkerProcessError> {
+    let started = std::time::Instant::now();
     let plan = JobPlan::new(job, resources.memory_limit);
     let spec = &plan.spec;
     let pools = step_pools(spec);
@@ -132,16 +141,27 @@ pub async fn worker(
     }
     let built = plan.steps_where(|i| pools.get(i) == Some(&mine)).await?;
     let compute = ComputePool::new(resources.threads).map_err(|e| WorkerProcessError::Threads(e.to_string()))?;
+    let metrics = WorkerMetrics::new(&plan.name, options.pool.as_str(), &options.id);
+    // Ready: the steps are built and their models loaded (registration follows at once).
+    metrics.ready(started.elapsed().as_secs_f64());
     if mine != leasing_pool(spec) {
         let steps: HashMap<usize, Arc<dyn Step>> =
             built.into_iter().enumerate().filter_map(|(i, s)| s.map(|s| (i, s))).collect();
         let server = StepServer::new(steps, StepContext { compute });
+        let (metrics, stats, budget) = (Arc::new(metrics), server.stats(), plan.budget.clone());
+        let render: Arc<dyn Fn() -> String + Send + Sync> = Arc::new(move || {
+            metrics.sync(&stats, &budget);
+            metrics.render()
+        });
+        let _metrics = serve_metrics_at(resources.metrics, render, &job_name(job), &options).await?;
         let serve = ServeOptions { listen: resources.exchange_listen, advertise: resources.exchange_advertise };
         return Ok(serve_pool(server, options, serve, shutdown).await?);
     }
     let coordinator = connect(&options.coordinator)?;
+    let local: Vec<bool> = built.iter().map(Option::is_some).collect();
+    let in_flight = |pool: &PoolName| resources.exchange_in_flight.unwrap_or_else(|| exchange_in_flight(spec, pool));
     let steps = with_remote_segments(spec, built, &pools, |pool| {
-        Arc::new(Router::new(coordinator.clone(), &options.id, pool.as_str()))
+        (Arc::new(Router::new(coordinator.clone(), &options.id, pool.as_str())), in_flight(pool))
     });
     let setup = WorkerSetup {
         reader: plan.reader.clone(),
@@ -150,20 +170,31 @@ pub async fn worker(
         compute,
         errors: plan.errors,
         sink: plan.sink.clone(),
-        metrics: Arc::new(WorkerMetrics::new(&plan.name, options.pool.as_str(), &options.id)),
+        metrics: Arc::new(metrics.with_local_steps(local)),
         stats: Arc::default(),
     };
-    let _metrics = match resources.metrics {
-        Some(at) => {
-            let server =
-                MetricsServer::start(at, setup.metrics_renderer()).await.map_err(WorkerProcessError::Metrics)?;
-            let (job, worker, pool) = (job_name(job), &options.id, &options.pool);
-            tracing::info!(job = %job, worker = %worker, pool = %pool, "metrics on {}", server.url);
-            Some(server)
-        }
-        None => None,
-    };
+    let _metrics = serve_metrics_at(resources.metrics, setup.metrics_renderer(), &job_name(job), &options).await?;
     Ok(run_worker(setup, options, shutdown).await?)
+}
+
+/// Serves a worker's `/metrics` at `at`, if given, until the returned server is dropped.
+async fn serve_metrics_at(
+    at: Option<SocketAddr>,
+    render: Arc<dyn Fn() -> String + Send + Sync>,
+    job: &str,
+    options: &WorkerOptions,
+) -> Result<Option<MetricsServer>, WorkerProcessError> {
+    let Some(at) = at else { return Ok(None) };
+    let server = MetricsServer::start(at, render).await.map_err(WorkerProcessError::Metrics)?;
+    let (worker, pool) = (&options.id, &options.pool);
+    tracing::info!(job = %job, worker = %worker, pool = %pool, "metrics on {}", server.url);
+    Ok(Some(server))
+}
+
+/// Morsels in flight to `pool` by default: [`REMOTE_MORSELS_IN_FLIGHT`] per worker it may grow to.
+fn exchange_in_flight(spec: &MultimodalJobSpec, pool: &PoolName) -> usize {
+    let max = spec.pools.as_ref().and_then(|p| p.get(pool)).and_then(|p| p.replicas).map_or(1, |r| r.max.max(1));
+    REMOTE_MORSELS_IN_FLIGHT * max as usize
 }
 
 /// The leasing worker's steps: its own, and each run of consecutive steps of another pool as one
@@ -173,7 +204,7 @@ fn with_remote_segments(
     spec: &MultimodalJobSpec,
     built: Vec<Option<Arc<dyn Step>>>,
     pools: &[PoolName],
-    router: impl Fn(&PoolName) -> Arc<Router>,
+    router: impl Fn(&PoolName) -> (Arc<Router>, usize),
 ) -> Vec<Arc<dyn Step>> {
     let mut steps: Vec<Arc<dyn Step>> = Vec::with_capacity(built.len());
     let mut built = built.into_iter().enumerate().peekable();
@@ -190,14 +221,16 @@ fn with_remote_segments(
             last = *i;
             built.next();
         }
-        let remote = RemoteStep::new(first..=last, spec.steps[first].op(), router(&pool), REMOTE_MORSELS_IN_FLIGHT);
+        let (router, in_flight) = router(&pool);
+        let remote = RemoteStep::new(first..=last, spec.steps[first].op(), router, in_flight);
         steps.push(Arc::new(remote));
         steps.extend((first + 1..=last).map(|i| Arc::new(CoveredStep::new(spec.steps[i].op())) as Arc<dyn Step>));
     }
     steps
 }
 
-/// Morsels a remote step keeps in flight: one being processed by the peer while the next travels.
+/// Morsels a remote step keeps in flight per worker of the remote pool: one being processed by the
+/// peer while the next travels.
 const REMOTE_MORSELS_IN_FLIGHT: usize = 2;
 
 fn list(pools: &[PoolName]) -> String {

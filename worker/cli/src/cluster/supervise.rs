@@ -1,7 +1,8 @@
 //! `weir run --workers`: a coordinator and worker processes on localhost, started from this same
 //! binary and supervised the way the operator supervises pods: a child that dies is restarted and
-//! the job goes on.
+//! the job goes on; with ranges (`gpu=1..3`) the local autoscaler grows and drains the pools.
 
+use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -9,78 +10,14 @@ use std::process::ExitStatus;
 use std::time::Duration;
 
 use tokio::process::{Child, Command};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-
 use weir_crds::PoolName;
 
 use super::EXIT_JOB_FAILED;
-
-/// Worker processes per pool, e.g. `cpu=2,gpu-l4=1` (a bare number means `cpu=N`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Topology(pub Vec<(PoolName, usize)>);
-
-impl Topology {
-    /// Parses `cpu=2,gpu-l4=1` or `3`: pool names as in `spec.pools`, each at most once.
-    ///
-    /// # Errors
-    /// A message naming the malformed part.
-    pub fn parse(text: &str) -> Result<Self, String> {
-        if let Ok(n) = text.trim().parse::<usize>() {
-            return Self::checked(vec![(PoolName::cpu(), n)]);
-        }
-        let mut pools = Vec::new();
-        for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let (pool, count) =
-                part.split_once('=').ok_or_else(|| format!("`{part}`: expected POOL=COUNT, e.g. cpu=2"))?;
-            let count: usize = count.trim().parse().map_err(|_| format!("`{part}`: COUNT must be a whole number"))?;
-            let pool = PoolName::new(pool.trim()).map_err(|e| format!("`{part}`: {e}"))?;
-            if pools.iter().any(|(p, _)| *p == pool) {
-                return Err(format!("`{part}`: pool {pool} is named twice"));
-            }
-            pools.push((pool, count));
-        }
-        Self::checked(pools)
-    }
-
-    fn checked(pools: Vec<(PoolName, usize)>) -> Result<Self, String> {
-        if pools.iter().map(|(_, n)| n).sum::<usize>() == 0 {
-            return Err("at least one worker is needed".into());
-        }
-        Ok(Self(pools))
-    }
-
-    pub fn workers(&self) -> usize {
-        self.0.iter().map(|(_, n)| n).sum()
-    }
-
-    /// Whether the topology fits a job that runs on `in_use` (leasing pool first): every pool
-    /// the job uses gets a worker, and no worker serves a pool the job does not use.
-    ///
-    /// # Errors
-    /// A message naming the missing or unused pool and the job's pools.
-    pub fn check_against(&self, in_use: &[PoolName]) -> Result<(), String> {
-        let names: Vec<&str> = in_use.iter().map(PoolName::as_str).collect();
-        let listed = |pool: &PoolName| self.0.iter().any(|(p, n)| p == pool && *n > 0);
-        if let Some(missing) = in_use.iter().find(|p| !listed(p)) {
-            return Err(format!(
-                "the job runs steps on pool {missing}, which --workers gives no worker (the job's pools: {})",
-                names.join(", ")
-            ));
-        }
-        if let Some((unused, _)) = self.0.iter().find(|(p, n)| *n > 0 && !in_use.contains(p)) {
-            return Err(format!("no step of the job runs on pool {unused} (the job's pools: {})", names.join(", ")));
-        }
-        Ok(())
-    }
-}
-
-impl std::str::FromStr for Topology {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        Self::parse(s)
-    }
-}
+use super::autoscale::{LocalAutoscaler, Process};
+pub use super::autoscale::{ScaleSettings, rate_window};
+pub use super::topology::{PoolWorkers, Topology};
 
 /// What to supervise.
 #[derive(Debug, Clone)]
@@ -93,12 +30,18 @@ pub struct SuperviseOptions {
     pub memory_limit: u64,
     /// Extra arguments for `weir coordinator` (lease timing).
     pub coordinator_args: Vec<String>,
+    /// Extra arguments for every worker (exchange sizing).
+    pub worker_args: Vec<String>,
     /// Extra arguments for every child, coordinator and workers (the log format).
     pub child_args: Vec<String>,
     /// A child restarted more often than this fails the run.
     pub max_restarts: u32,
     /// Print a progress line every few seconds.
     pub progress: bool,
+    /// Scale pools with ranges in `topology`; `None` keeps every pool at its lower bound.
+    pub scaling: Option<ScaleSettings>,
+    /// A drained worker still running after this long gets SIGTERM (it hands back what it holds).
+    pub drain_timeout: Duration,
 }
 
 /// Why a supervised run failed.
@@ -114,23 +57,43 @@ pub enum SuperviseError {
     Interrupted,
     #[error("no free port on 127.0.0.1: {0}")]
     Port(std::io::Error),
+    #[error("autoscaler: {0}")]
+    Autoscaler(String),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// How a supervised run ended.
+#[derive(Debug, Clone, Default)]
+pub struct Supervised {
+    /// The coordinator's gRPC endpoint.
+    pub endpoint: String,
+    /// Seconds worker processes of each pool were alive, summed.
+    pub worker_seconds: BTreeMap<PoolName, f64>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
 enum Role {
     Coordinator,
-    Worker,
+    Worker(PoolName),
 }
 
-struct Supervised {
+/// One child process and its history.
+struct Managed {
     role: Role,
     name: String,
     args: Vec<OsString>,
     child: Option<Child>,
     restarts: u32,
+    /// Where it serves `/metrics`.
+    metrics_port: u16,
+    /// When the current process started.
+    started: Instant,
+    /// Seconds its earlier processes were alive.
+    lived: f64,
+    /// When the autoscaler began draining it.
+    draining: Option<Instant>,
 }
 
-impl Supervised {
+impl Managed {
     fn spawn(&mut self) -> Result<(), SuperviseError> {
         let exe =
             std::env::current_exe().map_err(|source| SuperviseError::Spawn { name: self.name.clone(), source })?;
@@ -140,13 +103,122 @@ impl Supervised {
             .spawn()
             .map_err(|source| SuperviseError::Spawn { name: self.name.clone(), source })?;
         self.child = Some(child);
+        self.started = Instant::now();
         Ok(())
     }
 
     fn exited(&mut self) -> Option<ExitStatus> {
         let status = self.child.as_mut()?.try_wait().ok()??;
         self.child = None;
+        self.lived += self.started.elapsed().as_secs_f64();
         Some(status)
+    }
+
+    fn alive(&self) -> bool {
+        self.child.is_some()
+    }
+
+    fn seconds_alive(&self) -> f64 {
+        self.lived + if self.alive() { self.started.elapsed().as_secs_f64() } else { 0.0 }
+    }
+
+    fn pool(&self) -> Option<&PoolName> {
+        match &self.role {
+            Role::Worker(pool) => Some(pool),
+            Role::Coordinator => None,
+        }
+    }
+
+    fn sigterm(&self) {
+        if let Some(pid) = self.child.as_ref().and_then(Child::id) {
+            // SAFETY: kill(2) on our own child's pid; it is not reaped yet, so the pid is still ours.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+        }
+    }
+}
+
+/// The children of one run and how to start more.
+struct Family<'a> {
+    options: &'a SuperviseOptions,
+    endpoint: String,
+    children: Vec<Managed>,
+    /// Lifetimes of workers drained and gone.
+    gone: BTreeMap<PoolName, f64>,
+}
+
+impl Family<'_> {
+    /// Starts a worker of `pool` at the lowest index no live worker of the pool has.
+    fn add_worker(&mut self, pool: &PoolName) -> Result<(), SuperviseError> {
+        let taken = |i: usize| self.children.iter().any(|c| c.name == format!("{pool}-{i}"));
+        let index = (0..).find(|i| !taken(*i)).unwrap_or_default();
+        let name = format!("{pool}-{index}");
+        let metrics_port = free_port()?;
+        let options = self.options;
+        let args: Vec<OsString> = [
+            "worker",
+            &options.manifest.to_string_lossy(),
+            "--coordinator",
+            &self.endpoint,
+            "--pool",
+            pool.as_str(),
+            "--id",
+            &name,
+            "--threads",
+            &options.threads.to_string(),
+            "--memory-limit",
+            &options.memory_limit.to_string(),
+            "--metrics-listen",
+            &format!("127.0.0.1:{metrics_port}"),
+            "--exchange-listen",
+            "127.0.0.1:0",
+        ]
+        .iter()
+        .map(OsString::from)
+        .chain(options.worker_args.iter().map(OsString::from))
+        .chain(options.child_args.iter().map(OsString::from))
+        .collect();
+        let mut child = Managed {
+            role: Role::Worker(pool.clone()),
+            name,
+            args,
+            child: None,
+            restarts: 0,
+            metrics_port,
+            started: Instant::now(),
+            lived: 0.0,
+            draining: None,
+        };
+        child.spawn()?;
+        self.children.push(child);
+        Ok(())
+    }
+
+    /// Live, not draining workers of `pool`.
+    fn count(&self, pool: &PoolName) -> usize {
+        self.children.iter().filter(|c| c.pool() == Some(pool) && c.alive() && c.draining.is_none()).count()
+    }
+
+    fn processes(&self) -> Vec<Process> {
+        self.children
+            .iter()
+            .filter(|c| c.alive())
+            .map(|c| Process {
+                name: c.name.clone(),
+                pool: c.pool().cloned(),
+                metrics: format!("http://127.0.0.1:{}/metrics", c.metrics_port),
+                draining: c.draining.is_some(),
+            })
+            .collect()
+    }
+
+    fn worker_seconds(&self) -> BTreeMap<PoolName, f64> {
+        let mut seconds = self.gone.clone();
+        for child in &self.children {
+            if let Some(pool) = child.pool() {
+                *seconds.entry(pool.clone()).or_default() += child.seconds_alive();
+            }
+        }
+        seconds
     }
 }
 
@@ -158,79 +230,84 @@ impl Supervised {
 /// # Cancellation
 /// Cancelling `shutdown` sends SIGTERM to every child (workers hand back their units), waits for
 /// them, and returns [`SuperviseError::Interrupted`]; the checkpoint lets a later run continue.
-pub async fn supervise(options: &SuperviseOptions, shutdown: CancellationToken) -> Result<String, SuperviseError> {
-    let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(SuperviseError::Port)?.port();
+pub async fn supervise(options: &SuperviseOptions, shutdown: CancellationToken) -> Result<Supervised, SuperviseError> {
+    let port = free_port()?;
     let endpoint = format!("http://127.0.0.1:{port}");
+    let metrics_port = free_port()?;
     let manifest = OsString::from(options.manifest.as_os_str());
     let mut coordinator_args: Vec<OsString> =
-        vec!["coordinator".into(), manifest.clone(), "--listen".into(), format!("127.0.0.1:{port}").into()];
-    coordinator_args.extend(["--metrics-listen".into(), "127.0.0.1:0".into()]);
+        vec!["coordinator".into(), manifest, "--listen".into(), format!("127.0.0.1:{port}").into()];
+    coordinator_args.extend(["--metrics-listen".into(), format!("127.0.0.1:{metrics_port}").into()]);
     coordinator_args.extend(options.coordinator_args.iter().map(OsString::from));
     coordinator_args.extend(options.child_args.iter().map(OsString::from));
-    let mut children = vec![Supervised {
+    let mut coordinator = Managed {
         role: Role::Coordinator,
         name: "coordinator".into(),
         args: coordinator_args,
         child: None,
         restarts: 0,
-    }];
-    for (pool, count) in &options.topology.0 {
-        for index in 0..*count {
-            let name = format!("{pool}-{index}");
-            let args: Vec<OsString> = [
-                "worker",
-                &options.manifest.to_string_lossy(),
-                "--coordinator",
-                &endpoint,
-                "--pool",
-                pool.as_str(),
-                "--id",
-                &name,
-                "--threads",
-                &options.threads.to_string(),
-                "--memory-limit",
-                &options.memory_limit.to_string(),
-                "--metrics-listen",
-                "127.0.0.1:0",
-                "--exchange-listen",
-                "127.0.0.1:0",
-            ]
-            .iter()
-            .map(OsString::from)
-            .chain(options.child_args.iter().map(OsString::from))
-            .collect();
-            children.push(Supervised { role: Role::Worker, name, args, child: None, restarts: 0 });
+        metrics_port,
+        started: Instant::now(),
+        lived: 0.0,
+        draining: None,
+    };
+    coordinator.spawn()?;
+    let mut family = Family { options, endpoint: endpoint.clone(), children: vec![coordinator], gone: BTreeMap::new() };
+    for pool in &options.topology.0 {
+        for _ in 0..pool.min {
+            family.add_worker(&pool.pool)?;
         }
     }
-    for child in &mut children {
-        child.spawn()?;
+    let mut scaler = match &options.scaling {
+        Some(settings) => Some(
+            LocalAutoscaler::new(settings.clone(), &options.topology, &endpoint)
+                .await
+                .map_err(SuperviseError::Autoscaler)?,
+        ),
+        None => None,
+    };
+    let result = watch(&mut family, scaler.as_mut(), &shutdown).await;
+    stop_all(&mut family.children).await;
+    if let Some(scaler) = scaler.as_mut() {
+        scaler.publish_targets(&[]);
     }
-    let result = watch(&mut children, options, &endpoint, &shutdown).await;
-    stop_all(&mut children).await;
-    result.map(|()| endpoint)
+    result.map(|()| Supervised { endpoint, worker_seconds: family.worker_seconds() })
 }
 
-/// Restarts children that die until the coordinator exits for good.
+/// Restarts children that die until the coordinator exits for good; scales the pools between
+/// rounds of the autoscaler.
 async fn watch(
-    children: &mut [Supervised],
-    options: &SuperviseOptions,
-    endpoint: &str,
+    family: &mut Family<'_>,
+    mut scaler: Option<&mut LocalAutoscaler>,
     shutdown: &CancellationToken,
 ) -> Result<(), SuperviseError> {
-    let mut last_progress = tokio::time::Instant::now();
+    let options = family.options;
+    let mut last_progress = Instant::now();
+    if let Some(scaler) = scaler.as_deref_mut() {
+        scaler.publish_targets(&family.processes());
+    }
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return Err(SuperviseError::Interrupted),
             () = tokio::time::sleep(Duration::from_millis(100)) => {}
         }
-        for child in children.iter_mut() {
+        let mut changed = false;
+        let mut finished = Vec::new();
+        for (i, child) in family.children.iter_mut().enumerate() {
             let Some(status) = child.exited() else { continue };
-            match (child.role, status.code()) {
+            changed = true;
+            match (&child.role, status.code()) {
                 (Role::Coordinator, Some(0)) => return Ok(()),
                 (Role::Coordinator, Some(code)) if code == i32::from(EXIT_JOB_FAILED) => {
                     return Err(SuperviseError::JobFailed);
                 }
-                (Role::Worker, Some(0)) => continue,
+                // A drained worker exits 0 and is gone for good; any worker told the job ended too.
+                (Role::Worker(_), Some(0)) => {
+                    if child.draining.is_some() {
+                        finished.push(i);
+                    }
+                    continue;
+                }
                 _ => {}
             }
             if child.restarts >= options.max_restarts {
@@ -239,11 +316,33 @@ async fn watch(
             child.restarts += 1;
             let (name, restarts) = (&child.name, child.restarts);
             tracing::warn!(child = %name, restarts, "{name} exited ({status}); restarting it");
+            child.draining = None;
             child.spawn()?;
         }
+        for i in finished.into_iter().rev() {
+            let child = family.children.remove(i);
+            if let Some(pool) = child.pool() {
+                *family.gone.entry(pool.clone()).or_default() += child.seconds_alive();
+                eprintln!("weir run: {} drained and stopped", child.name);
+            }
+        }
+        for child in
+            family.children.iter().filter(|c| c.draining.is_some_and(|at| at.elapsed() > options.drain_timeout))
+        {
+            tracing::warn!(child = %child.name, "{} did not drain in time; sending SIGTERM", child.name);
+            child.sigterm();
+        }
+        if let Some(scaler) = scaler.as_deref_mut() {
+            if scaler.due() {
+                changed |= scale(family, scaler).await?;
+            }
+            if changed {
+                scaler.publish_targets(&family.processes());
+            }
+        }
         if options.progress && last_progress.elapsed() >= Duration::from_secs(2) {
-            last_progress = tokio::time::Instant::now();
-            if let Ok(status) = super::status::query(endpoint).await {
+            last_progress = Instant::now();
+            if let Ok(status) = super::status::query(&family.endpoint).await {
                 // The run's progress display, like the embedded run's bars: output, not a log event.
                 eprintln!("weir run: {}", super::status::one_line(&status));
             }
@@ -251,48 +350,51 @@ async fn watch(
     }
 }
 
-/// SIGTERM to every child still running, then SIGKILL to those not gone within 15 s.
-async fn stop_all(children: &mut [Supervised]) {
-    for child in children.iter_mut() {
-        if let Some(pid) = child.child.as_ref().and_then(Child::id) {
-            // SAFETY: kill(2) on our own child's pid; it is not reaped yet, so the pid is still ours.
-            unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+/// One autoscaler round: grows pools by starting workers and shrinks them by draining the idlest.
+/// Returns whether the set of processes changed.
+async fn scale(family: &mut Family<'_>, scaler: &mut LocalAutoscaler) -> Result<bool, SuperviseError> {
+    let counts: BTreeMap<PoolName, usize> =
+        family.options.topology.0.iter().map(|p| (p.pool.clone(), family.count(&p.pool))).collect();
+    let decisions = scaler.round(&family.processes(), &counts).await;
+    let mut changed = false;
+    for decision in decisions {
+        let Ok(pool) = PoolName::new(&decision.pool) else { continue };
+        let current = family.count(&pool);
+        let desired = decision.desired as usize;
+        if desired > current {
+            for _ in current..desired {
+                family.add_worker(&pool)?;
+            }
+            changed = true;
+        } else if desired < current {
+            let victims = scaler.pick_idlest(&pool, current - desired).await;
+            for name in victims {
+                if let Some(child) = family.children.iter_mut().find(|c| c.name == name && c.draining.is_none()) {
+                    child.draining = Some(Instant::now());
+                    changed = true;
+                }
+            }
         }
     }
-    for child in children.iter_mut() {
-        if let Some(mut process) = child.child.take()
-            && tokio::time::timeout(Duration::from_secs(15), process.wait()).await.is_err()
-        {
-            let _ = process.kill().await;
-        }
-    }
+    Ok(changed)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// A port free on 127.0.0.1 now (a child binds it a moment later).
+fn free_port() -> Result<u16, SuperviseError> {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).map_err(SuperviseError::Port)
+}
 
-    fn pool(name: &str) -> PoolName {
-        PoolName::new(name).expect("pool name")
+/// SIGTERM to every child still running, then SIGKILL to those not gone within 15 s.
+async fn stop_all(children: &mut [Managed]) {
+    for child in children.iter() {
+        child.sigterm();
     }
-
-    #[test]
-    fn topologies_parse_and_typos_are_named() {
-        assert_eq!(Topology::parse("cpu=2,gpu=1"), Ok(Topology(vec![(pool("cpu"), 2), (pool("gpu"), 1)])));
-        assert_eq!(Topology::parse("cpu=1,gpu-l4=2"), Ok(Topology(vec![(pool("cpu"), 1), (pool("gpu-l4"), 2)])));
-        assert_eq!(Topology::parse("3"), Ok(Topology(vec![(pool("cpu"), 3)])));
-        assert!(Topology::parse("cpu2").unwrap_err().contains("`cpu2`"));
-        assert!(Topology::parse("GPU=1").unwrap_err().contains("not a pool name"));
-        assert!(Topology::parse("cpu=1,cpu=2").unwrap_err().contains("twice"));
-        assert!(Topology::parse("cpu=0").is_err());
-    }
-
-    #[test]
-    fn a_topology_must_serve_every_pool_of_the_job_and_no_other() {
-        let pools = |names: &[&str]| names.iter().map(|n| PoolName::new(*n).expect("name")).collect::<Vec<_>>();
-        let topology = Topology::parse("cpu=2,gpu-l4=1").expect("topology");
-        assert_eq!(topology.check_against(&pools(&["cpu", "gpu-l4"])), Ok(()));
-        assert!(topology.check_against(&pools(&["cpu", "gpu-l4", "gpu-h100"])).unwrap_err().contains("gpu-h100"));
-        assert!(topology.check_against(&pools(&["cpu"])).unwrap_err().contains("gpu-l4"));
+    for child in children.iter_mut() {
+        if let Some(mut process) = child.child.take() {
+            if tokio::time::timeout(Duration::from_secs(15), process.wait()).await.is_err() {
+                let _ = process.kill().await;
+            }
+            child.lived += child.started.elapsed().as_secs_f64();
+        }
     }
 }
