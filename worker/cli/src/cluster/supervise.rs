@@ -91,9 +91,29 @@ struct Managed {
     lived: f64,
     /// When the autoscaler began draining it.
     draining: Option<Instant>,
+    /// SIGTERM was sent (a drain that took too long).
+    stopping: bool,
 }
 
 impl Managed {
+    /// Starts `weir ARGS` as `name`, serving `/metrics` on `metrics_port`.
+    fn start(role: Role, name: String, args: Vec<OsString>, metrics_port: u16) -> Result<Self, SuperviseError> {
+        let mut managed = Self {
+            role,
+            name,
+            args,
+            child: None,
+            restarts: 0,
+            metrics_port,
+            started: Instant::now(),
+            lived: 0.0,
+            draining: None,
+            stopping: false,
+        };
+        managed.spawn()?;
+        Ok(managed)
+    }
+
     fn spawn(&mut self) -> Result<(), SuperviseError> {
         let exe =
             std::env::current_exe().map_err(|source| SuperviseError::Spawn { name: self.name.clone(), source })?;
@@ -177,19 +197,7 @@ impl Family<'_> {
         .chain(options.worker_args.iter().map(OsString::from))
         .chain(options.child_args.iter().map(OsString::from))
         .collect();
-        let mut child = Managed {
-            role: Role::Worker(pool.clone()),
-            name,
-            args,
-            child: None,
-            restarts: 0,
-            metrics_port,
-            started: Instant::now(),
-            lived: 0.0,
-            draining: None,
-        };
-        child.spawn()?;
-        self.children.push(child);
+        self.children.push(Managed::start(Role::Worker(pool.clone()), name, args, metrics_port)?);
         Ok(())
     }
 
@@ -240,18 +248,7 @@ pub async fn supervise(options: &SuperviseOptions, shutdown: CancellationToken) 
     coordinator_args.extend(["--metrics-listen".into(), format!("127.0.0.1:{metrics_port}").into()]);
     coordinator_args.extend(options.coordinator_args.iter().map(OsString::from));
     coordinator_args.extend(options.child_args.iter().map(OsString::from));
-    let mut coordinator = Managed {
-        role: Role::Coordinator,
-        name: "coordinator".into(),
-        args: coordinator_args,
-        child: None,
-        restarts: 0,
-        metrics_port,
-        started: Instant::now(),
-        lived: 0.0,
-        draining: None,
-    };
-    coordinator.spawn()?;
+    let coordinator = Managed::start(Role::Coordinator, "coordinator".into(), coordinator_args, metrics_port)?;
     let mut family = Family { options, endpoint: endpoint.clone(), children: vec![coordinator], gone: BTreeMap::new() };
     for pool in &options.topology.0 {
         for _ in 0..pool.min {
@@ -301,13 +298,13 @@ async fn watch(
                 (Role::Coordinator, Some(code)) if code == i32::from(EXIT_JOB_FAILED) => {
                     return Err(SuperviseError::JobFailed);
                 }
-                // A drained worker exits 0 and is gone for good; any worker told the job ended too.
-                (Role::Worker(_), Some(0)) => {
-                    if child.draining.is_some() {
-                        finished.push(i);
-                    }
+                // A worker being drained is gone for good however it ended (what it still held is
+                // leased again); any worker told the job ended exits 0 too.
+                (Role::Worker(_), _) if child.draining.is_some() => {
+                    finished.push(i);
                     continue;
                 }
+                (Role::Worker(_), Some(0)) => continue,
                 _ => {}
             }
             if child.restarts >= options.max_restarts {
@@ -316,7 +313,6 @@ async fn watch(
             child.restarts += 1;
             let (name, restarts) = (&child.name, child.restarts);
             tracing::warn!(child = %name, restarts, "{name} exited ({status}); restarting it");
-            child.draining = None;
             child.spawn()?;
         }
         for i in finished.into_iter().rev() {
@@ -326,11 +322,11 @@ async fn watch(
                 eprintln!("weir run: {} drained and stopped", child.name);
             }
         }
-        for child in
-            family.children.iter().filter(|c| c.draining.is_some_and(|at| at.elapsed() > options.drain_timeout))
-        {
+        let late = |c: &Managed| !c.stopping && c.draining.is_some_and(|at| at.elapsed() > options.drain_timeout);
+        for child in family.children.iter_mut().filter(|c| late(c)) {
             tracing::warn!(child = %child.name, "{} did not drain in time; sending SIGTERM", child.name);
             child.sigterm();
+            child.stopping = true;
         }
         if let Some(scaler) = scaler.as_deref_mut() {
             if scaler.due() {
