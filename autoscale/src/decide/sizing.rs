@@ -16,8 +16,9 @@ pub(super) struct Recommendation {
 ///
 /// Each pool is sized for the target at today's throughput, `current · u / target`, outside the
 /// band and held inside it. When the busiest pool (the bottleneck) is above the band its true
-/// demand is unknown: it is sent to its `max`, and every other pool is sized for the throughput
-/// that growth would bring, `current · u · (max_B / current_B) / target`, band or not.
+/// demand is unknown: it is sent to its `max`, and every other pool is judged at the throughput
+/// that growth would bring: its utilisation then, `u · max_B / current_B`, held inside the band
+/// and sized for the target outside it.
 pub(super) fn recommend(
     policy: &Policy,
     signals: &Signals,
@@ -46,12 +47,14 @@ pub(super) fn recommend(
                 Some((b, _)) if b == name => {
                     (f64::from(state.max), format!("utilisation {u:.2} > {high:.2} (bottleneck)"))
                 }
-                Some((b, bu)) => (
-                    n * u * growth / target,
-                    format!(
-                        "utilisation {u:.2}, sized for the bottleneck {b} ({bu:.2} > {high:.2}) growing ×{growth:.2}"
-                    ),
-                ),
+                Some((b, bu)) => {
+                    // Judged at the throughput the bottleneck's growth brings, band and all.
+                    let projected = u * growth;
+                    let why = format!(
+                        "utilisation {u:.2}, {projected:.2} once the bottleneck {b} ({bu:.2} > {high:.2}) grows ×{growth:.2}"
+                    );
+                    if (low..=high).contains(&projected) { (n, why) } else { (n * projected / target, why) }
+                }
                 None if u > high => (n * u / target, format!("utilisation {u:.2} > {high:.2}")),
                 None if u < low => (n * u / target, format!("utilisation {u:.2} < {low:.2}")),
                 None => (n, format!("utilisation {u:.2} within {low:.2}..{high:.2}")),

@@ -136,7 +136,7 @@ async fn a_pool_blocked_on_its_output_is_not_grown_but_one_free_is_sized_for_the
             0.0,
             Action::Up,
             6,
-            "cpu: utilisation 0.35, sized for the bottleneck gpu (0.98 > 0.90) growing ×3.00: 4 → 6",
+            "cpu: utilisation 0.35, 1.05 once the bottleneck gpu (0.98 > 0.90) grows ×3.00: 4 → 6",
         ),
     ];
     for (case, backpressure, action, desired, reason) in cases {
@@ -356,4 +356,15 @@ async fn a_saturated_pool_grows_even_when_the_target_band_reaches_past_one() {
     assert_eq!((d[0].action, d[0].desired), (Action::Up, 3), "{:?}", d[0]);
     let d = round(&mut scaler, &signals(&[("gpu", pool(0.97, 0.0, 10.0))]), &states(&[("gpu", state(1, 3, 3))]));
     assert_eq!(d[0].action, Action::Hold, "{:?}", d[0]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_pool_that_keeps_up_with_the_bottlenecks_growth_inside_the_band_holds() {
+    let mut scaler = Autoscaler::new(Policy::default());
+    // cpu at 0.28 would be 0.84 once gpu grows 1 → 3: inside 0.5..0.9, so no cpu worker is added.
+    let s = signals(&[("cpu", pool(0.28, 0.0, 40.0)), ("gpu", pool(0.98, 0.0, 10.0))]);
+    let d = round(&mut scaler, &s, &states(&[("cpu", state(1, 2, 1)), ("gpu", state(1, 3, 1))]));
+    assert_eq!((d[0].action, d[0].desired), (Action::Hold, 1), "{:?}", d[0]);
+    assert!(d[0].reason.contains("0.84 once the bottleneck gpu"), "{}", d[0].reason);
+    assert_eq!((d[1].action, d[1].desired), (Action::Up, 3), "{:?}", d[1]);
 }

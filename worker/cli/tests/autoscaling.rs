@@ -101,6 +101,14 @@ fn decisions<'a>(log: &'a str, pool: &str, action: &str) -> Vec<&'a str> {
     log.lines().filter(|l| l.contains(&head) && l.contains(&tail)).collect()
 }
 
+/// The tests of this file run one at a time: each is several processes on a 2-core machine, and
+/// the decisions they check follow from how busy the workers are.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn spawn_run(manifest: &Path, extra: &[&str]) -> Child {
     weir()
         .args(["run", "--no-progress", "--workers", "cpu=1..2,gpu=1..3", "--threads", "1"])
@@ -115,6 +123,7 @@ fn spawn_run(manifest: &Path, extra: &[&str]) -> Child {
 
 #[test]
 fn the_slow_gpu_pool_grows_the_fast_cpu_pool_does_not_and_every_row_is_written_once() {
+    let _alone = one_at_a_time();
     let dir = tempfile::tempdir().expect("tempdir");
     let inputs = write_texts(&dir.path().join("texts"), 240);
     // Three single-threaded gpu workers on two cores are each well under 0.7 busy: aiming at 0.9,
@@ -140,6 +149,7 @@ fn the_slow_gpu_pool_grows_the_fast_cpu_pool_does_not_and_every_row_is_written_o
 
 #[test]
 fn a_real_prometheus_scraping_the_run_feeds_the_decisions_and_every_dashboard_panel() {
+    let _alone = one_at_a_time();
     let dir = tempfile::tempdir().expect("tempdir");
     let inputs = write_texts(&dir.path().join("texts"), 240);
     let manifest = embed_job(dir.path(), &dir.path().join("texts"), "");

@@ -280,6 +280,8 @@ async fn watch(
 ) -> Result<(), SuperviseError> {
     let options = family.options;
     let mut last_progress = Instant::now();
+    // A worker exited 0 undrained: it was told the job ended, so nothing is scaled any more.
+    let mut ending = false;
     if let Some(scaler) = scaler.as_deref_mut() {
         scaler.publish_targets(&family.processes());
     }
@@ -304,7 +306,11 @@ async fn watch(
                     finished.push(i);
                     continue;
                 }
-                (Role::Worker(_), Some(0)) => continue,
+                // Told the job ended: no more scaling, the coordinator exits next.
+                (Role::Worker(_), Some(0)) => {
+                    ending = true;
+                    continue;
+                }
                 _ => {}
             }
             if child.restarts >= options.max_restarts {
@@ -329,7 +335,7 @@ async fn watch(
             child.stopping = true;
         }
         if let Some(scaler) = scaler.as_deref_mut() {
-            if scaler.due() {
+            if scaler.due() && !ending {
                 changed |= scale(family, scaler).await?;
             }
             if changed {
