@@ -320,10 +320,28 @@ pub struct AutoscalingSpec {
     pub scale_down_window_seconds: Option<i32>,
 }
 
+/// `autoscaling.intervalSeconds` when the job does not say.
+pub const DEFAULT_AUTOSCALING_INTERVAL_SECONDS: i32 = 15;
+/// `autoscaling.scaleDownWindowSeconds` when the job does not say.
+pub const DEFAULT_SCALE_DOWN_WINDOW_SECONDS: i32 = 300;
+
 impl AutoscalingSpec {
     /// The mode, `disabled` when not set.
     pub fn mode(&self) -> AutoscalingMode {
         self.mode.unwrap_or_default()
+    }
+
+    /// Time between decisions: `intervalSeconds`, default 15 s (at least 1 s).
+    pub fn interval(&self) -> std::time::Duration {
+        let seconds = self.interval_seconds.unwrap_or(DEFAULT_AUTOSCALING_INTERVAL_SECONDS);
+        std::time::Duration::from_secs(seconds.max(1) as u64)
+    }
+
+    /// How long recommendations must stay lower before a pool shrinks: `scaleDownWindowSeconds`,
+    /// default 300 s.
+    pub fn scale_down_window(&self) -> std::time::Duration {
+        let seconds = self.scale_down_window_seconds.unwrap_or(DEFAULT_SCALE_DOWN_WINDOW_SECONDS);
+        std::time::Duration::from_secs(seconds.max(0) as u64)
     }
 }
 

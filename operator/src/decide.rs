@@ -19,7 +19,7 @@ use weir_crds::validate::check_spec;
 use weir_crds::{JobPhase, MultimodalJob, MultimodalJobStatus, PoolName, PoolReplicas, Progress};
 
 pub use pools::DRAIN_TIMEOUT;
-pub use scale::{AUTOSCALER_READY, ScalingRound, pool_states};
+pub use scale::{AUTOSCALER_READY, ScalingRound, mode as autoscaling_mode, pool_states};
 
 use crate::conditions::{bounded, human_duration, set};
 use crate::observe::{PodPhase, PodView, Role};

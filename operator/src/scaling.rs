@@ -21,17 +21,13 @@ use weir_autoscale::{Autoscaler, DataProblem, Policy, Signals};
 use weir_crds::placement::leasing_pool;
 use weir_crds::{AutoscalingMode, JobPhase, MultimodalJob};
 
-use crate::decide::{Drains, ScalingRound, WorkerSeen, pool_states};
+use crate::decide::{Drains, ScalingRound, WorkerSeen, autoscaling_mode, pool_states};
 use crate::observe::PodView;
 
 /// The window the rates of one round are taken over (a PromQL duration).
 pub const WINDOW: &str = "1m";
 /// [`WINDOW`] as a duration.
 const WINDOW_LENGTH: Duration = Duration::from_secs(60);
-/// `intervalSeconds` when the job does not say.
-pub const DEFAULT_INTERVAL_SECONDS: i32 = 15;
-/// `scaleDownWindowSeconds` when the job does not say.
-pub const DEFAULT_SCALE_DOWN_WINDOW_SECONDS: i32 = 300;
 /// After rounds with bad data the next waits 1, 2, 4 intervals, never more.
 pub const MAX_BACKOFF_INTERVALS: u32 = 4;
 
@@ -92,7 +88,7 @@ impl Scaling {
     /// # Cancellation
     /// Dropping the future mid-read leaves the round due: the next reconcile runs it.
     pub async fn round(&self, uid: &str, job: &MultimodalJob, pods: &[PodView]) -> Option<ScalingRound> {
-        let mode = job.spec.autoscaling.as_ref().map_or(AutoscalingMode::Disabled, |a| a.mode());
+        let mode = autoscaling_mode(job);
         let running = job.status.as_ref().and_then(|s| s.phase) == Some(JobPhase::Running);
         if mode == AutoscalingMode::Disabled || !running {
             self.with(uid, |m| m.scaler = None);
@@ -175,18 +171,16 @@ fn prometheus_url(job: &MultimodalJob) -> Option<String> {
 }
 
 fn interval(job: &MultimodalJob) -> Duration {
-    let seconds = job.spec.autoscaling.as_ref().and_then(|a| a.interval_seconds).unwrap_or(DEFAULT_INTERVAL_SECONDS);
-    Duration::from_secs(seconds.max(1) as u64)
+    job.spec.autoscaling.clone().unwrap_or_default().interval()
 }
 
 /// The job's policy: its target and scale-down window, the rest as [`Policy::default`].
 fn policy(job: &MultimodalJob) -> Policy {
-    let spec = job.spec.autoscaling.as_ref();
+    let spec = job.spec.autoscaling.clone().unwrap_or_default();
     let defaults = Policy::default();
-    let window = spec.and_then(|a| a.scale_down_window_seconds).unwrap_or(DEFAULT_SCALE_DOWN_WINDOW_SECONDS);
     Policy {
-        target_utilization: spec.and_then(|a| a.target_utilization).unwrap_or(defaults.target_utilization),
-        scale_down_window: Duration::from_secs(window.max(0) as u64),
+        target_utilization: spec.target_utilization.unwrap_or(defaults.target_utilization),
+        scale_down_window: spec.scale_down_window(),
         // A scale-up is judged once the rate window holds no time from before it.
         guard_delay: WINDOW_LENGTH,
         ..defaults

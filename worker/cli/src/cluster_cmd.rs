@@ -159,17 +159,17 @@ fn scale_settings(job: &MultimodalJob, topology: &Topology, args: &AutoscaleArgs
         return None;
     }
     let spec = job.spec.autoscaling.clone().unwrap_or_default();
-    let seconds = |s: Option<i32>, default: u64| Duration::from_secs(s.map_or(default, |s| s.max(0) as u64));
-    let window = args.scale_down_window.unwrap_or_else(|| seconds(spec.scale_down_window_seconds, 300));
-    let interval = args.autoscale_interval.unwrap_or_else(|| seconds(spec.interval_seconds, 15));
+    let window = args.scale_down_window.unwrap_or_else(|| spec.scale_down_window());
+    let interval = args.autoscale_interval.unwrap_or_else(|| spec.interval());
+    let defaults = Policy::default();
     let policy = Policy {
-        target_utilization: spec.target_utilization.unwrap_or(0.7),
+        target_utilization: spec.target_utilization.unwrap_or(defaults.target_utilization),
         scale_down_window: window,
         guard_freeze: window.max(interval * 10),
         // A scale-up is judged once the rates hold no time from before it: one round between
         // scrapes, the rate window with a Prometheus.
         guard_delay: if args.prometheus.is_some() { rate_window(interval) } else { interval },
-        ..Policy::default()
+        ..defaults
     };
     Some(ScaleSettings {
         job: weir::plan::job_name(job),
