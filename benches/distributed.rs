@@ -115,7 +115,13 @@ fn median(values: &mut [f64]) -> f64 {
 /// Flight exchange with a child process that returns each morsel unchanged.
 fn flight(tensors: usize, batch: usize) -> Result<()> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let mut server = Command::new(std::env::current_exe()?).args(["--child", &port.to_string()]).spawn()?;
+    let folder = tempfile::tempdir()?;
+    let secret = weir_cluster::JobSecret::generate("bench")?;
+    secret.save(folder.path())?;
+    let mut server = Command::new(std::env::current_exe()?)
+        .args(["--child", &port.to_string()])
+        .env(weir_auth::SECRET_DIR_ENV, folder.path())
+        .spawn()?;
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let result = runtime.block_on(async {
         let endpoint = format!("http://127.0.0.1:{port}");
@@ -126,7 +132,7 @@ fn flight(tensors: usize, batch: usize) -> Result<()> {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let step = Arc::new(RemoteStep::new(0..=0, "identity", Arc::new(Router::to(&endpoint)?), 2));
+        let step = Arc::new(RemoteStep::new(0..=0, "identity", Arc::new(Router::to(&endpoint, secret.clone())?), 2));
         let ctx = StepContext { compute: ComputePool::new(1)? };
         let morsel = tensor_batch(batch)?;
         let morsels = tensors.div_ceil(batch);
@@ -183,7 +189,8 @@ fn serve_identity(args: &[String]) -> Result<()> {
         let (listener, _) = server_bind(addr).await?;
         let steps = [(0usize, Arc::new(Identity) as Arc<dyn Step>)].into_iter().collect();
         let server = StepServer::new(steps, StepContext { compute: ComputePool::new(1)? });
-        serve_steps(server, listener, tokio_util::sync::CancellationToken::new()).await?;
+        let secret = weir_cluster::JobSecret::load(std::path::Path::new(&std::env::var(weir_auth::SECRET_DIR_ENV)?))?;
+        serve_steps(server, listener, secret, tokio_util::sync::CancellationToken::new()).await?;
         Ok(())
     })
 }

@@ -61,6 +61,7 @@ impl Cluster {
     /// When `KUBECONFIG` or the S3 settings are not set, or the cluster is unreachable.
     async fn connect() -> Self {
         assert!(std::env::var_os("KUBECONFIG").is_some(), "{NEEDS_CLUSTER}; see this file's docs");
+        weir_operator::install_crypto_provider();
         let client = Client::try_default().await.expect("KUBECONFIG is set but the cluster is unreachable");
         let pod_endpoint = std::env::var("WEIR_E2E_S3_ENDPOINT").expect("WEIR_E2E_S3_ENDPOINT (S3 as the pods see it)");
         Self {

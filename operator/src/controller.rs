@@ -1,32 +1,35 @@
-//! The kube-rs controller: observe a job's pods, its coordinator's progress and workers, run the
-//! autoscaling round when one is due, decide, apply children by server-side apply, ask the
-//! coordinator for drains, write the status, record events.
+//! The kube-rs controller: observe a job's pods, its Secret, its coordinator's progress and
+//! workers, run the autoscaling round when one is due, decide, apply children by server-side
+//! apply (the Secret: create once), ask the coordinator for drains, write the status, record events.
 
 use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use weir_auth::JobSecret;
 use weir_crds::{AutoscalingMode, JobPhase, MultimodalJob};
 
 use crate::children::{
-    COORDINATOR_PORT, FIELD_MANAGER, Owner, Settings, coordinator_name, exchange_service_name, job_selector, plan_name,
+    COORDINATOR_PORT, FIELD_MANAGER, Owner, Peers, Settings, coordinator_name, exchange_service_name, job_selector,
+    network_policy_name, plan_name, read_job_secret, secret_name,
 };
 use crate::decide::{Observed, Plan, ScalingRound, Slot, decide};
 use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::observe::{PodPhase, PodView, Role};
-use crate::progress::ProgressSource;
+use crate::progress::{Coordinator, ProgressSource};
 use crate::scaling::Scaling;
 
 /// Back-off after a failed reconcile.
@@ -44,6 +47,8 @@ pub struct Context {
     pub progress: Arc<dyn ProgressSource>,
     /// Each job's autoscaler and drains, between reconciles.
     pub scaling: Scaling,
+    /// Who besides a job's own pods may connect to them (its NetworkPolicy).
+    pub peers: Peers,
 }
 
 impl Context {
@@ -58,7 +63,22 @@ impl Context {
         let instance =
             std::env::var("POD_NAME").or_else(|_| std::env::var("HOSTNAME")).unwrap_or_else(|_| "local".into());
         let reporter = Reporter { controller: FIELD_MANAGER.to_string(), instance: Some(instance) };
-        Self { recorder: Recorder::new(client.clone(), reporter), client, settings, metrics, progress, scaling }
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            settings,
+            metrics,
+            progress,
+            scaling,
+            peers: Peers::default(),
+        }
+    }
+
+    /// The same, with the jobs' NetworkPolicies admitting `peers` (default: [`Peers::default`]).
+    #[must_use]
+    pub fn with_peers(mut self, peers: Peers) -> Self {
+        self.peers = peers;
+        self
     }
 }
 
@@ -110,9 +130,12 @@ pub async fn reconcile(cached: Arc<MultimodalJob>, ctx: Arc<Context>) -> Result<
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &owner.namespace);
     let listed = pods.list(&ListParams::default().labels(&job_selector(&owner.name))).await?;
     let views: Vec<PodView> = listed.items.iter().filter_map(|p| PodView::of(&owner.name, &uid, p)).collect();
-    let endpoint = coordinator_endpoint(&views);
-    let (progress, workers) = match &endpoint {
-        Some(e) => futures::join!(ctx.progress.read(e.clone()), ctx.progress.workers(e.clone())),
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &owner.namespace);
+    let secret = SecretState::of(&owner.name, secrets.get_opt(&secret_name(&owner.name)).await?.as_ref(), &views);
+    let coordinator =
+        coordinator_address(&views).zip(secret.usable.clone()).map(|(address, secret)| Coordinator { address, secret });
+    let (progress, workers) = match &coordinator {
+        Some(c) => futures::join!(ctx.progress.read(c.clone()), ctx.progress.workers(c.clone())),
         None => (None, None),
     };
     let round = ctx.scaling.round(&uid, &job, &views).await;
@@ -124,11 +147,12 @@ pub async fn reconcile(cached: Arc<MultimodalJob>, ctx: Arc<Context>) -> Result<
         workers: workers.as_deref(),
         drains: &drains,
         scaling: round.as_ref(),
+        secret_problem: secret.problem.as_deref(),
         now,
     };
     let plan = decide(&job, &seen);
-    execute(&owner, &plan, &views, &ctx).await?;
-    drain(&uid, endpoint.as_deref(), &plan.drain, &ctx).await;
+    execute(&owner, &plan, &views, secret.create, &ctx).await?;
+    drain(&uid, coordinator.as_ref(), &plan.drain, &ctx).await;
     record_scaling(&owner, &plan, round.as_ref(), &ctx);
     let requeue = match (plan.requeue, ctx.scaling.next_round_in(&uid)) {
         // A round is due again after the interval even when nothing else changes.
@@ -148,15 +172,15 @@ fn forget(job: &MultimodalJob, ctx: &Context) {
 
 /// Asks the coordinator to drain each of `names`; a drain that fails is logged and asked again
 /// at the next reconcile (the pod is not recorded as draining, so decide picks a pod again).
-async fn drain(uid: &str, endpoint: Option<&str>, names: &[String], ctx: &Context) {
-    let Some(endpoint) = endpoint else {
+async fn drain(uid: &str, coordinator: Option<&Coordinator>, names: &[String], ctx: &Context) {
+    let Some(coordinator) = coordinator else {
         if !names.is_empty() {
-            tracing::warn!(pods = ?names, "cannot drain: the coordinator has no address");
+            tracing::warn!(pods = ?names, "cannot drain: the coordinator has no address or the job no usable secret");
         }
         return;
     };
     for name in names {
-        match ctx.progress.drain(endpoint.to_string(), name.clone()).await {
+        match ctx.progress.drain(coordinator.clone(), name.clone()).await {
             Ok(known) => {
                 tracing::info!(pod = %name, known, "draining a worker for a scale-down");
                 ctx.scaling.drain_started(uid, name, Time(Timestamp::now()));
@@ -188,22 +212,88 @@ pub fn error_policy(job: Arc<MultimodalJob>, error: &Error, ctx: Arc<Context>) -
     Action::requeue(ERROR_REQUEUE)
 }
 
-/// The coordinator's gRPC address, when it runs and has an IP.
-fn coordinator_endpoint(pods: &[PodView]) -> Option<String> {
+/// The coordinator's gRPC address (`ip:port`), when it runs and has an IP.
+fn coordinator_address(pods: &[PodView]) -> Option<String> {
     let pod = pods.iter().find(|p| p.role == Role::Coordinator && p.phase == PodPhase::Running && !p.terminating)?;
-    Some(format!("http://{}:{COORDINATOR_PORT}", pod.ip.as_ref()?))
+    let ip = pod.ip.as_ref()?;
+    Some(if ip.contains(':') { format!("[{ip}]:{COORDINATOR_PORT}") } else { format!("{ip}:{COORDINATOR_PORT}") })
 }
 
-/// Carries out a plan: children first, then deletions, the status last (so a failed step is
-/// retried from the same observed state rather than recorded as done).
-async fn execute(owner: &Owner<'_>, plan: &Plan, pods: &[PodView], ctx: &Context) -> Result<(), Error> {
+/// The job's Secret as one reconcile found it.
+struct SecretState {
+    /// What the operator dials the coordinator with.
+    usable: Option<JobSecret>,
+    /// There is none and no pod of the job is starting or running: make one.
+    create: bool,
+    /// Why it cannot serve the job's pods, for the status (never its content).
+    problem: Option<String>,
+}
+
+impl SecretState {
+    /// A Secret is made only while no pod lives: running pods hold the one they started with,
+    /// and a new one would split the job in two (new pods could not talk to the old ones).
+    fn of(job: &str, stored: Option<&Secret>, pods: &[PodView]) -> Self {
+        let name = secret_name(job);
+        let live = pods.iter().any(|p| !p.terminating && matches!(p.phase, PodPhase::Pending | PodPhase::Running));
+        let (usable, problem) = match stored.map(read_job_secret) {
+            Some(Ok(secret)) => (Some(secret), None),
+            Some(Err(e)) => (
+                None,
+                Some(format!(
+                    "the job's Secret `{name}` is unusable ({e}): delete it, then suspend and resume the job to \
+                     start its pods with a new one"
+                )),
+            ),
+            None if live => (
+                None,
+                Some(format!(
+                    "the job's Secret `{name}` is missing while its pods run: suspend and resume the job to start \
+                     its pods with a new one"
+                )),
+            ),
+            None => (None, None),
+        };
+        Self { usable, create: stored.is_none() && !live, problem }
+    }
+}
+
+/// Creates the job's Secret with a new token and identity. One made meanwhile (a retried
+/// reconcile, another replica) is kept: an existing Secret is never replaced.
+async fn create_secret(owner: &Owner<'_>, ctx: &Context) -> Result<(), Error> {
+    let secret = owner.job_secret(&JobSecret::generate(&owner.name)?);
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &owner.namespace);
+    let params = PostParams { field_manager: Some(FIELD_MANAGER.to_string()), ..PostParams::default() };
+    match api.create(&params, &secret).await {
+        Ok(_) => {
+            tracing::info!(job = %owner.name, secret = %secret_name(&owner.name), "created the job's secret");
+            Ok(())
+        }
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Carries out a plan: children first (the Secret before the pods that mount it), then
+/// deletions, the status last (so a failed step is retried from the same observed state rather
+/// than recorded as done).
+async fn execute(
+    owner: &Owner<'_>,
+    plan: &Plan,
+    pods: &[PodView],
+    create_job_secret: bool,
+    ctx: &Context,
+) -> Result<(), Error> {
     let client = &ctx.client;
     let ns = owner.namespace.as_str();
     if plan.ensure_children {
+        if create_job_secret {
+            create_secret(owner, ctx).await?;
+        }
         apply(&Api::namespaced(client.clone(), ns), &owner.plan_config_map()?).await?;
         let services: Api<Service> = Api::namespaced(client.clone(), ns);
         apply(&services, &owner.coordinator_service()).await?;
         apply(&services, &owner.exchange_service()).await?;
+        apply(&Api::<NetworkPolicy>::namespaced(client.clone(), ns), &owner.network_policy(&ctx.peers)).await?;
         if let Some(account) = owner.service_account() {
             apply(&Api::<ServiceAccount>::namespaced(client.clone(), ns), &account).await?;
         }
@@ -273,6 +363,8 @@ async fn delete_children(owner: &Owner<'_>, pods: &[PodView], ctx: &Context) -> 
     delete(&services, &coordinator_name(&owner.name), &params).await?;
     delete(&services, &exchange_service_name(&owner.name), &params).await?;
     delete(&Api::<ConfigMap>::namespaced(client.clone(), ns), &plan_name(&owner.name), &params).await?;
+    delete(&Api::<NetworkPolicy>::namespaced(client.clone(), ns), &network_policy_name(&owner.name), &params).await?;
+    delete(&Api::<Secret>::namespaced(client.clone(), ns), &secret_name(&owner.name), &params).await?;
     // Only an account the job created is its to delete.
     if let Some(name) = owner.service_account().and_then(|a| a.metadata.name) {
         delete(&Api::<ServiceAccount>::namespaced(client.clone(), ns), &name, &params).await?;

@@ -81,13 +81,16 @@ pub struct Observed<'a> {
     pub drains: &'a Drains,
     /// This reconcile's autoscaling round, when one was due (or why none can run).
     pub scaling: Option<&'a ScalingRound>,
+    /// Why the job's Secret cannot serve its pods (missing while they run, or unusable); the
+    /// status message says so while the job runs.
+    pub secret_problem: Option<&'a str>,
     pub now: Time,
 }
 
 impl<'a> Observed<'a> {
     /// Pods and progress alone: no worker list, no drain, no autoscaling round.
     pub fn new(pods: &'a [PodView], progress: Option<&'a CoordinatorProgress>, now: Time) -> Self {
-        Self { pods, progress, workers: None, drains: &NO_DRAINS, scaling: None, now }
+        Self { pods, progress, workers: None, drains: &NO_DRAINS, scaling: None, secret_problem: None, now }
     }
 }
 
@@ -110,7 +113,8 @@ pub struct Transition {
 /// write the status and record the events.
 #[derive(Debug, PartialEq)]
 pub struct Plan {
-    /// Apply the plan ConfigMap, the Services and the ServiceAccount.
+    /// Apply the plan ConfigMap, the Services, the NetworkPolicy and the ServiceAccount, and
+    /// create the job's Secret if it has none.
     pub ensure_children: bool,
     pub create: Vec<Slot>,
     /// Pods to delete by name (workers get SIGTERM and hand their units back).
@@ -239,7 +243,7 @@ impl Decision<'_> {
             Some((pod, problem)) => format!("{}; pod {pod}: {problem}", self.running_message(phase)),
             None => self.running_message(phase),
         };
-        for note in &self.notes {
+        for note in self.seen.secret_problem.iter().copied().chain(self.notes.iter().map(String::as_str)) {
             message.push_str("; ");
             message.push_str(note);
         }

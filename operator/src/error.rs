@@ -9,6 +9,9 @@ pub enum Error {
     MissingObjectKey(&'static str),
     #[error("cannot encode an object: {0}")]
     Json(#[from] serde_json::Error),
+    /// The job's secret could not be made. The message names the failing step, never the secret.
+    #[error("cannot make the job's secret: {0}")]
+    Secret(#[from] weir_auth::AuthError),
 }
 
 impl Error {
@@ -19,6 +22,7 @@ impl Error {
             Error::Kube(_) => "client",
             Error::MissingObjectKey(_) => "missing_key",
             Error::Json(_) => "serialize",
+            Error::Secret(_) => "secret",
         }
     }
 }

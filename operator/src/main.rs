@@ -1,5 +1,6 @@
 //! `weir-operator`: reconciles `MultimodalJob` resources, in a cluster or from a kubeconfig.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,7 +9,7 @@ use anyhow::{Context as _, Result};
 use clap::Parser;
 use kube::{Api, Client};
 use tracing_subscriber::EnvFilter;
-use weir_operator::children::Settings;
+use weir_operator::children::{DEFAULT_METRICS_NAMESPACE, OperatorPods, Peers, Settings};
 use weir_operator::controller::{self, Context};
 use weir_operator::leader::{self, LeaseSettings};
 use weir_operator::metrics::{self, Metrics};
@@ -49,6 +50,32 @@ struct Args {
     /// plain http, e.g. `http://prometheus.monitoring:9090`.
     #[arg(long, env = "WEIR_PROMETHEUS_URL")]
     prometheus_url: Option<String>,
+    /// The operator's own namespace (the chart: the downward API's). Each job's NetworkPolicy
+    /// admits the operator's pods there to the coordinator; unset (outside a cluster), none.
+    #[arg(long, env = "POD_NAMESPACE")]
+    operator_namespace: Option<String>,
+    /// The labels of the operator's pods, `key=value,...`, as the jobs' NetworkPolicies select them.
+    #[arg(long, value_parser = parse_labels, default_value = "app.kubernetes.io/name=weir,app.kubernetes.io/component=operator")]
+    operator_pod_labels: BTreeMap<String, String>,
+    /// The namespace whose pods (Prometheus) may scrape the job pods' `/metrics`; empty: none.
+    #[arg(long, env = "WEIR_METRICS_NAMESPACE", default_value = DEFAULT_METRICS_NAMESPACE)]
+    metrics_namespace: String,
+}
+
+/// `key=value,...` into labels; keys and values are not empty.
+fn parse_labels(text: &str) -> Result<BTreeMap<String, String>, String> {
+    let labels: BTreeMap<String, String> = text
+        .split(',')
+        .filter(|pair| !pair.trim().is_empty())
+        .map(|pair| match pair.trim().split_once('=') {
+            Some((key, value)) if !key.is_empty() && !value.is_empty() => Ok((key.to_string(), value.to_string())),
+            _ => Err(format!("`{pair}` is not key=value")),
+        })
+        .collect::<Result<_, _>>()?;
+    if labels.is_empty() {
+        return Err("no labels: the operator's pods would not be told apart".to_string());
+    }
+    Ok(labels)
 }
 
 #[tokio::main]
@@ -57,6 +84,7 @@ async fn main() -> Result<()> {
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .init();
     let args = Args::parse();
+    weir_operator::install_crypto_provider();
     let client = Client::try_default().await.context("cannot reach the Kubernetes API (in-cluster or kubeconfig)")?;
     let metrics = Arc::new(Metrics::new().context("registering metrics")?);
     let listener = tokio::net::TcpListener::bind(args.metrics_listen)
@@ -72,7 +100,15 @@ async fn main() -> Result<()> {
     settings.image_pull_policy = args.image_pull_policy;
     let prometheus_url = args.prometheus_url.filter(|url| !url.trim().is_empty());
     let scaling = Scaling::new(Arc::new(PrometheusSignals), prometheus_url);
-    let ctx = Arc::new(Context::new(client.clone(), settings, metrics, Arc::new(GrpcProgress), scaling));
+    let peers = Peers {
+        operator: args
+            .operator_namespace
+            .filter(|ns| !ns.trim().is_empty())
+            .map(|namespace| OperatorPods { namespace, labels: args.operator_pod_labels }),
+        metrics_namespace: Some(args.metrics_namespace).filter(|ns| !ns.trim().is_empty()),
+    };
+    let ctx = Context::new(client.clone(), settings, metrics, Arc::new(GrpcProgress), scaling).with_peers(peers);
+    let ctx = Arc::new(ctx);
 
     let result = if args.leader_elect {
         let namespace = args.lease_namespace.unwrap_or_else(|| "default".to_string());
@@ -97,4 +133,21 @@ async fn main() -> Result<()> {
     };
     server.abort();
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn the_flags_are_consistent_and_labels_parse_as_key_value_pairs() {
+        Args::command().debug_assert();
+        let labels = parse_labels("app.kubernetes.io/name=weir, app.kubernetes.io/instance=prod").expect("labels");
+        assert_eq!(labels["app.kubernetes.io/instance"], "prod");
+        assert!(parse_labels("name").is_err());
+        assert!(parse_labels("=weir").is_err());
+        assert!(parse_labels("").is_err());
+    }
 }

@@ -1,8 +1,12 @@
-//! Talking to a job's coordinator: its progress (Status), its workers (Workers) and drains (Drain).
+//! Talking to a job's coordinator: its progress (Status), its workers (Workers) and drains (Drain),
+//! over TLS that trusts only the job's CA, with the job's token on every call.
 
 use std::time::Duration;
 
 use futures::future::BoxFuture;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+use weir_auth::{Bearer, JobSecret};
 
 use crate::decide::{CoordinatorProgress, WorkerSeen};
 
@@ -15,33 +19,43 @@ pub mod proto {
 /// How long one progress read may take before the operator goes on without it.
 pub const PROGRESS_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// A job's coordinator as the operator dials it. `Debug` shows the address only: the secret's
+/// own `Debug` redacts its token and key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Coordinator {
+    /// `host:port` (`ip:port` of the coordinator's pod).
+    pub address: String,
+    /// The job's secret: the CA its TLS is checked against and the token every call carries.
+    pub secret: JobSecret,
+}
+
 /// The coordinator as the operator sees it; tests substitute their own.
 ///
 /// # Errors
 /// None of these fails the reconcile: what cannot be read in [`PROGRESS_TIMEOUT`] is `None` (the
 /// decisions that need it hold), and a failed drain is asked again at the next reconcile.
 pub trait ProgressSource: Send + Sync {
-    /// Progress of the coordinator at `endpoint` (`http://ip:port`), or `None` when it cannot be
-    /// read in time.
-    fn read(&self, endpoint: String) -> BoxFuture<'static, Option<CoordinatorProgress>>;
+    /// Progress of `coordinator`, or `None` when it cannot be read in time.
+    fn read(&self, coordinator: Coordinator) -> BoxFuture<'static, Option<CoordinatorProgress>>;
     /// The workers the coordinator knows, or `None` when it cannot be asked in time.
-    fn workers(&self, endpoint: String) -> BoxFuture<'static, Option<Vec<WorkerSeen>>>;
+    fn workers(&self, coordinator: Coordinator) -> BoxFuture<'static, Option<Vec<WorkerSeen>>>;
     /// Asks the coordinator to drain `worker` (a pod name): it leases and routes it nothing more.
     /// `Ok(false)` when the coordinator does not know it (gone already, or never registered).
     /// Repeating it is harmless.
-    fn drain(&self, endpoint: String, worker: String) -> BoxFuture<'static, Result<bool, String>>;
+    fn drain(&self, coordinator: Coordinator, worker: String) -> BoxFuture<'static, Result<bool, String>>;
 }
 
-/// Asks the coordinator over gRPC.
+/// Asks the coordinator over gRPC, with TLS and the job's token.
 pub struct GrpcProgress;
 
 impl ProgressSource for GrpcProgress {
-    fn read(&self, endpoint: String) -> BoxFuture<'static, Option<CoordinatorProgress>> {
+    fn read(&self, coordinator: Coordinator) -> BoxFuture<'static, Option<CoordinatorProgress>> {
         Box::pin(async move {
-            match tokio::time::timeout(PROGRESS_TIMEOUT, ask(endpoint.clone())).await {
+            let address = coordinator.address.clone();
+            match tokio::time::timeout(PROGRESS_TIMEOUT, ask(coordinator)).await {
                 Ok(Ok(progress)) => Some(progress),
                 Ok(Err(e)) => {
-                    tracing::debug!(%endpoint, error = %e, "coordinator status not available");
+                    tracing::debug!(%address, error = %e, "coordinator status not available");
                     None
                 }
                 Err(_) => None,
@@ -49,16 +63,17 @@ impl ProgressSource for GrpcProgress {
         })
     }
 
-    fn workers(&self, endpoint: String) -> BoxFuture<'static, Option<Vec<WorkerSeen>>> {
+    fn workers(&self, coordinator: Coordinator) -> BoxFuture<'static, Option<Vec<WorkerSeen>>> {
         Box::pin(async move {
+            let address = coordinator.address.clone();
             let asked = async {
-                let answer = client(endpoint.clone()).await?.workers(proto::WorkersRequest {}).await?;
+                let answer = client(coordinator).await?.workers(proto::WorkersRequest {}).await?;
                 Ok::<_, BoxError>(answer.into_inner().workers.iter().map(from_view).collect())
             };
             match tokio::time::timeout(PROGRESS_TIMEOUT, asked).await {
                 Ok(Ok(workers)) => Some(workers),
                 Ok(Err(e)) => {
-                    tracing::debug!(%endpoint, error = %e, "coordinator workers not available");
+                    tracing::debug!(%address, error = %e, "coordinator workers not available");
                     None
                 }
                 Err(_) => None,
@@ -66,11 +81,11 @@ impl ProgressSource for GrpcProgress {
         })
     }
 
-    fn drain(&self, endpoint: String, worker: String) -> BoxFuture<'static, Result<bool, String>> {
+    fn drain(&self, coordinator: Coordinator, worker: String) -> BoxFuture<'static, Result<bool, String>> {
         Box::pin(async move {
             let asked = async {
                 let request = proto::DrainRequest { worker };
-                Ok::<_, BoxError>(client(endpoint).await?.drain(request).await?.into_inner().known)
+                Ok::<_, BoxError>(client(coordinator).await?.drain(request).await?.into_inner().known)
             };
             match tokio::time::timeout(PROGRESS_TIMEOUT, asked).await {
                 Ok(answer) => answer.map_err(|e| e.to_string()),
@@ -81,19 +96,21 @@ impl ProgressSource for GrpcProgress {
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
-type Client = proto::coordinator_client::CoordinatorClient<tonic::transport::Channel>;
+type Client = proto::coordinator_client::CoordinatorClient<InterceptedService<Channel, Bearer>>;
 
-async fn client(endpoint: String) -> Result<Client, BoxError> {
-    let channel = tonic::transport::Endpoint::from_shared(endpoint)?
+async fn client(coordinator: Coordinator) -> Result<Client, BoxError> {
+    let channel = coordinator
+        .secret
+        .endpoint(&coordinator.address)?
         .connect_timeout(PROGRESS_TIMEOUT)
         .timeout(PROGRESS_TIMEOUT)
         .connect()
         .await?;
-    Ok(proto::coordinator_client::CoordinatorClient::new(channel))
+    Ok(proto::coordinator_client::CoordinatorClient::with_interceptor(channel, coordinator.secret.bearer()))
 }
 
-async fn ask(endpoint: String) -> Result<CoordinatorProgress, BoxError> {
-    let status = client(endpoint).await?.status(proto::StatusRequest {}).await?.into_inner();
+async fn ask(coordinator: Coordinator) -> Result<CoordinatorProgress, BoxError> {
+    let status = client(coordinator).await?.status(proto::StatusRequest {}).await?.into_inner();
     Ok(from_status(&status))
 }
 
@@ -126,7 +143,76 @@ pub fn from_status(status: &proto::JobStatus) -> CoordinatorProgress {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
+
+    /// A coordinator that answers Status, over the job's TLS, to callers with the job's token.
+    struct Answers;
+
+    #[tonic::async_trait]
+    impl proto::coordinator_server::Coordinator for Answers {
+        async fn status(
+            &self,
+            _: tonic::Request<proto::StatusRequest>,
+        ) -> Result<tonic::Response<proto::JobStatus>, tonic::Status> {
+            let status =
+                proto::JobStatus { units_total: 8, units_committed: 2, eta_seconds: -1.0, ..Default::default() };
+            Ok(tonic::Response::new(status))
+        }
+    }
+
+    /// Serves [`Answers`] on a free local port with `secret`; returns its address.
+    async fn coordinator(secret: &JobSecret) -> (String, tokio::task::JoinHandle<()>) {
+        // tonic's server TLS takes the process's provider, and this process links two.
+        crate::install_crypto_provider();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address = listener.local_addr().expect("address").to_string();
+        let service = proto::coordinator_server::CoordinatorServer::with_interceptor(Answers, secret.authenticator());
+        let server = tonic::transport::Server::builder()
+            .tls_config(secret.server_tls())
+            .expect("server tls")
+            .serve_with_incoming(service, tonic::transport::server::TcpIncoming::from(listener));
+        let task = tokio::spawn(async move { server.await.expect("serve") });
+        (address, task)
+    }
+
+    /// `secret` with another token: the job's CA, a stranger's credentials.
+    fn with_token_of(secret: &JobSecret, other: &JobSecret) -> JobSecret {
+        let mut data: BTreeMap<String, Vec<u8>> = secret.to_data();
+        data.insert(weir_auth::TOKEN_KEY.into(), other.to_data()[weir_auth::TOKEN_KEY].clone());
+        JobSecret::from_data(&data).expect("secret")
+    }
+
+    #[tokio::test]
+    async fn the_operator_reads_a_coordinator_that_demands_the_jobs_token_over_tls() {
+        let secret = JobSecret::generate("thumbs").expect("secret");
+        let (address, server) = coordinator(&secret).await;
+        let progress = GrpcProgress.read(Coordinator { address, secret }).await.expect("progress over TLS");
+        assert_eq!((progress.units_total, progress.units_committed), (8, 2));
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn a_client_without_the_jobs_ca_or_token_reads_nothing() {
+        let secret = JobSecret::generate("thumbs").expect("secret");
+        let other = JobSecret::generate("other").expect("other");
+        let (address, server) = coordinator(&secret).await;
+        let stranger = Coordinator { address: address.clone(), secret: other.clone() };
+        assert_eq!(GrpcProgress.read(stranger).await, None, "another job's CA does not trust this server");
+        let guesser = Coordinator { address, secret: with_token_of(&secret, &other) };
+        assert_eq!(GrpcProgress.read(guesser.clone()).await, None, "the server refuses another token");
+        assert!(GrpcProgress.drain(guesser, "thumbs-cpu-0".into()).await.is_err());
+        server.abort();
+    }
+
+    #[test]
+    fn a_coordinators_debug_output_shows_its_address_but_not_the_token() {
+        let secret = JobSecret::generate("thumbs").expect("secret");
+        let token = String::from_utf8(secret.to_data()[weir_auth::TOKEN_KEY].clone()).expect("token");
+        let shown = format!("{:?}", Coordinator { address: "10.0.0.7:7070".into(), secret });
+        assert!(shown.contains("10.0.0.7:7070") && !shown.contains(&token), "{shown}");
+    }
 
     #[test]
     fn an_unknown_eta_is_none_and_finalizing_counts_as_finishing() {

@@ -18,6 +18,15 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/component: operator
 {{- end -}}
 
+{{/* The selector labels as `key=value,...`, for the operator's --operator-pod-labels. */}}
+{{- define "weir.selectorLabelList" -}}
+{{- $pairs := list -}}
+{{- range $key, $value := include "weir.selectorLabels" . | fromYaml -}}
+{{- $pairs = append $pairs (printf "%s=%s" $key $value) -}}
+{{- end -}}
+{{- join "," $pairs -}}
+{{- end -}}
+
 {{- define "weir.image" -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
 {{- end -}}
@@ -40,6 +49,14 @@ app.kubernetes.io/component: operator
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: [""]
   resources: ["services", "configmaps", "serviceaccounts"]
+  verbs: ["get", "create", "patch", "delete"]
+# Each job's Secret (its token and TLS identity): read, created once, never patched; deleted
+# with the job's other children when ttlSecondsAfterFinished passes. No list or watch.
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get", "create", "delete"]
+- apiGroups: ["networking.k8s.io"]
+  resources: ["networkpolicies"]
   verbs: ["get", "create", "patch", "delete"]
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]

@@ -1,11 +1,13 @@
 //! The objects a `MultimodalJob` owns, built by pure functions from the job and the operator's settings.
 //!
 //! Names are deterministic (`<job>-coordinator`, `<job>-<pool>-<index>`, `<job>-workers`,
-//! `<job>-plan`), so an operator that restarts finds and adopts what it made before instead of
-//! creating duplicates.
+//! `<job>-plan`, `<job>-weir-secret`, `<job>-weir-ingress`), so an operator that restarts finds and
+//! adopts what it made before instead of creating duplicates.
 
 mod config;
+mod network;
 mod pods;
+mod secret;
 mod services;
 
 use std::collections::BTreeMap;
@@ -15,6 +17,9 @@ use kube::{Resource, ResourceExt};
 use weir_crds::{MultimodalJob, PoolName};
 
 use crate::error::Error;
+
+pub use network::{DEFAULT_METRICS_NAMESPACE, OperatorPods, Peers};
+pub use secret::read_job_secret;
 
 /// The one field manager of every server-side apply the operator makes.
 pub const FIELD_MANAGER: &str = "weir-operator";
@@ -32,6 +37,9 @@ pub const COORDINATOR_PORT: i32 = 7070;
 pub const EXCHANGE_PORT: i32 = 7071;
 /// Every pod's Prometheus `/metrics` port.
 pub const METRICS_PORT: i32 = 9090;
+/// Where pods find the job's secret (the job's Secret, mounted read-only); they are told so by
+/// [`weir_auth::SECRET_DIR_ENV`].
+pub const SECRET_MOUNT_PATH: &str = "/var/run/weir/secret";
 
 /// What the operator was told about images and defaults at start.
 #[derive(Clone, Debug)]
@@ -121,6 +129,16 @@ pub fn exchange_service_name(job: &str) -> String {
 
 pub fn plan_name(job: &str) -> String {
     format!("{job}-plan")
+}
+
+/// The job's Secret: its token and TLS identity ([`weir_auth::JobSecret`]).
+pub fn secret_name(job: &str) -> String {
+    format!("{job}-weir-secret")
+}
+
+/// The NetworkPolicy that says who may connect to the job's pods.
+pub fn network_policy_name(job: &str) -> String {
+    format!("{job}-weir-ingress")
 }
 
 /// The pods' ServiceAccount, when the job names or creates one.

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvFromSource, EnvVar,
     EnvVarSource, ObjectFieldSelector, Pod, PodSecurityContext, PodSpec, Probe, ResourceRequirements, SeccompProfile,
-    SecretEnvSource, SecurityContext, TCPSocketAction, Volume, VolumeMount,
+    SecretEnvSource, SecretVolumeSource, SecurityContext, TCPSocketAction, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -13,8 +13,8 @@ use weir_crds::placement::leasing_pool;
 use weir_crds::{PoolName, PoolSpec};
 
 use super::{
-    COORDINATOR_PORT, EXCHANGE_PORT, MANIFEST_PATH, METRICS_PORT, Owner, coordinator_name, exchange_service_name,
-    plan_name, service_account_name, worker_name,
+    COORDINATOR_PORT, EXCHANGE_PORT, MANIFEST_PATH, METRICS_PORT, Owner, SECRET_MOUNT_PATH, coordinator_name,
+    exchange_service_name, plan_name, secret_name, service_account_name, worker_name,
 };
 
 /// The non-root user the image runs as.
@@ -27,6 +27,12 @@ const TERMINATION_MARGIN_SECONDS: i64 = 15;
 const LOG_FORMAT_ENV: &str = "WEIR_LOG_FORMAT";
 /// Model weights from object storage are cached here (an emptyDir: the root filesystem is read-only).
 const CACHE_DIR: &str = "/var/cache/weir";
+/// The pod's IP (the downward API's `status.podIP`), which every server binds: `$(POD_IP)` in
+/// the arguments, which Kubernetes expands.
+const POD_IP_ENV: &str = "POD_IP";
+/// The job secret's files: readable by the owner (root, the kubelet writes them) and, through
+/// `fsGroup`, by the pod's group, which the non-root user is in; by no one else.
+const SECRET_MODE: i32 = 0o400;
 
 impl Owner<'_> {
     /// The coordinator: plans units, leases them, commits results. It is never restarted in place
@@ -39,9 +45,9 @@ impl Owner<'_> {
             "coordinator",
             MANIFEST_PATH,
             "--listen",
-            &format!("0.0.0.0:{COORDINATOR_PORT}"),
+            &pod_ip_bind(COORDINATOR_PORT),
             "--metrics-listen",
-            &format!("0.0.0.0:{METRICS_PORT}"),
+            &pod_ip_bind(METRICS_PORT),
         ];
         let resources = ResourceRequirements {
             requests: Some(quantities(&[("cpu", "250m"), ("memory", "256Mi")])),
@@ -75,13 +81,14 @@ impl Owner<'_> {
             "--grace",
             &format!("{WORKER_GRACE_SECONDS}s"),
             "--metrics-listen",
-            &format!("0.0.0.0:{METRICS_PORT}"),
+            &pod_ip_bind(METRICS_PORT),
             "--exchange-listen",
-            &format!("0.0.0.0:{EXCHANGE_PORT}"),
+            &pod_ip_bind(EXCHANGE_PORT),
         ];
-        let coordinator = format!("http://{}.{}.svc:{COORDINATOR_PORT}", coordinator_name(&self.name), self.namespace);
+        // TLS whatever the address: the peers check the job's server name, not the host dialled.
+        let coordinator = format!("https://{}.{}.svc:{COORDINATOR_PORT}", coordinator_name(&self.name), self.namespace);
         let advertise =
-            format!("http://{name}.{}.{}.svc:{EXCHANGE_PORT}", exchange_service_name(&self.name), self.namespace);
+            format!("https://{name}.{}.{}.svc:{EXCHANGE_PORT}", exchange_service_name(&self.name), self.namespace);
         let mut base = self.container("worker", pool);
         let mut env = vec![
             plain_env("WEIR_COORDINATOR", &coordinator),
@@ -111,11 +118,20 @@ impl Owner<'_> {
         self.job.spec.pools.as_ref()?.get(pool)
     }
 
-    /// The container every pod shares: image, environment, mounts and a locked-down security context.
+    /// The container every pod shares: image, environment, mounts (the job's secret among them)
+    /// and a locked-down security context.
     fn container(&self, name: &str, pool_name: &PoolName) -> Container {
         let pool = self.pool_spec(pool_name);
-        let pool_env = pool.and_then(|p| p.env.clone()).unwrap_or_default();
-        let mut env = vec![plain_env("HOME", "/tmp"), plain_env("XDG_CACHE_HOME", CACHE_DIR)];
+        let mut pool_env = pool.and_then(|p| p.env.clone()).unwrap_or_default();
+        // What the servers bind and where the secret is are the operator's to say; a pool's `env`
+        // naming them is ignored (server-side apply refuses a name listed twice).
+        pool_env.retain(|e| e.name != POD_IP_ENV && e.name != weir_auth::SECRET_DIR_ENV);
+        let mut env = vec![
+            plain_env("HOME", "/tmp"),
+            plain_env("XDG_CACHE_HOME", CACHE_DIR),
+            field_env(POD_IP_ENV, "status.podIP"),
+            plain_env(weir_auth::SECRET_DIR_ENV, SECRET_MOUNT_PATH),
+        ];
         // JSON lines for the cluster's log collector, unless the pool's `env` chooses (once: server-side
         // apply refuses a name listed twice).
         if !pool_env.iter().any(|e| e.name == LOG_FORMAT_ENV) {
@@ -140,6 +156,7 @@ impl Owner<'_> {
             }),
             volume_mounts: Some(vec![
                 mount("plan", "/etc/weir", true),
+                mount("secret", SECRET_MOUNT_PATH, true),
                 mount("cache", CACHE_DIR, false),
                 mount("tmp", "/tmp", false),
             ]),
@@ -169,6 +186,16 @@ impl Owner<'_> {
                 config_map: Some(ConfigMapVolumeSource {
                     name: plan_name(&self.name),
                     ..ConfigMapVolumeSource::default()
+                }),
+                ..Volume::default()
+            },
+            Volume {
+                name: "secret".to_string(),
+                secret: Some(SecretVolumeSource {
+                    secret_name: Some(secret_name(&self.name)),
+                    default_mode: Some(SECRET_MODE),
+                    optional: Some(false),
+                    items: None,
                 }),
                 ..Volume::default()
             },
@@ -229,6 +256,11 @@ fn worker_resources(pool: &PoolName, spec: Option<&PoolSpec>) -> ResourceRequire
         resources.requests.get_or_insert_with(BTreeMap::new).insert("nvidia.com/gpu".to_string(), gpus);
     }
     resources
+}
+
+/// `$(POD_IP):<port>`: a server bound to the pod's own address, not to every interface.
+fn pod_ip_bind(port: i32) -> String {
+    format!("$({POD_IP_ENV}):{port}")
 }
 
 fn quantities(pairs: &[(&str, &str)]) -> BTreeMap<String, Quantity> {

@@ -1,6 +1,8 @@
 //! The children's shape: names, labels, ownership, placement and the locked-down pod security.
 
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::networking::v1::NetworkPolicyIngressRule;
+use weir_auth::{JobSecret, SECRET_DIR_ENV, TOKEN_KEY};
 use weir_crds::PoolName;
 
 use super::*;
@@ -44,10 +46,10 @@ fn a_gpu_worker_lands_on_its_pool_with_its_gpus_image_env_and_the_storage_secret
     assert_eq!(resources.limits.as_ref().expect("limits")["nvidia.com/gpu"].0, "2");
     assert_eq!(resources.requests.as_ref().expect("requests")["memory"].0, "16Gi");
     assert_eq!(env(&pod, "RUST_LOG").as_deref(), Some("debug"));
-    assert_eq!(env(&pod, "WEIR_COORDINATOR").as_deref(), Some("http://thumbs-coordinator.media.svc:7070"));
+    assert_eq!(env(&pod, "WEIR_COORDINATOR").as_deref(), Some("https://thumbs-coordinator.media.svc:7070"));
     assert_eq!(
         env(&pod, "WEIR_EXCHANGE_ADVERTISE").as_deref(),
-        Some("http://thumbs-gpu-1.thumbs-workers.media.svc:7071")
+        Some("https://thumbs-gpu-1.thumbs-workers.media.svc:7071")
     );
     let args = c.args.as_ref().expect("args");
     assert_eq!(&args[..4], ["worker", MANIFEST_PATH, "--pool", "gpu"]);
@@ -232,4 +234,165 @@ fn named_pools_get_their_own_pods_placement_and_gpu_defaults() {
     // The coordinator runs where the leasing pool runs.
     let coordinator = owner.coordinator_pod();
     assert_eq!(coordinator.spec.as_ref().and_then(|s| s.node_selector.clone()).expect("selector")["pool"], "io");
+}
+
+#[test]
+fn every_pod_mounts_the_job_secret_read_only_and_is_told_where_it_is() {
+    let job = job(GPU_POOL);
+    let settings = Settings::default();
+    let owner = Owner::new(&job, &settings).expect("owner");
+    for pod in [owner.coordinator_pod(), owner.worker_pod(&PoolName::cpu(), 0), owner.worker_pod(&PoolName::gpu(), 1)] {
+        let spec = pod.spec.as_ref().expect("spec");
+        let volume = spec.volumes.iter().flatten().find(|v| v.name == "secret").expect("secret volume");
+        let source = volume.secret.as_ref().expect("a Secret volume");
+        assert_eq!(source.secret_name.as_deref(), Some("thumbs-weir-secret"));
+        assert_eq!((source.default_mode, source.optional), (Some(0o400), Some(false)));
+        // 0400 files stay readable by the non-root user through the pod's fsGroup.
+        assert!(spec.security_context.as_ref().and_then(|s| s.fs_group).is_some());
+        let mount = container(&pod).volume_mounts.iter().flatten().find(|m| m.name == "secret").expect("mount");
+        assert_eq!((mount.mount_path.as_str(), mount.read_only), (SECRET_MOUNT_PATH, Some(true)));
+        assert_eq!(env(&pod, SECRET_DIR_ENV).as_deref(), Some(SECRET_MOUNT_PATH));
+        let pod_ip = container(&pod).env.iter().flatten().find(|e| e.name == "POD_IP").expect("POD_IP");
+        let field = pod_ip.value_from.as_ref().and_then(|v| v.field_ref.as_ref()).expect("downward API");
+        assert_eq!(field.field_path, "status.podIP");
+    }
+}
+
+#[test]
+fn no_server_binds_every_interface_only_the_pods_own_address() {
+    let job = job("");
+    let settings = Settings::default();
+    let owner = Owner::new(&job, &settings).expect("owner");
+    let flag = |pod: &Pod, name: &str| {
+        let args = container(pod).args.clone().unwrap_or_default();
+        args.windows(2).find(|w| w[0] == name).map(|w| w[1].clone())
+    };
+    let coordinator = owner.coordinator_pod();
+    assert_eq!(flag(&coordinator, "--listen").as_deref(), Some("$(POD_IP):7070"));
+    assert_eq!(flag(&coordinator, "--metrics-listen").as_deref(), Some("$(POD_IP):9090"));
+    let worker = owner.worker_pod(&PoolName::cpu(), 0);
+    assert_eq!(flag(&worker, "--exchange-listen").as_deref(), Some("$(POD_IP):7071"));
+    assert_eq!(flag(&worker, "--metrics-listen").as_deref(), Some("$(POD_IP):9090"));
+    for pod in [coordinator, worker] {
+        let args = container(&pod).args.clone().unwrap_or_default();
+        assert!(!args.iter().any(|a| a.contains("0.0.0.0")), "{args:?}");
+    }
+}
+
+#[test]
+fn a_pools_env_cannot_move_the_binds_or_the_secret() {
+    let job = job(&GPU_POOL.replace(
+        "value: debug}",
+        "value: debug}, {name: POD_IP, value: 0.0.0.0}, {name: WEIR_JOB_SECRET_DIR, value: /tmp}",
+    ));
+    let settings = Settings::default();
+    let owner = Owner::new(&job, &settings).expect("owner");
+    let pod = owner.worker_pod(&PoolName::gpu(), 0);
+    for name in ["POD_IP", SECRET_DIR_ENV] {
+        let listed = container(&pod).env.iter().flatten().filter(|e| e.name == name).count();
+        assert_eq!(listed, 1, "{name}: a name listed twice is refused by server-side apply");
+    }
+    assert_eq!(env(&pod, SECRET_DIR_ENV).as_deref(), Some(SECRET_MOUNT_PATH));
+    assert_eq!(env(&pod, "POD_IP"), None, "the downward API's, not a value");
+}
+
+#[test]
+fn the_job_secret_is_an_immutable_opaque_secret_owned_by_the_job_that_reads_back() {
+    let job = job("");
+    let settings = Settings::default();
+    let owner = Owner::new(&job, &settings).expect("owner");
+    let secret = JobSecret::generate(JOB).expect("secret");
+    let stored = owner.job_secret(&secret);
+    assert_eq!(stored.metadata.name.as_deref(), Some("thumbs-weir-secret"));
+    assert_eq!((stored.type_.as_deref(), stored.immutable), (Some("Opaque"), Some(true)));
+    let owner_ref = &stored.metadata.owner_references.as_ref().expect("owner")[0];
+    assert_eq!((owner_ref.kind.as_str(), owner_ref.controller), ("MultimodalJob", Some(true)));
+    assert_eq!(read_job_secret(&stored).expect("reads back"), secret);
+
+    let mut broken = stored.clone();
+    broken.data.as_mut().expect("data").remove(TOKEN_KEY);
+    let error = read_job_secret(&broken).expect_err("no token").to_string();
+    assert!(error.contains("`token` is missing"), "{error}");
+    let empty = k8s_openapi::api::core::v1::Secret::default();
+    assert!(read_job_secret(&empty).is_err(), "a Secret without data is refused, not a panic");
+}
+
+/// Labels, as pairs.
+type Labels = Vec<(String, String)>;
+/// The ports a rule opens, and its one peer's namespace (by name) and pod labels.
+type Opened = (Vec<i32>, Option<String>, Option<Labels>);
+
+fn opened(rule: &NetworkPolicyIngressRule) -> Opened {
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+    let ports = rule
+        .ports
+        .iter()
+        .flatten()
+        .map(|p| match p.port {
+            Some(IntOrString::Int(port)) => port,
+            _ => panic!("ports are numbers: {p:?}"),
+        })
+        .collect();
+    let peers = rule.from.as_ref().expect("from");
+    assert_eq!(peers.len(), 1, "one peer per rule");
+    let namespace = peers[0]
+        .namespace_selector
+        .as_ref()
+        .map(|s| s.match_labels.as_ref().expect("labels")["kubernetes.io/metadata.name"].clone());
+    let pods = peers[0]
+        .pod_selector
+        .as_ref()
+        .map(|s| s.match_labels.iter().flatten().map(|(k, v)| (k.clone(), v.clone())).collect());
+    (ports, namespace, pods)
+}
+
+#[test]
+fn the_network_policy_admits_the_jobs_pods_the_operator_and_the_metrics_namespace_on_their_ports_only() {
+    let job = job("");
+    let settings = Settings::default();
+    let owner = Owner::new(&job, &settings).expect("owner");
+    let peers = Peers {
+        operator: Some(OperatorPods {
+            namespace: "weir-system".into(),
+            labels: [("app.kubernetes.io/name".to_string(), "weir".to_string())].into(),
+        }),
+        metrics_namespace: Some("observability".into()),
+    };
+    let policy = owner.network_policy(&peers);
+    assert_eq!(policy.metadata.name.as_deref(), Some("thumbs-weir-ingress"));
+    let owner_ref = &policy.metadata.owner_references.as_ref().expect("owner")[0];
+    assert_eq!((owner_ref.kind.as_str(), owner_ref.controller), ("MultimodalJob", Some(true)));
+    let spec = policy.spec.as_ref().expect("spec");
+    let job_pods = vec![(JOB_LABEL.to_string(), JOB.to_string())];
+    let selected: Vec<_> =
+        spec.pod_selector.as_ref().and_then(|s| s.match_labels.clone()).into_iter().flatten().collect();
+    assert_eq!(selected, job_pods, "the label the operator lists the job's pods by");
+    assert_eq!(spec.policy_types, Some(vec!["Ingress".to_string()]));
+    assert_eq!(spec.egress, None);
+    let rules: Vec<_> = spec.ingress.iter().flatten().map(opened).collect();
+    assert_eq!(
+        rules,
+        vec![
+            (vec![COORDINATOR_PORT, EXCHANGE_PORT], None, Some(job_pods)),
+            (
+                vec![COORDINATOR_PORT],
+                Some("weir-system".to_string()),
+                Some(vec![("app.kubernetes.io/name".to_string(), "weir".to_string())])
+            ),
+            (vec![METRICS_PORT], Some("observability".to_string()), None),
+        ]
+    );
+}
+
+#[test]
+fn a_network_policy_without_operator_or_metrics_namespace_admits_only_the_jobs_pods() {
+    let job = job("");
+    let settings = Settings::default();
+    let owner = Owner::new(&job, &settings).expect("owner");
+    let policy = owner.network_policy(&Peers { operator: None, metrics_namespace: None });
+    let rules = policy.spec.and_then(|s| s.ingress).expect("rules");
+    assert_eq!(rules.len(), 1);
+    assert_eq!(opened(&rules[0]).0, vec![COORDINATOR_PORT, EXCHANGE_PORT]);
+    assert_eq!(Peers::default().metrics_namespace.as_deref(), Some(DEFAULT_METRICS_NAMESPACE));
+    assert_eq!(DEFAULT_METRICS_NAMESPACE, "monitoring");
 }

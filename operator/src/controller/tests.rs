@@ -1,7 +1,7 @@
 //! The controller's Kubernetes I/O against a `tower_test` mock API server: each scenario lists the
 //! requests one reconcile must make, in order, and fails on any other.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
@@ -17,26 +17,39 @@ use weir_autoscale::{DataProblem, Signals};
 use weir_crds::{JobPhase, MultimodalJob, PoolName};
 
 use super::*;
+use crate::children::{OperatorPods, Peers};
 use crate::decide::{CoordinatorProgress, WorkerSeen};
 use crate::fixtures::{JobFixture, NAMESPACE, busy_pool, job};
 use crate::metrics::Metrics;
 use crate::scaling::SignalSource;
 
-/// Progress as a running coordinator would report it; it knows no worker and drains none.
-struct FixedProgress(Option<CoordinatorProgress>);
+/// Progress as a running coordinator would report it; it knows no worker and drains none. It
+/// keeps the coordinators it was asked to dial.
+struct FixedProgress {
+    progress: Option<CoordinatorProgress>,
+    dialed: Mutex<Vec<Coordinator>>,
+}
+
+impl FixedProgress {
+    fn dial(&self, coordinator: Coordinator) {
+        self.dialed.lock().expect("dialed").push(coordinator);
+    }
+}
 
 impl ProgressSource for FixedProgress {
-    fn read(&self, _endpoint: String) -> BoxFuture<'static, Option<CoordinatorProgress>> {
-        let progress = self.0.clone();
+    fn read(&self, coordinator: Coordinator) -> BoxFuture<'static, Option<CoordinatorProgress>> {
+        self.dial(coordinator);
+        let progress = self.progress.clone();
         Box::pin(async move { progress })
     }
 
-    fn workers(&self, _endpoint: String) -> BoxFuture<'static, Option<Vec<WorkerSeen>>> {
-        let workers = self.0.as_ref().map(|_| Vec::new());
+    fn workers(&self, coordinator: Coordinator) -> BoxFuture<'static, Option<Vec<WorkerSeen>>> {
+        self.dial(coordinator);
+        let workers = self.progress.as_ref().map(|_| Vec::new());
         Box::pin(async move { workers })
     }
 
-    fn drain(&self, _endpoint: String, worker: String) -> BoxFuture<'static, Result<bool, String>> {
+    fn drain(&self, _coordinator: Coordinator, worker: String) -> BoxFuture<'static, Result<bool, String>> {
         Box::pin(async move { Err(format!("no drain expected, asked for {worker}")) })
     }
 }
@@ -94,7 +107,12 @@ impl ApiServer {
     /// Expects `method` on `path` and fails it with `code`.
     async fn expect_status_code(&mut self, method: Method, path: &str, code: u16) {
         let (_, send) = self.next(&method, path).await;
-        let status = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": "boom", "reason": "InternalError", "code": code});
+        let reason = match code {
+            404 => "NotFound",
+            409 => "AlreadyExists",
+            _ => "InternalError",
+        };
+        let status = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": "boom", "reason": reason, "code": code});
         respond(send, code, &status);
     }
 }
@@ -113,12 +131,29 @@ fn scaling_context(
     progress: Option<CoordinatorProgress>,
     signals: Result<Signals, DataProblem>,
 ) -> (Arc<Context>, ApiServer) {
+    let (ctx, server, _) = dialing_context(progress, signals);
+    (ctx, server)
+}
+
+/// A context, and the progress source that keeps the coordinators it was asked to dial.
+fn dialing_context(
+    progress: Option<CoordinatorProgress>,
+    signals: Result<Signals, DataProblem>,
+) -> (Arc<Context>, ApiServer, Arc<FixedProgress>) {
     let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
     let client = Client::new(service, NAMESPACE);
     let metrics = Arc::new(Metrics::new().expect("metrics"));
     let scaling = Scaling::new(Arc::new(FixedSignals(signals)), None);
-    let ctx = Context::new(client, Settings::default(), metrics, Arc::new(FixedProgress(progress)), scaling);
-    (Arc::new(ctx), ApiServer(handle))
+    let source = Arc::new(FixedProgress { progress, dialed: Mutex::new(Vec::new()) });
+    let peers = Peers {
+        operator: Some(OperatorPods {
+            namespace: "weir-system".into(),
+            labels: [("app.kubernetes.io/name".to_string(), "weir".to_string())].into(),
+        }),
+        ..Peers::default()
+    };
+    let ctx = Context::new(client, Settings::default(), metrics, source.clone(), scaling).with_peers(peers);
+    (Arc::new(ctx), ApiServer(handle), source)
 }
 
 /// Runs one reconcile against the scenario, both bounded in time so a missing or extra request
@@ -148,6 +183,9 @@ where
 }
 
 const PODS: &str = "/api/v1/namespaces/media/pods";
+const SECRETS: &str = "/api/v1/namespaces/media/secrets";
+const SECRET: &str = "/api/v1/namespaces/media/secrets/thumbs-weir-secret";
+const POLICY: &str = "/apis/networking.k8s.io/v1/namespaces/media/networkpolicies/thumbs-weir-ingress";
 const JOB: &str = "/apis/weir.dev/v1alpha1/namespaces/media/multimodaljobs/thumbs";
 const JOB_STATUS: &str = "/apis/weir.dev/v1alpha1/namespaces/media/multimodaljobs/thumbs/status";
 const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/media/events";
@@ -186,21 +224,59 @@ fn pod(job: &MultimodalJob, slot: Slot, phase: &str, exit_code: Option<i32>) -> 
     pod
 }
 
-async fn expect_children(server: &mut ApiServer) {
+/// The job's secret, and its Secret as the API server stores it.
+fn stored_secret(job: &MultimodalJob) -> (JobSecret, Value) {
+    let secret = JobSecret::generate("thumbs").expect("secret");
+    let settings = Settings::default();
+    let stored = Owner::new(job, &settings).expect("owner").job_secret(&secret);
+    (secret, serde_json::to_value(stored).expect("secret json"))
+}
+
+/// Answers the read of the job's Secret: `stored`, or 404 when it is null.
+async fn expect_secret_read(server: &mut ApiServer, stored: &Value) {
+    if stored.is_null() {
+        server.expect_status_code(Method::GET, SECRET, 404).await;
+    } else {
+        server.expect(Method::GET, SECRET, stored.clone()).await;
+    }
+}
+
+/// The shared children, applied in order; returns the NetworkPolicy applied.
+async fn expect_children(server: &mut ApiServer) -> Value {
     server.expect(Method::PATCH, "/api/v1/namespaces/media/configmaps/thumbs-plan", Value::Null).await;
     server.expect(Method::PATCH, "/api/v1/namespaces/media/services/thumbs-coordinator", Value::Null).await;
     server.expect(Method::PATCH, "/api/v1/namespaces/media/services/thumbs-workers", Value::Null).await;
+    server.expect(Method::PATCH, POLICY, Value::Null).await
+}
+
+/// The pods list, then the read of the job's Secret, which exists.
+async fn expect_observed(server: &mut ApiServer, pods: &[Pod], secret: &Value) {
+    server.expect(Method::GET, PODS, pod_list(pods)).await;
+    expect_secret_read(server, secret).await;
 }
 
 #[tokio::test]
-async fn create_a_new_job_gets_its_children_pods_status_and_an_event() {
+async fn create_a_new_job_gets_its_secret_children_pods_status_and_an_event() {
     let (ctx, server) = context(None);
     let action = reconcile_with(job(""), ctx, server, |mut server| async move {
         server.expect(Method::GET, PODS, pod_list(&[])).await;
-        expect_children(&mut server).await;
+        expect_secret_read(&mut server, &Value::Null).await;
+        let secret = server.expect(Method::POST, SECRETS, Value::Null).await;
+        assert_eq!(secret["metadata"]["name"], "thumbs-weir-secret");
+        assert_eq!(secret["metadata"]["ownerReferences"][0]["controller"], true);
+        assert_eq!((secret["type"].clone(), secret["immutable"].clone()), (json!("Opaque"), json!(true)));
+        let keys: Vec<&str> = secret["data"].as_object().expect("data").keys().map(String::as_str).collect();
+        assert_eq!(keys, ["ca.crt", "tls.crt", "tls.key", "token"]);
+        let policy = expect_children(&mut server).await;
+        assert_eq!(policy["kind"], "NetworkPolicy");
+        assert_eq!(policy["metadata"]["ownerReferences"][0]["kind"], "MultimodalJob");
+        assert_eq!(policy["spec"]["podSelector"]["matchLabels"]["weir.dev/job"], "thumbs");
+        let operator = &policy["spec"]["ingress"][1]["from"][0];
+        assert_eq!(operator["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"], "weir-system");
         let coordinator =
             server.expect(Method::PATCH, "/api/v1/namespaces/media/pods/thumbs-coordinator", Value::Null).await;
         assert_eq!(coordinator["spec"]["restartPolicy"], "Never");
+        assert_eq!(coordinator["spec"]["volumes"][1]["secret"]["secretName"], "thumbs-weir-secret");
         let worker = server.expect(Method::PATCH, "/api/v1/namespaces/media/pods/thumbs-cpu-0", Value::Null).await;
         assert_eq!(worker["metadata"]["ownerReferences"][0]["kind"], "MultimodalJob");
         let status = server.expect_status().await;
@@ -222,8 +298,9 @@ async fn a_running_job_reports_its_coordinators_progress() {
     let job = job("").in_phase(JobPhase::Pending, 0);
     let pods =
         [pod(&job, Slot::Coordinator, "Running", None), pod(&job, Slot::Worker(PoolName::cpu(), 0), "Running", None)];
+    let (_, secret) = stored_secret(&job);
     reconcile_with(job, ctx, server, |mut server| async move {
-        server.expect(Method::GET, PODS, pod_list(&pods)).await;
+        expect_observed(&mut server, &pods, &secret).await;
         expect_children(&mut server).await;
         let status = server.expect_status().await;
         assert_eq!(status["status"]["phase"], "Running");
@@ -245,8 +322,9 @@ async fn scale_a_pool_grows_to_its_new_minimum_and_shrinks_from_the_highest_inde
         pod(&grown, Slot::Coordinator, "Running", None),
         pod(&grown, Slot::Worker(PoolName::cpu(), 0), "Running", None),
     ];
+    let (_, secret) = stored_secret(&grown);
     reconcile_with(grown, ctx, server, |mut server| async move {
-        server.expect(Method::GET, PODS, pod_list(&pods)).await;
+        expect_observed(&mut server, &pods, &secret).await;
         expect_children(&mut server).await;
         server.expect(Method::PATCH, "/api/v1/namespaces/media/pods/thumbs-cpu-1", Value::Null).await;
         server.expect(Method::PATCH, "/api/v1/namespaces/media/pods/thumbs-cpu-2", Value::Null).await;
@@ -261,8 +339,9 @@ async fn scale_a_pool_grows_to_its_new_minimum_and_shrinks_from_the_highest_inde
     let pods: Vec<Pod> = std::iter::once(pod(&shrunk, Slot::Coordinator, "Running", None))
         .chain((0..3).map(|i| pod(&shrunk, Slot::Worker(PoolName::cpu(), i), "Running", None)))
         .collect();
+    let (_, secret) = stored_secret(&shrunk);
     reconcile_with(shrunk, ctx, server, |mut server| async move {
-        server.expect(Method::GET, PODS, pod_list(&pods)).await;
+        expect_observed(&mut server, &pods, &secret).await;
         expect_children(&mut server).await;
         server.expect(Method::DELETE, "/api/v1/namespaces/media/pods/thumbs-cpu-2", json!(pods[3])).await;
         server.expect(Method::DELETE, "/api/v1/namespaces/media/pods/thumbs-cpu-1", json!(pods[2])).await;
@@ -279,8 +358,9 @@ async fn suspend_deletes_the_workers_and_reports_suspended() {
     let job = job("  suspend: true\n").in_phase(JobPhase::Running, 0);
     let pods =
         [pod(&job, Slot::Coordinator, "Running", None), pod(&job, Slot::Worker(PoolName::cpu(), 0), "Running", None)];
+    let (_, secret) = stored_secret(&job);
     reconcile_with(job, ctx, server, |mut server| async move {
-        server.expect(Method::GET, PODS, pod_list(&pods)).await;
+        expect_observed(&mut server, &pods, &secret).await;
         server.expect(Method::DELETE, "/api/v1/namespaces/media/pods/thumbs-cpu-0", json!(pods[1])).await;
         let status = server.expect_status().await;
         assert_eq!(status["status"]["phase"], "Suspended");
@@ -299,8 +379,9 @@ async fn finish_a_coordinator_that_exited_zero_succeeds_the_job_and_stops_the_wo
         pod(&job, Slot::Coordinator, "Succeeded", Some(0)),
         pod(&job, Slot::Worker(PoolName::cpu(), 0), "Running", None),
     ];
+    let (_, secret) = stored_secret(&job);
     let action = reconcile_with(job, ctx, server, |mut server| async move {
-        server.expect(Method::GET, PODS, pod_list(&pods)).await;
+        expect_observed(&mut server, &pods, &secret).await;
         expect_children(&mut server).await;
         server.expect(Method::DELETE, "/api/v1/namespaces/media/pods/thumbs-cpu-0", json!(pods[1])).await;
         let status = server.expect_status().await;
@@ -321,13 +402,16 @@ async fn ttl_expiry_deletes_every_child_but_not_the_job() {
     // The status as the finishing reconcile wrote it, so only the deletions remain to do.
     job.status = Some(decide(&job, &Observed::new(&[], None, crate::fixtures::at(100))).status);
     let pods = [pod(&job, Slot::Coordinator, "Succeeded", Some(0))];
+    let (_, secret) = stored_secret(&job);
     reconcile_with(job, ctx, server, |mut server| async move {
-        server.expect(Method::GET, PODS, pod_list(&pods)).await;
+        expect_observed(&mut server, &pods, &secret).await;
         server.expect(Method::DELETE, "/api/v1/namespaces/media/pods/thumbs-coordinator", json!(pods[0])).await;
         let gone = json!({"kind": "Status", "apiVersion": "v1", "status": "Success"});
         server.expect(Method::DELETE, "/api/v1/namespaces/media/services/thumbs-coordinator", gone.clone()).await;
         server.expect(Method::DELETE, "/api/v1/namespaces/media/services/thumbs-workers", gone.clone()).await;
-        server.expect(Method::DELETE, "/api/v1/namespaces/media/configmaps/thumbs-plan", gone).await;
+        server.expect(Method::DELETE, "/api/v1/namespaces/media/configmaps/thumbs-plan", gone.clone()).await;
+        server.expect(Method::DELETE, POLICY, gone.clone()).await;
+        server.expect(Method::DELETE, SECRET, gone).await;
         let event = server.expect(Method::POST, EVENTS, Value::Null).await;
         assert_eq!(event["reason"], "TTLExpired");
     })
@@ -347,8 +431,9 @@ async fn restart_an_operator_that_restarts_adopts_the_pods_it_made_and_creates_n
     // What the previous operator wrote moments ago: this reconcile must find nothing to change.
     let before = decide(&job, &Observed::new(&views, Some(&progress), Time(Timestamp::now())));
     job.status = Some(before.status);
+    let (_, secret) = stored_secret(&job);
     reconcile_with(job, ctx, server, |mut server| async move {
-        server.expect(Method::GET, PODS, pod_list(&pods)).await;
+        expect_observed(&mut server, &pods, &secret).await;
         expect_children(&mut server).await;
     })
     .await
@@ -396,8 +481,9 @@ fn saturated(mode: &str) -> (Arc<Context>, ApiServer, MultimodalJob, Vec<Pod>) {
 #[tokio::test]
 async fn autoscale_an_up_decision_creates_pods_writes_only_the_status_and_records_scaled_up() {
     let (ctx, server, job, pods) = saturated("mode: auto");
+    let (_, secret) = stored_secret(&job);
     let action = reconcile_with(job, ctx.clone(), server, |mut server| async move {
-        server.expect(Method::GET, PODS, pod_list(&pods)).await;
+        expect_observed(&mut server, &pods, &secret).await;
         expect_children(&mut server).await;
         // The round says 1 → 3 (its max): two pods by server-side apply.
         for name in ["thumbs-cpu-1", "thumbs-cpu-2"] {
@@ -435,8 +521,9 @@ async fn autoscale_an_up_decision_creates_pods_writes_only_the_status_and_record
 #[tokio::test]
 async fn autoscale_in_recommend_mode_writes_the_status_and_a_recommended_event_and_creates_no_pod() {
     let (ctx, server, job, pods) = saturated("mode: recommend");
+    let (_, secret) = stored_secret(&job);
     reconcile_with(job, ctx.clone(), server, |mut server| async move {
-        server.expect(Method::GET, PODS, pod_list(&pods)).await;
+        expect_observed(&mut server, &pods, &secret).await;
         expect_children(&mut server).await;
         let status = server.expect_status().await;
         let cpu = &status["status"]["pools"]["cpu"];
@@ -451,4 +538,88 @@ async fn autoscale_in_recommend_mode_writes_the_status_and_a_recommended_event_a
     assert!(
         metrics.contains("weir_autoscaler_recommended_replicas{job=\"thumbs\",namespace=\"media\",pool=\"cpu\"} 3")
     );
+}
+
+#[tokio::test]
+async fn secret_an_existing_one_is_never_replaced_and_the_coordinator_is_dialled_with_it() {
+    let progress = CoordinatorProgress { units_total: 4, units_committed: 1, ..Default::default() };
+    let (ctx, server, source) = dialing_context(Some(progress), Err(DataProblem::CoordinatorSilent));
+    let job = job("").in_phase(JobPhase::Running, 0);
+    let pods =
+        [pod(&job, Slot::Coordinator, "Running", None), pod(&job, Slot::Worker(PoolName::cpu(), 0), "Running", None)];
+    let (secret, stored) = stored_secret(&job);
+    reconcile_with(job, ctx, server, |mut server| async move {
+        expect_observed(&mut server, &pods, &stored).await;
+        // No POST nor PATCH of the Secret: the mock fails any request not listed.
+        expect_children(&mut server).await;
+        server.expect_status().await;
+    })
+    .await
+    .expect("reconcile");
+    let dialed = source.dialed.lock().expect("dialed").clone();
+    assert_eq!(dialed.len(), 2, "Status and Workers");
+    for coordinator in dialed {
+        assert_eq!(coordinator, Coordinator { address: "10.1.2.3:7070".into(), secret: secret.clone() });
+    }
+}
+
+#[tokio::test]
+async fn secret_one_made_meanwhile_is_kept_when_the_create_conflicts() {
+    let (ctx, server) = context(None);
+    reconcile_with(job(""), ctx, server, |mut server| async move {
+        server.expect(Method::GET, PODS, pod_list(&[])).await;
+        expect_secret_read(&mut server, &Value::Null).await;
+        server.expect_status_code(Method::POST, SECRETS, 409).await;
+        expect_children(&mut server).await;
+        server.expect(Method::PATCH, "/api/v1/namespaces/media/pods/thumbs-coordinator", Value::Null).await;
+        server.expect(Method::PATCH, "/api/v1/namespaces/media/pods/thumbs-cpu-0", Value::Null).await;
+        server.expect_status().await;
+        server.expect(Method::POST, EVENTS, Value::Null).await;
+    })
+    .await
+    .expect("a Secret that exists already is fine");
+}
+
+#[tokio::test]
+async fn secret_missing_while_the_pods_run_is_not_made_again_and_the_status_says_why() {
+    let (ctx, server, source) =
+        dialing_context(Some(CoordinatorProgress::default()), Err(DataProblem::CoordinatorSilent));
+    let job = job("").in_phase(JobPhase::Running, 0);
+    let pods =
+        [pod(&job, Slot::Coordinator, "Running", None), pod(&job, Slot::Worker(PoolName::cpu(), 0), "Running", None)];
+    reconcile_with(job, ctx, server, |mut server| async move {
+        expect_observed(&mut server, &pods, &Value::Null).await;
+        expect_children(&mut server).await;
+        let status = server.expect_status().await;
+        let message = status["status"]["message"].as_str().unwrap_or_default().to_string();
+        assert!(message.contains("Secret `thumbs-weir-secret` is missing while its pods run"), "{message}");
+    })
+    .await
+    .expect("reconcile");
+    assert!(source.dialed.lock().expect("dialed").is_empty(), "no secret, no call");
+}
+
+#[tokio::test]
+async fn secret_that_is_unusable_is_kept_and_named_in_the_status_without_its_content() {
+    let (ctx, server, source) =
+        dialing_context(Some(CoordinatorProgress::default()), Err(DataProblem::CoordinatorSilent));
+    let job = job("").in_phase(JobPhase::Running, 0);
+    let pods = [pod(&job, Slot::Coordinator, "Running", None)];
+    let (secret, mut stored) = stored_secret(&job);
+    let pem = String::from_utf8(secret.to_data()[weir_auth::KEY_KEY].clone()).expect("key");
+    let key = pem.lines().nth(1).expect("the key's first line").to_string();
+    stored["data"].as_object_mut().expect("data").remove(weir_auth::TOKEN_KEY);
+    reconcile_with(job, ctx, server, |mut server| async move {
+        expect_observed(&mut server, &pods, &stored).await;
+        expect_children(&mut server).await;
+        server.expect(Method::PATCH, "/api/v1/namespaces/media/pods/thumbs-cpu-0", Value::Null).await;
+        let status = server.expect_status().await;
+        let message = status["status"]["message"].as_str().unwrap_or_default().to_string();
+        assert!(message.contains("Secret `thumbs-weir-secret` is unusable"), "{message}");
+        assert!(message.contains("`token` is missing"), "{message}");
+        assert!(!status.to_string().contains(&key), "the status holds no key material");
+    })
+    .await
+    .expect("reconcile");
+    assert!(source.dialed.lock().expect("dialed").is_empty());
 }

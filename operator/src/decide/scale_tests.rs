@@ -52,6 +52,7 @@ impl<'a> Seen<'a> {
             workers: self.workers.as_deref(),
             drains: &self.drains,
             scaling: self.scaling.as_ref(),
+            secret_problem: None,
             now: at(NOW),
         };
         decide(self.job, &seen)

@@ -342,3 +342,17 @@ fn a_finished_job_reports_no_pods_wanted_in_every_pool() {
     assert_eq!(done.status.pool_summary.as_deref(), Some("cpu 0/0, gpu 0/0"));
     assert!(done.status.pools.values().all(|r| r.desired == 0 && r.ready == 0));
 }
+
+#[test]
+fn a_running_job_whose_secret_is_unusable_says_so_in_its_message_and_conditions() {
+    let job = job("").in_phase(JobPhase::Running, NOW - 60);
+    let pods = [PodView::coordinator().running(), PodView::worker(PoolName::cpu(), 0).running()];
+    let problem = "the job's Secret `thumbs-weir-secret` is unusable: the job secret's `token` is missing";
+    let seen = Observed { secret_problem: Some(problem), ..Observed::new(&pods, None, at(NOW)) };
+    let p = decide(&job, &seen);
+    assert_eq!(p.status.phase, Some(JobPhase::Running));
+    let message = p.status.message.as_deref().unwrap_or_default();
+    assert!(message.contains(problem), "{message}");
+    let ready = p.status.conditions.iter().find(|c| c.type_ == "Ready").expect("Ready");
+    assert!(ready.message.contains(problem), "{}", ready.message);
+}

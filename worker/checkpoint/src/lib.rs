@@ -61,6 +61,6 @@ pub mod store;
 pub mod sweep;
 
 pub use error::CheckpointError;
-pub use record::{CommitOutcome, JobManifest, UnitCommit};
+pub use record::{CommitOutcome, CommittedFile, JobManifest, UnitCommit};
 pub use store::CheckpointStore;
 pub use sweep::sweep_orphans;

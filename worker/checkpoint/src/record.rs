@@ -17,8 +17,32 @@ pub struct UnitCommit {
     pub rows_out: u64,
     /// Rows the attempt failed on (written to the `_errors/` part files, or skipped).
     pub errors: u64,
-    /// URIs of the attempt's part files, output and error files alike.
-    pub files: Vec<String>,
+    /// The attempt's published part files, output and error files alike, as the coordinator
+    /// found them when it published them.
+    pub files: Vec<CommittedFile>,
+}
+
+/// One published part file of a committed attempt: where it is and what it was when published,
+/// so a reader (finalize, `weir verify`) can tell a missing, cut or replaced file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CommittedFile {
+    pub uri: String,
+    /// Bytes.
+    pub size: u64,
+    /// The store's entity tag when published (a content hash on S3; `None` where the store has
+    /// none): a file replaced since has another.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub e_tag: Option<String>,
+    /// Rows the attempt reported in it (output rows, or failed rows for an `_errors/` file).
+    pub rows: u64,
+}
+
+impl UnitCommit {
+    /// The URIs of the record's files.
+    pub fn uris(&self) -> impl Iterator<Item = &str> {
+        self.files.iter().map(|f| f.uri.as_str())
+    }
 }
 
 /// What [`crate::CheckpointStore::commit`] decided.
@@ -123,7 +147,8 @@ mod tests {
     use super::*;
 
     fn commit(unit: u64, rows_in: u64, rows_out: u64, errors: u64) -> UnitCommit {
-        UnitCommit { unit, attempt: 0, rows_in, rows_out, errors, files: vec![format!("s3://b/part-{unit}.parquet")] }
+        let file = CommittedFile { uri: format!("s3://b/part-{unit}.parquet"), size: 10, e_tag: None, rows: rows_out };
+        UnitCommit { unit, attempt: 0, rows_in, rows_out, errors, files: vec![file] }
     }
 
     #[test]
@@ -153,7 +178,8 @@ mod tests {
         let json = serde_json::to_value(commit(3, 10, 9, 1)).expect("encode");
         assert_eq!(json["rowsIn"], 10);
         assert_eq!(json["rowsOut"], 9);
-        assert_eq!(json["files"][0], "s3://b/part-3.parquet");
+        assert_eq!(json["files"][0]["uri"], "s3://b/part-3.parquet");
+        assert_eq!(json["files"][0]["size"], 10);
     }
 
     #[test]

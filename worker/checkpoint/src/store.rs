@@ -117,6 +117,23 @@ impl CheckpointStore {
         })
     }
 
+    /// Withdraws `unit`'s record, so the unit is run again: for a record whose files were found
+    /// missing or changed. The only way a record ever goes away.
+    ///
+    /// # Guarantees
+    /// Idempotent: a record already gone is not an error. Call it only while no attempt of the
+    /// unit can commit (the coordinator holds no lease on it).
+    ///
+    /// # Errors
+    /// [`CheckpointError::Store`] when the delete fails.
+    pub async fn withdraw(&self, unit: u64) -> Result<(), CheckpointError> {
+        let key = self.record_key(unit);
+        match self.store.delete(&key).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(CheckpointError::store(&key, e)),
+        }
+    }
+
     /// Every committed unit, by id: lists `committed/` and reads the records, 16 at a time.
     ///
     /// # Guarantees

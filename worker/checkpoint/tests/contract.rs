@@ -13,7 +13,9 @@ use object_store::memory::InMemory;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use tokio::task::JoinSet;
-use weir_checkpoint::{CheckpointError, CheckpointStore, CommitOutcome, JobManifest, UnitCommit, sweep_orphans};
+use weir_checkpoint::{
+    CheckpointError, CheckpointStore, CommitOutcome, CommittedFile, JobManifest, UnitCommit, sweep_orphans,
+};
 use weir_testkit::moto::Moto;
 
 /// How many callers race in the concurrency cases.
@@ -100,8 +102,18 @@ fn unit_commit(unit: u64, attempt: u32) -> UnitCommit {
         rows_out: 9,
         errors: 1,
         files: vec![
-            format!("s3://weir/jobs/contract/part-{unit:06}-{attempt}.parquet"),
-            format!("s3://weir/jobs/contract/_errors/part-{unit:06}-{attempt}.parquet"),
+            CommittedFile {
+                uri: format!("s3://weir/jobs/contract/part-{unit:06}-{attempt}.parquet"),
+                size: 100,
+                e_tag: Some("\"abc\"".into()),
+                rows: 9,
+            },
+            CommittedFile {
+                uri: format!("s3://weir/jobs/contract/_errors/part-{unit:06}-{attempt}.parquet"),
+                size: 50,
+                e_tag: None,
+                rows: 1,
+            },
         ],
     }
 }

@@ -2,7 +2,7 @@
 //! handling and printing around the library's distributed roles.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use weir::cluster::status::{job_status, one_line, to_json};
 use weir::cluster::supervise::{ScaleSettings, SuperviseOptions, Topology, rate_window, supervise};
 use weir::cluster::{EXIT_JOB_FAILED, WorkerResources};
+use weir_auth::JobSecret;
 use weir_autoscale::Policy;
 use weir_cluster::coordinator::CoordinatorError;
 use weir_cluster::proto::Phase;
@@ -47,14 +48,16 @@ fn shutdown_on_signals() -> CancellationToken {
 /// the coordinator itself failed (a supervisor restarts it then).
 pub fn coordinator(
     manifest: PathBuf,
+    secret_dir: &Path,
     listen: SocketAddr,
     metrics: Option<SocketAddr>,
     options: CoordinatorOptions,
 ) -> ExitCode {
     let result = read_job(&manifest).and_then(|job| {
+        let secret = JobSecret::load(secret_dir)?;
         runtime()?.block_on(async {
             let shutdown = shutdown_on_signals();
-            Ok(weir::cluster::coordinator(&job, listen, metrics, options, shutdown).await)
+            Ok(weir::cluster::coordinator(&job, &secret, listen, metrics, options, shutdown).await)
         })
     });
     match result {
@@ -101,11 +104,21 @@ pub fn default_worker_id() -> String {
 }
 
 /// `weir status`.
-pub fn status(manifest: PathBuf, coordinator: Option<&str>, json: bool, watch: bool) -> Result<()> {
+pub fn status(
+    manifest: PathBuf,
+    coordinator: Option<&str>,
+    secret_dir: Option<&Path>,
+    json: bool,
+    watch: bool,
+) -> Result<()> {
     let job = read_job(&manifest)?;
+    let secret = secret_dir.map(JobSecret::load).transpose()?;
+    if coordinator.is_some() && secret.is_none() {
+        anyhow::bail!("--coordinator needs the job's secret: --secret-dir or WEIR_JOB_SECRET_DIR");
+    }
     runtime()?.block_on(async {
         loop {
-            let status = job_status(&job, coordinator).await?;
+            let status = job_status(&job, coordinator, secret.as_ref()).await?;
             if json {
                 println!("{}", to_json(&status));
             } else {
@@ -213,7 +226,7 @@ pub fn run_supervised(manifest: PathBuf, topology: Topology, args: SuperviseArgs
         let ended = supervise(&options, shutdown).await?;
         let seconds = started.elapsed().as_secs_f64();
         // The job succeeded, so this reads the manifest the coordinator wrote.
-        match job_status(&job, None).await {
+        match job_status(&job, None, None).await {
             Ok(s) => println!(
                 "{} rows in, {} out, {} failed in {seconds:.2}s with {} worker processes",
                 s.rows_in,

@@ -1,6 +1,7 @@
 //! `weir`: run, validate and inspect MultimodalJob pipelines.
 
 mod cluster_cmd;
+mod verify_cmd;
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -18,6 +19,7 @@ use weir::profile::render_text;
 use weir::size::parse_duration;
 use weir::size::{format_size, parse_size};
 use weir::{RunOptions, run_job};
+use weir_auth::JobSecret;
 use weir_cluster::{CoordinatorOptions, WorkerOptions};
 use weir_crds::{crd_yaml, parse_manifest, validate_manifest};
 use weir_samples::images::{BAD_FILES, JpegSet, write_bad_files, write_jpeg_set};
@@ -92,9 +94,14 @@ enum Command {
     /// Serve a job's coordinator: plan units, lease them to workers, commit their results.
     Coordinator {
         manifest: PathBuf,
-        /// Address to serve gRPC on.
-        #[arg(long, default_value = "0.0.0.0:7070")]
+        /// Address to serve gRPC on (TLS; every call needs the job's token). On Kubernetes, the
+        /// pod's IP.
+        #[arg(long, default_value = "127.0.0.1:7070")]
         listen: SocketAddr,
+        /// The folder holding the job's secret (`token`, `ca.crt`, `tls.crt`, `tls.key`; the
+        /// operator mounts it, `weir secret create` makes one).
+        #[arg(long, env = "WEIR_JOB_SECRET_DIR")]
+        secret_dir: PathBuf,
         /// A worker silent for this long loses its units to other workers.
         #[arg(long, value_parser = parse_duration, default_value = "30s")]
         lease_ttl: Duration,
@@ -111,9 +118,12 @@ enum Command {
     /// Run a job's units leased from its coordinator until the job ends (SIGTERM drains).
     Worker {
         manifest: PathBuf,
-        /// The coordinator, e.g. http://weir-coordinator:7070.
+        /// The coordinator, e.g. weir-coordinator:7070 (always dialled over TLS).
         #[arg(long, env = "WEIR_COORDINATOR")]
         coordinator: String,
+        /// The folder holding the job's secret (see `weir coordinator --secret-dir`).
+        #[arg(long, env = "WEIR_JOB_SECRET_DIR")]
+        secret_dir: PathBuf,
         /// The pool this worker serves, as `spec.pools` names it (`cpu`, `gpu-l4`, ...).
         #[arg(long, default_value = "cpu")]
         pool: weir_crds::PoolName,
@@ -136,10 +146,10 @@ enum Command {
         #[arg(long)]
         metrics_listen: Option<SocketAddr>,
         /// A worker of a pool that does not lease units serves its steps over Arrow Flight here.
-        #[arg(long, default_value = "0.0.0.0:7071")]
+        #[arg(long, default_value = "127.0.0.1:7071")]
         exchange_listen: SocketAddr,
-        /// The URL other workers reach this worker's Flight service at (default: http:// and the
-        /// bound address; on Kubernetes, the pod's name in the headless service).
+        /// The address other workers reach this worker's Flight service at (default: the bound
+        /// address; always TLS; on Kubernetes, the pod's name in the headless service).
         #[arg(long, env = "WEIR_EXCHANGE_ADVERTISE")]
         exchange_advertise: Option<String>,
         /// Morsels kept in flight to each other pool's workers (default: two per worker that pool
@@ -153,6 +163,9 @@ enum Command {
         /// Ask this coordinator (default: the one the job's checkpoint names).
         #[arg(long)]
         coordinator: Option<String>,
+        /// The job's secret, to ask its coordinator (without it: what the checkpoint records).
+        #[arg(long, env = "WEIR_JOB_SECRET_DIR")]
+        secret_dir: Option<PathBuf>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -160,10 +173,26 @@ enum Command {
         #[arg(long)]
         watch: bool,
     },
+    /// Make a job secret for `weir coordinator` and `weir worker` run by hand (the operator and
+    /// `weir run --workers` make their own).
+    Secret {
+        #[command(subcommand)]
+        what: SecretCommand,
+    },
     /// Check manifests offline with the same rules as the Kubernetes API server; lists every problem.
     Validate {
         #[arg(required = true)]
         manifests: Vec<PathBuf>,
+    },
+    /// Check a finished job's output against its checkpoint: every committed file present,
+    /// unchanged and holding its recorded rows, no uncommitted part file, manifest and `_SUCCESS`
+    /// in agreement. Exits 0 when OK, 1 on any problem, 2 when it cannot check.
+    Verify {
+        /// The job's output (its sink URI).
+        output: String,
+        /// The job's checkpoint (default: OUTPUT/_weir/).
+        #[arg(long, value_name = "URI")]
+        checkpoint: Option<String>,
     },
     /// Print the MultimodalJob CustomResourceDefinition (YAML).
     Crd,
@@ -253,14 +282,15 @@ fn main() -> ExitCode {
             manifest,
             RunOptions { memory_limit, threads, progress: !no_progress, profile_uri: profile, ..Default::default() },
         )),
-        Command::Coordinator { manifest, listen, lease_ttl, heartbeat, max_failures, metrics_listen } => {
+        Command::Coordinator { manifest, listen, secret_dir, lease_ttl, heartbeat, max_failures, metrics_listen } => {
             let heartbeat = heartbeat.unwrap_or(lease_ttl / 6);
             let options = CoordinatorOptions { lease_ttl, heartbeat, max_failures, ..Default::default() };
-            cluster_cmd::coordinator(manifest, listen, metrics_listen, options)
+            cluster_cmd::coordinator(manifest, &secret_dir, listen, metrics_listen, options)
         }
         Command::Worker {
             manifest,
             coordinator,
+            secret_dir,
             pool,
             id,
             threads,
@@ -273,7 +303,11 @@ fn main() -> ExitCode {
             exchange_in_flight,
         } => {
             let id = id.unwrap_or_else(cluster_cmd::default_worker_id);
-            let options = WorkerOptions { id, pool, coordinator, capacity, grace };
+            let secret = match JobSecret::load(&secret_dir) {
+                Ok(secret) => secret,
+                Err(e) => return exit(Err(e.into())),
+            };
+            let options = WorkerOptions { id, pool, coordinator, secret, capacity, grace };
             let resources = WorkerResources {
                 threads,
                 memory_limit,
@@ -284,10 +318,12 @@ fn main() -> ExitCode {
             };
             exit(cluster_cmd::worker(manifest, options, resources))
         }
-        Command::Status { manifest, coordinator, json, watch } => {
-            exit(cluster_cmd::status(manifest, coordinator.as_deref(), json, watch))
+        Command::Status { manifest, coordinator, secret_dir, json, watch } => {
+            exit(cluster_cmd::status(manifest, coordinator.as_deref(), secret_dir.as_deref(), json, watch))
         }
+        Command::Secret { what: SecretCommand::Create { dir, job } } => exit(create_secret(&dir, &job)),
         Command::Validate { manifests } => validate(&manifests),
+        Command::Verify { output, checkpoint } => verify_cmd::verify(&output, checkpoint.as_deref()),
         Command::Crd => {
             print!("{}", crd_yaml());
             ExitCode::SUCCESS
@@ -299,6 +335,27 @@ fn main() -> ExitCode {
         Command::Generate { what: Generate::Documents { dir } } => exit(weir::examples::documents(&dir)),
         Command::Model { what: Model::Convert { files } } => exit(convert_model(&files)),
     }
+}
+
+#[derive(Subcommand)]
+enum SecretCommand {
+    /// Write a new secret (token, CA, server certificate and key) into DIR, readable by its owner
+    /// only; give DIR to every process of the job (`--secret-dir` or `WEIR_JOB_SECRET_DIR`).
+    Create {
+        dir: PathBuf,
+        /// The job's name, written into its certificates.
+        #[arg(long, default_value = "job")]
+        job: String,
+    },
+}
+
+fn create_secret(dir: &std::path::Path, job: &str) -> Result<()> {
+    if dir.join(weir_auth::TOKEN_KEY).exists() {
+        anyhow::bail!("{} already holds a secret; remove it first", dir.display());
+    }
+    JobSecret::generate(job)?.save(dir)?;
+    println!("wrote a new job secret to {}", dir.display());
+    Ok(())
 }
 
 fn exit(result: Result<()>) -> ExitCode {

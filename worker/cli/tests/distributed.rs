@@ -167,15 +167,18 @@ fn a_worker_told_to_stop_hands_back_its_units_and_exits_cleanly() {
         .expect("jpegs");
     let manifest = image_job(dir.path(), &images, 10);
     let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
-    let endpoint = format!("http://127.0.0.1:{port}");
+    let endpoint = format!("127.0.0.1:{port}");
+    let secret = job_secret(dir.path());
     let mut coordinator = weir()
         .args(["coordinator", "--listen", &format!("127.0.0.1:{port}"), "--lease-ttl", "2s"])
+        .env("WEIR_JOB_SECRET_DIR", &secret)
         .arg(&manifest)
         .spawn()
         .expect("coordinator");
     let worker = |id: &str, grace: &str| -> Child {
         weir()
             .args(["worker", "--coordinator", &endpoint, "--id", id, "--threads", "1", "--grace", grace])
+            .env("WEIR_JOB_SECRET_DIR", &secret)
             .arg(&manifest)
             .stderr(Stdio::piped())
             .spawn()
@@ -194,6 +197,72 @@ fn a_worker_told_to_stop_hands_back_its_units_and_exits_cleanly() {
     assert!(ended.success());
     let _ = finisher.wait();
     assert_eq!(output_uris(&dir.path().join("out")), input_uris(&images));
+}
+
+/// The part files directly in the output folder and its `_errors/`.
+fn part_files(out: &Path) -> BTreeSet<String> {
+    [out.to_path_buf(), out.join("_errors")]
+        .iter()
+        .filter_map(|dir| std::fs::read_dir(dir).ok())
+        .flatten()
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .filter(|name| name.starts_with("part-") && name.ends_with(".parquet"))
+        .collect()
+}
+
+/// A worker frozen (SIGSTOP) while it holds units, resumed after the job's `_SUCCESS`: its leases
+/// were revoked and the units run elsewhere; resumed, it adds nothing to the output, which stays
+/// exact and passes `weir verify`.
+#[test]
+fn a_worker_frozen_past_the_jobs_end_adds_nothing_when_it_resumes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let images = dir.path().join("images");
+    write_jpeg_set(&images, JpegSet { count: 400, min_side: 300, max_side: 500, seed: 5, ..JpegSet::default() })
+        .expect("jpegs");
+    let manifest = image_job(dir.path(), &images, 10);
+    let out = dir.path().join("out");
+    let port = free_port();
+    let endpoint = format!("127.0.0.1:{port}");
+    let secret = job_secret(dir.path());
+    let mut coordinator = weir()
+        .args(["coordinator", "--listen", &endpoint, "--lease-ttl", "2s"])
+        .env("WEIR_JOB_SECRET_DIR", &secret)
+        .arg(&manifest)
+        .spawn()
+        .expect("coordinator");
+    let worker = |id: &str| -> Child {
+        weir()
+            .args(["worker", "--coordinator", &endpoint, "--id", id, "--threads", "1"])
+            .env("WEIR_JOB_SECRET_DIR", &secret)
+            .arg(&manifest)
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("worker")
+    };
+    let mut zombie = worker("zombie");
+    // Frozen while it holds units: once it has staged its first part file.
+    let staging = out.join("_weir/staging");
+    let started = Instant::now();
+    while std::fs::read_dir(&staging).map_or(true, |d| d.count() == 0) && !out.join("_weir/committed").exists() {
+        assert!(started.elapsed() < Duration::from_secs(60), "the zombie never got to work");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // SAFETY: signals to our own child.
+    unsafe { libc::kill(zombie.id() as libc::pid_t, libc::SIGSTOP) };
+    let mut healthy = worker("healthy");
+    assert!(coordinator.wait().expect("coordinator").success(), "the job succeeds without the zombie");
+    assert!(out.join("_SUCCESS").exists());
+    let _ = healthy.wait();
+    let published = part_files(&out);
+    // Resumed after the end: it finishes what it held, and must add nothing.
+    unsafe { libc::kill(zombie.id() as libc::pid_t, libc::SIGCONT) };
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(part_files(&out), published, "no part file appeared after _SUCCESS");
+    assert_eq!(output_uris(&out), input_uris(&images), "every row once");
+    let verified = weir().arg("verify").arg(&out).output().expect("weir verify");
+    assert!(verified.status.success(), "{}{}", text(&verified.stdout), text(&verified.stderr));
+    let _ = zombie.kill();
+    let _ = zombie.wait();
 }
 
 fn free_port() -> u16 {
@@ -222,14 +291,17 @@ fn coordinator_and_workers_serve_prometheus_metrics_while_running() {
     write_jpeg_set(&images, JpegSet { count: 300, min_side: 300, max_side: 500, ..JpegSet::default() }).expect("jpegs");
     let manifest = image_job(dir.path(), &images, 10);
     let (port, coordinator_metrics, worker_metrics) = (free_port(), free_port(), free_port());
+    let secret = job_secret(dir.path());
     let mut coordinator = weir()
         .args(["coordinator", "--listen", &format!("127.0.0.1:{port}")])
+        .env("WEIR_JOB_SECRET_DIR", &secret)
         .args(["--metrics-listen", &format!("127.0.0.1:{coordinator_metrics}")])
         .arg(&manifest)
         .spawn()
         .expect("coordinator");
     let mut worker = weir()
-        .args(["worker", "--coordinator", &format!("http://127.0.0.1:{port}"), "--id", "w0", "--threads", "1"])
+        .args(["worker", "--coordinator", &format!("127.0.0.1:{port}"), "--id", "w0", "--threads", "1"])
+        .env("WEIR_JOB_SECRET_DIR", &secret)
         .args(["--metrics-listen", &format!("127.0.0.1:{worker_metrics}")])
         .arg(&manifest)
         .spawn()

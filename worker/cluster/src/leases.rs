@@ -52,6 +52,12 @@ pub enum LeaseDecision {
     AllCommitted,
     /// The worker is being drained: no more units for it.
     Drained,
+    /// `unit` has had every attempt number of this epoch: leasing it again would repeat one, so
+    /// the job must fail (a unit leased [`ATTEMPTS_PER_EPOCH`] times has failed far more often
+    /// than any error policy allows).
+    Exhausted {
+        unit: u64,
+    },
 }
 
 /// A failed attempt the caller should act on.
@@ -121,13 +127,16 @@ impl UnitTable {
         if scarce && self.holds_any(worker) {
             return LeaseDecision::Wait(READ_AHEAD_RETRY);
         }
-        self.pending.remove(&id);
         let epoch = self.epoch;
         let ttl = self.ttl;
         let Some(entry) = self.units.get_mut(&id) else {
             return self.wait_decision(now);
         };
-        let attempt = epoch.saturating_mul(ATTEMPTS_PER_EPOCH).saturating_add(entry.issued.min(ATTEMPTS_PER_EPOCH - 1));
+        if entry.issued >= ATTEMPTS_PER_EPOCH {
+            return LeaseDecision::Exhausted { unit: id };
+        }
+        self.pending.remove(&id);
+        let attempt = epoch.saturating_mul(ATTEMPTS_PER_EPOCH).saturating_add(entry.issued);
         entry.issued += 1;
         entry.state = UnitState::Leased { attempt, worker: worker.to_string(), expires: now + ttl };
         LeaseDecision::Granted { unit: id, attempt }
@@ -181,9 +190,26 @@ impl UnitTable {
         expired
     }
 
-    /// Whether `attempt` of `unit` may still be committed: the unit is not committed yet. Any
-    /// attempt may commit, even one whose lease expired (its files are complete; the checkpoint
-    /// store arbitrates between attempts).
+    /// The attempt and worker holding `unit`'s current lease, if it is leased.
+    pub fn holder(&self, unit: u64) -> Option<(u32, &str)> {
+        match self.units.get(&unit).map(|e| &e.state) {
+            Some(UnitState::Leased { attempt, worker, .. }) => Some((*attempt, worker.as_str())),
+            _ => None,
+        }
+    }
+
+    /// Makes a committed `unit` pending again (its record was withdrawn: a file it names was found
+    /// missing or changed).
+    pub fn reopen(&mut self, unit: u64) {
+        if let Some(entry) = self.units.get_mut(&unit)
+            && entry.state == UnitState::Committed
+        {
+            entry.state = UnitState::Pending { not_before: None };
+            self.pending.insert(unit);
+        }
+    }
+
+    /// Whether `unit` is committed.
     pub fn is_committed(&self, unit: u64) -> bool {
         matches!(self.units.get(&unit).map(|e| &e.state), Some(UnitState::Committed))
     }
@@ -267,6 +293,33 @@ mod tests {
 
     fn table(n: u64) -> UnitTable {
         UnitTable::new(0..n, &BTreeSet::new(), 0, TTL)
+    }
+
+    #[test]
+    fn attempt_numbers_never_repeat_within_an_epoch() {
+        let now = Instant::now();
+        let mut t = UnitTable::new(0..1, &BTreeSet::new(), 3, TTL);
+        let mut seen = BTreeSet::new();
+        for _ in 0..ATTEMPTS_PER_EPOCH {
+            let LeaseDecision::Granted { attempt, .. } = t.lease("w", 1, now) else { panic!("a lease") };
+            assert!(seen.insert(attempt), "attempt {attempt} repeated");
+            assert_eq!(t.fail(0, attempt, true, now), FailureVerdict::Retry);
+        }
+        assert_eq!(seen.first().copied(), Some(3 * ATTEMPTS_PER_EPOCH));
+        assert_eq!(seen.last().copied(), Some(4 * ATTEMPTS_PER_EPOCH - 1));
+        assert_eq!(t.lease("w", 1, now), LeaseDecision::Exhausted { unit: 0 });
+    }
+
+    #[test]
+    fn a_reopened_unit_is_leased_again() {
+        let now = Instant::now();
+        let mut t = UnitTable::new(0..2, &BTreeSet::from([1]), 0, TTL);
+        assert_eq!(t.holder(0), None);
+        assert!(matches!(t.lease("w", 1, now), LeaseDecision::Granted { unit: 0, .. }));
+        assert_eq!(t.holder(0), Some((0, "w")));
+        t.reopen(1);
+        assert!(!t.is_committed(1));
+        assert!(matches!(t.lease("v", 1, now), LeaseDecision::Granted { unit: 1, .. }));
     }
 
     #[test]

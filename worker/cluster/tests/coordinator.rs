@@ -1,15 +1,23 @@
 //! The coordinator's gRPC API, served in-process and driven by the generated client: leases,
-//! first-attempt-wins commits, failures, restarts from the checkpoint, and finalization.
+//! commits only from the lease holder, failures, restarts from the checkpoint, finalization, and
+//! callers that are not who they claim to be.
 
 use std::path::Path;
 use std::time::Duration;
 
+use std::sync::Arc;
+
+use arrow_array::{ArrayRef, RecordBatch, StringArray};
+use parquet::arrow::ArrowWriter;
 use tokio_util::sync::CancellationToken;
+use weir_cluster::JobSecret;
 use weir_cluster::coordinator::{Coordinator, CoordinatorOptions, bind};
 use weir_cluster::proto::coordinator_client::CoordinatorClient;
 use weir_cluster::proto::{self, lease_response::Result as Lease};
+use weir_cluster::worker::connect;
 use weir_crds::parse_manifest;
 use weir_io::StoreRegistry;
+use weir_io::sink::{PartKind, STAGING_DIR};
 
 /// A job over `files` empty files, one unit per two files, writing under `dir/out`.
 fn job(dir: &Path, files: usize) -> weir_crds::MultimodalJob {
@@ -26,8 +34,12 @@ fn job(dir: &Path, files: usize) -> weir_crds::MultimodalJob {
     parse_manifest(&text, "test").expect("manifest")
 }
 
+type Client = weir_cluster::CoordinatorConn;
+
 struct Running {
-    client: CoordinatorClient<tonic::transport::Channel>,
+    client: Client,
+    secret: JobSecret,
+    addr: std::net::SocketAddr,
     stop: CancellationToken,
     served: tokio::task::JoinHandle<Result<weir_cluster::JobOutcome, weir_cluster::CoordinatorError>>,
 }
@@ -37,21 +49,39 @@ async fn start(job: &weir_crds::MultimodalJob, options: CoordinatorOptions) -> R
     let coordinator = Coordinator::start("t", &job.spec, stores, options).await.expect("start");
     let (listener, addr) = bind("127.0.0.1:0".parse().expect("addr")).await.expect("bind");
     let stop = CancellationToken::new();
-    let served = tokio::spawn(coordinator.serve(listener, stop.clone()));
-    let client = CoordinatorClient::connect(format!("http://{addr}")).await.expect("connect");
-    Running { client, stop, served }
+    let secret = JobSecret::generate("t").expect("secret");
+    let served = tokio::spawn(coordinator.serve(listener, secret.clone(), stop.clone()));
+    let client = connect(&addr.to_string(), &secret).expect("connect");
+    Running { client, secret, addr, stop, served }
 }
 
 fn options() -> CoordinatorOptions {
     CoordinatorOptions { linger: Duration::from_millis(100), ..CoordinatorOptions::default() }
 }
 
-async fn lease(client: &mut CoordinatorClient<tonic::transport::Channel>, worker: &str) -> Lease {
+async fn lease(client: &mut Client, worker: &str) -> Lease {
     let request = proto::LeaseRequest { worker: worker.into(), pool: "cpu".into() };
     client.lease(request).await.expect("lease").into_inner().result.expect("result")
 }
 
-fn complete(unit: &proto::Unit, worker: &str, files: Vec<String>) -> proto::CompleteRequest {
+/// Stages `rows` rows of `unit`'s attempt under the output `out` the way the sink does, and
+/// returns the staged file's URI.
+fn stage(out: &Path, unit: &proto::Unit, rows: usize) -> String {
+    let relative = PartKind::Output.relative(unit.id, unit.attempt);
+    let path = out.join(STAGING_DIR).join(relative);
+    std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+    let column: ArrayRef = Arc::new(StringArray::from_iter_values((0..rows).map(|i| format!("row {i}"))));
+    let batch = RecordBatch::try_from_iter([("uri", column)]).expect("batch");
+    let mut writer =
+        ArrowWriter::try_new(std::fs::File::create(&path).expect("create"), batch.schema(), None).expect("writer");
+    writer.write(&batch).expect("write");
+    writer.close().expect("close");
+    format!("file://{}", path.display())
+}
+
+/// A report of `unit` finished by `worker` with two rows, staged under `out`.
+fn finished(out: &Path, unit: &proto::Unit, worker: &str) -> proto::CompleteRequest {
+    let files = vec![stage(out, unit, 2)];
     proto::CompleteRequest {
         worker: worker.into(),
         unit: unit.id,
@@ -64,7 +94,7 @@ fn complete(unit: &proto::Unit, worker: &str, files: Vec<String>) -> proto::Comp
 }
 
 #[tokio::test]
-async fn the_first_finished_attempt_is_committed_and_a_later_one_is_refused() {
+async fn only_the_current_lease_holder_commits_and_a_retry_is_idempotent() {
     let dir = tempfile::tempdir().expect("tempdir");
     let job = job(dir.path(), 4);
     let mut run = start(&job, options()).await;
@@ -83,11 +113,16 @@ async fn the_first_finished_attempt_is_committed_and_a_later_one_is_refused() {
     c.fail(back).await.expect("fail");
     let Lease::Unit(again) = lease(c, "b").await else { panic!("no unit") };
     assert_eq!((again.id, again.attempt), (0, 1));
-    // Both attempts finish: the first to report wins, a retried report of it stays committed.
-    let winner = complete(&again, "b", vec![]);
+    // Only the holder of the current lease commits; a retried report of it stays committed, and
+    // the handed-back attempt's late report is refused.
+    let out = dir.path().join("out");
+    let winner = finished(&out, &again, "b");
     assert!(c.complete(winner.clone()).await.expect("complete").into_inner().committed);
     assert!(c.complete(winner).await.expect("retry").into_inner().committed, "idempotent");
-    assert!(!c.complete(complete(&first, "a", vec![])).await.expect("late").into_inner().committed);
+    let late = c.complete(finished(&out, &first, "a")).await.expect_err("late attempt refused");
+    assert_eq!(late.code(), tonic::Code::FailedPrecondition, "{late}");
+    assert!(out.join("part-000000-1.parquet").exists(), "the winner is published");
+    assert!(!out.join("part-000000-0.parquet").exists(), "the refused attempt is not");
     let status = c.status(proto::StatusRequest {}).await.expect("status").into_inner();
     assert_eq!((status.units_total, status.units_committed, status.rows_out), (2, 1, 2));
     run.stop.cancel();
@@ -100,7 +135,8 @@ async fn a_restarted_coordinator_continues_from_the_committed_units_in_a_new_epo
     let job = job(dir.path(), 6);
     let mut run = start(&job, options()).await;
     let Lease::Unit(unit) = lease(&mut run.client, "a").await else { panic!("no unit") };
-    assert!(run.client.complete(complete(&unit, "a", vec![])).await.expect("complete").into_inner().committed);
+    let report = finished(&dir.path().join("out"), &unit, "a");
+    assert!(run.client.complete(report).await.expect("complete").into_inner().committed);
     run.stop.cancel();
     let _ = run.served.await;
 
@@ -142,21 +178,25 @@ async fn finishing_every_unit_writes_the_manifest_and_marker_and_sweeps_orphans(
     let job = job(dir.path(), 4);
     let out = dir.path().join("out");
     std::fs::create_dir_all(&out).expect("out");
-    // Left by a lost attempt; written before the last commit, which starts finalizing at once.
+    // Left by a lost attempt, published or staged; written before the last commit, which starts
+    // finalizing at once.
     std::fs::write(out.join("part-000000-7.parquet"), b"orphan of a lost attempt").expect("orphan");
+    std::fs::create_dir_all(out.join(STAGING_DIR)).expect("staging");
+    std::fs::write(out.join(STAGING_DIR).join("part-000001-9.parquet"), b"staged by a lost attempt").expect("staged");
     let mut run = start(&job, options()).await;
     for _ in 0..2 {
         let Lease::Unit(unit) = lease(&mut run.client, "a").await else { panic!("no unit") };
-        let kept = out.join(format!("part-{:06}-{}.parquet", unit.id, unit.attempt));
-        std::fs::write(&kept, b"kept").expect("part");
-        let files = vec![format!("file://{}", kept.display())];
-        assert!(run.client.complete(complete(&unit, "a", files)).await.expect("complete").into_inner().committed);
+        let report = finished(&out, &unit, "a");
+        assert!(run.client.complete(report).await.expect("complete").into_inner().committed);
     }
     let outcome = run.served.await.expect("join").expect("succeeded");
     assert_eq!(outcome.status.phase, proto::Phase::Succeeded as i32);
-    assert!(out.join("_SUCCESS").exists());
+    let marker: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("_SUCCESS")).expect("marker")).expect("json");
+    assert_eq!(marker["rowsVerified"], 4, "{marker}");
     assert!(out.join("_weir/manifest.json").exists());
     assert!(!out.join("part-000000-7.parquet").exists(), "the orphan is deleted");
+    assert!(!out.join(STAGING_DIR).join("part-000001-9.parquet").exists(), "the staged leftover is deleted");
     assert!(out.join("part-000000-0.parquet").exists() && out.join("part-000001-0.parquet").exists());
 }
 
@@ -167,7 +207,8 @@ async fn a_heartbeat_after_the_end_carries_the_verdict_and_counts_as_telling_the
     let patient = CoordinatorOptions { linger: Duration::from_secs(60), ..CoordinatorOptions::default() };
     let mut run = start(&job, patient).await;
     let Lease::Unit(unit) = lease(&mut run.client, "a").await else { panic!("no unit") };
-    assert!(run.client.complete(complete(&unit, "a", Vec::new())).await.expect("complete").into_inner().committed);
+    let report = finished(&dir.path().join("out"), &unit, "a");
+    assert!(run.client.complete(report).await.expect("complete").into_inner().committed);
     let heartbeat = proto::HeartbeatRequest { worker: "a".into(), pool: "cpu".into(), ..Default::default() };
     let ended = loop {
         let reply = run.client.heartbeat(heartbeat.clone()).await.expect("heartbeat").into_inner();
@@ -194,7 +235,7 @@ fn heartbeat(worker: &str, held: &[&proto::Unit], exchange: &str, in_flight: u32
     }
 }
 
-async fn workers(client: &mut CoordinatorClient<tonic::transport::Channel>) -> Vec<proto::WorkerView> {
+async fn workers(client: &mut Client) -> Vec<proto::WorkerView> {
     client.workers(proto::WorkersRequest {}).await.expect("workers").into_inner().workers
 }
 
@@ -221,7 +262,8 @@ async fn a_drained_leasing_worker_finishes_what_it_holds_and_no_unit_is_redone()
     let beat = c.heartbeat(heartbeat("a", &[&held], "", 0)).await.expect("heartbeat").into_inner();
     assert!(beat.revoked.is_empty() && !beat.drained);
     // It finishes the unit: committed at its first attempt, nothing handed back or redone.
-    assert!(c.complete(complete(&held, "a", vec![])).await.expect("complete").into_inner().committed);
+    let report = finished(&dir.path().join("out"), &held, "a");
+    assert!(c.complete(report).await.expect("complete").into_inner().committed);
     assert!(workers(c).await.iter().any(|w| w.worker == "a" && w.drained), "drained once it holds nothing");
     assert!(matches!(lease(c, "a").await, Lease::Drained(_)), "told to exit");
     assert!(workers(c).await.iter().all(|w| w.worker != "a"), "and forgotten");
@@ -271,4 +313,149 @@ async fn a_drained_serving_worker_gets_no_routes_and_is_released_once_its_exchan
     assert_eq!(names, ["g1"]);
     run.stop.cancel();
     let _ = run.served.await;
+}
+
+/// A caller without the job's token: refused before anything runs, whatever it asks.
+#[tokio::test]
+async fn a_client_without_the_jobs_token_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let job = job(dir.path(), 2);
+    let run = start(&job, options()).await;
+    // TLS that trusts the job's CA, but no token.
+    let channel = run.secret.endpoint(&run.addr.to_string()).expect("endpoint").connect().await.expect("tls");
+    let mut bare = CoordinatorClient::new(channel);
+    let refused = bare.status(proto::StatusRequest {}).await.expect_err("status refused");
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused}");
+    let lease = bare.lease(proto::LeaseRequest { worker: "m".into(), pool: "cpu".into() }).await;
+    assert_eq!(lease.expect_err("lease refused").code(), tonic::Code::Unauthenticated);
+    let forged = proto::CompleteRequest { worker: "m".into(), unit: 0, attempt: 7777, ..Default::default() };
+    assert_eq!(bare.complete(forged).await.expect_err("refused").code(), tonic::Code::Unauthenticated);
+    // Another job's token and CA: the handshake fails, nothing is sent.
+    let stranger = JobSecret::generate("other").expect("secret");
+    let mut other = connect(&run.addr.to_string(), &stranger).expect("client");
+    assert!(other.status(proto::StatusRequest {}).await.is_err());
+    // Plain HTTP/2: no TLS, no answer.
+    let plain = tonic::transport::Channel::from_shared(format!("http://{}", run.addr)).expect("uri").connect_lazy();
+    assert!(CoordinatorClient::new(plain).status(proto::StatusRequest {}).await.is_err());
+    run.stop.cancel();
+    let _ = run.served.await;
+}
+
+/// The port speaks TLS, not plaintext that a token would travel over in the clear: a client that
+/// opens with the HTTP/2 preface gets no HTTP/2 frames back.
+#[tokio::test]
+async fn the_coordinator_negotiates_tls() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let job = job(dir.path(), 2);
+    let run = start(&job, options()).await;
+    let mut tcp = tokio::net::TcpStream::connect(run.addr).await.expect("connect");
+    tcp.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00").await.expect("write");
+    let mut reply = vec![0u8; 64];
+    let read = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut reply)).await.expect("answered or closed");
+    let reply = &reply[..read.unwrap_or(0)];
+    assert!(reply.is_empty() || reply[0] == 0x15, "a TLS alert or nothing, not HTTP/2: {reply:?}");
+    // And a TLS client with the job's CA and token is answered.
+    let mut client = connect(&run.addr.to_string(), &run.secret).expect("client");
+    assert!(client.status(proto::StatusRequest {}).await.is_ok());
+    run.stop.cancel();
+    let _ = run.served.await;
+}
+
+/// A client holding the token but no lease cannot forge a result: not for an attempt never leased,
+/// not for another worker's lease, not with files outside the attempt's own, not naming another
+/// unit's file (which the sweep would then delete).
+#[tokio::test]
+async fn a_stolen_token_without_the_lease_cannot_complete_a_unit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let job = job(dir.path(), 4);
+    let out = dir.path().join("out");
+    let mut run = start(&job, options()).await;
+    let c = &mut run.client;
+    let forged = proto::CompleteRequest {
+        worker: "mallory".into(),
+        unit: 0,
+        attempt: 7777,
+        rows_in: 21,
+        rows_out: 21,
+        errors: 0,
+        files: vec!["../../../../etc/passwd".into(), "/etc/shadow".into()],
+    };
+    let refused = c.complete(forged).await.expect_err("never leased");
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition, "{refused}");
+    let Lease::Unit(held) = lease(c, "a").await else { panic!("no unit") };
+    let Lease::Unit(other) = lease(c, "b").await else { panic!("no unit") };
+    // Another worker's lease.
+    let stolen = finished(&out, &held, "mallory");
+    assert_eq!(c.complete(stolen).await.expect_err("not its lease").code(), tonic::Code::FailedPrecondition);
+    // The holder, naming files it may not write.
+    for files in [vec!["file:///etc/passwd".to_string()], vec![stage(&out, &other, 2)], vec!["gopher://x/y".into()]] {
+        let report = proto::CompleteRequest { files: files.clone(), ..finished(&out, &held, "a") };
+        let refused = c.complete(report).await.expect_err("foreign files");
+        assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{files:?}: {refused}");
+    }
+    // Rows without a file.
+    let empty = proto::CompleteRequest { files: Vec::new(), ..finished(&out, &held, "a") };
+    assert_eq!(c.complete(empty).await.expect_err("no file").code(), tonic::Code::InvalidArgument);
+    let status = c.status(proto::StatusRequest {}).await.expect("status").into_inner();
+    assert_eq!((status.units_committed, status.rows_out), (0, 0), "nothing was believed");
+    assert!(
+        std::fs::read_dir(&out).expect("out").flatten().all(|e| !e.file_name().to_string_lossy().starts_with("part-"))
+    );
+    // The holder's honest report is accepted.
+    assert!(c.complete(finished(&out, &held, "a")).await.expect("honest").into_inner().committed);
+    run.stop.cancel();
+    let _ = run.served.await;
+}
+
+/// A committed file deleted before the job ends is caught when finalizing: its unit runs again,
+/// and the marker counts only rows that exist.
+#[tokio::test]
+async fn a_committed_file_deleted_mid_job_is_redone_before_the_marker() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let job = job(dir.path(), 4);
+    let out = dir.path().join("out");
+    let mut run = start(&job, options()).await;
+    let c = &mut run.client;
+    let Lease::Unit(first) = lease(c, "a").await else { panic!("no unit") };
+    assert!(c.complete(finished(&out, &first, "a")).await.expect("complete").into_inner().committed);
+    let published = out.join(PartKind::Output.relative(first.id, first.attempt));
+    std::fs::remove_file(&published).expect("delete a committed file");
+    let Lease::Unit(second) = lease(c, "a").await else { panic!("no unit") };
+    assert!(c.complete(finished(&out, &second, "a")).await.expect("complete").into_inner().committed);
+    // Finalizing found the hole and leased the unit again, with a new attempt.
+    let redo = loop {
+        match lease(c, "a").await {
+            Lease::Unit(unit) => break unit,
+            Lease::WaitMs(ms) => tokio::time::sleep(Duration::from_millis(ms.min(100))).await,
+            other => panic!("expected the unit again, got {other:?}"),
+        }
+    };
+    assert_eq!(redo.id, first.id);
+    assert_ne!(redo.attempt, first.attempt);
+    assert!(!out.join("_SUCCESS").exists(), "no marker over a hole");
+    assert!(c.complete(finished(&out, &redo, "a")).await.expect("complete").into_inner().committed);
+    let outcome = run.served.await.expect("join").expect("succeeded");
+    assert_eq!(outcome.status.rows_out, 4);
+    let marker: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("_SUCCESS")).expect("marker")).expect("json");
+    assert_eq!(marker["rowsVerified"], 4);
+}
+
+/// A plan cut short at a unit boundary is refused, not run as a smaller job.
+#[tokio::test]
+async fn a_truncated_plan_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let job = job(dir.path(), 8);
+    let run = start(&job, options()).await;
+    run.stop.cancel();
+    let _ = run.served.await;
+    let plan = dir.path().join("out/_weir/plan.pb");
+    let bytes = std::fs::read(&plan).expect("plan");
+    let whole = <proto::Plan as prost::Message>::decode(bytes.as_slice()).expect("decode");
+    let half = proto::Plan { units: whole.units[..2].to_vec(), ..Default::default() };
+    std::fs::write(&plan, prost::Message::encode_to_vec(&half)).expect("truncate");
+    let stores = std::sync::Arc::new(StoreRegistry::default());
+    let error = Coordinator::start("t", &job.spec, stores, options()).await.err().expect("refused");
+    assert!(error.to_string().contains("plan"), "{error}");
 }

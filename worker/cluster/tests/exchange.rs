@@ -12,6 +12,7 @@ use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use futures::{FutureExt, StreamExt, stream};
 use tokio_util::sync::CancellationToken;
+use weir_cluster::JobSecret;
 use weir_cluster::exchange::{CoveredStep, RemoteStep, Router, StepServer, serve_steps, server_bind};
 use weir_core::unit::{BoxError, FileEntry, UnitInput};
 use weir_core::{
@@ -142,9 +143,10 @@ async fn a_served_segment_keeps_every_row_and_names_where_each_failure_happened(
     let server = StepServer::new(served, StepContext { compute: compute.clone() });
     let (listener, addr) = server_bind("127.0.0.1:0".parse().expect("addr")).await.expect("bind");
     let stop = CancellationToken::new();
-    let serving = tokio::spawn(serve_steps(server, listener, stop.clone()));
+    let secret = JobSecret::generate("exchange").expect("secret");
+    let serving = tokio::spawn(serve_steps(server, listener, secret.clone(), stop.clone()));
 
-    let router = Arc::new(Router::to(&format!("http://{addr}")).expect("router"));
+    let router = Arc::new(Router::to(&format!("http://{addr}"), secret).expect("router"));
     let steps: Vec<Arc<dyn Step>> = vec![
         Arc::new(Not(5, "not-five")),
         Arc::new(RemoteStep::new(1..=2, "evens-then-odds", router, 2)),
@@ -184,6 +186,48 @@ async fn a_served_segment_keeps_every_row_and_names_where_each_failure_happened(
     .map(|(r, i, s, m)| (r.to_string(), i, s.to_string(), m.to_string()));
     assert_eq!(errors, expected);
     assert_eq!((summary.rows_in, summary.rows_failed), (12, 4));
+    stop.cancel();
+    serving.await.expect("join").expect("serve");
+}
+
+/// A Flight caller without the job's token, or with another job's secret, gets nothing run: a
+/// worker's exchange port is not a file reader or free compute for whoever reaches it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flight_call_without_the_jobs_token_is_refused() {
+    let compute = ComputePool::new(1).expect("pool");
+    let served: HashMap<usize, Arc<dyn Step>> = [(0, Arc::new(NotSeven) as Arc<dyn Step>)].into_iter().collect();
+    let server = StepServer::new(served, StepContext { compute: compute.clone() });
+    let (listener, addr) = server_bind("127.0.0.1:0".parse().expect("addr")).await.expect("bind");
+    let stop = CancellationToken::new();
+    let secret = JobSecret::generate("exchange").expect("secret");
+    let serving = tokio::spawn(serve_steps(server, listener, secret.clone(), stop.clone()));
+    let input = RecordBatch::try_from_iter([
+        (weir_core::ROW_REF_COLUMN, Arc::new(StringArray::from(vec!["file-7", "file-8"])) as ArrayRef),
+        ("n", Arc::new(UInt64Array::from(vec![7u64, 8])) as ArrayRef),
+    ])
+    .expect("batch");
+    let ctx = StepContext { compute };
+
+    // TLS with the job's CA, but no token: Unauthenticated.
+    let channel = secret.endpoint(&addr.to_string()).expect("endpoint").connect().await.expect("tls connects");
+    let mut bare = arrow_flight::flight_service_client::FlightServiceClient::new(channel);
+    let status = bare.list_actions(arrow_flight::Empty {}).await.expect_err("refused");
+    assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status}");
+
+    // Another job's secret: its CA does not know this server, so nothing is sent at all.
+    let stranger = JobSecret::generate("other").expect("secret");
+    let step = RemoteStep::new(0..=0, "not-seven", Arc::new(Router::to(&addr.to_string(), stranger).expect("r")), 1);
+    assert!(Arc::new(step).process(input.clone(), ctx.clone()).await.is_err());
+
+    // Plain HTTP/2 without TLS: refused as well.
+    let plain = tonic::transport::Channel::from_shared(format!("http://{addr}")).expect("uri").connect_lazy();
+    let mut plain = arrow_flight::flight_service_client::FlightServiceClient::new(plain);
+    assert!(plain.list_actions(arrow_flight::Empty {}).await.is_err());
+
+    // The job's own secret: served.
+    let step = RemoteStep::new(0..=0, "not-seven", Arc::new(Router::to(&addr.to_string(), secret).expect("r")), 1);
+    let output = Arc::new(step).process(input, ctx).await.expect("served");
+    assert_eq!(output.batch.num_rows() + output.failures.len(), 2);
     stop.cancel();
     serving.await.expect("join").expect("serve");
 }

@@ -20,4 +20,4 @@ pub mod source;
 pub mod store;
 pub mod upload;
 
-pub use store::{StoreError, StoreRegistry};
+pub use store::{Location, StoreError, StoreRegistry};

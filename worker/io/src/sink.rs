@@ -1,8 +1,10 @@
-//! The Parquet sink: each unit attempt writes `part-<unit>-<attempt>.parquet` under the output
-//! prefix, and its failed rows to `_errors/part-<unit>-<attempt>.parquet`.
+//! The Parquet sink: each unit attempt stages `part-<unit>-<attempt>.parquet`, and its failed rows
+//! `_errors/part-<unit>-<attempt>.parquet`, under the output's staging folder
+//! ([`STAGING_DIR`]); the committer publishes the winning attempt's files into the output.
 //!
 //! Files are written through the object store's multipart (or temp-file-and-rename) upload, so a
-//! part file appears whole or not at all.
+//! part file appears whole or not at all; and no attempt ever writes where readers of the output
+//! look, so a slow, frozen or losing attempt cannot add rows to it.
 
 use std::sync::Arc;
 
@@ -26,6 +28,46 @@ pub const DEFAULT_ROW_GROUP_ROWS: usize = 8192;
 pub const MAX_ROW_GROUP_BYTES: usize = 128 << 20;
 /// Folder of failed-row files under the output prefix.
 pub const ERRORS_DIR: &str = "_errors";
+
+/// The folder, under the output, where attempts stage their part files until they are published.
+/// Readers of the output (Spark, Daft, DuckDB, pyarrow) skip `_`-prefixed folders.
+pub const STAGING_DIR: &str = "_weir/staging";
+
+/// Which of an attempt's two part files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PartKind {
+    /// The output rows: `part-<unit>-<attempt>.parquet`.
+    Output,
+    /// The failed rows: `_errors/part-<unit>-<attempt>.parquet`.
+    Errors,
+}
+
+impl PartKind {
+    pub const ALL: [PartKind; 2] = [PartKind::Output, PartKind::Errors];
+
+    /// The part file's path relative to the output (or to the staging folder).
+    pub fn relative(self, unit: u64, attempt: u32) -> String {
+        let name = format!("part-{unit:06}-{attempt}.parquet");
+        match self {
+            PartKind::Output => name,
+            PartKind::Errors => format!("{ERRORS_DIR}/{name}"),
+        }
+    }
+
+    /// Where an attempt stages this file, under the output prefix `output`.
+    pub fn staged(self, output: &Path, unit: u64, attempt: u32) -> Path {
+        join_relative(output, &format!("{STAGING_DIR}/{}", self.relative(unit, attempt)))
+    }
+
+    /// Where the file is published, under the output prefix `output`.
+    pub fn published(self, output: &Path, unit: u64, attempt: u32) -> Path {
+        join_relative(output, &self.relative(unit, attempt))
+    }
+}
+
+fn join_relative(base: &Path, relative: &str) -> Path {
+    relative.split('/').fold(base.clone(), |path, part| path.join(part))
+}
 
 /// Writes units as Parquet part files.
 pub struct ParquetSink {
@@ -69,13 +111,8 @@ impl ParquetSink {
         self
     }
 
-    fn path(&self, dir: Option<&str>, unit: &WorkUnit) -> Path {
-        let name = format!("part-{:06}-{}.parquet", unit.id, unit.attempt);
-        let mut path = self.location.path.clone();
-        if let Some(dir) = dir {
-            path = path.clone().join(dir);
-        }
-        path.clone().join(name.as_str())
+    fn path(&self, kind: PartKind, unit: &WorkUnit) -> Path {
+        kind.staged(&self.location.path, unit.id, unit.attempt)
     }
 
     /// The output columns of `batch`: the sink's selection, never internal columns.
@@ -98,7 +135,7 @@ impl UnitSink for ParquetSink {
     async fn write(&mut self, unit: &WorkUnit, batch: RecordBatch) -> Result<(), BoxError> {
         let batch = self.project(&batch)?;
         if self.writer.is_none() {
-            let path = self.path(None, unit);
+            let path = self.path(PartKind::Output, unit);
             let object = object_writer(self.location.store.clone(), path.clone());
             let writer = AsyncArrowWriter::try_new(object, batch.schema(), Some(self.properties.clone()))?;
             self.writer = Some((writer, self.location.uri_of(&path), 0));
@@ -129,7 +166,7 @@ impl UnitSink for ParquetSink {
         let errors = std::mem::take(&mut self.errors);
         if !errors.is_empty() {
             summary.errors = errors.len() as u64;
-            let path = self.path(Some(ERRORS_DIR), unit);
+            let path = self.path(PartKind::Errors, unit);
             let writer = object_writer(self.location.store.clone(), path.clone());
             write_errors_file(writer, &errors, self.properties.clone()).await?;
             summary.files.push(self.location.uri_of(&path));
@@ -178,8 +215,9 @@ fn errors_batch(errors: &[ErrorRecord]) -> Result<RecordBatch, BoxError> {
     Ok(RecordBatch::try_new(errors_schema(), columns)?)
 }
 
-/// Told when a unit's files are closed, before the sink reports the unit finished: the embedded
-/// runner commits the unit to the checkpoint, a distributed worker reports it to the coordinator.
+/// Told when a unit's files are closed (staged), before the sink reports the unit finished: the
+/// embedded runner publishes and commits the unit, a distributed worker reports it to the
+/// coordinator, which does.
 pub trait UnitListener: Send + 'static {
     /// Called once per finished unit attempt, with what its files hold.
     ///

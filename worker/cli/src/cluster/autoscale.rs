@@ -9,12 +9,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
-use tonic::transport::Channel;
 use weir_autoscale::exposition::{Scrape, signals_from_scrapes};
 use weir_autoscale::promql::{Prometheus, get_text, read_signals};
 use weir_autoscale::{Action, Autoscaler, DataProblem, Decision, Policy, PoolState, Signals};
 use weir_cluster::metrics::{AutoscalerMetrics, PoolDecision};
-use weir_cluster::proto::coordinator_client::CoordinatorClient;
 use weir_cluster::proto::{DrainRequest, WorkersRequest};
 use weir_crds::PoolName;
 
@@ -59,7 +57,7 @@ pub struct LocalAutoscaler {
     settings: ScaleSettings,
     autoscaler: Autoscaler,
     bounds: Vec<PoolWorkers>,
-    coordinator: CoordinatorClient<Channel>,
+    coordinator: weir_cluster::CoordinatorConn,
     prometheus: Option<Prometheus>,
     /// Each process's previous scrape (the rates are taken between two).
     previous: BTreeMap<String, Scrape>,
@@ -75,8 +73,13 @@ impl LocalAutoscaler {
     ///
     /// # Errors
     /// When the Prometheus URL or the metrics address is unusable.
-    pub async fn new(settings: ScaleSettings, topology: &Topology, endpoint: &str) -> Result<Self, String> {
-        let coordinator = weir_cluster::worker::connect(endpoint).map_err(|e| e.to_string())?;
+    pub async fn new(
+        settings: ScaleSettings,
+        topology: &Topology,
+        endpoint: &str,
+        secret: &weir_auth::JobSecret,
+    ) -> Result<Self, String> {
+        let coordinator = weir_cluster::worker::connect(endpoint, secret).map_err(|e| e.to_string())?;
         let prometheus = settings.prometheus.as_deref().map(Prometheus::new).transpose().map_err(|e| e.to_string())?;
         let metrics = Arc::new(AutoscalerMetrics::new(&settings.job));
         let server = match settings.metrics_listen {

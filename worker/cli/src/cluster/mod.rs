@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use weir_auth::JobSecret;
 use weir_cluster::coordinator::{Coordinator, CoordinatorError, CoordinatorOptions, JobOutcome, bind};
 use weir_cluster::exchange::{CoveredStep, RemoteStep, Router, StepServer};
 use weir_cluster::metrics::{WorkerMetrics, serve_metrics};
@@ -35,6 +36,7 @@ pub const EXIT_JOB_FAILED: u8 = 3;
 /// not run.
 pub async fn coordinator(
     job: &MultimodalJob,
+    secret: &JobSecret,
     listen: SocketAddr,
     metrics: Option<SocketAddr>,
     options: CoordinatorOptions,
@@ -55,9 +57,9 @@ pub async fn coordinator(
         }
         None => None,
     };
-    coordinator.advertise(&format!("http://{addr}")).await?;
-    tracing::info!(job = %name, "serving {name} on {addr}");
-    coordinator.serve(listener, shutdown).await
+    coordinator.advertise(&format!("https://{addr}")).await?;
+    tracing::info!(job = %name, "serving {name} on {addr} (TLS, job token required)");
+    coordinator.serve(listener, secret.clone(), shutdown).await
 }
 
 /// The `/metrics` endpoint of this process; stops when dropped.
@@ -95,7 +97,7 @@ pub struct WorkerResources {
     pub metrics: Option<SocketAddr>,
     /// Where a worker of a non-leasing pool serves its steps over Arrow Flight.
     pub exchange_listen: SocketAddr,
-    /// The URL other workers reach it at (default: `http://` and the bound address).
+    /// The address other workers reach it at (default: the bound address; always TLS).
     pub exchange_advertise: Option<String>,
     /// Morsels a leasing worker keeps in flight to each other pool (default: two per worker that
     /// pool may grow to, its `replicas.max`, so a grown pool has work for every worker).
@@ -157,11 +159,12 @@ pub async fn worker(
         let serve = ServeOptions { listen: resources.exchange_listen, advertise: resources.exchange_advertise };
         return Ok(serve_pool(server, options, serve, shutdown).await?);
     }
-    let coordinator = connect(&options.coordinator)?;
+    let coordinator = connect(&options.coordinator, &options.secret)?;
     let local: Vec<bool> = built.iter().map(Option::is_some).collect();
     let in_flight = |pool: &PoolName| resources.exchange_in_flight.unwrap_or_else(|| exchange_in_flight(spec, pool));
     let steps = with_remote_segments(spec, built, &pools, |pool| {
-        (Arc::new(Router::new(coordinator.clone(), &options.id, pool.as_str())), in_flight(pool))
+        let router = Router::new(coordinator.clone(), &options.id, pool.as_str(), options.secret.clone());
+        (Arc::new(router), in_flight(pool))
     });
     let setup = WorkerSetup {
         reader: plan.reader.clone(),

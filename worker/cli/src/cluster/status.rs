@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use tonic::transport::Channel;
+use weir_auth::JobSecret;
 use weir_checkpoint::CheckpointStore;
 use weir_cluster::coordinator::{ENDPOINT_NOTE, success_exists};
 use weir_cluster::proto::coordinator_client::CoordinatorClient;
@@ -29,26 +29,33 @@ pub enum StatusError {
 ///
 /// # Errors
 /// [`StatusError::Unreachable`] when it does not answer within a few seconds.
-pub async fn query(endpoint: &str) -> Result<JobStatus, StatusError> {
+pub async fn query(endpoint: &str, secret: &JobSecret) -> Result<JobStatus, StatusError> {
     let unreachable = |message: String| StatusError::Unreachable { endpoint: endpoint.to_string(), message };
-    let channel = Channel::from_shared(endpoint.to_string())
+    let channel = secret
+        .endpoint(endpoint)
         .map_err(|e| unreachable(e.to_string()))?
         .connect_timeout(Duration::from_secs(2))
         .timeout(Duration::from_secs(3))
         .connect()
         .await
         .map_err(|e| unreachable(e.to_string()))?;
-    let reply =
-        CoordinatorClient::new(channel).status(StatusRequest {}).await.map_err(|s| unreachable(s.message().into()))?;
+    let reply = CoordinatorClient::with_interceptor(channel, secret.bearer())
+        .status(StatusRequest {})
+        .await
+        .map_err(|s| unreachable(s.message().into()))?;
     Ok(reply.into_inner())
 }
 
 /// Where the job stands: the coordinator's answer when one runs (at `endpoint`, or at the address
-/// it recorded in the checkpoint), else what the checkpoint records.
+/// it recorded in the checkpoint) and `secret` lets us ask it, else what the checkpoint records.
 ///
 /// # Errors
 /// When neither the coordinator nor the checkpoint can be read.
-pub async fn job_status(job: &MultimodalJob, endpoint: Option<&str>) -> Result<JobStatus, StatusError> {
+pub async fn job_status(
+    job: &MultimodalJob,
+    endpoint: Option<&str>,
+    secret: Option<&JobSecret>,
+) -> Result<JobStatus, StatusError> {
     let stores = stores_for(&job.spec);
     let location = stores.resolve(&job.spec.checkpoint_uri())?;
     let checkpoint = CheckpointStore::new(location.store.clone(), location.path.clone());
@@ -61,8 +68,11 @@ pub async fn job_status(job: &MultimodalJob, endpoint: Option<&str>) -> Result<J
             .and_then(|v| v.get("endpoint").and_then(|e| e.as_str()).map(String::from)),
     };
     let succeeded = success_exists(&job.spec, &stores).await?;
-    if !succeeded && let Some(at) = &recorded {
-        match query(at).await {
+    if !succeeded
+        && let Some(at) = &recorded
+        && let Some(secret) = secret
+    {
+        match query(at, secret).await {
             Ok(status) => return Ok(status),
             // Asked for this coordinator by name: say it does not answer.
             Err(e) if endpoint.is_some() => return Err(e),

@@ -12,6 +12,7 @@ use std::time::Duration;
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use weir_auth::JobSecret;
 use weir_crds::PoolName;
 
 use super::EXIT_JOB_FAILED;
@@ -59,6 +60,8 @@ pub enum SuperviseError {
     Port(std::io::Error),
     #[error("autoscaler: {0}")]
     Autoscaler(String),
+    #[error("making the run's secret: {0}")]
+    Secret(String),
 }
 
 /// How a supervised run ended.
@@ -93,12 +96,21 @@ struct Managed {
     draining: Option<Instant>,
     /// SIGTERM was sent (a drain that took too long).
     stopping: bool,
+    /// The folder holding the run's secret, given to the child as `WEIR_JOB_SECRET_DIR`.
+    secret_dir: PathBuf,
 }
 
 impl Managed {
     /// Starts `weir ARGS` as `name`, serving `/metrics` on `metrics_port`.
-    fn start(role: Role, name: String, args: Vec<OsString>, metrics_port: u16) -> Result<Self, SuperviseError> {
+    fn start(
+        role: Role,
+        name: String,
+        args: Vec<OsString>,
+        metrics_port: u16,
+        secret_dir: PathBuf,
+    ) -> Result<Self, SuperviseError> {
         let mut managed = Self {
+            secret_dir,
             role,
             name,
             args,
@@ -119,6 +131,7 @@ impl Managed {
             std::env::current_exe().map_err(|source| SuperviseError::Spawn { name: self.name.clone(), source })?;
         let child = Command::new(exe)
             .args(&self.args)
+            .env(weir_auth::SECRET_DIR_ENV, &self.secret_dir)
             .kill_on_drop(true)
             .spawn()
             .map_err(|source| SuperviseError::Spawn { name: self.name.clone(), source })?;
@@ -161,6 +174,9 @@ impl Managed {
 struct Family<'a> {
     options: &'a SuperviseOptions,
     endpoint: String,
+    /// The folder holding the run's secret, and the secret.
+    secret_dir: PathBuf,
+    secret: JobSecret,
     children: Vec<Managed>,
     /// Lifetimes of workers drained and gone.
     gone: BTreeMap<PoolName, f64>,
@@ -197,7 +213,8 @@ impl Family<'_> {
         .chain(options.worker_args.iter().map(OsString::from))
         .chain(options.child_args.iter().map(OsString::from))
         .collect();
-        self.children.push(Managed::start(Role::Worker(pool.clone()), name, args, metrics_port)?);
+        let secret_dir = self.secret_dir.clone();
+        self.children.push(Managed::start(Role::Worker(pool.clone()), name, args, metrics_port, secret_dir)?);
         Ok(())
     }
 
@@ -239,8 +256,15 @@ impl Family<'_> {
 /// Cancelling `shutdown` sends SIGTERM to every child (workers hand back their units), waits for
 /// them, and returns [`SuperviseError::Interrupted`]; the checkpoint lets a later run continue.
 pub async fn supervise(options: &SuperviseOptions, shutdown: CancellationToken) -> Result<Supervised, SuperviseError> {
+    // One secret per run, in a private folder removed when the run ends: only this run's
+    // processes can call each other.
+    let secret = JobSecret::generate("local").map_err(|e| SuperviseError::Secret(e.to_string()))?;
+    let folder =
+        tempfile::Builder::new().prefix("weir-secret-").tempdir().map_err(|e| SuperviseError::Secret(e.to_string()))?;
+    let secret_dir = folder.path().join("secret");
+    secret.save(&secret_dir).map_err(|e| SuperviseError::Secret(e.to_string()))?;
     let port = free_port()?;
-    let endpoint = format!("http://127.0.0.1:{port}");
+    let endpoint = format!("https://127.0.0.1:{port}");
     let metrics_port = free_port()?;
     let manifest = OsString::from(options.manifest.as_os_str());
     let mut coordinator_args: Vec<OsString> =
@@ -248,8 +272,16 @@ pub async fn supervise(options: &SuperviseOptions, shutdown: CancellationToken) 
     coordinator_args.extend(["--metrics-listen".into(), format!("127.0.0.1:{metrics_port}").into()]);
     coordinator_args.extend(options.coordinator_args.iter().map(OsString::from));
     coordinator_args.extend(options.child_args.iter().map(OsString::from));
-    let coordinator = Managed::start(Role::Coordinator, "coordinator".into(), coordinator_args, metrics_port)?;
-    let mut family = Family { options, endpoint: endpoint.clone(), children: vec![coordinator], gone: BTreeMap::new() };
+    let coordinator =
+        Managed::start(Role::Coordinator, "coordinator".into(), coordinator_args, metrics_port, secret_dir.clone())?;
+    let mut family = Family {
+        options,
+        endpoint: endpoint.clone(),
+        secret_dir,
+        secret: secret.clone(),
+        children: vec![coordinator],
+        gone: BTreeMap::new(),
+    };
     for pool in &options.topology.0 {
         for _ in 0..pool.min {
             family.add_worker(&pool.pool)?;
@@ -257,7 +289,7 @@ pub async fn supervise(options: &SuperviseOptions, shutdown: CancellationToken) 
     }
     let mut scaler = match &options.scaling {
         Some(settings) => Some(
-            LocalAutoscaler::new(settings.clone(), &options.topology, &endpoint)
+            LocalAutoscaler::new(settings.clone(), &options.topology, &endpoint, &secret)
                 .await
                 .map_err(SuperviseError::Autoscaler)?,
         ),
@@ -344,7 +376,7 @@ async fn watch(
         }
         if options.progress && last_progress.elapsed() >= Duration::from_secs(2) {
             last_progress = Instant::now();
-            if let Ok(status) = super::status::query(&family.endpoint).await {
+            if let Ok(status) = super::status::query(&family.endpoint, &family.secret).await {
                 // The run's progress display, like the embedded run's bars: output, not a log event.
                 eprintln!("weir run: {}", super::status::one_line(&status));
             }

@@ -12,6 +12,15 @@ pub fn weir() -> Command {
     Command::new(env!("CARGO_BIN_EXE_weir"))
 }
 
+/// A new job secret made by `weir secret create` under `dir`; give it to hand-run coordinators and
+/// workers as `WEIR_JOB_SECRET_DIR`.
+pub fn job_secret(dir: &Path) -> PathBuf {
+    let secret = dir.join("secret");
+    let made = weir().args(["secret", "create"]).arg(&secret).output().expect("weir secret create");
+    assert!(made.status.success(), "weir secret create: {}", text(&made.stderr));
+    secret
+}
+
 /// `weir` with an S3 endpoint and moto's test credentials in its environment.
 pub fn weir_s3(endpoint: &str) -> Command {
     let mut command = weir();

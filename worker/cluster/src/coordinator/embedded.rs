@@ -5,8 +5,11 @@
 //! # Guarantees
 //! - A run reads the units no earlier run (embedded or distributed) of the job committed, in a new
 //!   epoch, so its files never reuse an earlier attempt's names.
-//! - A unit counts once it is committed; a killed run loses only its units in flight, and the next
-//!   run redoes just those. Their leftover files are deleted when the job is finalized.
+//! - A unit counts once it is published and committed; a killed run loses only its units in
+//!   flight, and the next run redoes just those. Their leftover files are deleted when the job is
+//!   finalized.
+//! - A run first checks the files of every earlier commit: a unit whose file went missing or
+//!   changed since is withdrawn and runs again.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -18,6 +21,7 @@ use weir_crds::MultimodalJobSpec;
 use weir_io::StoreRegistry;
 use weir_io::sink::UnitListener;
 
+use super::publish::{Claim, publish, unpublish};
 use super::state::Verdict;
 use super::{CoordinatorError, finalize, load_or_create_plan};
 use crate::leases::ATTEMPTS_PER_EPOCH;
@@ -60,7 +64,11 @@ impl LocalCoordinator {
         let checkpoint = CheckpointStore::new(location.store.clone(), location.path.clone());
         let epoch = checkpoint.begin_epoch().await?;
         let units = load_or_create_plan(spec, &stores, &checkpoint).await?;
-        let records = checkpoint.committed().await?;
+        let mut records = checkpoint.committed().await?;
+        let earlier: Vec<UnitCommit> = records.values().cloned().collect();
+        for (unit, _) in finalize::withdraw_broken(&stores, &checkpoint, &earlier).await? {
+            records.remove(&unit);
+        }
         let done: BTreeSet<u64> = records.keys().copied().collect();
         let committed = records.values().fold(Committed::default(), |sum, c| Committed {
             units: sum.units + 1,
@@ -90,7 +98,11 @@ impl LocalCoordinator {
 
     /// Commits units for this run's sink; cheap to clone.
     pub fn committer(&self) -> UnitCommitter {
-        UnitCommitter { checkpoint: self.checkpoint.clone(), stores: self.stores.clone() }
+        UnitCommitter {
+            checkpoint: self.checkpoint.clone(),
+            stores: self.stores.clone(),
+            sink_uri: self.spec.sink.parquet.uri.clone(),
+        }
     }
 
     /// Writes the manifest, deletes the files no commit names, and writes `_SUCCESS` last. Call it
@@ -103,48 +115,66 @@ impl LocalCoordinator {
         match finalize::finalize(&self.spec, &self.stores, &self.checkpoint, self.units_total).await? {
             Verdict::Succeeded { rows_in, rows_out, rows_failed } => Ok(Finalized { rows_in, rows_out, rows_failed }),
             Verdict::Failed(message) => Err(CoordinatorError::Failed(message)),
+            Verdict::Redo(units) => {
+                let units: Vec<String> =
+                    units.into_iter().map(|(unit, reason)| format!("unit {unit}: {reason}")).collect();
+                Err(CoordinatorError::Failed(format!(
+                    "committed files changed during the run; their units were withdrawn, run the job again to redo them ({})",
+                    units.join("; ")
+                )))
+            }
         }
     }
 }
 
-/// Commits finished attempts to the job's checkpoint.
+/// Publishes and commits finished attempts to the job's checkpoint.
 #[derive(Clone)]
 pub struct UnitCommitter {
     checkpoint: CheckpointStore,
     stores: Arc<StoreRegistry>,
+    sink_uri: String,
 }
 
 impl UnitCommitter {
-    /// Commits `commit` unless another attempt of its unit was committed first, in which case this
-    /// attempt's files are deleted (best effort: finalize deletes what is left). Returns whether
-    /// this attempt is the committed one.
+    /// Publishes `claim`'s staged files into the output and commits them, unless another attempt
+    /// of its unit was committed first, in which case this attempt's published files are deleted
+    /// (best effort: finalize deletes what is left). Returns whether this attempt is the
+    /// committed one.
     ///
     /// # Errors
-    /// When the commit record cannot be written or read.
-    pub async fn commit(&self, commit: &UnitCommit) -> Result<bool, CoordinatorError> {
-        match self.checkpoint.commit(commit).await? {
+    /// When the files cannot be published, or the commit record cannot be written or read.
+    pub async fn commit(&self, claim: &Claim<'_>, rows_in: u64) -> Result<bool, BoxError> {
+        let files = publish(&self.stores, &self.sink_uri, claim).await?;
+        let commit = UnitCommit {
+            unit: claim.unit,
+            attempt: claim.attempt,
+            rows_in,
+            rows_out: claim.rows_out,
+            errors: claim.errors,
+            files,
+        };
+        match self.checkpoint.commit(&commit).await? {
             CommitOutcome::Committed => Ok(true),
             CommitOutcome::AlreadyCommitted(_) => {
-                self.stores.delete_quietly(&commit.files).await;
+                unpublish(&self.stores, &commit.files).await;
                 Ok(false)
             }
         }
     }
 }
 
-/// The embedded run's sink listener: each unit is committed once its files are closed, so a
-/// killed run does not redo it.
+/// The embedded run's sink listener: each unit is published and committed once its files are
+/// closed, so a killed run does not redo it.
 impl UnitListener for UnitCommitter {
     async fn unit_closed(&mut self, unit: &WorkUnit, summary: &UnitSummary) -> Result<(), BoxError> {
-        let commit = UnitCommit {
+        let claim = Claim {
             unit: summary.unit,
             attempt: summary.attempt,
-            rows_in: unit.rows(),
             rows_out: summary.rows,
             errors: summary.errors,
-            files: summary.files.clone(),
+            files: &summary.files,
         };
-        self.commit(&commit).await?;
+        self.commit(&claim, unit.rows()).await?;
         Ok(())
     }
 }

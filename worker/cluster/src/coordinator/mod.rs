@@ -11,6 +11,7 @@
 
 pub mod embedded;
 mod finalize;
+pub mod publish;
 mod service;
 mod state;
 
@@ -24,6 +25,7 @@ use prost::Message;
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use weir_auth::JobSecret;
 use weir_checkpoint::{CheckpointError, CheckpointStore};
 use weir_core::WorkUnit;
 use weir_crds::MultimodalJobSpec;
@@ -31,7 +33,7 @@ use weir_io::source::{self, SourceError};
 use weir_io::{StoreError, StoreRegistry};
 
 pub use finalize::{SUCCESS_MARKER, success_exists};
-use state::JobState;
+use state::{JobState, Verdict};
 
 use crate::convert::{unit_from_proto, unit_to_proto};
 use crate::leases::UnitTable;
@@ -80,6 +82,20 @@ pub enum CoordinatorError {
     Serve(#[from] tonic::transport::Error),
     #[error("job failed: {0}")]
     Failed(String),
+    #[error("verifying committed files: {0}")]
+    Verify(#[from] crate::verify::VerifyError),
+}
+
+impl CoordinatorError {
+    /// Whether trying again may succeed: storage that may come back. Everything else (an
+    /// unresolvable URI, a corrupt record or plan) recurs on every try.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Checkpoint(e) => e.is_transient(),
+            Self::Write { .. } | Self::Verify(_) | Self::Serve(_) => true,
+            Self::Store(_) | Self::Source(_) | Self::Plan(_) | Self::Failed(_) => false,
+        }
+    }
 }
 
 /// How a job ended.
@@ -158,7 +174,8 @@ impl Coordinator {
         Ok(coordinator)
     }
 
-    /// Serves the gRPC API on `listener` and runs the job until it ends, then keeps answering for
+    /// Serves the gRPC API on `listener`, over TLS with the job's identity and only to callers
+    /// presenting the job's token (others get `Unauthenticated`), and runs the job until it ends, then keeps answering for
     /// [`CoordinatorOptions::linger`] so workers learn that it ended.
     ///
     /// # Errors
@@ -170,12 +187,15 @@ impl Coordinator {
     pub async fn serve(
         self,
         listener: TcpListener,
+        secret: JobSecret,
         shutdown: CancellationToken,
     ) -> Result<JobOutcome, CoordinatorError> {
         let incoming = tonic::transport::server::TcpIncoming::from(listener);
         let stop = CancellationToken::new();
+        let service = CoordinatorServer::with_interceptor(self.clone(), secret.authenticator());
         let server = tonic::transport::Server::builder()
-            .add_service(CoordinatorServer::new(self.clone()))
+            .tls_config(secret.server_tls())?
+            .add_service(service)
             .serve_with_incoming_shutdown(incoming, stop.clone().cancelled_owned());
         let server = tokio::spawn(server);
         let _stop_server = stop.clone().drop_guard();
@@ -190,7 +210,16 @@ impl Coordinator {
             }
         }
         stop.cancel();
-        server.await.map_err(|e| CoordinatorError::Failed(format!("server task: {e}")))??;
+        // Shutting down gracefully waits for open calls; a frozen client (a SIGSTOPped worker
+        // mid-call) would hold it forever, so it gets a bound. Nothing is left to decide by then.
+        let mut server = server;
+        match tokio::time::timeout(SHUTDOWN_GRACE, &mut server).await {
+            Ok(joined) => joined.map_err(|e| CoordinatorError::Failed(format!("server task: {e}")))??,
+            Err(_) => {
+                tracing::warn!(job = %self.shared.job, "calls still open {SHUTDOWN_GRACE:?} after the end; closing them");
+                server.abort();
+            }
+        }
         let status = self.status();
         if status.phase == proto::Phase::Failed as i32 {
             return Err(CoordinatorError::Failed(status.message));
@@ -238,10 +267,16 @@ impl Coordinator {
         }
     }
 
-    /// Writes the manifest, deletes orphan files and the success marker, retrying transient
-    /// storage errors; ends the job.
+    /// Verifies the committed files, writes the manifest, deletes orphan files and writes the
+    /// success marker, retrying transient storage errors; ends the job, or reopens the units whose
+    /// files were missing or changed. A permanent error fails the job with its message.
     async fn finalize(&self) {
         self.lock().set_finalizing();
+        // No attempt is admitted once finalizing; wait for those admitted before to finish
+        // publishing (or lose), so nothing lands in the output after the marker.
+        while self.lock().publishing() > 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         let mut delay = Duration::from_millis(200);
         loop {
             match finalize::finalize(
@@ -253,7 +288,15 @@ impl Coordinator {
             .await
             {
                 Ok(verdict) => {
+                    let redo = matches!(verdict, Verdict::Redo(_));
                     self.lock().end(verdict);
+                    if !redo {
+                        self.shared.ended.cancel();
+                    }
+                    return;
+                }
+                Err(e) if !e.is_transient() => {
+                    self.lock().end(Verdict::Failed(format!("finalizing: {e}")));
                     self.shared.ended.cancel();
                     return;
                 }
@@ -312,6 +355,9 @@ impl Coordinator {
     }
 }
 
+/// How long the server waits for open calls once the coordinator stops.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
 /// The checkpoint note naming the running coordinator's endpoint.
 pub const ENDPOINT_NOTE: &str = "coordinator.json";
 
@@ -327,15 +373,18 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<(TcpListener, SocketAddr)
 
 /// The stored plan, or a new plan of the source stored as the plan (whichever coordinator stores
 /// first wins, so concurrent coordinators agree).
+///
+/// # Errors
+/// [`CoordinatorError::Plan`] when the stored plan is cut short, altered, or not 0..n.
 async fn load_or_create_plan(
     spec: &MultimodalJobSpec,
     stores: &Arc<StoreRegistry>,
     checkpoint: &CheckpointStore,
 ) -> Result<Vec<WorkUnit>, CoordinatorError> {
     let planned = source::plan(&spec.source, stores.clone()).await?;
-    let plan = proto::Plan { units: planned.units.iter().map(unit_to_proto).collect() };
+    let plan = sealed_plan(planned.units.iter().map(unit_to_proto).collect());
     let stored = checkpoint.create_plan(Bytes::from(plan.encode_to_vec())).await?;
-    let plan = proto::Plan::decode(stored).map_err(|e| CoordinatorError::Plan(e.to_string()))?;
+    let plan = open_plan(&stored)?;
     let mut units: Vec<WorkUnit> =
         plan.units.into_iter().map(unit_from_proto).collect::<Result<_, _>>().map_err(CoordinatorError::Plan)?;
     units.sort_by_key(|u| u.id);
@@ -343,4 +392,85 @@ async fn load_or_create_plan(
         return Err(CoordinatorError::Plan("unit ids are not 0..n".into()));
     }
     Ok(units)
+}
+
+/// A plan of `units` with its unit count and checksum. The checksum fields come after the units
+/// on the wire, so a plan cut short anywhere loses them (or fails to decode).
+fn sealed_plan(units: Vec<proto::Unit>) -> proto::Plan {
+    let checksum = plan_checksum(&units);
+    proto::Plan { unit_count: units.len() as u64, units, checksum }
+}
+
+fn plan_checksum(units: &[proto::Unit]) -> Vec<u8> {
+    use sha2::Digest;
+    let bare = proto::Plan { units: units.to_vec(), unit_count: 0, checksum: Vec::new() };
+    sha2::Sha256::digest(bare.encode_to_vec()).to_vec()
+}
+
+/// The stored plan, checked against its unit count and checksum.
+fn open_plan(stored: &[u8]) -> Result<proto::Plan, CoordinatorError> {
+    let plan = proto::Plan::decode(stored).map_err(|e| CoordinatorError::Plan(e.to_string()))?;
+    if plan.checksum.is_empty() {
+        return Err(CoordinatorError::Plan(format!(
+            "it has no checksum ({} bytes, {} units read): it was cut short, or written by an older weir",
+            stored.len(),
+            plan.units.len()
+        )));
+    }
+    if plan.unit_count != plan.units.len() as u64 {
+        return Err(CoordinatorError::Plan(format!(
+            "it holds {} units but says {}: it was cut short or altered",
+            plan.units.len(),
+            plan.unit_count
+        )));
+    }
+    if plan.checksum != plan_checksum(&plan.units) {
+        return Err(CoordinatorError::Plan("its checksum does not match its units: it was altered".into()));
+    }
+    Ok(plan)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(n: u64) -> proto::Plan {
+        let units = (0..n)
+            .map(|id| proto::Unit {
+                id,
+                attempt: 0,
+                input: Some(proto::unit::Input::Files(proto::Files {
+                    entries: vec![proto::FileEntry { uri: format!("file:///in/{id}.jpg"), size: 10 }],
+                })),
+            })
+            .collect();
+        sealed_plan(units)
+    }
+
+    #[test]
+    fn a_sealed_plan_opens() {
+        let bytes = plan(5).encode_to_vec();
+        assert_eq!(open_plan(&bytes).expect("open").units.len(), 5);
+    }
+
+    #[test]
+    fn a_plan_cut_at_any_unit_boundary_or_byte_is_refused() {
+        let whole = plan(5);
+        let bytes = whole.encode_to_vec();
+        let one_unit = proto::Plan { units: whole.units[..1].to_vec(), ..Default::default() }.encoded_len();
+        for cut in [one_unit, 2 * one_unit, bytes.len() - 1, bytes.len() / 2] {
+            let error = open_plan(&bytes[..cut]).expect_err("cut plan refused");
+            assert!(matches!(error, CoordinatorError::Plan(_)), "{error}");
+        }
+    }
+
+    #[test]
+    fn an_altered_plan_is_refused() {
+        let mut altered = plan(3);
+        if let Some(proto::unit::Input::Files(files)) = altered.units[1].input.as_mut() {
+            files.entries[0].uri = "file:///etc/passwd".into();
+        }
+        let error = open_plan(&altered.encode_to_vec()).expect_err("altered plan refused");
+        assert!(error.to_string().contains("checksum"), "{error}");
+    }
 }

@@ -4,8 +4,11 @@
 use tokio::time::Instant;
 use tonic::{Request, Response, Status};
 use weir_checkpoint::{CommitOutcome, UnitCommit};
+use weir_core::WorkUnit;
 
 use super::Coordinator;
+use super::publish::{Claim, publish, unpublish};
+use super::state::Admission;
 use crate::convert::unit_to_proto;
 use crate::leases::LeaseDecision;
 use crate::proto::{self, lease_response::Result as LeaseResult};
@@ -60,6 +63,7 @@ impl proto::coordinator_server::Coordinator for Coordinator {
                     LeaseDecision::Wait(after) => LeaseResult::WaitMs(after.as_millis() as u64),
                     LeaseDecision::AllCommitted => LeaseResult::WaitMs(200),
                     LeaseDecision::Drained => LeaseResult::Drained(proto::Drained {}),
+                    LeaseDecision::Exhausted { .. } => LeaseResult::WaitMs(200),
                 }
             }
         };
@@ -97,23 +101,34 @@ impl proto::coordinator_server::Coordinator for Coordinator {
     ) -> Result<Response<proto::CompleteResponse>, Status> {
         let request = request.into_inner();
         require_worker(&request.worker)?;
-        if !self.lock().knows_unit(request.unit) {
-            return Err(Status::invalid_argument(format!("unit {} is not in the plan", request.unit)));
+        let (unit, attempt, worker) = (request.unit, request.attempt, request.worker.as_str());
+        if !self.lock().knows_unit(unit) {
+            return Err(self.refuse(worker, Status::invalid_argument(format!("unit {unit} is not in the plan"))));
         }
-        let commit = UnitCommit {
-            unit: request.unit,
-            attempt: request.attempt,
-            rows_in: request.rows_in,
-            rows_out: request.rows_out,
-            errors: request.errors,
-            files: request.files,
+        let admission = self.lock().admit_completion(unit, attempt, worker);
+        match admission {
+            Admission::Publish => {}
+            Admission::AlreadyCommitted => return Ok(Response::new(proto::CompleteResponse { committed: true })),
+            Admission::Refused(reason) => return Err(self.refuse(worker, Status::failed_precondition(reason))),
+        }
+        let _publishing = Publishing(self);
+        let claim = Claim { unit, attempt, rows_out: request.rows_out, errors: request.errors, files: &request.files };
+        let files = match publish(&self.shared.stores, &self.shared.spec.sink.parquet.uri, &claim).await {
+            Ok(files) => files,
+            Err(e) if e.is_transient() => return Err(Status::unavailable(e.to_string())),
+            Err(e) => return Err(self.refuse(worker, Status::invalid_argument(e.to_string()))),
         };
+        let rows_in = self.shared.units.get(unit as usize).map_or(request.rows_in, WorkUnit::rows);
+        let commit = UnitCommit { unit, attempt, rows_in, rows_out: request.rows_out, errors: request.errors, files };
         let outcome = self.shared.checkpoint.commit(&commit).await.map_err(|e| {
             if e.is_transient() { Status::unavailable(e.to_string()) } else { Status::internal(e.to_string()) }
         })?;
         let (winner, committed) = match outcome {
             CommitOutcome::Committed => (commit, true),
-            CommitOutcome::AlreadyCommitted(winner) => (winner, false),
+            CommitOutcome::AlreadyCommitted(winner) => {
+                unpublish(&self.shared.stores, &commit.files).await;
+                (winner, false)
+            }
         };
         let max_ratio = self.max_error_ratio();
         let all_done = {
@@ -199,6 +214,15 @@ impl proto::coordinator_server::Coordinator for Coordinator {
     }
 }
 
+/// Counts an admitted attempt as publishing while it lives, so finalize waits for it.
+struct Publishing<'a>(&'a Coordinator);
+
+impl Drop for Publishing<'_> {
+    fn drop(&mut self) {
+        self.0.lock().published();
+    }
+}
+
 fn require_worker(worker: &str) -> Result<(), Status> {
     if worker.is_empty() {
         return Err(Status::invalid_argument("worker must name the calling worker"));
@@ -207,6 +231,12 @@ fn require_worker(worker: &str) -> Result<(), Status> {
 }
 
 impl Coordinator {
+    /// Logs a refused report (a stale or forged caller) and returns its status.
+    fn refuse(&self, worker: &str, status: Status) -> Status {
+        tracing::warn!(job = %self.shared.job, worker = %worker, "refused a completion from {worker}: {}", status.message());
+        status
+    }
+
     /// The job's verdict once it ended, noting that `worker` has been told it; `None` while it runs.
     fn tell_ended(&self, state: &mut super::state::JobState, worker: &str) -> Option<proto::JobEnded> {
         if !state.is_ended() {

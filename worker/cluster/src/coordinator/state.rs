@@ -1,6 +1,6 @@
 //! The coordinator's in-memory job state: the unit table, registered workers and counters.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -27,8 +27,35 @@ pub struct WorkerInfo {
 /// How finalizing ended.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Verdict {
-    Succeeded { rows_in: u64, rows_out: u64, rows_failed: u64 },
+    Succeeded {
+        rows_in: u64,
+        rows_out: u64,
+        rows_failed: u64,
+    },
     Failed(String),
+    /// Files of these committed units were missing or changed: their records were withdrawn, and
+    /// the units must run again (with the reason for each).
+    Redo(Vec<(u64, String)>),
+}
+
+/// What the coordinator does with a finished attempt a worker reports.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Admission {
+    /// The attempt holds its unit's current lease: publish and commit it.
+    Publish,
+    /// This very attempt is already committed (a retried report): answer as before.
+    AlreadyCommitted,
+    /// Not believed: the reason, for the log and the caller.
+    Refused(String),
+}
+
+/// A committed unit's counts, so a withdrawn record can be taken out of the totals.
+#[derive(Debug, Clone, Copy)]
+struct Counted {
+    attempt: u32,
+    rows_in: u64,
+    rows_out: u64,
+    rows_failed: u64,
 }
 
 #[derive(Debug)]
@@ -51,6 +78,10 @@ pub struct JobState {
     /// Workers drained and told to exit: a late heartbeat or lease of theirs does not make them
     /// join again (only a new Register does).
     gone: HashSet<String>,
+    /// The committed attempt of each committed unit, with its counts.
+    records: BTreeMap<u64, Counted>,
+    /// Admitted attempts being published now: finalize waits until none is.
+    publishing: usize,
 }
 
 impl JobState {
@@ -76,6 +107,8 @@ impl JobState {
             told: HashSet::new(),
             committed_here: 0,
             gone: HashSet::new(),
+            records: BTreeMap::new(),
+            publishing: 0,
         };
         for commit in committed {
             state.count(&commit);
@@ -84,9 +117,62 @@ impl JobState {
     }
 
     fn count(&mut self, commit: &UnitCommit) {
-        self.rows_in += commit.rows_in;
-        self.rows_out += commit.rows_out;
-        self.rows_failed += commit.errors;
+        let counted = Counted {
+            attempt: commit.attempt,
+            rows_in: commit.rows_in,
+            rows_out: commit.rows_out,
+            rows_failed: commit.errors,
+        };
+        if let Some(old) = self.records.insert(commit.unit, counted) {
+            self.uncount(old);
+        }
+        self.rows_in = self.rows_in.saturating_add(commit.rows_in);
+        self.rows_out = self.rows_out.saturating_add(commit.rows_out);
+        self.rows_failed = self.rows_failed.saturating_add(commit.errors);
+    }
+
+    fn uncount(&mut self, counted: Counted) {
+        self.rows_in = self.rows_in.saturating_sub(counted.rows_in);
+        self.rows_out = self.rows_out.saturating_sub(counted.rows_out);
+        self.rows_failed = self.rows_failed.saturating_sub(counted.rows_failed);
+    }
+
+    /// Decides whether to believe a finished attempt `worker` reports: only the holder of the
+    /// unit's current lease, for that attempt, while the job runs. An admitted attempt counts as
+    /// publishing until [`published`](Self::published).
+    pub fn admit_completion(&mut self, unit: u64, attempt: u32, worker: &str) -> Admission {
+        if let Some(counted) = self.records.get(&unit) {
+            return if counted.attempt == attempt {
+                Admission::AlreadyCommitted
+            } else {
+                Admission::Refused(format!("unit {unit} is already committed by attempt {}", counted.attempt))
+            };
+        }
+        if self.phase != Phase::Running {
+            return Admission::Refused(format!("the job is {}", self.phase.as_str_name().to_lowercase()));
+        }
+        match self.table.holder(unit) {
+            Some((a, w)) if a == attempt && w == worker => {
+                self.publishing += 1;
+                Admission::Publish
+            }
+            Some((a, w)) => Admission::Refused(format!(
+                "unit {unit} attempt {attempt} is not leased to {worker} (the current lease is attempt {a}, held by {w})"
+            )),
+            None => Admission::Refused(format!(
+                "unit {unit} attempt {attempt} is not leased to {worker} (the unit is not leased now)"
+            )),
+        }
+    }
+
+    /// An admitted attempt has been published, committed or refused.
+    pub fn published(&mut self) {
+        self.publishing = self.publishing.saturating_sub(1);
+    }
+
+    /// Admitted attempts still being published.
+    pub fn publishing(&self) -> usize {
+        self.publishing
     }
 
     pub fn epoch(&self) -> u32 {
@@ -244,7 +330,16 @@ impl JobState {
             .values()
             .filter(|w| w.pool == pool && w.draining.is_none() && now.saturating_duration_since(w.last_seen) < ttl)
             .count();
-        self.table.lease(worker, peers, now)
+        match self.table.lease(worker, peers, now) {
+            LeaseDecision::Exhausted { unit } => {
+                self.fail_job(format!(
+                    "unit {unit} was leased {} times by this coordinator; another lease would repeat an attempt number",
+                    crate::leases::ATTEMPTS_PER_EPOCH
+                ));
+                LeaseDecision::Wait(Duration::from_millis(200))
+            }
+            decision => decision,
+        }
     }
 
     pub fn heartbeat(&mut self, worker: &str, pool: &str, held: &[(u64, u32)], now: Instant) -> Vec<(u64, u32)> {
@@ -337,6 +432,18 @@ impl JobState {
                 self.message = format!("{rows_out} rows written, {rows_failed} failed");
             }
             Verdict::Failed(message) => self.fail_job(message),
+            Verdict::Redo(units) => {
+                for (unit, reason) in units {
+                    tracing::warn!(unit, "unit {unit} runs again: {reason}");
+                    if let Some(counted) = self.records.remove(&unit) {
+                        self.uncount(counted);
+                    }
+                    self.table.reopen(unit);
+                }
+                if self.phase == Phase::Finalizing {
+                    self.phase = Phase::Running;
+                }
+            }
         }
     }
 

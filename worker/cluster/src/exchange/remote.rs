@@ -16,12 +16,14 @@ use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt, TryStreamExt};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
+use weir_auth::{Bearer, JobSecret};
 use weir_core::{Step, StepContext, StepError, StepOutput};
 
 use super::{MAX_MESSAGE_BYTES, parse_part_metadata, segment_command};
+use crate::CoordinatorConn;
 use crate::proto;
-use crate::proto::coordinator_client::CoordinatorClient;
 use crate::retry::{Backoff, retry_rpc};
 
 /// How long a remote step waits for a worker of its pool to exist before failing the morsel.
@@ -31,36 +33,38 @@ const ROUTE_PATIENCE: Duration = Duration::from_secs(120);
 /// at once and a drained worker none), and keeps a connection to each peer used.
 pub struct Router {
     /// `None`: a fixed peer (see [`Router::to`]).
-    coordinator: Option<CoordinatorClient<Channel>>,
+    coordinator: Option<CoordinatorConn>,
     worker: String,
     pool: String,
     /// Connections by endpoint; a fixed router holds its one peer here.
-    clients: Mutex<HashMap<String, FlightServiceClient<Channel>>>,
+    clients: Mutex<HashMap<String, FlightClient>>,
+    /// The job's secret, presented to every peer.
+    secret: JobSecret,
 }
 
 impl Router {
-    pub fn new(coordinator: CoordinatorClient<Channel>, worker: &str, pool: &str) -> Self {
+    pub fn new(coordinator: CoordinatorConn, worker: &str, pool: &str, secret: JobSecret) -> Self {
         let (worker, pool) = (worker.to_string(), pool.to_string());
-        Self { coordinator: Some(coordinator), worker, pool, clients: Mutex::default() }
+        Self { coordinator: Some(coordinator), worker, pool, clients: Mutex::default(), secret }
     }
 
     /// Always the peer at `endpoint`, without a coordinator (benchmarks, tools).
     ///
     /// # Errors
     /// When `endpoint` is not a URL.
-    pub fn to(endpoint: &str) -> Result<Self, StepError> {
-        let client = flight_client(endpoint)?;
+    pub fn to(endpoint: &str, secret: JobSecret) -> Result<Self, StepError> {
+        let client = flight_client(endpoint, &secret)?;
         let clients = Mutex::new(HashMap::from([(endpoint.to_string(), client)]));
-        Ok(Self { coordinator: None, worker: String::new(), pool: String::new(), clients })
+        Ok(Self { coordinator: None, worker: String::new(), pool: String::new(), clients, secret })
     }
 
-    fn clients(&self) -> std::sync::MutexGuard<'_, HashMap<String, FlightServiceClient<Channel>>> {
+    fn clients(&self) -> std::sync::MutexGuard<'_, HashMap<String, FlightClient>> {
         self.clients.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The peer for the next morsel: the coordinator's least-loaded pick (waiting while the pool
     /// has no worker), or the fixed peer.
-    async fn peer(&self) -> Result<(String, FlightServiceClient<Channel>), StepError> {
+    async fn peer(&self) -> Result<(String, FlightClient), StepError> {
         let Some(coordinator) = &self.coordinator else {
             return self
                 .clients()
@@ -92,7 +96,7 @@ impl Router {
         if let Some(client) = self.clients().get(&endpoint) {
             return Ok((endpoint, client.clone()));
         }
-        let client = flight_client(&endpoint)?;
+        let client = flight_client(&endpoint, &self.secret)?;
         self.clients().insert(endpoint.clone(), client.clone());
         Ok((endpoint, client))
     }
@@ -106,12 +110,16 @@ impl Router {
     }
 }
 
-fn flight_client(endpoint: &str) -> Result<FlightServiceClient<Channel>, StepError> {
-    let channel = Channel::from_shared(endpoint.to_string())
+/// A Flight client of a peer that presents the job's token over TLS.
+type FlightClient = FlightServiceClient<InterceptedService<Channel, Bearer>>;
+
+fn flight_client(endpoint: &str, secret: &JobSecret) -> Result<FlightClient, StepError> {
+    let channel = secret
+        .endpoint(endpoint)
         .map_err(|e| StepError::Other(format!("peer endpoint `{endpoint}`: {e}")))?
         .connect_timeout(Duration::from_secs(2))
         .connect_lazy();
-    Ok(FlightServiceClient::new(channel)
+    Ok(FlightServiceClient::with_interceptor(channel, secret.bearer())
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES))
 }

@@ -24,6 +24,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
+use weir_auth::JobSecret;
 use weir_core::batch::{batch_bytes, row_ref, row_refs};
 use weir_core::{FailureOrigin, PipelineStats, RowFailure, Step, StepContext, StepError, StepStats};
 
@@ -69,19 +70,23 @@ impl StepServer {
     }
 }
 
-/// Serves `server` on `listener` until `shutdown`; exchanges in progress finish first.
+/// Serves `server` on `listener`, over TLS with the job's identity, to callers presenting the job's
+/// token (others get `Unauthenticated`), until `shutdown`; exchanges in progress finish first.
 ///
 /// # Errors
 /// When the server fails.
 pub async fn serve_steps(
     server: StepServer,
     listener: TcpListener,
+    secret: JobSecret,
     shutdown: CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
     let service = FlightServiceServer::new(server)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let service = tonic::service::interceptor::InterceptedService::new(service, secret.authenticator());
     tonic::transport::Server::builder()
+        .tls_config(secret.server_tls())?
         .add_service(service)
         .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(listener), shutdown.cancelled_owned())
         .await

@@ -2,7 +2,11 @@
 //! pipeline, report each finished unit, and keep the leases alive with heartbeats.
 //!
 //! # Guarantees
-//! - A unit is reported complete only after its part files are closed (written whole).
+//! - A unit is reported complete only after its part files are closed (written whole, in the
+//!   output's staging folder: only the coordinator publishes them).
+//! - A unit whose lease was revoked (expired and re-leased, or the job ended) is never reported:
+//!   its staged files are deleted when it finishes. Nor is a unit whose report the coordinator
+//!   refused.
 //! - A pipeline failure fails the unit it names and hands back the others; the worker then starts
 //!   a fresh pipeline (the steps, and any model they loaded, are reused).
 //! - On shutdown (SIGTERM) the worker stops leasing, finishes the units it holds within the grace
@@ -18,7 +22,7 @@ use futures::StreamExt;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
+use tonic::Code;
 use tracing::{error, info, warn};
 use weir_core::unit::BoxError;
 use weir_core::{
@@ -28,9 +32,9 @@ use weir_core::{
 use weir_io::sink::{SinkPlan, UnitListener};
 
 use super::{Holding, Membership, Told, WorkerError, WorkerExit, WorkerOptions, connect};
+use crate::CoordinatorConn;
 use crate::convert::unit_from_proto;
 use crate::metrics::WorkerMetrics;
-use crate::proto::coordinator_client::CoordinatorClient;
 use crate::proto::{self, lease_response::Result as LeaseResult};
 use crate::retry::{Backoff, retry_rpc};
 
@@ -66,6 +70,8 @@ impl WorkerSetup {
 struct Held {
     unit: WorkUnit,
     _permit: OwnedSemaphorePermit,
+    /// The coordinator revoked this attempt's lease: discard its result.
+    revoked: bool,
 }
 
 /// Runs units leased from the coordinator until the job ends or `shutdown` is cancelled.
@@ -81,7 +87,7 @@ pub async fn run_worker(
     options: WorkerOptions,
     shutdown: CancellationToken,
 ) -> Result<WorkerExit, WorkerError> {
-    let client = connect(&options.coordinator)?;
+    let client = connect(&options.coordinator, &options.secret)?;
     let membership = Membership::register(client.clone(), &options, String::new(), &shutdown).await?;
     let capacity = options.capacity.max(1);
     let worker = Worker {
@@ -100,7 +106,7 @@ pub async fn run_worker(
     heartbeats.spawn({
         let worker = worker.clone();
         async move {
-            match membership.heartbeats(|| worker.holding()).await {
+            match membership.heartbeats(|| worker.holding(), |lost| worker.revoke(lost)).await {
                 Told::Ended(ended) => worker.job_ended(ended),
                 Told::Drained => worker.drained(),
             }
@@ -118,7 +124,7 @@ pub async fn run_worker(
 struct Worker {
     setup: Arc<WorkerSetup>,
     options: Arc<WorkerOptions>,
-    client: CoordinatorClient<Channel>,
+    client: CoordinatorConn,
     held: Arc<Mutex<HashMap<u64, Held>>>,
     capacity: Arc<Semaphore>,
     /// Woken when a held unit is reported, so a worker told to wait asks again at once.
@@ -207,7 +213,7 @@ impl Worker {
             let wait = match reply.map(|r| r.result) {
                 Ok(Some(LeaseResult::Unit(unit))) => match unit_from_proto(unit) {
                     Ok(unit) => {
-                        self.held().insert(unit.id, Held { unit: unit.clone(), _permit: permit });
+                        self.held().insert(unit.id, Held { unit: unit.clone(), _permit: permit, revoked: false });
                         self.setup.metrics.unit("leased");
                         if units.send(unit).await.is_err() {
                             return;
@@ -256,7 +262,17 @@ impl Worker {
     /// Reports each finished unit to the coordinator, in the order they finish.
     async fn report(&self, mut done: mpsc::Receiver<UnitSummary>) {
         while let Some(summary) = done.recv().await {
-            let rows_in = self.held().get(&summary.unit).map_or(0, |h| h.unit.rows());
+            let (unit, attempt) = (summary.unit, summary.attempt);
+            let worker = &self.options.id;
+            let (rows_in, revoked) = self.held().get(&unit).map_or((0, true), |h| (h.unit.rows(), h.revoked));
+            if revoked {
+                warn!(worker = %worker, unit, attempt, "unit {unit} attempt {attempt} lost its lease; discarding it");
+                self.setup.metrics.unit("discarded");
+                self.setup.sink.stores().delete_quietly(&summary.files).await;
+                self.held().remove(&unit);
+                self.finished.notify_one();
+                continue;
+            }
             let request = proto::CompleteRequest {
                 worker: self.options.id.clone(),
                 unit: summary.unit,
@@ -274,13 +290,16 @@ impl Worker {
             .await;
             match reply {
                 Ok(reply) if !reply.committed => {
-                    let (unit, attempt) = (summary.unit, summary.attempt);
-                    let worker = &self.options.id;
                     info!(worker = %worker, unit, attempt, "unit {unit} attempt {attempt} lost to an earlier attempt");
                     // Best effort: the coordinator sweeps leftovers.
                     self.setup.sink.stores().delete_quietly(&summary.files).await;
                 }
                 Ok(_) => self.setup.metrics.unit("completed"),
+                Err(status) if matches!(status.code(), Code::FailedPrecondition | Code::InvalidArgument) => {
+                    warn!(worker = %worker, unit, attempt, "unit {unit} attempt {attempt} refused: {}; discarding it", status.message());
+                    self.setup.metrics.unit("discarded");
+                    self.setup.sink.stores().delete_quietly(&summary.files).await;
+                }
                 Err(status) => warn!(
                     worker = %self.options.id,
                     unit = summary.unit,
@@ -350,13 +369,30 @@ impl Worker {
         info!(worker = %worker, pool = %pool, succeeded = ended.succeeded, "job ended: {}", ended.message);
         *self.exit.lock().unwrap_or_else(|p| p.into_inner()) =
             Some(WorkerExit::JobEnded { succeeded: ended.succeeded, message: ended.message });
+        // Whatever is still held is no longer needed: discard it when it finishes.
+        for held in self.held().values_mut() {
+            held.revoked = true;
+        }
         self.ended.cancel();
+    }
+
+    /// Marks a held unit's attempt as revoked, so its result is discarded.
+    fn revoke(&self, lost: proto::UnitAttempt) {
+        if let Some(held) = self.held().get_mut(&lost.unit)
+            && held.unit.attempt == lost.attempt
+        {
+            held.revoked = true;
+        }
     }
 
     /// The held units, whose leases the next heartbeat renews.
     fn holding(&self) -> Holding {
-        let units =
-            self.held().values().map(|h| proto::UnitAttempt { unit: h.unit.id, attempt: h.unit.attempt }).collect();
+        let units = self
+            .held()
+            .values()
+            .filter(|h| !h.revoked)
+            .map(|h| proto::UnitAttempt { unit: h.unit.id, attempt: h.unit.attempt })
+            .collect();
         Holding { units, ..Holding::default() }
     }
 }

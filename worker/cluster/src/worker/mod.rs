@@ -10,8 +10,9 @@ use weir_core::StatsMismatch;
 use weir_crds::PoolName;
 
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
+use weir_auth::JobSecret;
 
+use crate::CoordinatorConn;
 use crate::proto::coordinator_client::CoordinatorClient;
 use crate::proto::{self, JobEnded, UnitAttempt};
 use crate::retry::{Backoff, retry_rpc};
@@ -25,8 +26,10 @@ pub struct WorkerOptions {
     /// Unique among the job's workers (a restarted worker may reuse its name).
     pub id: String,
     pub pool: PoolName,
-    /// `http://host:port`.
+    /// `host:port` (an `http://` or `https://` prefix is accepted; the connection is always TLS).
     pub coordinator: String,
+    /// The job's secret: the token every call carries and the CA its servers are checked against.
+    pub secret: JobSecret,
     /// Units held at once: one running, the next one already leased.
     pub capacity: usize,
     /// After SIGTERM, how long held units may take to finish before they are handed back.
@@ -61,18 +64,19 @@ pub enum WorkerExit {
 ///
 /// # Errors
 /// When `endpoint` is not a URL.
-pub fn connect(endpoint: &str) -> Result<CoordinatorClient<Channel>, WorkerError> {
-    let channel = Channel::from_shared(endpoint.to_string())
+pub fn connect(endpoint: &str, secret: &JobSecret) -> Result<CoordinatorConn, WorkerError> {
+    let channel = secret
+        .endpoint(endpoint)
         .map_err(|e| WorkerError::Unreachable { endpoint: endpoint.to_string(), message: e.to_string() })?
         .connect_timeout(Duration::from_secs(2))
         .timeout(Duration::from_secs(30))
         .connect_lazy();
-    Ok(CoordinatorClient::new(channel))
+    Ok(CoordinatorClient::with_interceptor(channel, secret.bearer()))
 }
 
 /// A worker registered with its coordinator, heartbeating at the interval the coordinator gave.
 struct Membership {
-    client: CoordinatorClient<Channel>,
+    client: CoordinatorConn,
     worker: String,
     pool: String,
     /// Where the worker serves its pool's steps; empty for a leasing worker.
@@ -105,7 +109,7 @@ impl Membership {
     /// [`WorkerError::Unreachable`] when the coordinator refuses the registration, or `shutdown`
     /// comes before it answers.
     async fn register(
-        client: CoordinatorClient<Channel>,
+        client: CoordinatorConn,
         options: &WorkerOptions,
         exchange_endpoint: String,
         shutdown: &CancellationToken,
@@ -136,13 +140,13 @@ impl Membership {
     }
 
     /// Heartbeats, reporting what `holding` says each time, until the coordinator answers that the
-    /// job ended (its verdict) or that this worker was drained. A failed heartbeat or a revoked
-    /// lease is logged and the heartbeats go on.
+    /// job ended (its verdict) or that this worker was drained. Each revoked lease is logged and
+    /// handed to `revoked`; a failed heartbeat is logged; the heartbeats go on.
     ///
     /// # Cancellation
     /// Never returns otherwise: drop the future (or abort its task) to stop. A heartbeat dropped in
     /// flight is harmless; the next one repeats it.
-    async fn heartbeats(&self, holding: impl Fn() -> Holding) -> Told {
+    async fn heartbeats(&self, holding: impl Fn() -> Holding, revoked: impl Fn(UnitAttempt)) -> Told {
         loop {
             tokio::time::sleep(self.every).await;
             let Holding { units, exchanges_in_flight } = holding();
@@ -164,13 +168,15 @@ impl Membership {
                         // The coordinator has forgotten this worker: it holds and serves nothing.
                         return Told::Drained;
                     }
-                    for UnitAttempt { unit, attempt } in reply.revoked {
+                    for lost in reply.revoked {
+                        let (unit, attempt) = (lost.unit, lost.attempt);
                         tracing::warn!(
                             worker = %self.worker,
                             unit,
                             attempt,
-                            "lease of unit {unit} attempt {attempt} was revoked; its result may be discarded"
+                            "lease of unit {unit} attempt {attempt} was revoked; its result will be discarded"
                         );
+                        revoked(lost);
                     }
                 }
                 Err(status) => tracing::warn!(

@@ -14,7 +14,7 @@ use crate::exchange::{StepServer, serve_steps};
 pub struct ServeOptions {
     /// Where to listen for exchanges.
     pub listen: std::net::SocketAddr,
-    /// The URL other workers reach it at (default `http://<bound address>`).
+    /// The address other workers reach it at (default the bound address; always dialled over TLS).
     pub advertise: Option<String>,
 }
 
@@ -30,21 +30,21 @@ pub async fn serve_pool(
     serve: ServeOptions,
     shutdown: CancellationToken,
 ) -> Result<WorkerExit, WorkerError> {
-    let client = connect(&options.coordinator)?;
+    let client = connect(&options.coordinator, &options.secret)?;
     let (listener, bound) = bind(serve.listen).await.map_err(|e| WorkerError::Bind(serve.listen, e))?;
     let endpoint = serve.advertise.clone().unwrap_or_else(|| format!("http://{bound}"));
     let load = server.load();
     let stop = CancellationToken::new();
     // Owned: dropping this future aborts the server; on the way out it is stopped and awaited.
     let mut serving = JoinSet::new();
-    serving.spawn(serve_steps(server, listener, stop.clone()));
+    serving.spawn(serve_steps(server, listener, options.secret.clone(), stop.clone()));
     tracing::info!(worker = %options.id, pool = %options.pool, "serving {} steps on {endpoint}", options.pool);
     let exit = async {
         let membership = Membership::register(client, &options, endpoint, &shutdown).await?;
         let holding = || Holding { exchanges_in_flight: load.load(Ordering::Relaxed), ..Holding::default() };
         Ok(tokio::select! {
             () = shutdown.cancelled() => WorkerExit::Drained,
-            told = membership.heartbeats(holding) => match told {
+            told = membership.heartbeats(holding, |_| {}) => match told {
                 Told::Ended(ended) => WorkerExit::JobEnded { succeeded: ended.succeeded, message: ended.message },
                 Told::Drained => {
                     tracing::info!(worker = %options.id, pool = %options.pool, "drained; exiting");
