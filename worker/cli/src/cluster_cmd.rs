@@ -57,7 +57,7 @@ pub fn coordinator(
         let secret = JobSecret::load(secret_dir)?;
         runtime()?.block_on(async {
             let shutdown = shutdown_on_signals();
-            Ok(weir::cluster::coordinator(&job, &secret, listen, metrics, options, shutdown).await)
+            Ok(weir::cluster::coordinator(&job, &secret, secret_dir, listen, metrics, options, shutdown).await)
         })
     });
     match result {

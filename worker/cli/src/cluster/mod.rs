@@ -37,6 +37,7 @@ pub const EXIT_JOB_FAILED: u8 = 3;
 pub async fn coordinator(
     job: &MultimodalJob,
     secret: &JobSecret,
+    secret_dir: &std::path::Path,
     listen: SocketAddr,
     metrics: Option<SocketAddr>,
     options: CoordinatorOptions,
@@ -57,7 +58,8 @@ pub async fn coordinator(
         }
         None => None,
     };
-    coordinator.advertise(&format!("https://{addr}")).await?;
+    let secret_dir = std::fs::canonicalize(secret_dir).unwrap_or_else(|_| secret_dir.to_path_buf());
+    coordinator.advertise(&format!("https://{addr}"), secret_dir.to_str()).await?;
     tracing::info!(job = %name, "serving {name} on {addr} (TLS, job token required)");
     coordinator.serve(listener, secret.clone(), shutdown).await
 }

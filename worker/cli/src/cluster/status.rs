@@ -59,14 +59,16 @@ pub async fn job_status(
     let stores = stores_for(&job.spec);
     let location = stores.resolve(&job.spec.checkpoint_uri())?;
     let checkpoint = CheckpointStore::new(location.store.clone(), location.path.clone());
-    let recorded = match endpoint {
-        Some(e) => Some(e.to_string()),
-        None => checkpoint
-            .note(ENDPOINT_NOTE)
-            .await?
-            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-            .and_then(|v| v.get("endpoint").and_then(|e| e.as_str()).map(String::from)),
+    let note = checkpoint.note(ENDPOINT_NOTE).await?.and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
+    let noted = |key: &str| note.as_ref().and_then(|v| v.get(key)).and_then(|e| e.as_str()).map(String::from);
+    let recorded = endpoint.map(String::from).or_else(|| noted("endpoint"));
+    // Without a secret given, the folder the coordinator read its own from, where this user may
+    // read it too (a local `weir run --workers`).
+    let found = match secret {
+        Some(_) => None,
+        None => noted("secretDir").and_then(|dir| JobSecret::load(std::path::Path::new(&dir)).ok()),
     };
+    let secret = secret.or(found.as_ref());
     let succeeded = success_exists(&job.spec, &stores).await?;
     if !succeeded
         && let Some(at) = &recorded

@@ -340,15 +340,18 @@ impl Coordinator {
         self.shared.spec.error_policy().error_ratio_limit()
     }
 
-    /// Records where this coordinator listens, for `weir status`.
+    /// Records where this coordinator listens, for `weir status`, and the folder its secret was read
+    /// from (a path, never the secret: a `weir status` of the same user on the same machine reads
+    /// it there; anyone else cannot).
     ///
     /// # Errors
     /// When the checkpoint store cannot be written.
-    pub async fn advertise(&self, endpoint: &str) -> Result<(), CoordinatorError> {
+    pub async fn advertise(&self, endpoint: &str, secret_dir: Option<&str>) -> Result<(), CoordinatorError> {
         let body = serde_json::json!({
             "endpoint": endpoint,
             "pid": std::process::id(),
             "epoch": self.lock().epoch(),
+            "secretDir": secret_dir,
         });
         self.shared.checkpoint.put_note(ENDPOINT_NOTE, Bytes::from(format!("{body}\n"))).await?;
         Ok(())
