@@ -83,6 +83,7 @@ enum Command {
         no_progress: bool,
         /// Run as a coordinator and worker processes on this machine, e.g. `cpu=2,gpu=1` (or `3`):
         /// the same processes and protocol as on Kubernetes; a process that dies is restarted.
+        /// A range `gpu=1..3` is autoscaled from its lower bound (`gpu=1..3@3` starts at 3).
         #[arg(long, value_name = "POOL=N,...")]
         workers: Option<Topology>,
         /// With --workers: a worker silent for this long loses its units to other workers.

@@ -283,7 +283,7 @@ pub async fn supervise(options: &SuperviseOptions, shutdown: CancellationToken) 
         gone: BTreeMap::new(),
     };
     for pool in &options.topology.0 {
-        for _ in 0..pool.min {
+        for _ in 0..pool.start {
             family.add_worker(&pool.pool)?;
         }
     }

@@ -1,14 +1,16 @@
 //! `--workers`: how many local worker processes each pool gets, fixed (`cpu=2`) or as bounds the
-//! local autoscaler moves between (`gpu=1..3`).
+//! local autoscaler moves between (`gpu=1..3`, optionally starting elsewhere: `gpu=1..3@3`).
 
 use weir_crds::PoolName;
 
-/// Worker processes of one pool: `min` at the start; the autoscaler keeps it within `min..=max`.
+/// Worker processes of one pool: `start` at the start (within the bounds); the autoscaler keeps
+/// it within `min..=max`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PoolWorkers {
     pub pool: PoolName,
     pub min: usize,
     pub max: usize,
+    pub start: usize,
 }
 
 impl PoolWorkers {
@@ -23,34 +25,43 @@ impl PoolWorkers {
 pub struct Topology(pub Vec<PoolWorkers>);
 
 impl Topology {
-    /// Parses `cpu=2,gpu-l4=1..3` or `3`: pool names as in `spec.pools`, each at most once; a
-    /// range `MIN..MAX` lets the local autoscaler move the pool between its bounds.
+    /// Parses `cpu=2,gpu-l4=1..3@2` or `3`: pool names as in `spec.pools`, each at most once; a
+    /// range `MIN..MAX` lets the local autoscaler move the pool between its bounds, starting at
+    /// `MIN` or at the `@START` given (like KubeRay's `replicas` beside `minReplicas`).
     ///
     /// # Errors
     /// A message naming the malformed part.
     pub fn parse(text: &str) -> Result<Self, String> {
         if let Ok(n) = text.trim().parse::<usize>() {
-            return Self::checked(vec![PoolWorkers { pool: PoolName::cpu(), min: n, max: n }]);
+            return Self::checked(vec![PoolWorkers { pool: PoolName::cpu(), min: n, max: n, start: n }]);
         }
         let mut pools: Vec<PoolWorkers> = Vec::new();
         for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let (pool, count) = part
-                .split_once('=')
-                .ok_or_else(|| format!("`{part}`: expected POOL=COUNT or POOL=MIN..MAX, e.g. cpu=2 or gpu=1..3"))?;
+            let (pool, count) = part.split_once('=').ok_or_else(|| {
+                format!("`{part}`: expected POOL=COUNT or POOL=MIN..MAX[@START], e.g. cpu=2 or gpu=1..3")
+            })?;
             let number =
                 |n: &str| n.trim().parse::<usize>().map_err(|_| format!("`{part}`: counts must be whole numbers"));
-            let (min, max) = match count.split_once("..") {
+            let (range, start) = match count.split_once('@') {
+                Some((range, start)) => (range, Some(number(start)?)),
+                None => (count, None),
+            };
+            let (min, max) = match range.split_once("..") {
                 Some((min, max)) => (number(min)?, number(max)?),
-                None => (number(count)?, number(count)?),
+                None => (number(range)?, number(range)?),
             };
             if min > max {
                 return Err(format!("`{part}`: the lower bound {min} is above the upper bound {max}"));
+            }
+            let start = start.unwrap_or(min);
+            if !(min..=max).contains(&start) {
+                return Err(format!("`{part}`: the start {start} is outside the bounds {min}..{max}"));
             }
             let pool = PoolName::new(pool.trim()).map_err(|e| format!("`{part}`: {e}"))?;
             if pools.iter().any(|p| p.pool == pool) {
                 return Err(format!("`{part}`: pool {pool} is named twice"));
             }
-            pools.push(PoolWorkers { pool, min, max });
+            pools.push(PoolWorkers { pool, min, max, start });
         }
         Self::checked(pools)
     }
@@ -62,9 +73,9 @@ impl Topology {
         Ok(Self(pools))
     }
 
-    /// Worker processes at the start: every pool at its lower bound.
+    /// Worker processes at the start.
     pub fn workers(&self) -> usize {
-        self.0.iter().map(|p| p.min).sum()
+        self.0.iter().map(|p| p.start).sum()
     }
 
     /// Worker processes at most: every pool at its upper bound (what threads and memory are
@@ -90,7 +101,7 @@ impl Topology {
     /// A message naming the missing or unused pool and the job's pools.
     pub fn check_against(&self, in_use: &[PoolName]) -> Result<(), String> {
         let names: Vec<&str> = in_use.iter().map(PoolName::as_str).collect();
-        let listed = |pool: &PoolName| self.0.iter().any(|p| p.pool == *pool && p.min > 0);
+        let listed = |pool: &PoolName| self.0.iter().any(|p| p.pool == *pool && p.start > 0);
         if let Some(missing) = in_use.iter().find(|p| !listed(p)) {
             return Err(format!(
                 "the job runs steps on pool {missing}, which --workers gives no worker (the job's pools: {})",
@@ -122,7 +133,7 @@ mod tests {
     }
 
     fn fixed(name: &str, n: usize) -> PoolWorkers {
-        PoolWorkers { pool: pool(name), min: n, max: n }
+        PoolWorkers { pool: pool(name), min: n, max: n, start: n }
     }
 
     #[test]
@@ -139,13 +150,24 @@ mod tests {
     #[test]
     fn ranges_give_bounds_for_the_autoscaler_and_start_at_the_lower() {
         let topology = Topology::parse("cpu=1..2,gpu=1..3").expect("topology");
-        let gpu = PoolWorkers { pool: pool("gpu"), min: 1, max: 3 };
+        let gpu = PoolWorkers { pool: pool("gpu"), min: 1, max: 3, start: 1 };
         assert_eq!(topology.0[1], gpu);
         assert!(topology.scales());
         assert_eq!((topology.workers(), topology.most_workers()), (2, 5));
         assert!(!Topology::parse("cpu=2").expect("fixed").scales());
         assert!(Topology::parse("gpu=3..1").unwrap_err().contains("above the upper bound"));
         assert!(Topology::parse("gpu=1..x").unwrap_err().contains("whole numbers"));
+    }
+
+    #[test]
+    fn a_range_may_start_anywhere_within_its_bounds() {
+        let topology = Topology::parse("cpu=1,gpu=1..3@3").expect("topology");
+        assert_eq!(topology.0[1], PoolWorkers { pool: pool("gpu"), min: 1, max: 3, start: 3 });
+        assert_eq!((topology.workers(), topology.most_workers()), (4, 4));
+        assert!(Topology::parse("gpu=1..3@4").unwrap_err().contains("start 4 is outside the bounds 1..3"));
+        assert!(Topology::parse("gpu=1..3@0").unwrap_err().contains("outside"));
+        assert!(Topology::parse("gpu=1..3@x").unwrap_err().contains("whole numbers"));
+        assert_eq!(Topology::parse("gpu=2@2").expect("fixed").0[0].start, 2);
     }
 
     #[test]
