@@ -18,7 +18,7 @@ use arrow_array::{ArrayRef, BinaryArray, RecordBatch};
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
 use harness::{Args, data_dir};
-use weir_cluster::exchange::{RemoteStep, Router, StepServer, serve_steps, server_bind};
+use weir_cluster::exchange::{AcceptAnyLease, RemoteStep, Router, StepServer, serve_steps, server_bind};
 use weir_core::{ComputePool, Step, StepContext, StepError, StepOutput};
 use weir_testkit::images::{JpegSet, write_jpeg_set};
 
@@ -133,7 +133,7 @@ fn flight(tensors: usize, batch: usize) -> Result<()> {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let step = Arc::new(RemoteStep::new(0..=0, "identity", Arc::new(Router::to(&endpoint, secret.clone())?), 2));
-        let ctx = StepContext { compute: ComputePool::new(1)? };
+        let ctx = StepContext::new(ComputePool::new(1)?);
         let morsel = tensor_batch(batch)?;
         let morsels = tensors.div_ceil(batch);
         let started = Instant::now();
@@ -188,7 +188,7 @@ fn serve_identity(args: &[String]) -> Result<()> {
     runtime.block_on(async {
         let (listener, _) = server_bind(addr).await?;
         let steps = [(0usize, Arc::new(Identity) as Arc<dyn Step>)].into_iter().collect();
-        let server = StepServer::new(steps, StepContext { compute: ComputePool::new(1)? });
+        let server = StepServer::new(steps, StepContext::new(ComputePool::new(1)?), Arc::new(AcceptAnyLease));
         let secret = weir_cluster::JobSecret::load(std::path::Path::new(&std::env::var(weir_auth::SECRET_DIR_ENV)?))?;
         serve_steps(server, listener, secret, tokio_util::sync::CancellationToken::new()).await?;
         Ok(())

@@ -210,59 +210,138 @@ fn part_files(out: &Path) -> BTreeSet<String> {
         .collect()
 }
 
+/// A coordinator of the 400-image job (10 images a unit, 2 s leases) and a way to start its
+/// workers, one thread each, their stderr where asked.
+struct FrozenWorkerJob {
+    dir: tempfile::TempDir,
+    images: std::path::PathBuf,
+    out: std::path::PathBuf,
+    manifest: std::path::PathBuf,
+    endpoint: String,
+    secret: std::path::PathBuf,
+    coordinator: Child,
+}
+
+impl FrozenWorkerJob {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let images = dir.path().join("images");
+        write_jpeg_set(&images, JpegSet { count: 400, min_side: 300, max_side: 500, seed: 5, ..JpegSet::default() })
+            .expect("jpegs");
+        let manifest = image_job(dir.path(), &images, 10);
+        let out = dir.path().join("out");
+        let endpoint = format!("127.0.0.1:{}", free_port());
+        let secret = job_secret(dir.path());
+        let log = std::fs::File::create(dir.path().join("coordinator.log")).expect("log");
+        let coordinator = weir()
+            .args(["coordinator", "--listen", &endpoint, "--lease-ttl", "2s"])
+            .env("WEIR_JOB_SECRET_DIR", &secret)
+            .arg(&manifest)
+            .stderr(log)
+            .spawn()
+            .expect("coordinator");
+        Self { dir, images, out, manifest, endpoint, secret, coordinator }
+    }
+
+    /// What the coordinator logged so far.
+    fn coordinator_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("coordinator.log")).unwrap_or_default()
+    }
+
+    fn worker(&self, id: &str, stderr: Stdio) -> Worker {
+        let child = weir()
+            .args(["worker", "--coordinator", &self.endpoint, "--id", id, "--threads", "1"])
+            .env("WEIR_JOB_SECRET_DIR", &self.secret)
+            .arg(&self.manifest)
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("worker");
+        Worker(child)
+    }
+
+    /// Starts the worker that will be frozen and waits until it holds units: once the first part
+    /// file is staged.
+    fn zombie(&self, stderr: Stdio) -> Worker {
+        let zombie = self.worker("zombie", stderr);
+        let staging = self.out.join("_weir/staging");
+        let started = Instant::now();
+        while std::fs::read_dir(&staging).map_or(true, |d| d.count() == 0) && !self.out.join("_weir/committed").exists()
+        {
+            assert!(started.elapsed() < Duration::from_secs(60), "the zombie never got to work");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        zombie
+    }
+
+    /// The output holds every image once, and `weir verify` agrees.
+    fn assert_exact(&self) {
+        assert_eq!(output_uris(&self.out), input_uris(&self.images), "every row once");
+        let verified = weir().arg("verify").arg(&self.out).output().expect("weir verify");
+        assert!(verified.status.success(), "{}{}", text(&verified.stdout), text(&verified.stderr));
+    }
+}
+
+/// A worker process, killed when dropped (a failed assertion leaves none behind).
+struct Worker(Child);
+
+impl Worker {
+    fn signal(&self, signal: libc::c_int) {
+        // SAFETY: a signal to our own child.
+        unsafe { libc::kill(self.0.id() as libc::pid_t, signal) };
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A worker frozen (SIGSTOP) while it holds units, resumed after the job's `_SUCCESS`: its leases
 /// were revoked and the units run elsewhere; resumed, it adds nothing to the output, which stays
 /// exact and passes `weir verify`.
 #[test]
 fn a_worker_frozen_past_the_jobs_end_adds_nothing_when_it_resumes() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let images = dir.path().join("images");
-    write_jpeg_set(&images, JpegSet { count: 400, min_side: 300, max_side: 500, seed: 5, ..JpegSet::default() })
-        .expect("jpegs");
-    let manifest = image_job(dir.path(), &images, 10);
-    let out = dir.path().join("out");
-    let port = free_port();
-    let endpoint = format!("127.0.0.1:{port}");
-    let secret = job_secret(dir.path());
-    let mut coordinator = weir()
-        .args(["coordinator", "--listen", &endpoint, "--lease-ttl", "2s"])
-        .env("WEIR_JOB_SECRET_DIR", &secret)
-        .arg(&manifest)
-        .spawn()
-        .expect("coordinator");
-    let worker = |id: &str| -> Child {
-        weir()
-            .args(["worker", "--coordinator", &endpoint, "--id", id, "--threads", "1"])
-            .env("WEIR_JOB_SECRET_DIR", &secret)
-            .arg(&manifest)
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("worker")
-    };
-    let mut zombie = worker("zombie");
-    // Frozen while it holds units: once it has staged its first part file.
-    let staging = out.join("_weir/staging");
+    let mut job = FrozenWorkerJob::start();
+    let zombie = job.zombie(Stdio::null());
+    zombie.signal(libc::SIGSTOP);
+    let mut healthy = job.worker("healthy", Stdio::null());
+    let succeeded = job.coordinator.wait().expect("coordinator").success();
+    assert!(succeeded, "the job succeeds without the zombie:\n{}", job.coordinator_log());
+    assert!(job.out.join("_SUCCESS").exists());
+    let _ = healthy.0.wait();
+    let published = part_files(&job.out);
+    // Resumed after the end: it finishes what it held, and must add nothing.
+    zombie.signal(libc::SIGCONT);
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(part_files(&job.out), published, "no part file appeared after _SUCCESS");
+    job.assert_exact();
+}
+
+/// A worker frozen past its leases, resumed while the job still runs: told its leases were
+/// revoked, it stops and discards what it held (reporting none of it), and the output is exact.
+#[test]
+fn a_worker_frozen_past_its_leases_discards_what_it_held_when_it_resumes() {
+    let mut job = FrozenWorkerJob::start();
+    let log = job.dir.path().join("zombie.log");
+    let zombie = job.zombie(std::fs::File::create(&log).expect("log").into());
+    zombie.signal(libc::SIGSTOP);
+    let _healthy = job.worker("healthy", Stdio::null());
+    // Past its 2 s leases: resumed as soon as the coordinator leases one of its units again.
     let started = Instant::now();
-    while std::fs::read_dir(&staging).map_or(true, |d| d.count() == 0) && !out.join("_weir/committed").exists() {
-        assert!(started.elapsed() < Duration::from_secs(60), "the zombie never got to work");
+    while !job.coordinator_log().contains("on zombie expired; leasing it again") {
+        assert!(job.coordinator.try_wait().expect("coordinator").is_none(), "{}", job.coordinator_log());
+        assert!(started.elapsed() < Duration::from_secs(60), "no lease of the zombie expired");
         std::thread::sleep(Duration::from_millis(20));
     }
-    // SAFETY: signals to our own child.
-    unsafe { libc::kill(zombie.id() as libc::pid_t, libc::SIGSTOP) };
-    let mut healthy = worker("healthy");
-    assert!(coordinator.wait().expect("coordinator").success(), "the job succeeds without the zombie");
-    assert!(out.join("_SUCCESS").exists());
-    let _ = healthy.wait();
-    let published = part_files(&out);
-    // Resumed after the end: it finishes what it held, and must add nothing.
-    unsafe { libc::kill(zombie.id() as libc::pid_t, libc::SIGCONT) };
-    std::thread::sleep(Duration::from_secs(4));
-    assert_eq!(part_files(&out), published, "no part file appeared after _SUCCESS");
-    assert_eq!(output_uris(&out), input_uris(&images), "every row once");
-    let verified = weir().arg("verify").arg(&out).output().expect("weir verify");
-    assert!(verified.status.success(), "{}{}", text(&verified.stdout), text(&verified.stderr));
-    let _ = zombie.kill();
-    let _ = zombie.wait();
+    zombie.signal(libc::SIGCONT);
+    assert!(job.coordinator.wait().expect("coordinator").success(), "{}", job.coordinator_log());
+    job.assert_exact();
+    let log = std::fs::read_to_string(&log).expect("zombie log");
+    assert!(log.contains("lost its lease") || log.contains("refused"), "the zombie discarded nothing:\n{log}");
+    assert!(log.contains("discarding"), "{log}");
 }
 
 fn free_port() -> u16 {

@@ -459,3 +459,83 @@ async fn a_truncated_plan_is_refused() {
     let error = Coordinator::start("t", &job.spec, stores, options()).await.err().expect("refused");
     assert!(error.to_string().contains("plan"), "{error}");
 }
+
+/// Passes its morsel through, counting the morsels it ran.
+#[derive(Default)]
+struct Counting(std::sync::atomic::AtomicUsize);
+
+impl weir_core::Step for Counting {
+    fn name(&self) -> &str {
+        "counting"
+    }
+
+    fn process(
+        self: Arc<Self>,
+        input: RecordBatch,
+        _ctx: weir_core::StepContext,
+    ) -> futures::future::BoxFuture<'static, Result<weir_core::StepOutput, weir_core::StepError>> {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Box::pin(async move { Ok(weir_core::StepOutput::ok(input)) })
+    }
+}
+
+/// A worker serving its pool's steps over Flight runs them only for a lease the coordinator
+/// confirms: not for an exchange naming no lease, not for another worker's lease, not for a lease
+/// that ended (the unit committed); the caller's executor takes the refusal as its unit withdrawn.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flight_exchange_runs_only_for_a_current_lease() {
+    use weir_cluster::exchange::{CoordinatorLeases, LEASE_CHECK_TTL, RemoteStep, Router, StepServer};
+    use weir_core::{ComputePool, Step, StepContext, StepError, UnitAttempt};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let job = job(dir.path(), 4);
+    let out = dir.path().join("out");
+    let mut run = start(&job, options()).await;
+    let counting = Arc::new(Counting::default());
+    let compute = ComputePool::new(1).expect("pool");
+    let served = [(0usize, counting.clone() as Arc<dyn Step>)].into_iter().collect();
+    let leases = CoordinatorLeases::new(connect(&run.addr.to_string(), &run.secret).expect("connect"));
+    let server = StepServer::new(served, StepContext::new(compute.clone()), Arc::new(leases));
+    let (listener, flight) =
+        weir_cluster::exchange::server_bind("127.0.0.1:0".parse().expect("addr")).await.expect("bind");
+    let serving =
+        tokio::spawn(weir_cluster::exchange::serve_steps(server, listener, run.secret.clone(), run.stop.clone()));
+    let Lease::Unit(held) = lease(&mut run.client, "a").await else { panic!("no unit") };
+    let Lease::Unit(other) = lease(&mut run.client, "b").await else { panic!("no unit") };
+    let input = RecordBatch::try_from_iter([(
+        weir_core::ROW_REF_COLUMN,
+        Arc::new(StringArray::from(vec!["in/000.txt"])) as ArrayRef,
+    )])
+    .expect("batch");
+    let exchange = |worker: &str, unit: Option<&proto::Unit>| {
+        let router = Router::to(&flight.to_string(), run.secret.clone()).expect("router").on_behalf_of(worker);
+        let step = Arc::new(RemoteStep::new(0..=0, "counting", Arc::new(router), 1));
+        let ctx = match unit {
+            Some(u) => StepContext::new(compute.clone()).for_attempt(UnitAttempt { unit: u.id, attempt: u.attempt }),
+            None => StepContext::new(compute.clone()),
+        };
+        step.process(input.clone(), ctx)
+    };
+
+    // The holder of a current lease is served.
+    let output = exchange("a", Some(&held)).await.expect("served");
+    assert_eq!(output.batch.num_rows(), 1);
+    assert_eq!(counting.0.load(std::sync::atomic::Ordering::SeqCst), 1);
+    // No lease named, another worker's lease, an attempt never leased: refused, nothing run.
+    for (worker, unit) in [("a", None), ("a", Some(&other)), ("b", Some(&held))] {
+        let Err(refused) = exchange(worker, unit).await else { panic!("{worker} {unit:?}: served") };
+        assert!(matches!(refused, StepError::Withdrawn(_)), "{worker} {unit:?}: {refused}");
+    }
+    let never = proto::Unit { attempt: held.attempt + 5, ..held.clone() };
+    assert!(matches!(exchange("a", Some(&never)).await.err(), Some(StepError::Withdrawn(_))));
+    assert_eq!(counting.0.load(std::sync::atomic::Ordering::SeqCst), 1, "a refused exchange ran nothing");
+    // Once the unit is committed its lease is over: refused (after the confirmed answer's TTL).
+    assert!(run.client.complete(finished(&out, &held, "a")).await.expect("commit").into_inner().committed);
+    tokio::time::sleep(LEASE_CHECK_TTL + Duration::from_millis(100)).await;
+    let Err(refused) = exchange("a", Some(&held)).await else { panic!("served after the lease ended") };
+    assert!(refused.to_string().contains("not leased"), "{refused}");
+    assert_eq!(counting.0.load(std::sync::atomic::Ordering::SeqCst), 1);
+    run.stop.cancel();
+    let _ = serving.await;
+    let _ = run.served.await;
+}

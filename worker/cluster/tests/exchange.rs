@@ -13,7 +13,7 @@ use futures::stream::BoxStream;
 use futures::{FutureExt, StreamExt, stream};
 use tokio_util::sync::CancellationToken;
 use weir_cluster::JobSecret;
-use weir_cluster::exchange::{CoveredStep, RemoteStep, Router, StepServer, serve_steps, server_bind};
+use weir_cluster::exchange::{AcceptAnyLease, CoveredStep, RemoteStep, Router, StepServer, serve_steps, server_bind};
 use weir_core::unit::{BoxError, FileEntry, UnitInput};
 use weir_core::{
     ComputePool, ErrorHandling, ErrorRecord, MemoryBudget, Pipeline, PipelineOptions, RowFailure, Step, StepContext,
@@ -140,7 +140,7 @@ async fn a_served_segment_keeps_every_row_and_names_where_each_failure_happened(
     let compute = ComputePool::new(1).expect("pool");
     let served: HashMap<usize, Arc<dyn Step>> =
         [(1, Arc::new(EvensThenOdds) as Arc<dyn Step>), (2, Arc::new(NotSeven) as Arc<dyn Step>)].into_iter().collect();
-    let server = StepServer::new(served, StepContext { compute: compute.clone() });
+    let server = StepServer::new(served, StepContext::new(compute.clone()), Arc::new(AcceptAnyLease));
     let (listener, addr) = server_bind("127.0.0.1:0".parse().expect("addr")).await.expect("bind");
     let stop = CancellationToken::new();
     let secret = JobSecret::generate("exchange").expect("secret");
@@ -196,7 +196,7 @@ async fn a_served_segment_keeps_every_row_and_names_where_each_failure_happened(
 async fn a_flight_call_without_the_jobs_token_is_refused() {
     let compute = ComputePool::new(1).expect("pool");
     let served: HashMap<usize, Arc<dyn Step>> = [(0, Arc::new(NotSeven) as Arc<dyn Step>)].into_iter().collect();
-    let server = StepServer::new(served, StepContext { compute: compute.clone() });
+    let server = StepServer::new(served, StepContext::new(compute.clone()), Arc::new(AcceptAnyLease));
     let (listener, addr) = server_bind("127.0.0.1:0".parse().expect("addr")).await.expect("bind");
     let stop = CancellationToken::new();
     let secret = JobSecret::generate("exchange").expect("secret");
@@ -206,7 +206,7 @@ async fn a_flight_call_without_the_jobs_token_is_refused() {
         ("n", Arc::new(UInt64Array::from(vec![7u64, 8])) as ArrayRef),
     ])
     .expect("batch");
-    let ctx = StepContext { compute };
+    let ctx = StepContext::new(compute);
 
     // TLS with the job's CA, but no token: Unauthenticated.
     let channel = secret.endpoint(&addr.to_string()).expect("endpoint").connect().await.expect("tls connects");

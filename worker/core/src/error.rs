@@ -15,6 +15,11 @@ pub enum StepError {
     /// A failure that may succeed if retried later (network, throttling).
     #[error("transient: {0}")]
     Transient(String),
+    /// The morsel's unit attempt is no longer wanted (a peer found its lease revoked): the
+    /// executor withdraws the attempt (see [`WithdrawnUnits`](crate::WithdrawnUnits)) instead of
+    /// failing anything.
+    #[error("withdrawn: {0}")]
+    Withdrawn(String),
     #[error("{0}")]
     Other(String),
 }

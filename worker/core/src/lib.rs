@@ -9,6 +9,7 @@
 //! - [`channel`]: the bounded channel between stages.
 //! - [`pipeline`]: the executor that wires a source, steps and a sink together.
 //! - `morsel` (private): sizes morsels and their reservations from bytes per row seen at each stage.
+//! - [`withdrawn`]: attempts withdrawn mid-run (a revoked lease), which the executor stops working on.
 //! - [`batch`]: small Arrow helpers shared by steps (replace a column, drop failed rows).
 //!
 //! The core knows nothing of Kubernetes, object storage, models or RPC: those live in crates that
@@ -24,14 +25,16 @@ pub mod pipeline;
 pub mod stats;
 pub mod step;
 pub mod unit;
+pub mod withdrawn;
 
 pub use budget::{MemoryBudget, Reservation};
 pub use compute::ComputePool;
 pub use error::{BuildError, ExecError, StatsMismatch, StepError};
 pub use pipeline::{ErrorHandling, Pipeline, PipelineOptions, RunSummary};
 pub use stats::{PipelineStats, StepStats, StepStatsSnapshot};
-pub use step::{FailureOrigin, MoreOutput, RowFailure, Step, StepContext, StepOutput};
+pub use step::{FailureOrigin, MoreOutput, RowFailure, Step, StepContext, StepOutput, UnitAttempt};
 pub use unit::{ErrorRecord, UnitReader, UnitSink, UnitSummary, WorkUnit};
+pub use withdrawn::WithdrawnUnits;
 
 /// Name of the column every source adds: a stable reference to the input row (URI, or file and row).
 pub const ROW_REF_COLUMN: &str = "_weir_ref";

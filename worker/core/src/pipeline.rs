@@ -21,8 +21,9 @@ use crate::compute::ComputePool;
 use crate::error::{ExecError, StatsMismatch, StepError};
 use crate::morsel::MorselPlanner;
 use crate::stats::{PipelineStats, StepStats};
-use crate::step::{FailureOrigin, MoreOutput, RowFailure, Step, StepContext, StepOutput};
+use crate::step::{FailureOrigin, MoreOutput, RowFailure, Step, StepContext, StepOutput, UnitAttempt};
 use crate::unit::{ErrorRecord, UnitReader, UnitSink, UnitSummary, WorkUnit};
+use crate::withdrawn::WithdrawnUnits;
 
 /// What a failed row does.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -48,6 +49,8 @@ pub struct PipelineOptions {
     /// Bytes a morsel may reach at its largest; default budget / 16, within [256 KiB, 16 MiB].
     pub target_morsel_bytes: Option<u64>,
     pub cancel: CancellationToken,
+    /// Attempts to stop working on while they run (see [`WithdrawnUnits`] for what stops).
+    pub withdrawn: WithdrawnUnits,
 }
 
 impl Default for PipelineOptions {
@@ -57,6 +60,7 @@ impl Default for PipelineOptions {
             max_morsel_rows: 256,
             target_morsel_bytes: None,
             cancel: CancellationToken::new(),
+            withdrawn: WithdrawnUnits::default(),
         }
     }
 }
@@ -193,6 +197,7 @@ impl Pipeline {
             budget: self.budget.clone(),
             planner: planner.clone(),
             stats: self.stats.stages[0].clone(),
+            withdrawn: self.options.withdrawn.clone(),
         };
         tasks.spawn(source.run(units, tx).map(|r| r.map(|()| None)));
         for (index, step) in self.steps.iter().enumerate() {
@@ -200,11 +205,12 @@ impl Pipeline {
             let stage = StepStage {
                 index,
                 step: step.clone(),
-                ctx: StepContext { compute: self.compute.clone() },
+                ctx: StepContext::new(self.compute.clone()),
                 stats: self.stats.stages[index + 1].clone(),
                 planner: planner.clone(),
                 budget: self.budget.clone(),
                 errors: self.options.errors,
+                withdrawn: self.options.withdrawn.clone(),
             };
             tasks.spawn(stage.run(rx, next_tx).map(|r| r.map(|()| None)));
             rx = next_rx;
@@ -215,6 +221,7 @@ impl Pipeline {
             stats: self.stats.clone(),
             errors: self.options.errors,
             rows_planned,
+            withdrawn: self.options.withdrawn.clone(),
         };
         tasks.spawn(sink_stage.run(rx).map(|r| r.map(Some)));
 
@@ -263,6 +270,7 @@ struct SourceStage {
     budget: MemoryBudget,
     planner: Arc<MorselPlanner>,
     stats: Arc<StepStats>,
+    withdrawn: WithdrawnUnits,
 }
 
 impl SourceStage {
@@ -270,7 +278,8 @@ impl SourceStage {
         while let Some(unit) = units.next().await {
             let unit = Arc::new(unit);
             let mut batches: BoxStream<'static, _> = self.reader.read(&unit);
-            loop {
+            // A withdrawn unit reads no further; its end still goes down the pipeline.
+            while !self.withdrawn.contains(&unit) {
                 let start = Instant::now();
                 let Some(next) = batches.next().await else {
                     break;
@@ -291,7 +300,7 @@ impl SourceStage {
     /// Slices `batch` into morsels sized by the planner; `false` when downstream is gone.
     async fn send_morsels(&self, unit: &Arc<WorkUnit>, batch: RecordBatch, tx: &StageSender<Message>) -> bool {
         let mut offset = 0;
-        while offset < batch.num_rows() {
+        while offset < batch.num_rows() && !self.withdrawn.contains(unit) {
             let rows = self.planner.morsel_rows().min(batch.num_rows() - offset);
             let slice = batch.slice(offset, rows);
             offset += rows;
@@ -321,6 +330,7 @@ struct StepStage {
     planner: Arc<MorselPlanner>,
     budget: MemoryBudget,
     errors: ErrorHandling,
+    withdrawn: WithdrawnUnits,
 }
 
 /// The parts still to come of one morsel's output ([`StepOutput::more`]).
@@ -379,6 +389,14 @@ impl StepStage {
                         draining = None;
                         continue;
                     };
+                    if let (Some(current), Err(StepError::Withdrawn(_))) = (&draining, &part) {
+                        self.withdrawn.withdraw(current.unit.id, current.unit.attempt);
+                    }
+                    if draining.as_ref().is_some_and(|d| self.withdrawn.contains(&d.unit)) {
+                        // Dropping the rest of the output stops the step's work on it.
+                        draining = None;
+                        continue;
+                    }
                     let Some(current) = draining.as_ref() else { continue };
                     let message = self.finish_part(current, part)?;
                     if !self.send(&tx, message).await {
@@ -411,28 +429,34 @@ impl StepStage {
     }
 
     fn start(&self, message: Message) -> InFlight {
-        match message {
-            Message::UnitEnd(unit) => Box::pin(async move { Processed::UnitEnd(unit) }),
-            // Nothing to process (every row failed or was filtered out upstream): a step need not
-            // handle empty morsels, and its output column would be missing, not empty.
-            Message::Morsel(morsel) if morsel.batch.num_rows() == 0 => {
-                let input = morsel.batch.clone();
-                let output = Ok(StepOutput::ok(input.clone()));
-                Box::pin(
-                    async move { Processed::Morsel(Box::new(Done { morsel, input, output, elapsed: Duration::ZERO })) },
-                )
-            }
-            Message::Morsel(morsel) => {
-                self.stats.record_in(morsel.batch.num_rows(), batch_bytes(&morsel.batch));
-                let input = morsel.batch.clone();
-                let work = self.step.clone().process(morsel.batch.clone(), self.ctx.clone());
-                Box::pin(async move {
-                    let start = Instant::now();
-                    let output = work.await;
-                    Processed::Morsel(Box::new(Done { morsel, input, output, elapsed: start.elapsed() }))
-                })
-            }
+        let mut morsel = match message {
+            Message::UnitEnd(unit) => return Box::pin(async move { Processed::UnitEnd(unit) }),
+            Message::Morsel(morsel) => morsel,
+        };
+        if self.withdrawn.contains(&morsel.unit) {
+            morsel.batch = morsel.batch.slice(0, 0);
+            morsel.errors.clear();
+            morsel.reservation.resize(0);
         }
+        // Nothing to process (every row failed or was filtered out upstream, or the unit was
+        // withdrawn): a step need not handle empty morsels, and its output column would be
+        // missing, not empty.
+        if morsel.batch.num_rows() == 0 {
+            let input = morsel.batch.clone();
+            let output = Ok(StepOutput::ok(input.clone()));
+            return Box::pin(async move {
+                Processed::Morsel(Box::new(Done { morsel, input, output, elapsed: Duration::ZERO }))
+            });
+        }
+        self.stats.record_in(morsel.batch.num_rows(), batch_bytes(&morsel.batch));
+        let input = morsel.batch.clone();
+        let ctx = self.ctx.for_attempt(UnitAttempt { unit: morsel.unit.id, attempt: morsel.unit.attempt });
+        let work = self.step.clone().process(morsel.batch.clone(), ctx);
+        Box::pin(async move {
+            let start = Instant::now();
+            let output = work.await;
+            Processed::Morsel(Box::new(Done { morsel, input, output, elapsed: start.elapsed() }))
+        })
     }
 
     /// Turns a processed morsel into the message for the next stage, applying the error policy;
@@ -442,6 +466,17 @@ impl StepStage {
             Processed::UnitEnd(unit) => return Ok((Some(Message::UnitEnd(unit)), None)),
             Processed::Morsel(done) => *done,
         };
+        if let Err(StepError::Withdrawn(_)) = &output {
+            self.withdrawn.withdraw(morsel.unit.id, morsel.unit.attempt);
+        }
+        if self.withdrawn.contains(&morsel.unit) {
+            // Whatever the step made of it (an error included) is not wanted.
+            self.stats.add_busy(elapsed);
+            morsel.batch = morsel.batch.slice(0, 0);
+            morsel.errors.clear();
+            morsel.reservation.resize(0);
+            return Ok((Some(Message::Morsel(morsel)), None));
+        }
         let mut output = output.map_err(|source| self.step_error(&morsel.unit, source))?;
         self.stats.add_busy(output.busy.unwrap_or(elapsed));
         let more = output.more.take().map(|more| Draining { unit: morsel.unit.clone(), input: input.clone(), more });
@@ -528,6 +563,7 @@ struct SinkStage<S> {
     stats: Arc<PipelineStats>,
     errors: ErrorHandling,
     rows_planned: u64,
+    withdrawn: WithdrawnUnits,
 }
 
 impl<S: UnitSink> SinkStage<S> {
@@ -544,6 +580,7 @@ impl<S: UnitSink> SinkStage<S> {
             stats.set_queue_depth(rx.queued());
             let start = Instant::now();
             match message {
+                Message::Morsel(morsel) if self.withdrawn.contains(&morsel.unit) => drop(morsel),
                 Message::Morsel(morsel) => {
                     let unit = morsel.unit.clone();
                     let sink_err = |source| ExecError::Sink { unit: unit.id, source };

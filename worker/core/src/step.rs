@@ -106,6 +106,28 @@ impl StepOutput {
 #[derive(Debug, Clone)]
 pub struct StepContext {
     pub compute: ComputePool,
+    /// The unit attempt the morsel belongs to, when the step runs inside a pipeline (a step that
+    /// asks a peer to work on the morsel names the attempt the work serves).
+    pub attempt: Option<UnitAttempt>,
+}
+
+impl StepContext {
+    /// A context outside any unit (tools, tests, a served segment before it knows its attempt).
+    pub fn new(compute: ComputePool) -> Self {
+        Self { compute, attempt: None }
+    }
+
+    /// The same context, for a morsel of `attempt`.
+    pub fn for_attempt(&self, attempt: UnitAttempt) -> Self {
+        Self { compute: self.compute.clone(), attempt: Some(attempt) }
+    }
+}
+
+/// One attempt of a work unit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct UnitAttempt {
+    pub unit: u64,
+    pub attempt: u32,
 }
 
 /// A pipeline step. Implementations are built once per worker and shared by concurrent calls.

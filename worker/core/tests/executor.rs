@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use weir_core::unit::{BoxError, FileEntry, UnitInput};
 use weir_core::{
     ComputePool, ErrorHandling, ErrorRecord, ExecError, MemoryBudget, Pipeline, PipelineOptions, RowFailure,
-    RunSummary, Step, StepContext, StepError, StepOutput, UnitReader, UnitSink, UnitSummary, WorkUnit,
+    RunSummary, Step, StepContext, StepError, StepOutput, UnitReader, UnitSink, UnitSummary, WithdrawnUnits, WorkUnit,
 };
 
 /// One batch per unit: row `i` of unit `u` has `_weir_ref` `u/i` and `id` `u * 1000 + i`.
@@ -390,4 +390,64 @@ async fn the_source_admits_no_more_morsels_than_the_budget_allows_while_a_step_i
     assert_eq!(received, 4);
     assert_eq!(ids, all_ids(1, 10));
     assert!(summary.peak_reserved <= BUDGET, "{} bytes reserved at most", summary.peak_reserved);
+}
+
+/// Counts the morsels it is given per unit; on the third of unit 0 it withdraws that unit (as a
+/// revoked lease would) and fails that morsel with a step error.
+struct WithdrawsUnitZero {
+    withdrawn: WithdrawnUnits,
+    calls: Mutex<Vec<u64>>,
+}
+
+impl Step for WithdrawsUnitZero {
+    fn name(&self) -> &str {
+        "withdraws"
+    }
+
+    fn concurrency(&self) -> Option<usize> {
+        Some(1)
+    }
+
+    fn process(
+        self: Arc<Self>,
+        input: RecordBatch,
+        _ctx: StepContext,
+    ) -> BoxFuture<'static, Result<StepOutput, StepError>> {
+        Box::pin(async move {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            let unit = ids(&input)[0] / 1000;
+            let calls = {
+                let mut calls = self.calls.lock().expect("calls");
+                calls.push(unit);
+                calls.iter().filter(|u| **u == unit).count()
+            };
+            if unit == 0 && calls == 3 {
+                self.withdrawn.withdraw(0, 0);
+                return Err(StepError::Other("the peer refused: lease revoked".into()));
+            }
+            Ok(StepOutput::ok(input))
+        })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_withdrawn_unit_stops_at_the_next_morsel_and_the_others_run_whole() {
+    let withdrawn = WithdrawnUnits::default();
+    let step = Arc::new(WithdrawsUnitZero { withdrawn: withdrawn.clone(), calls: Mutex::default() });
+    let sink = Recorder::default();
+    let options = PipelineOptions { withdrawn: withdrawn.clone(), ..options(ErrorHandling::default()) };
+
+    let summary = run(step.clone(), units(2, 10), MemoryBudget::new(BUDGET), options, sink.clone())
+        .await
+        .expect("the step error of a withdrawn unit fails nothing");
+
+    let calls = step.calls.lock().expect("calls").clone();
+    assert_eq!(calls.iter().filter(|u| **u == 0).count(), 3, "no step ran on unit 0 once withdrawn: {calls:?}");
+    assert_eq!(calls.iter().filter(|u| **u == 1).count(), 10, "unit 1 ran whole: {calls:?}");
+    let seen = sink.seen();
+    let unit_zero: Vec<u64> = seen.ids.iter().copied().filter(|id| *id < 1000).collect();
+    assert!(unit_zero.len() <= 2, "rows of unit 0 written after it was withdrawn: {unit_zero:?}");
+    assert_eq!(seen.ids.iter().copied().filter(|id| *id >= 1000).collect::<Vec<_>>(), all_ids(2, 10)[10..]);
+    assert_eq!(seen.units_finished, 2, "the withdrawn unit still reaches finish_unit, for its files to be discarded");
+    assert_eq!(summary.units.len(), 2);
 }

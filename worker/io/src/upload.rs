@@ -179,7 +179,7 @@ mod tests {
     }
 
     async fn upload(step: &Arc<dyn Step>, input: RecordBatch) -> StepOutput {
-        let ctx = StepContext { compute: ComputePool::new(1).expect("pool") };
+        let ctx = StepContext::new(ComputePool::new(1).expect("pool"));
         step.clone().process(input, ctx).await.expect("process")
     }
 

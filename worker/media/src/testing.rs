@@ -10,7 +10,7 @@ use weir_core::{ComputePool, Step, StepContext, StepOutput};
 /// Runs `step` on `input` with a two-thread compute pool; an output in parts is gathered into one.
 pub fn run(step: Arc<dyn Step>, input: RecordBatch) -> StepOutput {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
-    let ctx = StepContext { compute: ComputePool::new(2).expect("pool") };
+    let ctx = StepContext::new(ComputePool::new(2).expect("pool"));
     runtime.block_on(async {
         let mut first = step.process(input, ctx).await.expect("the step fails no morsel");
         let Some(more) = first.more.take() else { return first };

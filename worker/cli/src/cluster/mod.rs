@@ -14,7 +14,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use weir_auth::JobSecret;
 use weir_cluster::coordinator::{Coordinator, CoordinatorError, CoordinatorOptions, JobOutcome, bind};
-use weir_cluster::exchange::{CoveredStep, RemoteStep, Router, StepServer};
+use weir_cluster::exchange::{CoordinatorLeases, CoveredStep, RemoteStep, Router, StepServer};
 use weir_cluster::metrics::{WorkerMetrics, serve_metrics};
 use weir_cluster::placement::{leasing_pool, pools_in_use, step_pools};
 use weir_cluster::worker::{
@@ -151,7 +151,8 @@ pub async fn worker(
     if mine != leasing_pool(spec) {
         let steps: HashMap<usize, Arc<dyn Step>> =
             built.into_iter().enumerate().filter_map(|(i, s)| s.map(|s| (i, s))).collect();
-        let server = StepServer::new(steps, StepContext { compute });
+        let leases = CoordinatorLeases::new(connect(&options.coordinator, &options.secret)?);
+        let server = StepServer::new(steps, StepContext::new(compute), Arc::new(leases));
         let (metrics, stats, budget) = (Arc::new(metrics), server.stats(), plan.budget.clone());
         let render: Arc<dyn Fn() -> String + Send + Sync> = Arc::new(move || {
             metrics.sync(&stats, &budget);

@@ -209,6 +209,20 @@ impl proto::coordinator_server::Coordinator for Coordinator {
         Ok(Response::new(proto::DrainResponse { known }))
     }
 
+    async fn check_lease(
+        &self,
+        request: Request<proto::CheckLeaseRequest>,
+    ) -> Result<Response<proto::CheckLeaseResponse>, Status> {
+        let request = request.into_inner();
+        require_worker(&request.worker)?;
+        let check = self.lock().lease_holder_check(request.unit, request.attempt, &request.worker);
+        let reply = match check {
+            Ok(()) => proto::CheckLeaseResponse { current: true, reason: String::new() },
+            Err(reason) => proto::CheckLeaseResponse { current: false, reason },
+        };
+        Ok(Response::new(reply))
+    }
+
     async fn status(&self, _request: Request<proto::StatusRequest>) -> Result<Response<proto::JobStatus>, Status> {
         Ok(Response::new(Coordinator::status(self)))
     }

@@ -148,20 +148,29 @@ impl JobState {
                 Admission::Refused(format!("unit {unit} is already committed by attempt {}", counted.attempt))
             };
         }
-        if self.phase != Phase::Running {
-            return Admission::Refused(format!("the job is {}", self.phase.as_str_name().to_lowercase()));
-        }
-        match self.table.holder(unit) {
-            Some((a, w)) if a == attempt && w == worker => {
+        match self.lease_holder_check(unit, attempt, worker) {
+            Ok(()) => {
                 self.publishing += 1;
                 Admission::Publish
             }
-            Some((a, w)) => Admission::Refused(format!(
+            Err(reason) => Admission::Refused(reason),
+        }
+    }
+
+    /// `Ok` when `worker` holds the current lease of `unit` for `attempt` while the job runs;
+    /// otherwise why not.
+    pub fn lease_holder_check(&self, unit: u64, attempt: u32, worker: &str) -> Result<(), String> {
+        if self.phase != Phase::Running {
+            return Err(format!("the job is {}", self.phase.as_str_name().to_lowercase()));
+        }
+        match self.table.holder(unit) {
+            Some((a, w)) if a == attempt && w == worker => Ok(()),
+            Some((a, w)) => Err(format!(
                 "unit {unit} attempt {attempt} is not leased to {worker} (the current lease is attempt {a}, held by {w})"
             )),
-            None => Admission::Refused(format!(
-                "unit {unit} attempt {attempt} is not leased to {worker} (the unit is not leased now)"
-            )),
+            None => {
+                Err(format!("unit {unit} attempt {attempt} is not leased to {worker} (the unit is not leased now)"))
+            }
         }
     }
 

@@ -1,20 +1,26 @@
 //! Arrow Flight exchange between pools: a worker runs a segment of consecutive steps that belong
 //! to another pool by a `DoExchange` with a worker of that pool, one morsel per exchange.
 //!
-//! The request carries the segment's first and last step indices in its descriptor and the morsel
-//! as Arrow IPC; the reply carries the segment's output, one record batch per part (a step may
+//! The request carries the segment's first and last step indices and the lease it serves (worker,
+//! unit, attempt) in its descriptor, and the morsel as Arrow IPC; the reply carries the segment's output, one record batch per part (a step may
 //! answer in parts), each with its row failures in `app_metadata`. Failures of the segment's first
 //! step name rows of the morsel sent; failures of later steps carry the step and the row reference
 //! ([`FailureOrigin`]). HTTP/2 flow control on the stream carries backpressure: a busy gpu worker
 //! reads its requests slowly, and the cpu worker's remote step waits.
 //!
 //! # Guarantees
-//! A failed exchange (the peer died, or refused) is a step error of the morsel's unit: the unit's
-//! attempt fails and is leased again; nothing of it was committed.
+//! - A serving worker runs a step only for a lease the coordinator confirms current (asked at the
+//!   exchange's start, each answer trusted for at most [`LEASE_CHECK_TTL`]); an exchange for a
+//!   revoked lease is refused with `FailedPrecondition`, which the caller's executor takes as its
+//!   unit withdrawn (it stops the unit and fails nothing).
+//! - A failed exchange (the peer died, or refused otherwise) is a step error of the morsel's unit:
+//!   the unit's attempt fails and is leased again; nothing of it was committed.
 
+mod lease_check;
 mod remote;
 mod server;
 
+pub use lease_check::{AcceptAnyLease, CoordinatorLeases, LEASE_CHECK_TTL, LeaseCheck};
 pub use remote::{CoveredStep, RemoteStep, Router};
 pub use server::{StepServer, bind as server_bind, serve_steps};
 
@@ -27,17 +33,48 @@ use weir_core::{FailureOrigin, RowFailure};
 /// (at most 16 MiB by default), far below this.
 pub const MAX_MESSAGE_BYTES: usize = 1 << 30;
 
-/// The descriptor command naming the steps to run.
-fn segment_command(steps: &RangeInclusive<usize>) -> Bytes {
-    Bytes::from(serde_json::json!({ "step": steps.start(), "last": steps.end() }).to_string())
+/// The unit attempt an exchange serves, and the worker that holds its lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExchangeLease {
+    pub worker: String,
+    pub unit: u64,
+    pub attempt: u32,
 }
 
-/// The steps a command names (`last` defaults to `step`).
-fn parse_segment_command(cmd: &[u8]) -> Option<RangeInclusive<usize>> {
+/// What an exchange asks for: the steps to run, for the lease it serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct SegmentRequest {
+    steps: RangeInclusive<usize>,
+    lease: Option<ExchangeLease>,
+}
+
+/// The descriptor command naming the steps to run and the lease they serve.
+fn segment_command(steps: &RangeInclusive<usize>, lease: Option<&ExchangeLease>) -> Bytes {
+    let mut command = serde_json::json!({ "step": steps.start(), "last": steps.end() });
+    if let Some(lease) = lease {
+        command["worker"] = lease.worker.clone().into();
+        command["unit"] = lease.unit.into();
+        command["attempt"] = lease.attempt.into();
+    }
+    Bytes::from(command.to_string())
+}
+
+/// The request a command makes (`last` defaults to `step`; the lease is all three of `worker`,
+/// `unit` and `attempt`, or absent); `None` when malformed.
+fn parse_segment_command(cmd: &[u8]) -> Option<SegmentRequest> {
     let value: serde_json::Value = serde_json::from_slice(cmd).ok()?;
     let first = value.get("step")?.as_u64()? as usize;
     let last = value.get("last").map_or(Some(first as u64), |l| l.as_u64())? as usize;
-    (first <= last).then_some(first..=last)
+    let lease = match (value.get("worker"), value.get("unit"), value.get("attempt")) {
+        (None, None, None) => None,
+        (Some(worker), Some(unit), Some(attempt)) => Some(ExchangeLease {
+            worker: worker.as_str()?.to_string(),
+            unit: unit.as_u64()?,
+            attempt: u32::try_from(attempt.as_u64()?).ok()?,
+        }),
+        _ => return None,
+    };
+    (first <= last).then_some(SegmentRequest { steps: first..=last, lease })
 }
 
 /// A part's metadata: its row failures and the busy time the segment reported.
@@ -87,9 +124,19 @@ mod tests {
 
     #[test]
     fn commands_and_metadata_round_trip() {
-        assert_eq!(parse_segment_command(&segment_command(&(7..=9))), Some(7..=9));
-        assert_eq!(parse_segment_command(br#"{"step": 4}"#), Some(4..=4));
+        let lease = ExchangeLease { worker: "cpu-0".into(), unit: 12, attempt: 3 };
+        let request = parse_segment_command(&segment_command(&(7..=9), Some(&lease)));
+        assert_eq!(request, Some(SegmentRequest { steps: 7..=9, lease: Some(lease) }));
+        let bare = parse_segment_command(&segment_command(&(7..=9), None));
+        assert_eq!(bare, Some(SegmentRequest { steps: 7..=9, lease: None }));
+        assert_eq!(parse_segment_command(br#"{"step": 4}"#).map(|r| r.steps), Some(4..=4));
         assert_eq!(parse_segment_command(br#"{"step": 4, "last": 3}"#), None);
+        assert_eq!(
+            parse_segment_command(br#"{"step": 4, "unit": 1, "attempt": 0}"#),
+            None,
+            "a lease without its worker"
+        );
+        assert_eq!(parse_segment_command(br#"{"step": 4, "worker": "w", "unit": 1, "attempt": 5000000000}"#), None);
         assert_eq!(parse_segment_command(b"{}"), None);
         let origin = FailureOrigin { step_index: 5, step: "image.resize".into(), row_ref: "s3://b/x.jpg".into() };
         let failures = vec![RowFailure::new(3, "corrupt \"image\""), RowFailure::at(origin, "too large")];

@@ -21,7 +21,7 @@ use tonic::transport::Channel;
 use weir_auth::{Bearer, JobSecret};
 use weir_core::{Step, StepContext, StepError, StepOutput};
 
-use super::{MAX_MESSAGE_BYTES, parse_part_metadata, segment_command};
+use super::{ExchangeLease, MAX_MESSAGE_BYTES, parse_part_metadata, segment_command};
 use crate::CoordinatorConn;
 use crate::proto;
 use crate::retry::{Backoff, retry_rpc};
@@ -56,6 +56,12 @@ impl Router {
         let client = flight_client(endpoint, &secret)?;
         let clients = Mutex::new(HashMap::from([(endpoint.to_string(), client)]));
         Ok(Self { coordinator: None, worker: String::new(), pool: String::new(), clients, secret })
+    }
+
+    /// The same router, naming `worker` as the holder of the leases its exchanges serve.
+    pub fn on_behalf_of(mut self, worker: &str) -> Self {
+        self.worker = worker.to_string();
+        self
     }
 
     fn clients(&self) -> std::sync::MutexGuard<'_, HashMap<String, FlightClient>> {
@@ -142,18 +148,27 @@ impl RemoteStep {
         Self { steps, name: name.to_string(), router, concurrency: concurrency.max(1) }
     }
 
-    async fn exchange(self: Arc<Self>, input: RecordBatch) -> Result<StepOutput, StepError> {
+    async fn exchange(self: Arc<Self>, input: RecordBatch, ctx: StepContext) -> Result<StepOutput, StepError> {
         let (endpoint, mut client) = self.router.peer().await?;
         let failed = |e: String| {
             self.router.forget(&endpoint);
             StepError::Transient(format!("{} on {endpoint}: {e}", self.name))
         };
+        let lease =
+            ctx.attempt.map(|a| ExchangeLease { worker: self.router.worker.clone(), unit: a.unit, attempt: a.attempt });
+        let command = segment_command(&self.steps, lease.as_ref());
         let request = FlightDataEncoderBuilder::new()
             .with_max_flight_data_size(MAX_MESSAGE_BYTES)
-            .with_flight_descriptor(Some(FlightDescriptor::new_cmd(segment_command(&self.steps))))
+            .with_flight_descriptor(Some(FlightDescriptor::new_cmd(command)))
             .build(futures::stream::once(async move { Ok(input) }))
             .filter_map(|message| async move { message.ok() });
-        let response = client.do_exchange(request).await.map_err(|s| failed(s.message().to_string()))?;
+        let response = client.do_exchange(request).await.map_err(|s| match s.code() {
+            // The peer found the lease revoked: the unit is not wanted, and the peer is fine.
+            tonic::Code::PermissionDenied => {
+                StepError::Withdrawn(format!("{} on {endpoint}: {}", self.name, s.message()))
+            }
+            _ => failed(s.message().to_string()),
+        })?;
         let mut decoder = FlightDataDecoder::new(response.into_inner().map_err(|s| FlightError::Tonic(Box::new(s))));
         let first = next_part(&mut decoder).await.map_err(&failed)?;
         let mut output = first.ok_or_else(|| failed("the peer answered nothing".into()))?;
@@ -207,9 +222,9 @@ impl Step for RemoteStep {
     fn process(
         self: Arc<Self>,
         input: RecordBatch,
-        _ctx: StepContext,
+        ctx: StepContext,
     ) -> BoxFuture<'static, Result<StepOutput, StepError>> {
-        self.exchange(input).boxed()
+        self.exchange(input, ctx).boxed()
     }
 }
 

@@ -26,9 +26,9 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 use weir_auth::JobSecret;
 use weir_core::batch::{batch_bytes, row_ref, row_refs};
-use weir_core::{FailureOrigin, PipelineStats, RowFailure, Step, StepContext, StepError, StepStats};
+use weir_core::{FailureOrigin, PipelineStats, RowFailure, Step, StepContext, StepError, StepStats, UnitAttempt};
 
-use super::{MAX_MESSAGE_BYTES, parse_segment_command, part_metadata};
+use super::{LeaseCheck, MAX_MESSAGE_BYTES, parse_segment_command, part_metadata};
 
 /// Runs the steps of this worker's pool for other workers.
 /// A served step and its counters.
@@ -37,6 +37,8 @@ type Counted = (Arc<dyn Step>, Arc<StepStats>);
 pub struct StepServer {
     /// By index in `spec.steps`, with the step's counters.
     steps: HashMap<usize, Counted>,
+    /// Whether an exchange's lease is current.
+    leases: Arc<dyn LeaseCheck>,
     ctx: StepContext,
     in_flight: Arc<AtomicU32>,
     /// The served steps' counters, in step order (for `/metrics`).
@@ -44,8 +46,9 @@ pub struct StepServer {
 }
 
 impl StepServer {
-    /// Serves `steps`; each step's slots are its concurrency, or the compute threads by default.
-    pub fn new(steps: HashMap<usize, Arc<dyn Step>>, ctx: StepContext) -> Self {
+    /// Serves `steps` for exchanges whose lease `leases` accepts; each step's slots are its
+    /// concurrency, or the compute threads by default.
+    pub fn new(steps: HashMap<usize, Arc<dyn Step>>, ctx: StepContext, leases: Arc<dyn LeaseCheck>) -> Self {
         let threads = ctx.compute.threads();
         let mut indexed: Vec<(usize, Counted)> = steps
             .into_iter()
@@ -56,7 +59,7 @@ impl StepServer {
             .collect();
         indexed.sort_by_key(|(i, _)| *i);
         let stats = Arc::new(PipelineStats::new(indexed.iter().map(|(_, (_, s))| s.clone()).collect()));
-        Self { steps: indexed.into_iter().collect(), ctx, in_flight: Arc::default(), stats }
+        Self { steps: indexed.into_iter().collect(), leases, ctx, in_flight: Arc::default(), stats }
     }
 
     /// The served steps' counters: rows, busy time and failures of every exchange.
@@ -264,22 +267,30 @@ impl FlightService for StepServer {
     ) -> Result<Response<Self::DoExchangeStream>, Status> {
         let mut incoming = request.into_inner();
         let first = incoming.message().await?.ok_or_else(|| Status::invalid_argument("empty exchange"))?;
-        let indices =
+        let request =
             first.flight_descriptor.as_ref().and_then(|d| parse_segment_command(&d.cmd)).ok_or_else(|| {
-                Status::invalid_argument("the first message must name the steps: {\"step\": N, \"last\": M}")
+                Status::invalid_argument(
+                    "the first message must name the steps and the lease: \
+                     {\"step\": N, \"last\": M, \"worker\": W, \"unit\": U, \"attempt\": A}",
+                )
             })?;
-        let segment = indices
+        let segment = request
+            .steps
             .map(|index| match self.steps.get(&index) {
                 Some((step, stats)) => Ok((index, step.clone(), stats.clone())),
-                None => Err(Status::failed_precondition(format!("this worker does not run step #{index}"))),
+                None => Err(Status::invalid_argument(format!("this worker does not run step #{index}"))),
             })
             .collect::<Result<Segment, Status>>()?;
+        self.leases.check(request.lease.as_ref()).await?;
         let data =
             futures::stream::once(async { Ok(first) }).chain(incoming).map_err(|s| FlightError::Tonic(Box::new(s)));
         let input = FlightRecordBatchStream::new_from_flight_data(data);
         // Two messages ahead at most: the rest waits on HTTP/2 flow control.
         let (tx, mut rx) = mpsc::channel(2);
-        let ctx = self.ctx.clone();
+        let ctx = match &request.lease {
+            Some(lease) => self.ctx.for_attempt(UnitAttempt { unit: lease.unit, attempt: lease.attempt }),
+            None => self.ctx.clone(),
+        };
         let guard = InFlight::new(self.in_flight.clone());
         let task = tokio::spawn(async move {
             let _guard = guard;

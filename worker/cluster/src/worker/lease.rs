@@ -4,9 +4,9 @@
 //! # Guarantees
 //! - A unit is reported complete only after its part files are closed (written whole, in the
 //!   output's staging folder: only the coordinator publishes them).
-//! - A unit whose lease was revoked (expired and re-leased, or the job ended) is never reported:
-//!   its staged files are deleted when it finishes. Nor is a unit whose report the coordinator
-//!   refused.
+//! - A unit whose lease was revoked (expired and re-leased, or the job ended) stops at its next
+//!   morsel (no more input read, no step started on it, no remote exchange continued) and is never
+//!   reported: its staged files are deleted. Nor is a unit whose report the coordinator refused.
 //! - A pipeline failure fails the unit it names and hands back the others; the worker then starts
 //!   a fresh pipeline (the steps, and any model they loaded, are reused).
 //! - On shutdown (SIGTERM) the worker stops leasing, finishes the units it holds within the grace
@@ -27,7 +27,7 @@ use tracing::{error, info, warn};
 use weir_core::unit::BoxError;
 use weir_core::{
     ComputePool, ErrorHandling, ExecError, MemoryBudget, Pipeline, PipelineOptions, PipelineStats, StatsMismatch, Step,
-    UnitReader, UnitSummary, WorkUnit,
+    UnitReader, UnitSummary, WithdrawnUnits, WorkUnit,
 };
 use weir_io::sink::{SinkPlan, UnitListener};
 
@@ -70,8 +70,6 @@ impl WorkerSetup {
 struct Held {
     unit: WorkUnit,
     _permit: OwnedSemaphorePermit,
-    /// The coordinator revoked this attempt's lease: discard its result.
-    revoked: bool,
 }
 
 /// Runs units leased from the coordinator until the job ends or `shutdown` is cancelled.
@@ -97,6 +95,7 @@ pub async fn run_worker(
         held: Arc::default(),
         capacity: Arc::new(Semaphore::new(capacity)),
         finished: Arc::default(),
+        withdrawn: WithdrawnUnits::default(),
         ended: CancellationToken::new(),
         exit: Arc::default(),
     };
@@ -129,6 +128,8 @@ struct Worker {
     capacity: Arc<Semaphore>,
     /// Woken when a held unit is reported, so a worker told to wait asks again at once.
     finished: Arc<Notify>,
+    /// Attempts whose lease was revoked, which the pipelines stop working on.
+    withdrawn: WithdrawnUnits,
     /// Cancelled when the coordinator says the job ended.
     ended: CancellationToken,
     exit: Arc<Mutex<Option<WorkerExit>>>,
@@ -148,7 +149,12 @@ impl Worker {
         let (unit_tx, mut unit_rx) = mpsc::channel::<WorkUnit>(1);
         let (done_tx, done_rx) = mpsc::channel::<UnitSummary>(self.options.capacity.max(1));
         let sink = setup.sink.open(Reporter(done_tx))?;
-        let options = PipelineOptions { errors: setup.errors, cancel: cancel.clone(), ..Default::default() };
+        let options = PipelineOptions {
+            errors: setup.errors,
+            cancel: cancel.clone(),
+            withdrawn: self.withdrawn.clone(),
+            ..Default::default()
+        };
         let pipeline = self.pipeline(options)?;
         let units = futures::stream::poll_fn(move |cx| unit_rx.poll_recv(cx)).boxed();
         let grace = self.options.grace;
@@ -213,7 +219,7 @@ impl Worker {
             let wait = match reply.map(|r| r.result) {
                 Ok(Some(LeaseResult::Unit(unit))) => match unit_from_proto(unit) {
                     Ok(unit) => {
-                        self.held().insert(unit.id, Held { unit: unit.clone(), _permit: permit, revoked: false });
+                        self.held().insert(unit.id, Held { unit: unit.clone(), _permit: permit });
                         self.setup.metrics.unit("leased");
                         if units.send(unit).await.is_err() {
                             return;
@@ -264,15 +270,18 @@ impl Worker {
         while let Some(summary) = done.recv().await {
             let (unit, attempt) = (summary.unit, summary.attempt);
             let worker = &self.options.id;
-            let (rows_in, revoked) = self.held().get(&unit).map_or((0, true), |h| (h.unit.rows(), h.revoked));
-            if revoked {
-                warn!(worker = %worker, unit, attempt, "unit {unit} attempt {attempt} lost its lease; discarding it");
+            let rows_in = self.held().get(&unit).map(|h| h.unit.rows());
+            let withdrawn = self.withdrawn.contains_attempt(unit, attempt);
+            let Some(rows_in) = rows_in.filter(|_| !withdrawn) else {
+                let written = summary.rows;
+                warn!(worker = %worker, unit, attempt, "unit {unit} attempt {attempt} lost its lease; stopped with {written} rows written, discarding them");
                 self.setup.metrics.unit("discarded");
                 self.setup.sink.stores().delete_quietly(&summary.files).await;
                 self.held().remove(&unit);
+                self.withdrawn.forget(unit, attempt);
                 self.finished.notify_one();
                 continue;
-            }
+            };
             let request = proto::CompleteRequest {
                 worker: self.options.id.clone(),
                 unit: summary.unit,
@@ -309,6 +318,7 @@ impl Worker {
                 ),
             }
             self.held().remove(&summary.unit);
+            self.withdrawn.forget(summary.unit, summary.attempt);
             self.finished.notify_one();
         }
     }
@@ -316,6 +326,9 @@ impl Worker {
     /// Fails the unit `error` names and hands back every other unit still held.
     async fn abandon(&self, error: Option<&ExecError>) {
         let units: Vec<WorkUnit> = self.held().drain().map(|(_, h)| h.unit).collect();
+        for unit in &units {
+            self.withdrawn.forget(unit.id, unit.attempt);
+        }
         let blamed = match error {
             Some(ExecError::Step { unit, .. } | ExecError::Source { unit, .. } | ExecError::Sink { unit, .. }) => {
                 Some(*unit)
@@ -370,18 +383,17 @@ impl Worker {
         *self.exit.lock().unwrap_or_else(|p| p.into_inner()) =
             Some(WorkerExit::JobEnded { succeeded: ended.succeeded, message: ended.message });
         // Whatever is still held is no longer needed: discard it when it finishes.
-        for held in self.held().values_mut() {
-            held.revoked = true;
+        for held in self.held().values() {
+            self.withdrawn.withdraw(held.unit.id, held.unit.attempt);
         }
         self.ended.cancel();
     }
 
-    /// Marks a held unit's attempt as revoked, so its result is discarded.
+    /// Marks a held unit's attempt as revoked: its pipeline stops working on it, and what it
+    /// staged is discarded.
     fn revoke(&self, lost: proto::UnitAttempt) {
-        if let Some(held) = self.held().get_mut(&lost.unit)
-            && held.unit.attempt == lost.attempt
-        {
-            held.revoked = true;
+        if self.held().get(&lost.unit).is_some_and(|held| held.unit.attempt == lost.attempt) {
+            self.withdrawn.withdraw(lost.unit, lost.attempt);
         }
     }
 
@@ -390,7 +402,7 @@ impl Worker {
         let units = self
             .held()
             .values()
-            .filter(|h| !h.revoked)
+            .filter(|h| !self.withdrawn.contains(&h.unit))
             .map(|h| proto::UnitAttempt { unit: h.unit.id, attempt: h.unit.attempt })
             .collect();
         Holding { units, ..Holding::default() }

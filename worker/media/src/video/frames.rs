@@ -556,7 +556,7 @@ mod tests {
         let input =
             RecordBatch::try_from_iter([("uri", Arc::new(UInt64Array::from(vec![1])) as ArrayRef)]).expect("batch");
         let runtime = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
-        let ctx = weir_core::StepContext { compute: weir_core::ComputePool::new(1).expect("pool") };
+        let ctx = weir_core::StepContext::new(weir_core::ComputePool::new(1).expect("pool"));
         let err = runtime.block_on(step(FrameOptions::default(), "uri").process(input, ctx)).expect_err("wrong type");
         assert_eq!(
             err.to_string(),
