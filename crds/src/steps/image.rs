@@ -17,6 +17,11 @@ step_config!(
         #[serde(default, skip_serializing_if = "Option::is_none")]
         #[schemars(range(min = 1))]
         max_pixels: Option<u64>,
+        /// Turn the image upright as its EXIF Orientation tag says (rotate and/or mirror), as
+        /// photo viewers do; default true. `maxPixels` applies to the stored size (the pixel
+        /// count is the same either way).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        apply_orientation: Option<bool>,
     }
 );
 impl_step_config!(ImageDecode, inputs(s) => vec![s.input.as_str()], output(s) => Some(&s.output));

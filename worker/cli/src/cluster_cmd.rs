@@ -74,7 +74,7 @@ pub fn coordinator(
             ExitCode::FAILURE
         }
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", weir::error_text(e.as_ref()));
             ExitCode::FAILURE
         }
     }

@@ -363,7 +363,7 @@ fn exit(result: Result<()>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", weir::error_text(e.as_ref()));
             ExitCode::FAILURE
         }
     }

@@ -25,7 +25,7 @@ pub fn verify(output: &str, checkpoint: Option<&str>) -> ExitCode {
             if verification.is_ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
         }
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", weir::error_text(e.as_ref()));
             ExitCode::from(CANNOT_VERIFY)
         }
     }

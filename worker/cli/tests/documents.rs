@@ -121,3 +121,63 @@ fn a_missing_tokenizer_fails_the_job_before_any_row_runs() {
     );
     assert!(!out.exists(), "nothing was written");
 }
+
+/// Two documents, one a 2 MiB text that `text.chunk` (200 characters) cuts into about 10,000
+/// chunks, and the manifest for them: `steps` after the download.
+fn large_document_job(tmp: &Path, steps: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (docs, out) = (tmp.join("docs"), tmp.join("out"));
+    std::fs::create_dir_all(&docs).expect("mkdir");
+    let words = ["river ", "granite ", "lantern ", "orchard ", "photon "];
+    let large: String = (0..300_000).map(|i| words[i % words.len()]).collect::<String>();
+    assert!(large.len() > 2 << 20);
+    write(&docs, "large.txt", large.as_bytes());
+    write(&docs, "small.txt", b"A short note.");
+    let spec = format!(
+        "  source: {{files: {{uri: \"{}\"}}}}\n  steps:\n    - {{op: download, input: uri, output: bytes}}\n{steps}  sink: {{parquet: {{uri: \"{}\"}}}}\n  errorPolicy: {{onRowError: skip, maxErrorRatio: 0.5}}\n",
+        docs.display(),
+        out.display()
+    );
+    (write_manifest(tmp, "documents", &spec), out)
+}
+
+const TEXT_AND_CHUNKS: &str = "    - {op: document.text, input: bytes, output: text}\n    - {op: text.chunk, input: text, output: chunk, size: 200, overlap: 20}\n";
+
+/// The large text's bytes and text are read by no step after `text.chunk`, so they are not copied
+/// into each chunk (which took 40 GB and overflowed Arrow's offsets, failing the whole job): the
+/// job finishes under a 256 MiB budget with every chunk.
+#[test]
+fn a_large_document_is_chunked_without_copying_it_into_every_chunk() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let steps = format!("{TEXT_AND_CHUNKS}    - {{op: select, columns: [uri, text_page, chunk]}}\n");
+    let (manifest, out) = large_document_job(tmp.path(), &steps);
+    let result = run(&manifest, &["--memory-limit", "256MiB"]);
+    assert!(result.status.success(), "stderr: {}", text(&result.stderr));
+    let batches = read_parquet_dir(&out);
+    let uris = strings(&batches, "uri");
+    let large_chunks = uris.iter().filter(|u| u.ends_with("large.txt")).count();
+    assert!(large_chunks > 10_000, "chunks of the large text: {large_chunks}");
+    assert_eq!(uris.iter().filter(|u| u.ends_with("small.txt")).count(), 1);
+    assert_eq!(strings(&batches, "chunk").len(), uris.len(), "every row has its chunk");
+}
+
+/// When the sink writes every column, each chunk would carry the whole document twice (40 GB):
+/// that document is a row error saying so and what to do, and every other row is written.
+#[test]
+fn a_document_that_would_be_copied_into_every_chunk_is_a_row_error_not_a_failed_job() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (manifest, out) = large_document_job(tmp.path(), TEXT_AND_CHUNKS);
+    let result = run(&manifest, &["--memory-limit", "256MiB"]);
+    assert!(result.status.success(), "stderr: {}", text(&result.stderr));
+    let uris = strings(&read_parquet_dir(&out), "uri");
+    assert_eq!(uris.len(), 1, "{uris:?}");
+    assert!(uris[0].ends_with("small.txt"));
+    let errors = read_parquet_dir(&out.join("_errors"));
+    let (refs, messages) = (strings(&errors, "row_ref"), strings(&errors, "message"));
+    assert_eq!(refs.len(), 1, "{messages:?}");
+    assert!(refs[0].ends_with("large.txt"));
+    assert!(
+        messages[0].contains("over the 256.0 MiB one row may make") && messages[0].contains("`select`"),
+        "{messages:?}"
+    );
+    assert_eq!(strings(&errors, "step"), ["text.chunk"]);
+}

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow_array::{ArrayRef, RecordBatch};
+use futures::StreamExt;
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 
@@ -158,18 +159,48 @@ pub trait Step: Send + Sync + 'static {
     ) -> BoxFuture<'static, Result<StepOutput, StepError>>;
 }
 
-/// A step as the job plans it: named by its `op`, and run with the concurrency its manifest sets
-/// (else the step's own default).
+/// A step as the job plans it: named by its `op`, run with the concurrency its manifest sets
+/// (else the step's own default), and, when the plan knows which columns later steps and the sink
+/// read, told so and pruned to them.
+///
+/// # Guarantees
+/// With `needed_after` set, the step's input carries the list ([`batch::mark_needed_after`], so a
+/// row-multiplying step does not repeat a column nobody reads again), and every part of its output
+/// keeps only those columns and the internal `_weir_*` ones: memory, exchanges and the sink stop
+/// carrying a column once it is dead.
 pub struct Planned {
     name: &'static str,
     concurrency: Option<usize>,
+    needed_after: Option<Arc<[String]>>,
     step: Arc<dyn Step>,
 }
 
 impl Planned {
     pub fn wrap(name: &'static str, concurrency: Option<usize>, step: Arc<dyn Step>) -> Arc<dyn Step> {
-        Arc::new(Self { name, concurrency: concurrency.map(|n| n.max(1)), step })
+        Self::wrap_pruned(name, concurrency, None, step)
     }
+
+    /// As [`Planned::wrap`], keeping only the columns in `needed_after` (and internal ones) after
+    /// the step; `None` keeps every column.
+    pub fn wrap_pruned(
+        name: &'static str,
+        concurrency: Option<usize>,
+        needed_after: Option<Vec<String>>,
+        step: Arc<dyn Step>,
+    ) -> Arc<dyn Step> {
+        let needed_after = needed_after.map(Arc::from);
+        Arc::new(Self { name, concurrency: concurrency.map(|n| n.max(1)), needed_after, step })
+    }
+}
+
+/// `output` (and its later parts) with only the `needed` columns.
+fn prune_output(mut output: StepOutput, needed: Arc<[String]>) -> Result<StepOutput, StepError> {
+    output.batch = batch::keep_needed(&output.batch, &needed)?;
+    if let Some(more) = output.more.take() {
+        let pruned = more.map(move |part| part.and_then(|part| prune_output(part, needed.clone())));
+        output.more = Some(Box::pin(pruned));
+    }
+    Ok(output)
 }
 
 impl Step for Planned {
@@ -186,7 +217,15 @@ impl Step for Planned {
         input: RecordBatch,
         ctx: StepContext,
     ) -> BoxFuture<'static, Result<StepOutput, StepError>> {
-        self.step.clone().process(input, ctx)
+        let Some(needed) = self.needed_after.clone() else {
+            return self.step.clone().process(input, ctx);
+        };
+        let step = self.step.clone();
+        Box::pin(async move {
+            let input = batch::mark_needed_after(&input, &needed)?;
+            let output = step.process(input, ctx).await?;
+            prune_output(output, needed)
+        })
     }
 }
 

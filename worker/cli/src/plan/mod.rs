@@ -1,6 +1,7 @@
 //! A job's plan, built once from the manifest and used by every runner (the embedded `weir run`
 //! and the distributed worker): its stores, reader, steps, error handling, memory budget and sink.
 
+mod columns;
 mod steps;
 
 use std::sync::Arc;

@@ -17,6 +17,8 @@ use weir_ops::relational::{explode, filter, select};
 use weir_ops::text::{chunk, normalize, tokenize};
 use weir_ops::vector::{self, Metric};
 
+use super::columns::needed_after_each_step;
+
 /// A step that cannot be built.
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
@@ -31,7 +33,8 @@ pub enum PlanError {
 /// Builds the runnable steps of `spec` whose index `include` accepts (a worker builds, and loads
 /// the models of, only its pool's steps), in order, the others `None`. Each step first reads the
 /// objects it needs whole (tokenizer files, model weights and their companion files), so a missing
-/// one fails the job before any row runs; model steps load their model here, once.
+/// one fails the job before any row runs; model steps load their model here, once. Each step drops
+/// the columns no later step nor the sink reads ([`needed_after_each_step`]).
 ///
 /// # Errors
 /// [`PlanError`] naming the first step whose config is unusable or whose object cannot be read.
@@ -41,6 +44,7 @@ pub async fn build_steps_where(
     include: impl Fn(usize) -> bool,
 ) -> Result<Vec<Option<Arc<dyn Step>>>, PlanError> {
     let mut steps = Vec::with_capacity(spec.steps.len());
+    let needed_after = needed_after_each_step(spec);
     for (index, step) in spec.steps.iter().enumerate() {
         if !include(index) {
             steps.push(None);
@@ -50,7 +54,8 @@ pub async fn build_steps_where(
         let built =
             build_step(step, stores, &assets).map_err(|source| PlanError::Build { index, op: step.op(), source })?;
         let concurrency = step.config().concurrency().map(|n| n as usize);
-        steps.push(Some(Planned::wrap(step.op(), concurrency, built)));
+        let needed = needed_after[index].as_ref().map(|n| n.iter().cloned().collect());
+        steps.push(Some(Planned::wrap_pruned(step.op(), concurrency, needed, built)));
     }
     Ok(steps)
 }

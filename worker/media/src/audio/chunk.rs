@@ -116,8 +116,10 @@ impl Kernel for ChunkAudio {
             (format!("{}_index", self.output), Arc::new(UInt32Array::from(index)) as ArrayRef),
             (format!("{}_offset", self.output), Arc::new(Float64Array::from(offset)) as ArrayRef),
         ];
-        let batch = repeat_rows(input, &parents, added)?;
-        Ok(StepOutput::new(batch, failures))
+        let repeated = repeat_rows(input, &parents, added)?;
+        failures.extend(repeated.failures);
+        failures.sort_by_key(|f| f.row);
+        Ok(StepOutput::new(repeated.batch, failures))
     }
 }
 

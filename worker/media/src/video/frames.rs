@@ -177,7 +177,7 @@ impl MediaKernel for SampleFrames {
         &self,
         input: &RecordBatch,
         values: Vec<Option<SampledFrames>>,
-        failures: Vec<RowFailure>,
+        mut failures: Vec<RowFailure>,
     ) -> Result<StepOutput, StepError> {
         let mut parents = Vec::new();
         let mut frames = Vec::new();
@@ -204,8 +204,10 @@ impl MediaKernel for SampleFrames {
                 Arc::new(Float64Array::from_iter_values(frames.iter().map(|f| f.timestamp))) as ArrayRef,
             ),
         ];
-        let batch = repeat_rows(input, &parents, added)?;
-        Ok(StepOutput::new(batch, failures))
+        let repeated = repeat_rows(input, &parents, added)?;
+        failures.extend(repeated.failures);
+        failures.sort_by_key(|f| f.row);
+        Ok(StepOutput::new(repeated.batch, failures))
     }
 }
 

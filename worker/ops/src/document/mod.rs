@@ -9,8 +9,8 @@
 //!
 //! Bytes that are not UTF-8 are converted lossily (U+FFFD). A text with nothing but whitespace
 //! gives a null text. A null input gives one row with a null text and a null page. Empty input,
-//! and a PDF that is corrupt, truncated or encrypted with a password, are row failures; the
-//! other rows go on.
+//! and a PDF that is corrupt, truncated, encrypted with a password, or has a page whose content
+//! does not decompress or parse, are row failures; the other rows go on.
 
 pub mod html;
 pub mod pdf;
@@ -116,8 +116,10 @@ impl Kernel for ExtractText {
         }
         let added: Vec<(String, ArrayRef)> =
             vec![(self.output.clone(), Arc::new(text.finish())), (page_column, Arc::new(page.finish()))];
-        let batch = repeat_rows(input, &parents, added)?;
-        Ok(StepOutput::new(batch, failures))
+        let repeated = repeat_rows(input, &parents, added)?;
+        failures.extend(repeated.failures);
+        failures.sort_by_key(|f| f.row);
+        Ok(StepOutput::new(repeated.batch, failures))
     }
 }
 
@@ -208,6 +210,23 @@ mod tests {
         assert_eq!(failed[2].0, 3);
         assert!(failed[2].1.starts_with("corrupt PDF: "), "{failed:?}");
         assert_eq!(failed.len(), 3);
+    }
+
+    #[test]
+    fn a_damaged_page_fails_its_document_and_a_blank_page_stays_null_text() {
+        use pdf::fixtures::{flate, pdf_with_contents, raw_flate};
+        let damaged =
+            pdf_with_contents(vec![Some(flate(b"BT /F1 12 Tf (kept) Tj ET")), Some(raw_flate(b"x\x9c\x00garbage"))]);
+        let blank = pdf_with_contents(vec![Some(flate(b""))]);
+        let good = pdf(&[PdfPage::Text("fine")]);
+        let out = run(&step(10), vec![Some(&damaged), Some(&blank), Some(&good)]);
+        let names: Vec<&str> = column(&out, "name").as_string::<i32>().iter().flatten().collect();
+        assert_eq!(names, ["doc1", "doc2"]);
+        let text: Vec<Option<&str>> = column(&out, "text").as_string::<i32>().iter().collect();
+        assert_eq!(text, [None, Some("fine")]);
+        assert_eq!(out.failures.len(), 1, "{:?}", out.failures);
+        assert_eq!(out.failures[0].row, 0);
+        assert!(out.failures[0].message.starts_with("PDF page 2: content stream "), "{:?}", out.failures);
     }
 
     #[test]

@@ -12,6 +12,12 @@
 //! encoding (standard encodings, `/Differences`, `/ToUnicode` CMaps). A move to another baseline
 //! starts a new line and a move along the line (or a wide `TJ` gap) a space; there is no layout
 //! analysis (columns, tables), and text inside form XObjects is not read.
+//!
+//! # Damage
+//! A page whose content stream is missing, does not decompress or does not parse to its end fails
+//! the whole document (its row), naming the page and the cause; lopdf on its own would give such
+//! a page the text read before the damage, or none, like a scan. A page that shows no text (a
+//! scan, a drawing, an empty content stream, no content at all) is a null text, not a failure.
 
 use std::collections::BTreeMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -37,8 +43,9 @@ pub fn is_pdf(bytes: &[u8]) -> bool {
 ///
 /// # Errors
 /// A message saying what is wrong: not a PDF, truncated (no `%%EOF` in its last 1024 bytes),
-/// corrupt, encrypted with a password, no pages, a page over [`PAGE_CONTENT_LIMIT`], or a parser
-/// panic (caught, never propagated; the panic hook still prints it to stderr).
+/// corrupt, encrypted with a password, no pages, a page over [`PAGE_CONTENT_LIMIT`], a page whose
+/// content does not decompress or parse (`PDF page N: ...`), or a parser panic (caught, never
+/// propagated; the panic hook still prints it to stderr).
 pub fn pages(bytes: &[u8], max_pages: usize) -> Result<Vec<Option<String>>, String> {
     let n = bytes.len();
     if !is_pdf(bytes) {
@@ -72,27 +79,103 @@ fn read(bytes: &[u8], max_pages: usize) -> Result<Vec<Option<String>>, String> {
     if ids.is_empty() {
         return Err("corrupt PDF: no pages found".into());
     }
-    ids.iter()
-        .enumerate()
-        .map(|(i, &id)| page_text(&doc, id).map_err(|e| format!("PDF page {}: {}", i + 1, chain(&e))))
-        .collect()
+    ids.iter().enumerate().map(|(i, &id)| page_text(&doc, id).map_err(|e| format!("PDF page {}: {e}", i + 1))).collect()
 }
 
-/// The text of one page, `None` when it shows none.
-fn page_text(doc: &Document, page: ObjectId) -> Result<Option<String>, lopdf::Error> {
+/// The text of one page, `None` when it shows none (a scan, a drawing, an empty page).
+///
+/// # Errors
+/// A message when the page's content cannot be read (see [`page_content`]) or does not parse to
+/// its end: a damaged page is a failure, never a page that merely shows no text.
+fn page_text(doc: &Document, page: ObjectId) -> Result<Option<String>, String> {
     let encodings: BTreeMap<Vec<u8>, Encoding<'_>> = doc
         .get_page_fonts(page)
         .unwrap_or_default()
         .into_iter()
         .filter_map(|(name, font)| font.get_font_encoding_with_limit(doc, PAGE_CONTENT_LIMIT).ok().map(|e| (name, e)))
         .collect();
-    let content = doc.get_page_content_with_limit(page, PAGE_CONTENT_LIMIT)?;
+    let mut content = page_content(doc, page)?;
+    content.extend_from_slice(END_OF_CONTENT);
     let mut text = PageText::default();
-    // A damaged content stream keeps the text read before the damage.
-    for op in Content::decode_iter(&content).map_while(Result::ok) {
+    let mut parsed = 0;
+    for op in Content::decode_iter(&content) {
+        let Ok(op) = op else { break };
+        if op.operator == END_OPERATOR {
+            return Ok(text.finish());
+        }
         text.apply(&op, &encodings);
+        parsed += 1;
     }
-    Ok(text.finish())
+    Err(format!("content cannot be parsed after its first {parsed} operations"))
+}
+
+/// The operator of [`END_OF_CONTENT`].
+const END_OPERATOR: &str = "weirEndOfContent";
+/// Appended to a page's content: lopdf's operation iterator ends quietly where its grammar stops
+/// matching, as it does at the end, so only reaching this operator proves that all of it parsed.
+const END_OF_CONTENT: &[u8] = b"\nweirEndOfContent\n";
+
+/// A page's content streams, decompressed and joined by newlines.
+///
+/// # Errors
+/// A message naming the stream when one is missing, is not a stream, or fails to decompress
+/// (including a FlateDecode stream lopdf would quietly cut short, see [`check_flate`]), or when
+/// the page's content exceeds [`PAGE_CONTENT_LIMIT`].
+fn page_content(doc: &Document, page: ObjectId) -> Result<Vec<u8>, String> {
+    let mut content = Vec::new();
+    for id in doc.get_page_contents(page) {
+        let name = format!("content stream {} {} R", id.0, id.1);
+        let stream = doc.get_object(id).and_then(Object::as_stream).map_err(|e| format!("{name}: {}", chain(&e)))?;
+        let remaining = PAGE_CONTENT_LIMIT.saturating_sub(content.len());
+        let data = stream
+            .decompressed_content_with_limit(remaining)
+            .map_err(|e| format!("{name} cannot be decompressed: {}", decompress_cause(&e)))?;
+        check_flate(stream).map_err(|cause| format!("{name} cannot be decompressed (FlateDecode): {cause}"))?;
+        content.extend_from_slice(&data);
+        content.push(b'\n');
+    }
+    Ok(content)
+}
+
+/// A decompression error's cause: lopdf's own text ("couldn't decompress stream") repeats what
+/// the message built from it already says, so only its source is given.
+fn decompress_cause(error: &lopdf::Error) -> String {
+    match error {
+        lopdf::Error::Decompress(cause) => cause.to_string(),
+        other => chain(other),
+    }
+}
+
+/// Checks that a stream whose first filter is FlateDecode holds a whole deflate stream. lopdf
+/// logs a corrupt one and returns what it inflated before the damage (or nothing), which would
+/// read as a short or empty page. Like lopdf's fallback, the two zlib header bytes are skipped and
+/// the Adler-32 checksum is not checked; filters after the first are left to lopdf. The data is
+/// inflated into a small scratch buffer and dropped, so the check costs time, not memory.
+///
+/// # Errors
+/// That the deflate data is corrupt (with the inflater's reason where it gives one), or that it
+/// ends before the deflate stream does.
+fn check_flate(stream: &lopdf::Stream) -> Result<(), String> {
+    let flate_first = stream.filters().is_ok_and(|f| f.first() == Some(&&b"FlateDecode"[..]));
+    if !flate_first || stream.content.is_empty() {
+        return Ok(());
+    }
+    let data = stream.content.get(2..).unwrap_or_default();
+    let mut inflater = flate2::Decompress::new(false);
+    let mut scratch = vec![0; 64 << 10];
+    loop {
+        let (read, written) = (inflater.total_in(), inflater.total_out());
+        let rest = data.get(read as usize..).unwrap_or_default();
+        let status = inflater.decompress(rest, &mut scratch, flate2::FlushDecompress::None).map_err(|e| {
+            e.message().map_or_else(|| "corrupt deflate data".to_string(), |m| format!("corrupt deflate data ({m})"))
+        })?;
+        if status == flate2::Status::StreamEnd {
+            return Ok(());
+        }
+        if (inflater.total_in(), inflater.total_out()) == (read, written) {
+            return Err(format!("the data ends before the compressed stream does ({} bytes)", stream.content.len()));
+        }
+    }
 }
 
 /// A text matrix `[a b c d e f]`.
@@ -238,10 +321,114 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
 
+/// PDFs whose page content streams are given as is, for tests of damaged content.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use lopdf::{Document, Object, Stream, dictionary};
+
+    /// A content stream of `content` compressed with FlateDecode (zlib).
+    pub fn flate(content: &[u8]) -> Stream {
+        use std::io::Write as _;
+        let mut encoder = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+        encoder.write_all(content).expect("compress into memory");
+        raw_flate(&encoder.finish().expect("compress into memory"))
+    }
+
+    /// A FlateDecode content stream holding `bytes` as its compressed data.
+    pub fn raw_flate(bytes: &[u8]) -> Stream {
+        Stream::new(dictionary! { "Filter" => "FlateDecode" }, bytes.to_vec())
+    }
+
+    /// A PDF with one page per entry: `Some(stream)` as its content, `None` for no `/Contents`.
+    /// Text is set in Helvetica as `/F1`.
+    pub fn pdf_with_contents(pages: Vec<Option<Stream>>) -> Vec<u8> {
+        let mut doc = Document::with_version("1.5");
+        let pages_id = doc.new_object_id();
+        let font = doc.add_object(dictionary! {
+            "Type" => "Font", "Subtype" => "Type1", "BaseFont" => "Helvetica", "Encoding" => "WinAnsiEncoding",
+        });
+        let mut kids: Vec<Object> = Vec::new();
+        for content in pages {
+            let mut page = dictionary! {
+                "Type" => "Page", "Parent" => pages_id, "MediaBox" => vec![0.into(), 0.into(), 612.into(), 792.into()],
+                "Resources" => dictionary! { "Font" => dictionary! { "F1" => font } },
+            };
+            if let Some(stream) = content {
+                page.set("Contents", doc.add_object(stream));
+            }
+            kids.push(doc.add_object(page).into());
+        }
+        let count = kids.len() as i64;
+        doc.objects.insert(pages_id, dictionary! { "Type" => "Pages", "Kids" => kids, "Count" => count }.into());
+        let catalog = doc.add_object(dictionary! { "Type" => "Catalog", "Pages" => pages_id });
+        doc.trailer.set("Root", catalog);
+        let mut out = Vec::new();
+        doc.save_to(&mut out).expect("write PDF");
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::fixtures::{flate, pdf_with_contents, raw_flate};
     use super::*;
+    use lopdf::Stream;
     use weir_testkit::docs::{PdfPage, encrypted_pdf, pdf};
+
+    const HELLO: &[u8] = b"BT /F1 12 Tf 72 720 Td (hello) Tj ET";
+
+    #[test]
+    fn compressed_pages_read_and_empty_ones_stay_null_text() {
+        let bytes = pdf_with_contents(vec![Some(flate(HELLO)), Some(flate(b"")), None, Some(raw_flate(b""))]);
+        assert_eq!(pages(&bytes, 10), Ok(vec![Some("hello".to_string()), None, None, None]));
+    }
+
+    #[test]
+    fn a_corrupt_flate_stream_fails_naming_its_page_and_cause() {
+        let garbage = raw_flate(b"\x78\x9c\xff\xfe\xfd garbage, not deflate data at all");
+        let bytes = pdf_with_contents(vec![Some(flate(HELLO)), Some(garbage)]);
+        let err = pages(&bytes, 10).expect_err("corrupt stream");
+        assert!(err.starts_with("PDF page 2: content stream "), "{err}");
+        assert!(err.contains(" cannot be decompressed (FlateDecode): corrupt deflate data"), "{err}");
+        for word in ["decompress", "deflate", "corrupt", "FlateDecode"] {
+            assert_eq!(err.matches(word).count(), 1, "{word} in {err}");
+        }
+    }
+
+    #[test]
+    fn a_flate_stream_cut_short_fails_instead_of_giving_its_first_half() {
+        let text: Vec<u8> =
+            (0..400).flat_map(|i| format!("BT /F1 12 Tf 72 {i} Td (line {i}) Tj ET\n").into_bytes()).collect();
+        let whole = flate(&text);
+        let cut = raw_flate(&whole.content[..whole.content.len() / 2]);
+        let err = pages(&pdf_with_contents(vec![Some(cut)]), 10).expect_err("cut stream");
+        assert!(err.starts_with("PDF page 1: content stream "), "{err}");
+        assert!(
+            err.ends_with(&format!(
+                "the data ends before the compressed stream does ({} bytes)",
+                whole.content.len() / 2
+            )),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn content_that_stops_parsing_fails_its_page() {
+        let damaged = Stream::new(lopdf::dictionary! {}, b"BT /F1 12 Tf (hello) Tj ET ) ] >> (open".to_vec());
+        let err = pages(&pdf_with_contents(vec![Some(flate(HELLO)), Some(damaged)]), 10).expect_err("damaged");
+        assert_eq!(err, "PDF page 2: content cannot be parsed after its first 4 operations");
+    }
+
+    #[test]
+    fn a_missing_content_stream_fails_its_page() {
+        let mut bytes = pdf_with_contents(vec![Some(flate(HELLO))]);
+        let mut doc = Document::load_mem(&bytes).expect("load");
+        let page = doc.page_iter().next().expect("page");
+        doc.get_dictionary_mut(page).expect("page dict").set("Contents", (99, 0));
+        bytes.clear();
+        doc.save_to(&mut bytes).expect("save");
+        assert_eq!(pages(&bytes, 10), Err("PDF page 1: content stream 99 0 R: object ID 99 0 not found".to_string()));
+    }
 
     #[test]
     fn each_page_gives_its_lines_in_order() {

@@ -9,7 +9,7 @@ use weir_core::step::{ComputeStep, Kernel};
 use weir_core::{Step, StepError, StepOutput};
 use weir_crds::{ImageEncode, ImageFormat};
 
-use super::{ImageColumn, ImageView, split_results};
+use super::{ImageColumn, ImageView, image_error_cause, split_results};
 use crate::BuildError;
 
 /// Default JPEG quality.
@@ -74,7 +74,7 @@ pub fn encode(img: ImageView<'_>, format: ImageFormat, quality: u8) -> Result<Ve
             };
             jpeg_encoder::Encoder::new(&mut out, quality)
                 .encode(img.data, w, h, color)
-                .map_err(|e| format!("JPEG encode: {e}"))?;
+                .map_err(|e| format!("cannot encode as JPEG: {e}"))?;
         }
         ImageFormat::Png => {
             let color = match img.channels {
@@ -85,7 +85,7 @@ pub fn encode(img: ImageView<'_>, format: ImageFormat, quality: u8) -> Result<Ve
             };
             image::codecs::png::PngEncoder::new(&mut out)
                 .write_image(img.data, img.width, img.height, color)
-                .map_err(|e| format!("PNG encode: {e}"))?;
+                .map_err(|e| format!("cannot encode as PNG: {}", image_error_cause(&e)))?;
         }
     }
     Ok(out)

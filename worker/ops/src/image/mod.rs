@@ -6,6 +6,7 @@ pub mod decode;
 pub mod encode;
 pub mod resize;
 pub mod tensor;
+mod truncation;
 
 use std::sync::Arc;
 
@@ -155,6 +156,19 @@ where
     let results: Vec<Option<Result<Image, String>>> =
         (0..column.len()).into_par_iter().map(|i| column.get(i).map(&f)).collect();
     Ok(split_results(results))
+}
+
+/// The cause inside an `image` crate error. A decoding or encoding error's own text repeats the
+/// format and the action ("Format error decoding Png: ...") that the messages built from it
+/// already state, so those give their underlying error alone.
+pub(crate) fn image_error_cause(error: &image::ImageError) -> String {
+    use std::error::Error as _;
+    match error {
+        image::ImageError::Decoding(_) | image::ImageError::Encoding(_) => {
+            error.source().map_or_else(|| error.to_string(), ToString::to_string)
+        }
+        other => other.to_string(),
+    }
 }
 
 /// Splits per-row results into values and failures.

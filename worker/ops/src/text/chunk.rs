@@ -142,7 +142,8 @@ impl Kernel for ChunkText {
             (format!("{}_index", self.output), Arc::new(index.finish())),
             (format!("{}_start", self.output), Arc::new(start.finish())),
         ];
-        Ok(StepOutput::ok(repeat_rows(input, &parents, added)?))
+        let repeated = repeat_rows(input, &parents, added)?;
+        Ok(StepOutput::new(repeated.batch, repeated.failures))
     }
 }
 
