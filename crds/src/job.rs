@@ -9,10 +9,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::pool::{MAX_POOLS, PoolName};
 use crate::status::MultimodalJobStatus;
-use crate::steps::StepSpec;
+use crate::steps::{ColumnType, StepSpec};
 
 /// Columns every `files` source emits, in order.
 pub const FILES_SOURCE_COLUMNS: &[&str] = &["uri", "size"];
+
+/// The types of [`FILES_SOURCE_COLUMNS`], in the same order (weir-io's listing: the object's URI
+/// and its size in bytes).
+pub const FILES_SOURCE_TYPES: [ColumnType; 2] = [ColumnType::Utf8, ColumnType::UInt64];
 
 /// Most steps one job may declare (keeps the CRD's CEL cost bounded).
 pub const MAX_STEPS: usize = 64;
@@ -128,6 +132,98 @@ pub struct SourceSpec {
     /// Rows of Parquet files.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parquet: Option<ParquetSource>,
+}
+
+impl SourceSpec {
+    /// The source's URI and the field path that sets it (`spec.source.files.uri`).
+    pub fn uri(&self) -> Option<(&'static str, &str)> {
+        match (&self.files, &self.parquet) {
+            (Some(files), _) => Some(("spec.source.files.uri", files.uri.as_str())),
+            (None, Some(parquet)) => Some(("spec.source.parquet.uri", parquet.uri.as_str())),
+            (None, None) => None,
+        }
+    }
+}
+
+/// Whether `inner` names the place `outer` names, or one under it, as the worker resolves URIs
+/// (weir-io's store registry): a local path and a `file://` URL name the same place, `s3a://` is
+/// `s3://`, and `.`, `..`, repeated and trailing slashes make no difference. A relative path is
+/// compared only with another relative path: the directory it is resolved from is not known here.
+pub fn uri_is_within(inner: &str, outer: &str) -> bool {
+    let (inner, outer) = (Place::of(inner), Place::of(outer));
+    inner.store == outer.store && inner.rooted == outer.rooted && inner.segments.starts_with(&outer.segments)
+}
+
+/// A URI normalised for comparison: its store (`file`, `s3://bucket`), whether its path is
+/// absolute, and the path's segments.
+#[derive(Debug, PartialEq, Eq)]
+struct Place {
+    store: String,
+    rooted: bool,
+    segments: Vec<String>,
+}
+
+impl Place {
+    fn of(uri: &str) -> Place {
+        let Some((scheme, rest)) = uri.split_once("://").filter(|(scheme, _)| is_scheme(scheme)) else {
+            let rooted = uri.starts_with('/');
+            return Place { store: "file".into(), rooted, segments: segments(uri, rooted) };
+        };
+        let rest = rest.split(['?', '#']).next().unwrap_or_default();
+        let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+        let store = match scheme.to_ascii_lowercase().as_str() {
+            // The worker keeps a file URL's path only (`file://localhost/x` is `/x`).
+            "file" => "file".to_string(),
+            "s3a" => format!("s3://{authority}"),
+            other => format!("{other}://{authority}"),
+        };
+        Place { store, rooted: true, segments: segments(&percent_decoded(path), true) }
+    }
+}
+
+/// A URL scheme, as `url` parses one (a drive letter, `C:`, is a path).
+fn is_scheme(text: &str) -> bool {
+    let mut chars = text.chars();
+    text.len() > 1
+        && chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+}
+
+/// The segments of a path without `.`, empty segments and the `..` that can be resolved.
+fn segments(path: &str, rooted: bool) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for part in path.split('/').filter(|p| !p.is_empty() && *p != ".") {
+        match part {
+            ".." if out.last().is_some_and(|last| last != "..") => {
+                out.pop();
+            }
+            // Above the root is the root; above a relative start stays a step up.
+            ".." if rooted => {}
+            other => out.push(other.to_string()),
+        }
+    }
+    out
+}
+
+/// `text` with `%XX` escapes decoded, as a URL's path is read (invalid escapes stay as written).
+fn percent_decoded(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+        match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Objects under a prefix, filtered by a glob.
@@ -403,4 +499,42 @@ pub struct ServiceAccountSpec {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SecretRef {
     pub name: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_uri_is_within_itself_and_its_parents_whatever_the_spelling() {
+        for (inner, outer) in [
+            ("data/out", "data/"),
+            ("data/", "data"),
+            ("./data//out/", "data"),
+            ("data/x/../out", "data"),
+            ("/srv/data/out", "file:///srv/data/"),
+            ("file:///srv/data", "/srv/data/"),
+            ("file://localhost/srv/a%20b/out", "/srv/a b"),
+            ("s3a://bucket/in/out/", "s3://bucket/in"),
+            ("S3://bucket/in", "s3://bucket/"),
+            ("s3://bucket/x", "s3://bucket"),
+        ] {
+            assert!(uri_is_within(inner, outer), "{inner} within {outer}");
+        }
+    }
+
+    #[test]
+    fn a_uri_beside_or_above_another_is_not_within_it() {
+        for (inner, outer) in [
+            ("data-out/", "data/"),
+            ("data", "data/in"),
+            ("out/", "data/"),
+            ("s3://other/in/out", "s3://bucket/in"),
+            ("s3://bucket/in/out", "file:///in"),
+            ("/work/data/out", "data"),
+            ("../data/out", "data"),
+        ] {
+            assert!(!uri_is_within(inner, outer), "{inner} not within {outer}");
+        }
+    }
 }

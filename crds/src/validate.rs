@@ -1,21 +1,30 @@
 //! Strict manifest parsing and offline validation with the same rules the API server applies.
 //!
 //! [`validate_manifest`] reports every problem it can find, each with the field path it concerns:
-//! structural problems (unknown fields, wrong types, values outside an enum or range) from the
-//! CRD's OpenAPI schema, then the CRD's CEL rules (evaluated with `kube-cel`), then the checks
-//! across steps ([`check_spec`]: each step's input exists where the step runs, each pool a step
-//! names is declared). The API server runs only the first two (CEL has a cost budget, and rules
-//! that iterate over steps within steps blow it); the operator runs [`check_spec`] before it
-//! creates any pod, so a job fails the same way on a cluster as in `weir validate`.
+//! what the YAML reader refuses (a key defined twice, NaN or infinity, nesting or sizes past its
+//! bounds, which it checks as it reads), structural problems (unknown fields, wrong types, values
+//! outside an enum or range) from the CRD's OpenAPI schema, then the CRD's CEL rules (evaluated
+//! with `kube-cel`), then the checks across steps ([`check_spec`]: what the run would refuse or
+//! get wrong that the manifest already shows). The API server runs only the schema and the CEL
+//! rules (CEL has a cost budget, and rules that iterate over steps within steps blow it); the
+//! operator runs [`check_spec`] before it creates any pod, so a job fails the same way on a
+//! cluster as in `weir validate`.
 
 use std::collections::BTreeSet;
 use std::fmt;
 
 use serde_json::Value;
 
-use crate::job::{FILES_SOURCE_COLUMNS, MultimodalJob, MultimodalJobSpec};
-use crate::steps::{StepSpec, op_schema};
+use crate::job::{
+    FILES_SOURCE_COLUMNS, FILES_SOURCE_TYPES, MultimodalJob, MultimodalJobSpec, ParquetSource, SourceSpec,
+    uri_is_within,
+};
+use crate::steps::{ColumnType, Filter, StepSpec, op_schema, reserved_name_problem};
 use crate::yaml11;
+
+/// Longest manifest read: the Kubernetes API server refuses a request body over 3 MiB
+/// (`MaxRequestBodyBytes`), so a longer one could never be applied.
+pub const MAX_MANIFEST_BYTES: usize = 3 * 1024 * 1024;
 
 /// One thing wrong with a manifest.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,10 +79,18 @@ pub fn parse_manifest(text: &str, origin: &str) -> Result<MultimodalJob, Manifes
 /// and a key `y` is `true`), and a problem such a word caused says so.
 pub fn validate_manifest(text: &str) -> ValidationReport {
     let mut report = ValidationReport::default();
+    if text.len() > MAX_MANIFEST_BYTES {
+        let message = format!(
+            "the manifest is {} bytes; the API server takes at most {MAX_MANIFEST_BYTES} (3 MiB) in one request, and a job needs a few KiB",
+            text.len()
+        );
+        report.problems.push(Problem { path: String::new(), message });
+        return report;
+    }
     let yaml11::Reading { value: raw, words } = match yaml11::read(text) {
         Ok(reading) => reading,
         Err(e) => {
-            report.problems.push(Problem { path: String::new(), message: format!("not valid YAML: {e}") });
+            report.problems.push(reading_problem(e));
             return report;
         }
     };
@@ -93,6 +110,18 @@ pub fn validate_manifest(text: &str) -> ValidationReport {
         Err(e) => report.problems.push(Problem { path: e.path().to_string(), message: e.inner().to_string() }),
     }
     report
+}
+
+/// The problem a YAML reading error makes: an error of the text as a whole (syntax, a key JSON
+/// cannot have) as "not valid YAML" with its position; an error about a field at the field's
+/// path, its position after the message.
+fn reading_problem(e: yaml11::Yaml11Error) -> Problem {
+    match e.kind {
+        _ if e.path.is_empty() => Problem { path: String::new(), message: format!("not valid YAML: {e}") },
+        // Its message names both lines already.
+        yaml11::Yaml11ErrorKind::DuplicateKey { .. } => Problem { path: e.path, message: e.kind.to_string() },
+        kind => Problem { path: e.path, message: format!("{kind} (line {}, column {})", e.line, e.column) },
+    }
 }
 
 /// Adds to a structural problem an unquoted YAML 1.1 word caused what kubectl made of the word: a
@@ -203,7 +232,9 @@ fn check_schema(schema: &Value, value: &Value, path: &str, problems: &mut Vec<Pr
         Value::Object(map) => check_object(schema, map, path, problems),
         Value::Array(items) => {
             if let Some(item_schema) = schema.get("items") {
-                for (i, item) in items.iter().enumerate() {
+                // Items past `maxItems` are not checked: the list is refused as too long already.
+                let max = schema.get("maxItems").and_then(Value::as_u64).map_or(usize::MAX, |m| m as usize);
+                for (i, item) in items.iter().enumerate().take(max) {
                     let item_path = format!("{path}[{i}]");
                     match step_schema(path, item) {
                         Some(op_schema) => check_schema(&op_schema, item, &item_path, problems),
@@ -340,15 +371,23 @@ fn edit_distance(a: &str, b: &str) -> usize {
     row[b.len()]
 }
 
-/// The checks across steps and pools that the CRD's CEL rules leave out: each step's inputs
-/// exist where it runs, the sink's columns exist at the end, and every pool a step or
-/// `leasingPool` names is declared in `spec.pools` (when the job declares any; `cpu`, the default
-/// pool, needs no declaration). The same function serves `weir validate`, `weir run` and the
-/// operator.
+/// The checks across steps and pools that the CRD's CEL rules leave out, found by following the
+/// columns through the pipeline as the executor will:
+/// - each step's inputs exist where it runs, and the sink's columns at the end;
+/// - no step makes, renames to or selects a reserved `_weir_` name, and no `rename`, `select` or
+///   sink `columns` makes two columns of one name;
+/// - a `filter`'s value fits its operator, and, where the column's type is known (the source's
+///   and [`StepSpec::made_columns`]'), its struct fields exist and its literals cast to their type;
+/// - every pool a step or `leasingPool` names is declared in `spec.pools` (when the job declares
+///   any; `cpu`, the default pool, needs no declaration);
+/// - the sink, a separate checkpoint and `upload` steps write outside the source.
+///
+/// The same function serves `weir validate`, `weir run` and the operator.
 pub fn check_spec(spec: &MultimodalJobSpec) -> Vec<Problem> {
     let mut problems = Vec::new();
     check_columns(spec, &mut problems);
     check_pools(spec, &mut problems);
+    check_locations(spec, &mut problems);
     problems
 }
 
@@ -391,74 +430,221 @@ fn check_pools(spec: &MultimodalJobSpec, problems: &mut Vec<Problem>) {
     }
 }
 
-/// Plans the columns each step sees, exactly as the executor will.
-fn check_columns(spec: &MultimodalJobSpec, problems: &mut Vec<Problem>) {
-    let mut columns: Option<Vec<String>> = match (&spec.source.files, &spec.source.parquet) {
-        (Some(_), _) => Some(FILES_SOURCE_COLUMNS.iter().map(|c| c.to_string()).collect()),
-        (None, Some(p)) => p.columns.clone(),
-        (None, None) => None,
-    };
-    for (i, step) in spec.steps.iter().enumerate() {
-        let path = format!("spec.steps[{i}]");
-        if let Some(cols) = &columns {
-            for input in step.config().inputs() {
-                // `face.bbox` reads a field of the struct column `face`; fields are not planned.
-                let top = input.split_once('.').map_or(input, |(top, _)| top);
-                if !cols.iter().any(|c| c == input || c == top) {
-                    problems.push(Problem {
-                        path: path.clone(),
-                        message: format!(
-                            "{} reads column `{input}`, which does not exist at this point{}; columns here: {}",
-                            step.op(),
-                            did_you_mean(input, cols),
-                            cols.join(", ")
-                        ),
-                    });
-                }
+/// The columns at one point of the pipeline, as far as the manifest tells.
+#[derive(Debug, Clone, Default)]
+struct Columns {
+    /// Columns known to exist, in order, each with its type where the step that made it fixes it.
+    known: Vec<(String, Option<ColumnType>)>,
+    /// Whether `known` is all of them: not after a `parquet` source that lists no `columns`,
+    /// until a `select`.
+    complete: bool,
+}
+
+impl Columns {
+    /// The columns a source emits.
+    fn at_source(source: &SourceSpec) -> Columns {
+        match (&source.files, &source.parquet) {
+            (Some(_), _) => {
+                let typed = FILES_SOURCE_COLUMNS.iter().zip(FILES_SOURCE_TYPES);
+                Columns { known: typed.map(|(c, t)| (c.to_string(), Some(t))).collect(), complete: true }
             }
+            (None, Some(ParquetSource { columns: Some(columns), .. })) => {
+                Columns { known: columns.iter().map(|c| (c.clone(), None)).collect(), complete: true }
+            }
+            _ => Columns::default(),
         }
-        columns = apply_step(step, columns);
     }
-    if let (Some(cols), Some(wanted)) = (&columns, &spec.sink.parquet.columns) {
-        for (i, c) in wanted.iter().enumerate() {
-            if !cols.contains(c) {
-                problems.push(Problem {
-                    path: format!("spec.sink.parquet.columns[{i}]"),
-                    message: format!(
-                        "column `{c}` does not exist at the end of the pipeline{}; columns: {}",
-                        did_you_mean(c, cols),
-                        cols.join(", ")
-                    ),
-                });
+
+    fn names(&self) -> Vec<String> {
+        self.known.iter().map(|(name, _)| name.clone()).collect()
+    }
+
+    fn has(&self, name: &str) -> bool {
+        self.known.iter().any(|(n, _)| n == name)
+    }
+
+    fn type_of(&self, name: &str) -> Option<ColumnType> {
+        self.known.iter().find(|(n, _)| n == name).and_then(|(_, ty)| *ty)
+    }
+
+    /// Sets column `name`: replaced in place, or appended (weir-core's `with_column`).
+    fn set(&mut self, name: String, ty: Option<ColumnType>) {
+        match self.known.iter_mut().find(|(n, _)| *n == name) {
+            Some(slot) => slot.1 = ty,
+            None => self.known.push((name, ty)),
+        }
+    }
+
+    /// The columns after `step`, as the executor makes them.
+    fn after(mut self, step: &StepSpec) -> Columns {
+        match step {
+            StepSpec::Select(s) => {
+                let known = s.columns.iter().map(|c| (c.clone(), self.type_of(c))).collect();
+                Columns { known, complete: true }
+            }
+            StepSpec::Rename(r) => {
+                for (name, _) in &mut self.known {
+                    if let Some(to) = r.mapping.get(name.as_str()) {
+                        name.clone_from(to);
+                    }
+                }
+                // A source column not listed here still comes out under its new name.
+                for to in r.mapping.values() {
+                    if !self.has(to) {
+                        self.known.push((to.clone(), None));
+                    }
+                }
+                self
+            }
+            StepSpec::Explode(e) => {
+                let item = match self.type_of(&e.input) {
+                    Some(ColumnType::List(item)) => Some(*item),
+                    _ => None,
+                };
+                let out = e.output.clone().unwrap_or_else(|| e.input.clone());
+                self.known.retain(|(n, _)| *n != e.input && *n != out);
+                self.known.push((out, item));
+                self
+            }
+            other => {
+                for (name, ty) in other.made_columns() {
+                    self.set(name, ty);
+                }
+                self
             }
         }
     }
 }
 
+/// Follows the columns through the pipeline, exactly as the executor will, and checks each step
+/// against the columns it sees: its inputs exist, the names it makes are allowed and make no
+/// column twice, a filter's fields and literals fit the columns' types; then the sink's columns.
+fn check_columns(spec: &MultimodalJobSpec, problems: &mut Vec<Problem>) {
+    let mut columns = Columns::at_source(&spec.source);
+    for (i, step) in spec.steps.iter().enumerate() {
+        let path = format!("spec.steps[{i}]");
+        check_inputs(step, &columns, &path, problems);
+        let at = |(field, message): (String, String)| Problem { path: format!("{path}.{field}"), message };
+        match step {
+            StepSpec::Select(s) => problems.extend(s.problems().into_iter().map(at)),
+            StepSpec::Rename(r) => problems.extend(r.problems(|name| columns.has(name)).into_iter().map(at)),
+            StepSpec::Filter(f) => check_filter(f, &columns, &path, problems),
+            StepSpec::Explode(e) => {
+                problems.extend(e.input_problem(columns.type_of(&e.input)).map(|m| at(("input".into(), m))));
+                problems.extend(made_name_problem(step).map(|m| at(("output".into(), m))));
+            }
+            _ => problems.extend(made_name_problem(step).map(|m| at(("output".into(), m)))),
+        }
+        columns = columns.after(step);
+    }
+    check_sink_columns(spec, &columns, problems);
+}
+
+/// Each input of `step` exists where it runs (when the columns there are all known). A reserved
+/// name a `select` or `rename` lists is reported by its own check.
+fn check_inputs(step: &StepSpec, columns: &Columns, path: &str, problems: &mut Vec<Problem>) {
+    if !columns.complete {
+        return;
+    }
+    let names = columns.names();
+    let own_check = matches!(step, StepSpec::Select(_) | StepSpec::Rename(_));
+    for input in step.config().inputs() {
+        // `face.bbox` reads a field of the struct column `face`.
+        let top = input.split_once('.').map_or(input, |(top, _)| top);
+        if names.iter().any(|c| c == input || c == top) || (own_check && reserved_name_problem(input).is_some()) {
+            continue;
+        }
+        problems.push(Problem {
+            path: path.to_string(),
+            message: format!(
+                "{} reads column `{input}`, which does not exist at this point{}; columns here: {}",
+                step.op(),
+                did_you_mean(input, &names),
+                names.join(", ")
+            ),
+        });
+    }
+}
+
+/// Why the column a step makes (its `output`) cannot have its name.
+fn made_name_problem(step: &StepSpec) -> Option<String> {
+    let output = match step {
+        // Without `output`, explode keeps its input's name: nothing new is named.
+        StepSpec::Explode(e) => e.output.as_deref()?,
+        other => other.config().output()?,
+    };
+    reserved_name_problem(output)
+}
+
+/// Each predicate of a `filter` against the type of the column it names, where known.
+fn check_filter(filter: &Filter, columns: &Columns, path: &str, problems: &mut Vec<Problem>) {
+    for (j, predicate) in filter.predicates.iter().enumerate() {
+        let head = predicate.column.split('.').next().unwrap_or_default();
+        for (field, message) in predicate.problems(columns.type_of(head)) {
+            problems.push(Problem { path: format!("{path}.where[{j}].{}", field.name()), message });
+        }
+    }
+}
+
+/// The sink's `columns`: each exists at the end of the pipeline (when all are known), none is
+/// reserved, none is listed twice (the part files would have two columns of one name).
+fn check_sink_columns(spec: &MultimodalJobSpec, columns: &Columns, problems: &mut Vec<Problem>) {
+    let Some(wanted) = &spec.sink.parquet.columns else { return };
+    let names = columns.names();
+    for (i, c) in wanted.iter().enumerate() {
+        let message = if let Some(reserved) = reserved_name_problem(c) {
+            reserved
+        } else if let Some(first) = wanted[..i].iter().position(|w| w == c) {
+            format!(
+                "`{c}` is listed twice (also columns[{first}]): the part files would have two `{c}` columns, which Parquet readers such as pyarrow refuse; list each column once"
+            )
+        } else if columns.complete && !names.contains(c) {
+            format!(
+                "column `{c}` does not exist at the end of the pipeline{}; columns: {}",
+                did_you_mean(c, &names),
+                names.join(", ")
+            )
+        } else {
+            continue;
+        };
+        problems.push(Problem { path: format!("spec.sink.parquet.columns[{i}]"), message });
+    }
+}
+
 /// The columns after `step`, given those before it (`None`: not known statically).
 pub fn apply_step(step: &StepSpec, columns: Option<Vec<String>>) -> Option<Vec<String>> {
-    match step {
-        StepSpec::Select(s) => Some(s.columns.clone()),
-        StepSpec::Rename(r) => {
-            columns.map(|cols| cols.into_iter().map(|c| r.mapping.get(&c).cloned().unwrap_or(c)).collect())
+    let before = match columns {
+        Some(names) => Columns { known: names.into_iter().map(|n| (n, None)).collect(), complete: true },
+        None => Columns::default(),
+    };
+    let after = before.after(step);
+    after.complete.then(|| after.names())
+}
+
+/// What the job writes (the sink, a separate checkpoint, `upload` steps) must not lie at or under
+/// the source: the next run over the source would read the job's own output back as input.
+fn check_locations(spec: &MultimodalJobSpec, problems: &mut Vec<Problem>) {
+    let Some((source_path, source)) = spec.source.uri() else { return };
+    let mut outputs = vec![(
+        "spec.sink.parquet.uri".to_string(),
+        spec.sink.parquet.uri.as_str(),
+        "part files, `_errors/` and `_weir/`",
+    )];
+    if let Some(uri) = spec.checkpoint.as_ref().and_then(|c| c.uri.as_deref()) {
+        outputs.push(("spec.checkpoint.uri".into(), uri, "checkpoint files"));
+    }
+    for (i, step) in spec.steps.iter().enumerate() {
+        if let StepSpec::Upload(upload) = step {
+            outputs.push((format!("spec.steps[{i}].uri"), upload.uri.as_str(), "uploaded objects"));
         }
-        StepSpec::Explode(e) => columns.map(|mut cols| {
-            let out = e.output.clone().unwrap_or_else(|| e.input.clone());
-            cols.retain(|c| *c != e.input);
-            if !cols.contains(&out) {
-                cols.push(out);
-            }
-            cols
-        }),
-        other => columns.map(|mut cols| {
-            let config = other.config();
-            for out in config.output().map(str::to_string).into_iter().chain(config.extra_outputs()) {
-                if !cols.contains(&out) {
-                    cols.push(out);
-                }
-            }
-            cols
-        }),
+    }
+    for (path, uri, what) in outputs {
+        if uri_is_within(uri, source) {
+            let message = format!(
+                "`{uri}` lies at or under the source `{source}` ({source_path}): the next run over the source would read this job's {what} back as input; write them outside the source, or narrow the source's uri so it does not hold them"
+            );
+            problems.push(Problem { path, message });
+        }
     }
 }
 

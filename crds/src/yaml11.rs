@@ -23,8 +23,12 @@
 //!   PyYAML keep the explicit key). The maps of a merge list are applied last to first.
 //!
 //! Stricter than the clients on purpose: a key defined twice in one mapping is refused (go-yaml v2
-//! keeps the last one silently; its strict mode and the API server's strict decoding refuse it),
-//! nesting stops at [`MAX_DEPTH`] collections and alias expansion at [`MAX_ALIAS_NODES`] nodes.
+//! keeps the last one silently; its strict mode and the API server's strict decoding refuse it).
+//! Reading is bounded as it goes, so a hostile text is refused in the time it takes to read up to
+//! the limit, never after building it all: nesting stops at [`MAX_DEPTH`] collections, one mapping
+//! or sequence at [`MAX_ITEMS`] entries, a document at [`MAX_NODES`] nodes, and alias expansion at
+//! [`MAX_ALIAS_NODES`] nodes. Errors that concern a value name its field path
+//! ([`Yaml11Error::path`]).
 //! Syntax is `saphyr-parser`'s YAML 1.2 grammar, which agrees with libyaml's YAML 1.1 grammar on
 //! everything a manifest uses.
 
@@ -33,11 +37,19 @@ use std::collections::{BTreeMap, HashMap};
 use saphyr_parser::{Event, Marker, Parser, ScalarStyle, Span, Tag};
 use serde_json::{Map, Value};
 
-/// Deepest nesting of mappings and sequences read; a deeper document is refused. (The parser
-/// stops flow collections, `[[...]]`, past this depth by itself.)
-pub const MAX_DEPTH: usize = 255;
+/// Deepest nesting of mappings and sequences read; a deeper document is refused. A manifest needs
+/// about 15 levels, the CRD itself about 30. (The parser also stops flow collections, `[[...]]`,
+/// past 255 levels by itself.)
+pub const MAX_DEPTH: usize = 64;
 
-/// The parser's words when flow collections nest past [`MAX_DEPTH`].
+/// Most entries in one mapping or sequence (a job has at most 64 steps; no list of a manifest
+/// comes near this).
+pub const MAX_ITEMS: usize = 10_000;
+
+/// Most nodes (scalars, mappings and sequences) written in one document; the CRD has about 2,000.
+pub const MAX_NODES: usize = 100_000;
+
+/// The parser's words when flow collections nest past its own limit.
 const PARSER_DEPTH_LIMIT: &str = "recursion limit exceeded";
 
 /// Most nodes that aliases may add to a document (billion-laughs guard).
@@ -52,6 +64,9 @@ const CORE_TAG: &str = "tag:yaml.org,2002:";
 pub struct Yaml11Error {
     pub line: usize,
     pub column: usize,
+    /// The field path the error concerns (`spec.steps[2].fps`, the paths [`crate::validate`]
+    /// reports); empty for errors of the text as a whole (syntax, several documents).
+    pub path: String,
     pub kind: Yaml11ErrorKind,
 }
 
@@ -61,11 +76,18 @@ pub enum Yaml11ErrorKind {
     /// Not YAML at all (the parser's words).
     #[error("{0}")]
     Syntax(String),
-    /// The same key twice in one mapping; `note` names the two spellings when they differ (`y`, `true`).
-    #[error("mapping key \"{key}\" already defined at line {first_line}{note}")]
-    DuplicateKey { key: String, first_line: usize, note: String },
-    #[error("nested deeper than {MAX_DEPTH} mappings and sequences")]
+    /// The same key twice in one mapping, first at `first_line`, again at `line`; `note` names the
+    /// two spellings when they differ (`y`, `true`).
+    #[error(
+        "key `{key}` is defined twice in one mapping, at line {first_line} and again at line {line}{note}; Kubernetes clients would keep the last one silently: remove one of them"
+    )]
+    DuplicateKey { key: String, first_line: usize, line: usize, note: String },
+    #[error("nested deeper than {MAX_DEPTH} mappings and sequences (a manifest needs about 15); reading stopped here")]
     TooDeep,
+    #[error("more than {MAX_ITEMS} entries in one mapping or sequence; reading stopped here")]
+    TooManyItems,
+    #[error("more than {MAX_NODES} values in one document; reading stopped here")]
+    TooManyNodes,
     #[error("document contains excessive aliasing: aliases expand to more than {MAX_ALIAS_NODES} nodes")]
     ExcessiveAliasing,
     #[error("unknown anchor '{0}' referenced")]
@@ -83,7 +105,9 @@ pub enum Yaml11ErrorKind {
     #[error("!!binary is not supported: sigs.k8s.io/yaml cannot carry binary data")]
     Binary,
     /// An infinite or NaN value, which `json.Marshal` refuses.
-    #[error("`{0}` is not a JSON number (json: unsupported value): Kubernetes clients refuse it")]
+    #[error(
+        "must be a finite number, found `{0}`: JSON has no NaN or infinity, so Kubernetes clients refuse it (json: unsupported value); write a number"
+    )]
     NotJson(String),
     #[error("more than one document (read the stream with from_str_multi)")]
     MultipleDocuments,
@@ -165,7 +189,7 @@ impl Pos {
     }
 
     fn error(self, kind: Yaml11ErrorKind) -> Yaml11Error {
-        Yaml11Error { line: self.line, column: self.column, kind }
+        Yaml11Error { line: self.line, column: self.column, path: String::new(), kind }
     }
 }
 
@@ -236,7 +260,8 @@ impl MapBuilder {
             } else {
                 format!(" (there as `{}`, here as `{}`)", first.text(), key.text())
             };
-            let kind = Yaml11ErrorKind::DuplicateKey { key: key.name.clone(), first_line: first.at.line, note };
+            let (first_line, line) = (first.at.line, key.at.line);
+            let kind = Yaml11ErrorKind::DuplicateKey { key: key.name.clone(), first_line, line, note };
             return Err(key.at.error(kind));
         }
         self.explicit.insert(key.name.clone(), key.clone());
@@ -299,6 +324,8 @@ struct Reader<'t> {
     /// This document's anchors: id → (node, node count).
     anchors: HashMap<usize, (Node, usize)>,
     expanded: usize,
+    /// Nodes written in this document so far (aliases count in `expanded`).
+    nodes: usize,
     root: Option<Node>,
     documents: Vec<Reading>,
 }
@@ -311,6 +338,7 @@ fn read_documents(text: &str, single: bool) -> Result<Vec<Reading>, Yaml11Error>
         stack: Vec::new(),
         anchors: HashMap::new(),
         expanded: 0,
+        nodes: 0,
         root: None,
         documents: Vec::new(),
     };
@@ -318,7 +346,7 @@ fn read_documents(text: &str, single: bool) -> Result<Vec<Reading>, Yaml11Error>
         let (event, span) = event.map_err(|e| {
             let at = Pos::of(*e.marker());
             match e.info() {
-                PARSER_DEPTH_LIMIT => at.error(Yaml11ErrorKind::TooDeep),
+                PARSER_DEPTH_LIMIT => reader.at_here(at.error(Yaml11ErrorKind::TooDeep)),
                 info => at.error(Yaml11ErrorKind::Syntax(info.to_string())),
             }
         })?;
@@ -327,6 +355,7 @@ fn read_documents(text: &str, single: bool) -> Result<Vec<Reading>, Yaml11Error>
             Event::DocumentStart(_) => reader.start_document(at),
             Event::DocumentEnd => reader.end_document()?,
             Event::Scalar(value, style, anchor, tag) => {
+                reader.count_node(at)?;
                 let scalar = scalar(&value, style, tag.as_deref(), at).map_err(|kind| at.error(kind))?;
                 reader.complete(Node::Scalar(Box::new(scalar)), 1, anchor, at)?;
             }
@@ -345,7 +374,22 @@ impl Reader<'_> {
         self.document_at = at;
         self.anchors.clear();
         self.expanded = 0;
+        self.nodes = 0;
         self.root = None;
+    }
+
+    /// Counts one node written in the text; past [`MAX_NODES`] the document is refused.
+    fn count_node(&mut self, at: Pos) -> Result<(), Yaml11Error> {
+        self.nodes += 1;
+        if self.nodes > MAX_NODES {
+            return Err(self.at_here(at.error(Yaml11ErrorKind::TooManyNodes)));
+        }
+        Ok(())
+    }
+
+    /// `error`, naming the path of the node being read.
+    fn at_here(&self, error: Yaml11Error) -> Yaml11Error {
+        Yaml11Error { path: path_of(&self.stack), ..error }
     }
 
     fn end_document(&mut self) -> Result<(), Yaml11Error> {
@@ -363,8 +407,9 @@ impl Reader<'_> {
 
     fn open(&mut self, anchor: usize, at: Pos, kind: OpenKind) -> Result<(), Yaml11Error> {
         if self.stack.len() >= MAX_DEPTH {
-            return Err(at.error(Yaml11ErrorKind::TooDeep));
+            return Err(self.at_here(at.error(Yaml11ErrorKind::TooDeep)));
         }
+        self.count_node(at)?;
         self.stack.push(Open { anchor, at, size: 1, kind });
         Ok(())
     }
@@ -405,19 +450,79 @@ impl Reader<'_> {
         self.attach(node, size, at)
     }
 
+    /// Puts `node` in the collection being read (a value, or a key awaiting its value); a
+    /// collection grown too long is named by its path, a key defined twice by the key's.
     fn attach(&mut self, node: Node, size: usize, at: Pos) -> Result<(), Yaml11Error> {
         let Some(open) = self.stack.last_mut() else {
             self.root = Some(node);
             return Ok(());
         };
         open.size += size;
-        match &mut open.kind {
-            OpenKind::Seq(items) => items.push(node),
-            OpenKind::Map(map) => match map.pending_key.take() {
-                None => map.pending_key = Some((node, at)),
-                Some((key, key_at)) if is_merge(&key) => map.merge(node, key_at)?,
-                Some((key, key_at)) => map.insert(key_of(key, key_at)?, node)?,
+        let added = match &mut open.kind {
+            OpenKind::Seq(items) => {
+                items.push(node);
+                Ok(items.len())
+            }
+            OpenKind::Map(map) => map.add(node, at).map(|()| map.entries.len()),
+        };
+        match added {
+            Ok(entries) if entries > MAX_ITEMS => Err(self.at_collection(at.error(Yaml11ErrorKind::TooManyItems))),
+            Ok(_) => Ok(()),
+            // A key JSON cannot have or a bad merge is the text's fault, not a field's.
+            Err(e) => match &e.kind {
+                Yaml11ErrorKind::DuplicateKey { key, .. } => {
+                    let key = key.clone();
+                    let e = self.at_collection(e);
+                    Err(Yaml11Error { path: join(&e.path, &key), ..e })
+                }
+                _ => Err(e),
             },
+        }
+    }
+
+    /// `error`, naming the path of the collection being read.
+    fn at_collection(&self, error: Yaml11Error) -> Yaml11Error {
+        let parents = self.stack.len().saturating_sub(1);
+        Yaml11Error { path: path_of(&self.stack[..parents]), ..error }
+    }
+}
+
+/// The field path where `stack` stands (`spec.steps[2]`): each open mapping adds the key whose
+/// value is being read, each open sequence the index of the item being read.
+fn path_of(stack: &[Open]) -> String {
+    let mut path = String::new();
+    for open in stack {
+        match &open.kind {
+            OpenKind::Seq(items) => path.push_str(&format!("[{}]", items.len())),
+            OpenKind::Map(map) => {
+                if let Some((key, _)) = &map.pending_key {
+                    path = join(&path, &key_label(key));
+                }
+            }
+        }
+    }
+    path
+}
+
+/// The name a key node will have in JSON, for paths in messages (`?` for a key JSON cannot have).
+fn key_label(node: &Node) -> String {
+    let Node::Scalar(scalar) = node else { return "?".into() };
+    match &scalar.resolved {
+        Resolved::Str(text) => text.clone(),
+        Resolved::Bool(b) => b.to_string(),
+        Resolved::Int(i) => i.to_string(),
+        Resolved::Float(f) => go_float32_g(*f),
+        Resolved::Uint(_) | Resolved::Null => "?".into(),
+    }
+}
+
+impl MapBuilder {
+    /// Adds a node read in this mapping: a key (kept until its value comes), or a key's value.
+    fn add(&mut self, node: Node, at: Pos) -> Result<(), Yaml11Error> {
+        match self.pending_key.take() {
+            None => self.pending_key = Some((node, at)),
+            Some((key, key_at)) if is_merge(&key) => self.merge(node, key_at)?,
+            Some((key, key_at)) => self.insert(key_of(key, key_at)?, node)?,
         }
         Ok(())
     }
@@ -696,7 +801,7 @@ fn to_json(node: Node, path: &str, words: &mut Words) -> Result<Value, Yaml11Err
             if let Some(word) = &scalar.word {
                 words.values.insert(path.to_string(), word.clone());
             }
-            json_scalar(*scalar)
+            json_scalar(*scalar).map_err(|e| Yaml11Error { path: path.to_string(), ..e })
         }
         Node::Seq(items) => {
             let items = items.into_iter().enumerate().map(|(i, item)| to_json(item, &format!("{path}[{i}]"), words));
@@ -828,9 +933,12 @@ mod tests {
         }
         for text in [".inf", ".Inf", ".INF", "+.inf", "-.inf", "-.Inf", "-.INF", ".nan", ".NaN", ".NAN"] {
             let e = error(&format!("v: {text}\n"));
-            assert!(matches!(e.kind, Yaml11ErrorKind::NotJson(_)), "{text}: {e}");
-            assert_eq!((e.line, e.column), (1, 4), "{text}");
+            assert_eq!(e.kind, Yaml11ErrorKind::NotJson(text.to_string()), "{text}: {e}");
+            assert_eq!((e.line, e.column, e.path.as_str()), (1, 4, "v"), "{text}");
         }
+        let e = error("a:\n  - {fps: 1}\n  - {fps: .nan}\n");
+        assert_eq!(e.path, "a[1].fps");
+        assert!(e.kind.to_string().starts_with("must be a finite number, found `.nan`"), "{e}");
     }
 
     #[test]
@@ -877,8 +985,9 @@ mod tests {
         let e = doc.expect_err("y and on both name true");
         assert_eq!(
             e.to_string(),
-            "line 3, column 1: mapping key \"true\" already defined at line 1 (there as `y`, here as `on`)"
+            "line 3, column 1: key `true` is defined twice in one mapping, at line 1 and again at line 3 (there as `y`, here as `on`); Kubernetes clients would keep the last one silently: remove one of them"
         );
+        assert_eq!(e.path, "true");
         let doc =
             from_str("y: 1\nn: 2\n0x1F: 4\n1.5: 5\n1e6: 6\n0.00001: 7\n'y': 8\n2.0: 9\n.inf: 10\n3.14159265: 11\n");
         let mut want = want;
@@ -923,9 +1032,13 @@ mod tests {
     #[test]
     fn a_key_twice_is_refused_with_its_line() {
         let e = error("a: 1\nb:\n  c: 1\n  c: 2\n");
-        assert_eq!(e.to_string(), "line 4, column 3: mapping key \"c\" already defined at line 3");
+        assert_eq!((e.line, e.column, e.path.as_str()), (4, 3, "b.c"));
+        let kind = Yaml11ErrorKind::DuplicateKey { key: "c".into(), first_line: 3, line: 4, note: String::new() };
+        assert_eq!(e.kind, kind);
         let e = error("{a: 1, 'a': 2}");
         assert!(matches!(e.kind, Yaml11ErrorKind::DuplicateKey { .. }), "{e}");
+        let e = error("l:\n  - x: 1\n  - {y: 1, z: 2, z: 3}\n");
+        assert_eq!((e.line, e.path.as_str()), (3, "l[1].z"));
         // The same name in different mappings is fine.
         assert!(from_str("a: {x: 1}\nb: {x: 1}\n").is_ok());
     }
@@ -991,6 +1104,34 @@ mod tests {
         assert!(from_str(&format!("{}x\n", "- ".repeat(MAX_DEPTH))).is_ok());
         let over = format!("a:\n  {}x\n", "- ".repeat(MAX_DEPTH));
         assert_eq!(error(&over).kind, Yaml11ErrorKind::TooDeep);
+        // The path goes as deep as the reader got: the parser's scanner, which looks ahead in flow
+        // collections, may stop first.
+        let e = error(&format!("spec:\n  steps: {}", "[".repeat(MAX_DEPTH + 5)));
+        assert_eq!(e.kind, Yaml11ErrorKind::TooDeep);
+        assert_eq!(e.path, format!("spec.steps{}", "[0]".repeat(MAX_DEPTH - 2)));
+        let e = error(&format!("spec:\n  steps: {}", "[".repeat(100_000)));
+        assert!(e.kind == Yaml11ErrorKind::TooDeep && e.path.starts_with("spec.steps"), "{e:?}");
+    }
+
+    #[test]
+    fn a_collection_past_the_entry_cap_is_refused_where_it_is() {
+        let long = format!("a:\n  b:\n{}", "    - x\n".repeat(MAX_ITEMS + 5));
+        let e = error(&long);
+        assert_eq!((e.kind, e.path.as_str(), e.line), (Yaml11ErrorKind::TooManyItems, "a.b", MAX_ITEMS + 3));
+        let wide: String = (0..=MAX_ITEMS).map(|i| format!("k{i}: 1\n")).collect();
+        assert_eq!(error(&wide).kind, Yaml11ErrorKind::TooManyItems);
+        assert!(from_str(&format!("a:\n{}", "  - x\n".repeat(MAX_ITEMS))).is_ok());
+    }
+
+    #[test]
+    fn a_document_past_the_node_cap_is_refused() {
+        let row = format!("  - [{}]\n", vec!["1"; 999].join(", "));
+        let e = error(&format!("rows:\n{}", row.repeat(MAX_NODES / 1000 + 1)));
+        assert_eq!(e.kind, Yaml11ErrorKind::TooManyNodes);
+        assert!(e.path.starts_with("rows[99]["), "{}", e.path);
+        // The cap is per document.
+        let doc = format!("rows:\n{}", row.repeat(MAX_NODES / 1000 - 1));
+        assert_eq!(from_str_multi(&format!("{doc}---\n{doc}")).map(|d| d.len()), Ok(2));
     }
 
     #[test]

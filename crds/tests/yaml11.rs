@@ -298,7 +298,12 @@ fn a_key_y_names_the_field_true_and_says_why() {
 #[test]
 fn a_duplicate_steps_key_is_refused_with_the_key_and_line() {
     let found = problems(&format!("{GOOD}  steps: []\n"));
-    assert_eq!(found, ["not valid YAML: line 11, column 3: mapping key \"steps\" already defined at line 6"]);
+    assert_eq!(
+        found,
+        [
+            "spec.steps: key `steps` is defined twice in one mapping, at line 6 and again at line 11; Kubernetes clients would keep the last one silently: remove one of them"
+        ]
+    );
 }
 
 #[test]

@@ -4,7 +4,34 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{ImageMode, PoolName, StepConfig};
+use super::{ColumnType, ImageMode, PoolName, StepConfig, StructField};
+
+/// `video.metadata`'s output: weir-media's `video::metadata::video_info_fields()`.
+pub const VIDEO_INFO_TYPE: ColumnType = ColumnType::Struct(&[
+    StructField { name: "durationSeconds", ty: ColumnType::Float64 },
+    StructField { name: "fps", ty: ColumnType::Float64 },
+    StructField { name: "width", ty: ColumnType::UInt32 },
+    StructField { name: "height", ty: ColumnType::UInt32 },
+    StructField { name: "codec", ty: ColumnType::Utf8 },
+    StructField { name: "frames", ty: ColumnType::UInt64 },
+]);
+
+/// Decoded audio, made by `audio.decode`, `audio.resample` and `audio.chunk`: weir-media's
+/// `audio::audio_fields()`.
+pub const AUDIO_TYPE: ColumnType = ColumnType::Struct(&[
+    StructField { name: "samples", ty: ColumnType::List(&ColumnType::Float32) },
+    StructField { name: "sampleRate", ty: ColumnType::UInt32 },
+    StructField { name: "channels", ty: ColumnType::UInt32 },
+]);
+
+/// `audio.metadata`'s output: weir-media's `audio::metadata::audio_info_fields()`.
+pub const AUDIO_INFO_TYPE: ColumnType = ColumnType::Struct(&[
+    StructField { name: "durationSeconds", ty: ColumnType::Float64 },
+    StructField { name: "sampleRate", ty: ColumnType::UInt32 },
+    StructField { name: "channels", ty: ColumnType::UInt32 },
+    StructField { name: "codec", ty: ColumnType::Utf8 },
+    StructField { name: "bitRate", ty: ColumnType::UInt64 },
+]);
 
 step_config!(
     /// Read a video's container and stream headers: `{durationSeconds, fps, width, height, codec, frames}`.

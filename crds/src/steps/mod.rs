@@ -46,6 +46,93 @@ pub trait StepConfig {
     }
 }
 
+/// Prefix of the worker's internal columns (`_weir_ref`, a row's source reference): they ride
+/// along every morsel, survive `select`, and are never written by the sink, so no step may make,
+/// rename or select a column of that name (weir-core's `INTERNAL_PREFIX`).
+pub const RESERVED_PREFIX: &str = "_weir_";
+
+/// Why `name` cannot name a column the job makes, when it starts with [`RESERVED_PREFIX`].
+pub fn reserved_name_problem(name: &str) -> Option<String> {
+    name.starts_with(RESERVED_PREFIX).then(|| {
+        format!(
+            "`{name}` starts with `{RESERVED_PREFIX}`, which is reserved for Weir's internal columns (row references, never written to the sink): choose another name"
+        )
+    })
+}
+
+/// The type of a column as far as validation needs it: the scalar a `filter` literal is cast to,
+/// the fields of a struct a `filter` may name, or a list. Named as Arrow names them (`UInt32`):
+/// the worker's columns are Arrow arrays of exactly these types.
+///
+/// # Contract
+/// A type declared here for a step's output ([`StepSpec::made_columns`]) is the type the worker's
+/// kernel makes; where a kernel's layout changes, its declaration here changes with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ColumnType {
+    Utf8,
+    Binary,
+    Boolean,
+    UInt8,
+    UInt32,
+    UInt64,
+    Float32,
+    Float64,
+    List(&'static ColumnType),
+    Struct(&'static [StructField]),
+}
+
+/// One field of a struct column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StructField {
+    pub name: &'static str,
+    pub ty: ColumnType,
+}
+
+const fn field(name: &'static str, ty: ColumnType) -> StructField {
+    StructField { name, ty }
+}
+
+/// An image column, made by `image.decode`, `image.resize`, `image.crop` and `video.frames`:
+/// weir-ops' `image::image_fields()`.
+pub const IMAGE_TYPE: ColumnType = ColumnType::Struct(&[
+    field("width", ColumnType::UInt32),
+    field("height", ColumnType::UInt32),
+    field("channels", ColumnType::UInt8),
+    field("data", ColumnType::Binary),
+]);
+
+impl ColumnType {
+    /// The type of field `name` of this struct.
+    ///
+    /// # Errors
+    /// What the run says when it looks the field up: this is not a struct, or has no such field.
+    pub fn field(&self, name: &str) -> Result<ColumnType, String> {
+        let ColumnType::Struct(fields) = self else {
+            return Err(format!("`{name}` is not a field: the column is a {self}, not a struct"));
+        };
+        match fields.iter().find(|f| f.name == name) {
+            Some(f) => Ok(f.ty),
+            None => {
+                let names: Vec<&str> = fields.iter().map(|f| f.name).collect();
+                Err(format!("the struct has no field `{name}`; its fields: {}", names.join(", ")))
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for ColumnType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ColumnType::List(item) => write!(f, "List({item})"),
+            ColumnType::Struct(fields) => {
+                let names: Vec<&str> = fields.iter().map(|f| f.name).collect();
+                write!(f, "Struct({})", names.join(", "))
+            }
+            scalar => write!(f, "{scalar:?}"),
+        }
+    }
+}
+
 /// Declares a step config struct with the fields every step shares (`pool`, `concurrency`), and
 /// its `RULES`: CEL rules across its fields, each `(rule, message)`; the table prefixes the rule
 /// with its op (`self.op != 'image.resize' || (...)`) and the message with the op's name.
@@ -201,6 +288,36 @@ impl StepSpec {
     pub fn is_model_step(&self) -> bool {
         self.config().model().is_some()
     }
+
+    /// The columns this step makes: its output, then its extra outputs, each with its type where
+    /// the worker's layout is declared here ([`ColumnType`]'s contract), `None` where not.
+    /// `filter`, `select` and `rename` make none, and `explode`'s output is typed by its caller
+    /// (its list's item type).
+    pub fn made_columns(&self) -> Vec<(String, Option<ColumnType>)> {
+        let config = self.config();
+        let names = config.output().map(str::to_string).into_iter().chain(config.extra_outputs());
+        let types = self.made_types();
+        names.enumerate().map(|(i, name)| (name, types.get(i).copied())).collect()
+    }
+
+    /// The types of [`Self::made_columns`], in order, for the steps whose layout is declared.
+    fn made_types(&self) -> &'static [ColumnType] {
+        use ColumnType::{Binary, Float64, UInt32, UInt64, Utf8};
+        match self {
+            StepSpec::Download(_) | StepSpec::ImageEncode(_) => &[Binary],
+            StepSpec::ImageDecode(_) | StepSpec::ImageResize(_) | StepSpec::ImageCrop(_) => &[IMAGE_TYPE],
+            StepSpec::VideoFrames(_) => &[IMAGE_TYPE, UInt64, Float64],
+            StepSpec::VideoMetadata(_) => &[media::VIDEO_INFO_TYPE],
+            StepSpec::AudioDecode(_) | StepSpec::AudioResample(_) => &[media::AUDIO_TYPE],
+            StepSpec::AudioMetadata(_) => &[media::AUDIO_INFO_TYPE],
+            StepSpec::AudioChunk(_) => &[media::AUDIO_TYPE, UInt32, Float64],
+            StepSpec::TextNormalize(_) | StepSpec::Upload(_) => &[Utf8],
+            StepSpec::TextChunk(_) => &[Utf8, UInt32, UInt32],
+            StepSpec::DocumentText(_) => &[Utf8, UInt32],
+            StepSpec::VectorCosine(_) | StepSpec::VectorDot(_) | StepSpec::VectorL2(_) => &[Float64],
+            _ => &[],
+        }
+    }
 }
 
 /// One op's name, its fields' schema and its cross-field rules.
@@ -342,6 +459,29 @@ mod tests {
             assert_eq!(parsed.op(), *op);
         }
         assert!(op_schema("image.decod").is_none());
+    }
+
+    #[test]
+    fn made_columns_carry_the_types_the_worker_makes() {
+        let frames: StepSpec =
+            serde_json::from_value(serde_json::json!({"op": "video.frames", "input": "v", "output": "f"}))
+                .expect("video.frames");
+        let made = frames.made_columns();
+        let want = [
+            ("f".to_string(), Some(IMAGE_TYPE)),
+            ("f_index".to_string(), Some(ColumnType::UInt64)),
+            ("f_timestamp".to_string(), Some(ColumnType::Float64)),
+        ];
+        assert_eq!(made, want);
+        let embed: StepSpec = serde_json::from_value(serde_json::json!({
+            "op": "image.embed", "input": "i", "output": "e", "model": {"arch": "resnet18", "uri": "m.safetensors"}
+        }))
+        .expect("image.embed");
+        assert_eq!(embed.made_columns(), [("e".to_string(), None)]);
+        assert_eq!(IMAGE_TYPE.field("width"), Ok(ColumnType::UInt32));
+        assert!(IMAGE_TYPE.field("depth").is_err_and(|e| e.contains("width, height, channels, data")));
+        assert!(ColumnType::Utf8.field("x").is_err_and(|e| e.contains("not a struct")));
+        assert_eq!(media::AUDIO_TYPE.to_string(), "Struct(samples, sampleRate, channels)");
     }
 
     #[test]
