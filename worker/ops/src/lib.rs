@@ -7,10 +7,12 @@
 //! - [`text`]: text normalisation, chunking and tokenization.
 //! - [`document`]: text extraction from PDF, HTML, Markdown and plain text, one row per page.
 //! - [`vector`]: cosine similarity, dot product and Euclidean distance of vector columns.
+//! - [`column_types`]: the Arrow types behind the column types manifest validation declares.
 //!
 //! Each step module has a `build(config) -> Result<Arc<dyn Step>, BuildError>` taking the step's
 //! config struct from `weir-crds`.
 
+pub mod column_types;
 pub mod document;
 pub mod image;
 pub mod relational;

@@ -127,6 +127,11 @@ mod tests {
 
     use super::*;
 
+    #[test]
+    fn the_declared_audio_info_type_is_the_column_audio_metadata_makes() {
+        assert!(weir_ops::column_types::declares(weir_crds::steps::AUDIO_INFO_TYPE, &audio_info_fields()));
+    }
+
     fn tone(format: AudioFormat, sample_rate: u32, channels: u32) -> ToneSpec {
         ToneSpec { seconds: 2.0, frequency: 440, sample_rate, channels, format }
     }

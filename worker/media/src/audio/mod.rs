@@ -160,6 +160,11 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_declared_audio_type_is_the_audio_column_steps_make() {
+        assert!(weir_ops::column_types::declares(weir_crds::steps::AUDIO_TYPE, &audio_fields()));
+    }
+
+    #[test]
     fn audio_rows_round_trip_through_the_column() {
         let a = Audio { samples: vec![0.5, -0.5, 0.25, -0.25], sample_rate: 8000, channels: 2 };
         let b = Audio { samples: vec![0.1, 0.2, 0.3], sample_rate: 16000, channels: 1 };

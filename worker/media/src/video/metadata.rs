@@ -136,6 +136,11 @@ mod tests {
     use weir_testkit::media::{VideoCodec, VideoSpec, write_audio_only, write_video};
 
     use super::*;
+
+    #[test]
+    fn the_declared_video_info_type_is_the_column_video_metadata_makes() {
+        assert!(weir_ops::column_types::declares(weir_crds::steps::VIDEO_INFO_TYPE, &video_info_fields()));
+    }
     use crate::testing::{run, uri_batch};
 
     #[test]
