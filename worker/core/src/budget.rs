@@ -2,8 +2,10 @@
 //!
 //! Only admission waits: the source asks for a morsel's projected peak before reading it, and
 //! later stages adjust their reservation without waiting. Because downstream never blocks on
-//! memory, the pipeline cannot deadlock on the budget, and the sum of reservations stays within
-//! the limit up to the error of the peak projection.
+//! memory, and a morsel larger than the whole budget is admitted once no other morsel is in flight
+//! (buffers that only more input can flush, such as the sink's open row group, are *parked* and
+//! do not count as in flight), the pipeline cannot deadlock on the budget; the sum of reservations
+//! stays within the limit up to the error of the peak projection and one oversized morsel.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -12,6 +14,8 @@ use tokio::sync::Notify;
 #[derive(Debug)]
 struct State {
     used: u64,
+    /// Of `used`, bytes held by buffers that flush only when more input arrives.
+    parked: u64,
     peak: u64,
 }
 
@@ -31,7 +35,7 @@ pub struct MemoryBudget {
 impl MemoryBudget {
     /// A budget of `limit` bytes.
     pub fn new(limit: u64) -> Self {
-        let state = Mutex::new(State { used: 0, peak: 0 });
+        let state = Mutex::new(State { used: 0, parked: 0, peak: 0 });
         Self { inner: Arc::new(Inner { limit: limit.max(1), state, released: Notify::new() }) }
     }
 
@@ -54,8 +58,9 @@ impl MemoryBudget {
         self.inner.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Waits until `bytes` fit, then reserves them. A request larger than the whole budget is
-    /// granted once nothing else is reserved, so one oversized morsel runs alone rather than never.
+    /// Waits until `bytes` fit, then reserves them. A request that does not fit is granted once
+    /// nothing but parked buffers is reserved ([`MemoryBudget::park`]), so one oversized morsel
+    /// runs alone rather than never.
     ///
     /// # Cancellation
     /// Dropping the future before it completes reserves nothing.
@@ -72,32 +77,46 @@ impl MemoryBudget {
     /// Reserves `bytes` if they fit now.
     pub fn try_acquire(&self, bytes: u64) -> Option<Reservation> {
         let mut state = self.state();
-        if state.used + bytes <= self.inner.limit || state.used == 0 {
+        if state.used + bytes <= self.inner.limit || state.used == state.parked {
             state.used += bytes;
             state.peak = state.peak.max(state.used);
-            return Some(Reservation { budget: self.clone(), bytes });
+            return Some(Reservation { budget: self.clone(), bytes, parked: false });
         }
         None
     }
 
     /// Reserves `bytes` without waiting, even past the limit (for memory that already exists).
     pub fn force(&self, bytes: u64) -> Reservation {
-        self.grow(bytes);
-        Reservation { budget: self.clone(), bytes }
+        self.grow(bytes, false);
+        Reservation { budget: self.clone(), bytes, parked: false }
     }
 
-    fn grow(&self, bytes: u64) {
+    /// As [`MemoryBudget::force`], for a buffer that is flushed only when more input arrives (the
+    /// sink's open row group): it counts against the limit, but does not keep an oversized morsel
+    /// from being admitted alone, since that morsel is what lets it flush.
+    pub fn park(&self, bytes: u64) -> Reservation {
+        self.grow(bytes, true);
+        Reservation { budget: self.clone(), bytes, parked: true }
+    }
+
+    fn grow(&self, bytes: u64, parked: bool) {
         let mut state = self.state();
         state.used += bytes;
+        if parked {
+            state.parked += bytes;
+        }
         state.peak = state.peak.max(state.used);
     }
 
-    fn release(&self, bytes: u64) {
+    fn release(&self, bytes: u64, parked: bool) {
         if bytes == 0 {
             return;
         }
         let mut state = self.state();
         state.used = state.used.saturating_sub(bytes);
+        if parked {
+            state.parked = state.parked.saturating_sub(bytes);
+        }
         drop(state);
         self.inner.released.notify_waiters();
     }
@@ -108,6 +127,8 @@ impl MemoryBudget {
 pub struct Reservation {
     budget: MemoryBudget,
     bytes: u64,
+    /// Held by a buffer that flushes only on more input ([`MemoryBudget::park`]).
+    parked: bool,
 }
 
 impl Reservation {
@@ -118,9 +139,9 @@ impl Reservation {
     /// Changes the reservation to `bytes` without waiting (growing may pass the limit).
     pub fn resize(&mut self, bytes: u64) {
         if bytes > self.bytes {
-            self.budget.grow(bytes - self.bytes);
+            self.budget.grow(bytes - self.bytes, self.parked);
         } else {
-            self.budget.release(self.bytes - bytes);
+            self.budget.release(self.bytes - bytes, self.parked);
         }
         self.bytes = bytes;
     }
@@ -129,13 +150,13 @@ impl Reservation {
     pub fn split(&mut self, bytes: u64) -> Reservation {
         let moved = bytes.min(self.bytes);
         self.bytes -= moved;
-        Reservation { budget: self.budget.clone(), bytes: moved }
+        Reservation { budget: self.budget.clone(), bytes: moved, parked: self.parked }
     }
 }
 
 impl Drop for Reservation {
     fn drop(&mut self) {
-        self.budget.release(self.bytes);
+        self.budget.release(self.bytes, self.parked);
     }
 }
 
@@ -175,6 +196,22 @@ mod tests {
         assert!(budget.try_acquire(50).is_some());
         assert_eq!(budget.used(), 0);
         assert_eq!(budget.peak(), 60);
+    }
+
+    #[test]
+    fn a_parked_buffer_does_not_keep_an_oversized_request_waiting() {
+        let budget = MemoryBudget::new(100);
+        let mut row_group = budget.park(0);
+        row_group.resize(30);
+        let alone = budget.try_acquire(500).expect("only a parked buffer is held: admitted alone");
+        assert_eq!(budget.used(), 530);
+        assert!(budget.try_acquire(500).is_none(), "a morsel in flight: the next waits");
+        drop(alone);
+        drop(row_group);
+        assert_eq!(budget.used(), 0);
+        let held = budget.force(30);
+        assert!(budget.try_acquire(500).is_none(), "a morsel in flight is not parked");
+        drop(held);
     }
 
     #[test]

@@ -569,7 +569,9 @@ struct SinkStage<S> {
 impl<S: UnitSink> SinkStage<S> {
     async fn run(mut self, mut rx: StageReceiver<Message>) -> Result<Vec<UnitSummary>, ExecError> {
         let stats = self.stats.stages.last().cloned().ok_or_else(|| ExecError::Internal("no sink stats".into()))?;
-        let mut buffered = self.budget.force(0);
+        // The open row group flushes only when more rows come: parked, so it never keeps the
+        // morsel that would flush it from being admitted.
+        let mut buffered = self.budget.park(0);
         let mut summaries = Vec::new();
         loop {
             let wait = Instant::now();

@@ -451,3 +451,70 @@ async fn a_withdrawn_unit_stops_at_the_next_morsel_and_the_others_run_whole() {
     assert_eq!(seen.units_finished, 2, "the withdrawn unit still reaches finish_unit, for its files to be discarded");
     assert_eq!(summary.units.len(), 2);
 }
+
+/// Adds a 4 KiB column to every row: one row is larger than the budget of the test below.
+struct Inflate;
+
+impl Step for Inflate {
+    fn name(&self) -> &str {
+        "inflate"
+    }
+
+    fn process(
+        self: Arc<Self>,
+        input: RecordBatch,
+        _ctx: StepContext,
+    ) -> BoxFuture<'static, Result<StepOutput, StepError>> {
+        Box::pin(async move {
+            let blob: ArrayRef =
+                Arc::new(arrow_array::BinaryArray::from_iter_values((0..input.num_rows()).map(|_| vec![7u8; 4096])));
+            Ok(StepOutput::ok(weir_core::batch::with_column(&input, "blob", blob)?))
+        })
+    }
+}
+
+/// Holds every row of a unit until the unit ends, as an open row group does.
+#[derive(Clone, Default)]
+struct Buffering {
+    seen: Recorder,
+    buffered: u64,
+}
+
+impl UnitSink for Buffering {
+    async fn write(&mut self, unit: &WorkUnit, batch: RecordBatch) -> Result<(), BoxError> {
+        self.buffered += weir_core::batch::batch_bytes(&batch);
+        self.seen.write(unit, batch).await
+    }
+
+    async fn write_errors(&mut self, unit: &WorkUnit, errors: Vec<ErrorRecord>) -> Result<(), BoxError> {
+        self.seen.write_errors(unit, errors).await
+    }
+
+    async fn finish_unit(&mut self, unit: &WorkUnit) -> Result<UnitSummary, BoxError> {
+        self.buffered = 0;
+        self.seen.finish_unit(unit).await
+    }
+
+    fn buffered_bytes(&self) -> u64 {
+        self.buffered
+    }
+}
+
+#[tokio::test]
+async fn a_budget_smaller_than_one_row_still_finishes_while_the_sink_buffers() {
+    let sink = Buffering::default();
+    let compute = ComputePool::new(1).expect("pool");
+    let pipeline = Pipeline::new(
+        Arc::new(Numbered),
+        vec![Arc::new(Inflate) as Arc<dyn Step>],
+        MemoryBudget::new(1024),
+        compute,
+        options(ErrorHandling::default()),
+    );
+
+    let run = pipeline.run(units(3, 5), sink.clone());
+    let summary = tokio::time::timeout(Duration::from_secs(20), run).await.expect("no deadlock").expect("run");
+
+    assert_eq!(summary.rows_in, 15);
+    assert_eq!(sink.seen.seen().ids, all_ids(3, 5), "every row, once, in order");
+}
