@@ -120,9 +120,9 @@ fn refuse_oversized(
                 "this row makes {} rows, each repeating {} of its other columns ({} in all, over the {} one row may make): \
                  drop the columns no later step needs (a `select` before this step, or the sink's `columns`)",
                 children[r],
-                human_bytes(row_bytes[r]),
-                human_bytes(children[r].saturating_mul(row_bytes[r])),
-                human_bytes(MAX_REPEATED_BYTES_PER_INPUT)
+                crate::budget::format_size(row_bytes[r]),
+                crate::budget::format_size(children[r].saturating_mul(row_bytes[r])),
+                crate::budget::format_size(MAX_REPEATED_BYTES_PER_INPUT)
             );
             crate::RowFailure::new(r, message)
         })
@@ -151,16 +151,6 @@ fn value_sizes(column: &ArrayRef) -> Vec<u64> {
             let rows = column.len().max(1) as u64;
             vec![column.get_buffer_memory_size() as u64 / rows; column.len()]
         }
-    }
-}
-
-/// `bytes` as KiB, MiB or GiB, one decimal.
-fn human_bytes(bytes: u64) -> String {
-    match bytes {
-        b if b >= 1 << 30 => format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64),
-        b if b >= 1 << 20 => format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64),
-        b if b >= 1 << 10 => format!("{:.1} KiB", b as f64 / 1024.0),
-        b => format!("{b} B"),
     }
 }
 

@@ -160,6 +160,18 @@ impl Drop for Reservation {
     }
 }
 
+/// `1.5 GiB`-style rendering of a byte count (one decimal past bytes).
+pub fn format_size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 { format!("{bytes} B") } else { format!("{value:.1} {}", UNITS[unit]) }
+}
+
 /// The memory this process may use: the cgroup limit (v2, then v1) or, failing that, physical RAM.
 pub fn detect_memory_limit() -> Option<u64> {
     let read = |p: &str| std::fs::read_to_string(p).ok().and_then(|s| s.trim().parse::<u64>().ok());
