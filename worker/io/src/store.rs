@@ -1,16 +1,21 @@
 //! Resolves URIs to object stores: local paths and `file://`, `s3://` (AWS or any S3-compatible
-//! endpoint) and `http(s)://`. Stores are created once per bucket or host and shared.
+//! endpoint) and `http(s)://`. Stores are created once per bucket or host and shared; remote ones
+//! report requests that are slow to finish (see [`watch`]).
+
+mod watch;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use object_store::aws::AmazonS3Builder;
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::http::HttpBuilder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{BackoffConfig, ClientOptions, ObjectStore, RetryConfig};
 use url::Url;
+
+use self::watch::{Site, Watched};
 
 /// A URI that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +38,7 @@ pub struct S3Settings {
 #[derive(Debug, Default)]
 pub struct StoreRegistry {
     s3: S3Settings,
+    policy: RequestPolicy,
     stores: Mutex<HashMap<String, Arc<dyn ObjectStore>>>,
 }
 
@@ -57,7 +63,13 @@ impl Location {
 
 impl StoreRegistry {
     pub fn new(s3: S3Settings) -> Self {
-        Self { s3, stores: Mutex::new(HashMap::new()) }
+        Self { s3, policy: RequestPolicy::default(), stores: Mutex::new(HashMap::new()) }
+    }
+
+    /// The same registry, building its stores with `policy` instead of the default.
+    pub fn with_policy(mut self, policy: RequestPolicy) -> Self {
+        self.policy = policy;
+        self
     }
 
     /// Deletes the objects at `uris`, best effort: a URI that does not resolve or an object that
@@ -102,7 +114,8 @@ impl StoreRegistry {
         let store = match stores.get(&key) {
             Some(store) => store.clone(),
             None => {
-                let store = self.build(&url).map_err(|source| StoreError::Store { uri: uri.to_string(), source })?;
+                let store =
+                    self.build(&url, &base).map_err(|source| StoreError::Store { uri: uri.to_string(), source })?;
                 stores.insert(key, store.clone());
                 store
             }
@@ -110,14 +123,16 @@ impl StoreRegistry {
         Ok(Location { store, path, base })
     }
 
-    fn build(&self, url: &Url) -> Result<Arc<dyn ObjectStore>, object_store::Error> {
-        let client =
-            ClientOptions::new().with_timeout(Duration::from_secs(120)).with_connect_timeout(Duration::from_secs(5));
-        Ok(match url.scheme() {
-            "file" => Arc::new(LocalFileSystem::new()),
+    /// The store for `url`'s bucket or host; `base` (`s3://bucket`, `http://host:port`) is how its
+    /// objects are named in the slow-request warnings and request errors of remote stores.
+    fn build(&self, url: &Url, base: &str) -> Result<Arc<dyn ObjectStore>, object_store::Error> {
+        let policy = &self.policy;
+        let client = ClientOptions::new().with_timeout(policy.timeout).with_connect_timeout(policy.connect_timeout);
+        let (store, endpoint): (Arc<dyn ObjectStore>, String) = match url.scheme() {
+            "file" => return Ok(Arc::new(LocalFileSystem::new())),
             "s3" | "s3a" => {
                 let bucket = url.host_str().unwrap_or_default();
-                let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket).with_retry(retry_config());
+                let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket).with_retry(policy.retry.clone());
                 let endpoint = self.s3.endpoint.clone().or_else(|| std::env::var("AWS_ENDPOINT_URL").ok());
                 if let Some(endpoint) = endpoint {
                     let client = client.with_allow_http(endpoint.starts_with("http://"));
@@ -128,18 +143,92 @@ impl StoreRegistry {
                 if let Some(region) = &self.s3.region {
                     builder = builder.with_region(region);
                 }
-                Arc::new(builder.build()?)
+                let endpoint = s3_endpoint(&builder);
+                (Arc::new(builder.build()?), endpoint)
             }
             _ => {
-                let base = format!("{}://{}", url.scheme(), &url[url::Position::BeforeHost..url::Position::AfterPort]);
+                let endpoint =
+                    format!("{}://{}", url.scheme(), &url[url::Position::BeforeHost..url::Position::AfterPort]);
                 let client = client.with_allow_http(url.scheme() == "http");
-                Arc::new(
-                    HttpBuilder::new().with_url(base).with_retry(retry_config()).with_client_options(client).build()?,
-                )
+                let store = HttpBuilder::new()
+                    .with_url(endpoint.clone())
+                    .with_retry(policy.retry.clone())
+                    .with_client_options(client)
+                    .build()?;
+                (Arc::new(store), endpoint)
             }
-        })
+        };
+        let site = Site::new(base.to_string(), endpoint, policy.describe(), policy.report_every);
+        Ok(Arc::new(Watched::new(store, site)))
     }
 }
+
+/// Where an S3 store's requests go: its configured endpoint, else AWS's regional one.
+fn s3_endpoint(builder: &AmazonS3Builder) -> String {
+    builder.get_config_value(&AmazonS3ConfigKey::Endpoint).unwrap_or_else(|| {
+        let region = builder.get_config_value(&AmazonS3ConfigKey::Region);
+        format!("https://s3.{}.amazonaws.com", region.as_deref().unwrap_or("us-east-1"))
+    })
+}
+
+/// How requests to remote object stores are bounded, and when one still pending is reported.
+/// The default is what Weir runs with; tests shorten it.
+#[derive(Debug, Clone)]
+pub struct RequestPolicy {
+    /// Retries of a failed request: [`retry_config`] by default.
+    pub retry: RetryConfig,
+    /// The longest one try may take, from connecting to the end of the answer's body:
+    /// [`REQUEST_TIMEOUT`] by default.
+    pub timeout: Duration,
+    /// The longest one try may spend connecting: [`CONNECT_TIMEOUT`] by default.
+    pub connect_timeout: Duration,
+    /// A request still pending after this long is reported with a warning, and again each time
+    /// this much more passes: [`SLOW_REQUEST_REPORT_PERIOD`] by default.
+    pub report_every: Duration,
+}
+
+impl Default for RequestPolicy {
+    fn default() -> Self {
+        Self {
+            retry: retry_config(),
+            timeout: REQUEST_TIMEOUT,
+            connect_timeout: CONNECT_TIMEOUT,
+            report_every: SLOW_REQUEST_REPORT_PERIOD,
+        }
+    }
+}
+
+impl RequestPolicy {
+    /// The limits in words, as the slow-request warning states them.
+    fn describe(&self) -> String {
+        format!(
+            "object_store retries connection errors, timeouts and 5xx answers for up to {}, at most {} times; \
+             each try times out after {}, its connect after {}",
+            seconds(self.retry.retry_timeout),
+            self.retry.max_retries,
+            seconds(self.timeout),
+            seconds(self.connect_timeout),
+        )
+    }
+}
+
+/// `30 s`, `1.5 s`: a duration as people read it in a log line.
+fn seconds(duration: Duration) -> String {
+    let secs = duration.as_secs_f64();
+    if secs.fract() == 0.0 { format!("{secs:.0} s") } else { format!("{secs:.1} s") }
+}
+
+/// The longest one request may take, body included: long enough to stream a large Parquet part
+/// over a slow link. A server that accepts a connection and never answers fails a try this late.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The longest one try may spend connecting: an unreachable host (dropped SYNs) fails a try in
+/// this long instead of the operating system's minutes, and is then retried like a refused one.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How often a request still pending is reported (first after this long): an unreachable
+/// endpoint says so within seconds, while object_store is still retrying it.
+pub const SLOW_REQUEST_REPORT_PERIOD: Duration = Duration::from_secs(5);
 
 /// How long one request to an object store keeps being retried: long enough to ride out a
 /// storage outage of tens of seconds (a restarting S3-compatible server, a network blip) inside
