@@ -43,3 +43,5 @@ echo "==> chart lint and rendered manifests"
 HELM="$VENV/bin/helm" bash scripts/render-manifests.sh --check
 echo "==> cargo test"
 cargo test --workspace --locked
+echo "==> fuzz targets (5 s each from the committed corpus; docs/fuzzing.md)"
+bash scripts/fuzz.sh 5

@@ -4,7 +4,6 @@
 //! decodes fewer frames. Walking the top-level boxes costs a few 8-byte reads and says exactly what
 //! is missing: each box declares its size, so a file that ends inside a box is truncated.
 
-use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 
 use crate::MediaError;
@@ -13,11 +12,12 @@ use crate::MediaError;
 const MAX_BOXES: usize = 100_000;
 
 /// `Err(Truncated)` when `file` (of `size` bytes) is ISO-BMFF and ends inside a box or lacks the
-/// `moov` index; `Ok` for a whole file or one of another format.
+/// `moov` index; `Ok` for a whole file or one of another format. `file` is a `File` in the steps,
+/// any reader in the fuzz target.
 ///
 /// # Errors
 /// [`MediaError::Truncated`], or [`MediaError::Io`] when the file cannot be read.
-pub fn check_iso_bmff(file: &mut File, size: u64) -> Result<(), MediaError> {
+pub fn check_iso_bmff<R: Read + Seek>(file: &mut R, size: u64) -> Result<(), MediaError> {
     let read_err = MediaError::io("reading the file");
     let Some(brand) = brand(file).map_err(read_err)? else {
         return Ok(());
@@ -46,13 +46,19 @@ pub fn check_iso_bmff(file: &mut File, size: u64) -> Result<(), MediaError> {
             BoxSize::Bytes(n) if n < 8 => {
                 return Err(truncated(format!("box `{name}` at byte {pos} declares an impossible size of {n} bytes")));
             }
-            BoxSize::Bytes(n) if pos + n > size => {
+            BoxSize::Bytes(n) if n > size - pos => {
                 return Err(truncated(format!(
                     "box `{name}` at byte {pos} declares {n} bytes, but the file ends {} bytes into it",
                     size - pos
                 )));
             }
             BoxSize::Bytes(n) => pos += n,
+            BoxSize::LargeSizeCut => {
+                return Err(truncated(format!(
+                    "box `{name}` at byte {pos} has a 64-bit size, but the file ends {} bytes into it",
+                    size - pos
+                )));
+            }
         }
     }
     if walked && !has_moov {
@@ -65,10 +71,12 @@ enum BoxSize {
     Bytes(u64),
     /// Size 0: the box runs to the end of the file.
     ToEnd,
+    /// Size 1 (a 64-bit size follows) in a header the file ends inside.
+    LargeSizeCut,
 }
 
 /// The major brand (trimmed) when the file starts with an `ftyp` box.
-fn brand(file: &mut File) -> std::io::Result<Option<String>> {
+fn brand(file: &mut (impl Read + Seek)) -> std::io::Result<Option<String>> {
     let mut head = [0u8; 12];
     file.seek(SeekFrom::Start(0))?;
     if file.read(&mut head)? < head.len() || &head[4..8] != b"ftyp" {
@@ -77,7 +85,7 @@ fn brand(file: &mut File) -> std::io::Result<Option<String>> {
     Ok(Some(String::from_utf8_lossy(&head[8..12]).trim().to_string()))
 }
 
-fn box_header(file: &mut File, pos: u64, size: u64) -> std::io::Result<([u8; 4], BoxSize)> {
+fn box_header(file: &mut (impl Read + Seek), pos: u64, size: u64) -> std::io::Result<([u8; 4], BoxSize)> {
     let mut header = [0u8; 8];
     file.seek(SeekFrom::Start(pos))?;
     file.read_exact(&mut header)?;
@@ -90,7 +98,7 @@ fn box_header(file: &mut File, pos: u64, size: u64) -> std::io::Result<([u8; 4],
             file.read_exact(&mut large)?;
             BoxSize::Bytes(u64::from_be_bytes(large))
         }
-        1 => BoxSize::Bytes(u64::MAX),
+        1 => BoxSize::LargeSizeCut,
         n => BoxSize::Bytes(u64::from(n)),
     };
     Ok((kind, declared))
@@ -135,6 +143,25 @@ mod tests {
         assert_eq!(
             err,
             "truncated MP4 (brand `isom`): box `mdat` at byte 124 declares 1000 bytes, but the file ends 500 bytes into it"
+        );
+    }
+
+    #[test]
+    fn a_64_bit_size_past_the_end_is_truncated_not_an_overflow() {
+        // Found by fuzzing (fuzz/corpus/mp4_boxes/largesize-*): `pos + size` overflowed.
+        let ftyp = [&24u32.to_be_bytes()[..], b"ftypisom", &[0; 12]].concat();
+        let check = |bytes: &[u8]| check_iso_bmff(&mut std::io::Cursor::new(bytes), bytes.len() as u64);
+        let huge = [&ftyp[..], &1u32.to_be_bytes(), b"mdat", &(u64::MAX - 8).to_be_bytes()].concat();
+        let err = check(&huge).expect_err("huge").to_string();
+        assert_eq!(
+            err,
+            "truncated MP4 (brand `isom`): box `mdat` at byte 24 declares 18446744073709551607 bytes, but the file ends 16 bytes into it"
+        );
+        let cut = [&ftyp[..], &1u32.to_be_bytes(), b"mdat", &[0; 4]].concat();
+        let err = check(&cut).expect_err("cut").to_string();
+        assert_eq!(
+            err,
+            "truncated MP4 (brand `isom`): box `mdat` at byte 24 has a 64-bit size, but the file ends 12 bytes into it"
         );
     }
 
