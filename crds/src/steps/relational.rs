@@ -92,6 +92,17 @@ step_config!(
         /// The element column; default the input's name (the list column is replaced).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         output: Option<String>,
+        /// Most rows one input row may make; default 1,000,000. An input row that would make more
+        /// is a row error, not cut.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(range(min = 1))]
+        max_rows_per_input: Option<u64>,
+        /// Most bytes of an input row's other columns copied into the rows it makes, in bytes;
+        /// default 268435456 (256 MiB). An input row that would copy more is a row error that says
+        /// so; drop the columns no later step reads to stay under it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(range(min = 1))]
+        max_bytes_per_input: Option<u64>,
     }
 );
 impl_step_config!(Explode,

@@ -176,8 +176,26 @@ fn a_document_that_would_be_copied_into_every_chunk_is_a_row_error_not_a_failed_
     assert_eq!(refs.len(), 1, "{messages:?}");
     assert!(refs[0].ends_with("large.txt"));
     assert!(
-        messages[0].contains("over the 256.0 MiB one row may make") && messages[0].contains("`select`"),
+        messages[0].contains("over the step's maxBytesPerInput of 256.0 MiB") && messages[0].contains("`select`"),
         "{messages:?}"
     );
     assert_eq!(strings(&errors, "step"), ["text.chunk"]);
+}
+
+/// `maxRowsPerInput` bounds the chunks one document may make: the large text's 10,000 chunks are a
+/// row error naming the field, and the small one is written.
+#[test]
+fn a_document_making_more_chunks_than_max_rows_per_input_is_a_row_error() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let steps = "    - {op: document.text, input: bytes, output: text}\n    - {op: text.chunk, input: text, output: chunk, size: 200, overlap: 20, maxRowsPerInput: 1000}\n    - {op: select, columns: [uri, chunk]}\n";
+    let (manifest, out) = large_document_job(tmp.path(), steps);
+    let result = run(&manifest, &[]);
+    assert!(result.status.success(), "stderr: {}", text(&result.stderr));
+    let uris = strings(&read_parquet_dir(&out), "uri");
+    assert_eq!(uris.len(), 1, "{uris:?}");
+    assert!(uris[0].ends_with("small.txt"));
+    let errors = read_parquet_dir(&out.join("_errors"));
+    let messages = strings(&errors, "message");
+    assert_eq!(messages.len(), 1, "{messages:?}");
+    assert!(messages[0].contains("over the step's maxRowsPerInput (1000)"), "{messages:?}");
 }

@@ -32,128 +32,6 @@ pub fn with_column(input: &RecordBatch, name: &str, values: ArrayRef) -> Result<
     Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?)
 }
 
-/// The most bytes of other columns one input row may have repeated into the rows a
-/// row-multiplying step makes of it (its byte columns counted exactly, others on average).
-pub const MAX_REPEATED_BYTES_PER_INPUT: u64 = 256 << 20;
-
-/// The output of a row-multiplying step ([`repeat_rows`]) and the input rows refused.
-#[derive(Debug)]
-pub struct Repeated {
-    pub batch: RecordBatch,
-    /// Input rows whose repetition would pass [`MAX_REPEATED_BYTES_PER_INPUT`], in input order.
-    pub failures: Vec<crate::RowFailure>,
-}
-
-/// The output of a row-multiplying step: `input`'s columns repeated per output row (`parents[i]` is
-/// the input row of output row `i`, in input order), followed by `added` (one value per output
-/// row each). Input columns named like an added column are dropped, and so are those the plan
-/// marked as read by no later step nor the sink ([`needed_after`]): a document's bytes are not
-/// copied into each of its chunks when nothing reads them again.
-///
-/// An input row whose repeated columns would take more than [`MAX_REPEATED_BYTES_PER_INPUT`] makes
-/// no rows: it is a row failure that says why and what to do, never a failure of the morsel (so a
-/// 2 MiB text cut into 10,000 chunks cannot overflow Arrow's 2 GiB offsets and sink the job).
-///
-/// # Errors
-/// Only on an Arrow invariant violation (e.g. an `added` column of the wrong length).
-pub fn repeat_rows(
-    input: &RecordBatch,
-    parents: &[u32],
-    added: Vec<(String, ArrayRef)>,
-) -> Result<Repeated, StepError> {
-    let schema = input.schema();
-    let needed = needed_after(input);
-    let kept: Vec<usize> = (0..schema.fields().len())
-        .filter(|&c| {
-            let name = schema.field(c).name();
-            needed.as_ref().is_none_or(|n| is_needed(n, name)) && added.iter().all(|(a, _)| a != name)
-        })
-        .collect();
-    let (parents, added, failures) = refuse_oversized(input, &kept, parents, added)?;
-    let indices = arrow_array::UInt32Array::from(parents);
-    let mut fields = Vec::new();
-    let mut columns = Vec::new();
-    for &c in &kept {
-        fields.push(schema.field(c).clone());
-        columns.push(arrow_select::take::take(input.column(c), &indices, None)?);
-    }
-    for (name, column) in added {
-        fields.push(Field::new(name, column.data_type().clone(), true));
-        columns.push(column);
-    }
-    let options = arrow_array::RecordBatchOptions::new().with_row_count(Some(indices.len()));
-    let batch = RecordBatch::try_new_with_options(Arc::new(Schema::new(fields)), columns, &options)?;
-    Ok(Repeated { batch, failures })
-}
-
-/// `parents` and `added` without the output rows of input rows whose repetition of the `kept`
-/// columns would pass the bound, and a failure for each such input row.
-#[allow(clippy::type_complexity)]
-fn refuse_oversized(
-    input: &RecordBatch,
-    kept: &[usize],
-    parents: &[u32],
-    added: Vec<(String, ArrayRef)>,
-) -> Result<(Vec<u32>, Vec<(String, ArrayRef)>, Vec<crate::RowFailure>), StepError> {
-    let mut row_bytes = vec![0u64; input.num_rows()];
-    for &c in kept {
-        for (row, bytes) in row_bytes.iter_mut().zip(value_sizes(input.column(c))) {
-            *row += bytes;
-        }
-    }
-    let mut children = vec![0u64; input.num_rows()];
-    for &p in parents {
-        if let Some(n) = children.get_mut(p as usize) {
-            *n += 1;
-        }
-    }
-    let refused: Vec<usize> = (0..input.num_rows())
-        .filter(|&r| children[r].saturating_mul(row_bytes[r]) > MAX_REPEATED_BYTES_PER_INPUT)
-        .collect();
-    if refused.is_empty() {
-        return Ok((parents.to_vec(), added, Vec::new()));
-    }
-    let failures = refused
-        .iter()
-        .map(|&r| {
-            let message = format!(
-                "this row makes {} rows, each repeating {} of its other columns ({} in all, over the {} one row may make): \
-                 drop the columns no later step needs (a `select` before this step, or the sink's `columns`)",
-                children[r],
-                crate::budget::format_size(row_bytes[r]),
-                crate::budget::format_size(children[r].saturating_mul(row_bytes[r])),
-                crate::budget::format_size(MAX_REPEATED_BYTES_PER_INPUT)
-            );
-            crate::RowFailure::new(r, message)
-        })
-        .collect();
-    let keep =
-        BooleanArray::from(parents.iter().map(|p| refused.binary_search(&(*p as usize)).is_err()).collect::<Vec<_>>());
-    let parents = parents.iter().copied().filter(|p| refused.binary_search(&(*p as usize)).is_err()).collect();
-    let added = added
-        .into_iter()
-        .map(|(name, column)| Ok((name, arrow_select::filter::filter(&column, &keep)?)))
-        .collect::<Result<_, StepError>>()?;
-    Ok((parents, added, failures))
-}
-
-/// Bytes of each value of `column`: exact for strings and binaries, else the column's buffers
-/// spread evenly over its rows.
-fn value_sizes(column: &ArrayRef) -> Vec<u64> {
-    use arrow_schema::DataType;
-    let lengths = |offsets: Vec<i64>| offsets.windows(2).map(|w| (w[1] - w[0]).max(0) as u64).collect();
-    match column.data_type() {
-        DataType::Utf8 => lengths(column.as_string::<i32>().offsets().iter().map(|o| *o as i64).collect()),
-        DataType::LargeUtf8 => lengths(column.as_string::<i64>().offsets().to_vec()),
-        DataType::Binary => lengths(column.as_binary::<i32>().offsets().iter().map(|o| *o as i64).collect()),
-        DataType::LargeBinary => lengths(column.as_binary::<i64>().offsets().to_vec()),
-        _ => {
-            let rows = column.len().max(1) as u64;
-            vec![column.get_buffer_memory_size() as u64 / rows; column.len()]
-        }
-    }
-}
-
 /// Schema metadata key under which the plan tells a step which columns a later step or the sink
 /// reads (a JSON list of top-level names); absent means all of them.
 pub const NEEDED_AFTER_KEY: &str = "weir.needed_after";
@@ -178,7 +56,7 @@ pub fn needed_after(batch: &RecordBatch) -> Option<Vec<String>> {
 }
 
 /// Whether column `name` is kept under `needed`: listed there, or internal (`_weir_*`).
-fn is_needed(needed: &[String], name: &str) -> bool {
+pub(crate) fn is_needed(needed: &[String], name: &str) -> bool {
     name.starts_with(INTERNAL_PREFIX) || needed.iter().any(|n| n == name)
 }
 
@@ -304,43 +182,6 @@ mod tests {
     fn batch() -> RecordBatch {
         let a: ArrayRef = Arc::new(Int32Array::from(vec![1, 2, 3]));
         RecordBatch::try_from_iter([("a", a)]).expect("batch")
-    }
-
-    fn document() -> RecordBatch {
-        let uri: ArrayRef = Arc::new(StringArray::from(vec!["a.txt", "b.txt"]));
-        let text: ArrayRef = Arc::new(StringArray::from(vec!["x".repeat(1 << 20), "short".to_string()]));
-        let refs: ArrayRef = Arc::new(StringArray::from(vec!["a.txt", "b.txt"]));
-        RecordBatch::try_from_iter([("uri", uri), ("text", text), (ROW_REF_COLUMN, refs)]).expect("batch")
-    }
-
-    fn names(batch: &RecordBatch) -> Vec<String> {
-        batch.schema().fields().iter().map(|f| f.name().clone()).collect()
-    }
-
-    #[test]
-    fn a_row_multiplying_step_repeats_only_the_columns_read_after_it() {
-        let marked = mark_needed_after(&document(), &["uri".to_string(), "chunk".to_string()]).expect("mark");
-        let chunk: ArrayRef = Arc::new(StringArray::from(vec!["c1", "c2", "c3"]));
-        let repeated = repeat_rows(&marked, &[0, 0, 1], vec![("chunk".into(), chunk)]).expect("repeat");
-        assert_eq!(names(&repeated.batch), ["uri", ROW_REF_COLUMN, "chunk"], "the dead text is not repeated");
-        assert!(repeated.failures.is_empty());
-        let kept = keep_needed(&marked, &["text".to_string()]).expect("keep");
-        assert_eq!(names(&kept), ["text", ROW_REF_COLUMN], "internal columns are always kept");
-        assert!(kept.schema().metadata().is_empty(), "the plan's marks never reach the sink");
-    }
-
-    #[test]
-    fn an_input_row_repeated_past_the_bound_is_a_row_failure_and_the_others_are_kept() {
-        let children = (MAX_REPEATED_BYTES_PER_INPUT >> 20) as usize + 1;
-        let mut parents = vec![0u32; children];
-        parents.extend([1, 1]);
-        let chunk: ArrayRef = Arc::new(StringArray::from_iter_values((0..parents.len()).map(|i| i.to_string())));
-        let repeated = repeat_rows(&document(), &parents, vec![("chunk".into(), chunk)]).expect("repeat");
-        assert_eq!(repeated.batch.num_rows(), 2, "only b.txt's rows");
-        assert_eq!(repeated.batch.column_by_name("chunk").map(|c| c.len()), Some(2));
-        assert_eq!(repeated.failures.len(), 1);
-        assert_eq!(repeated.failures[0].row, 0);
-        assert!(repeated.failures[0].message.contains("makes 257 rows"), "{}", repeated.failures[0].message);
     }
 
     #[test]

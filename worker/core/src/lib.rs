@@ -22,6 +22,7 @@ pub mod compute;
 pub mod error;
 mod morsel;
 pub mod pipeline;
+pub mod repeat;
 pub mod stats;
 pub mod step;
 pub mod unit;

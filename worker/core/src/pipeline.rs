@@ -488,6 +488,12 @@ impl StepStage {
     /// reservation for just its bytes (the part exists already; waiting for budget cannot help).
     fn finish_part(&self, from: &Draining, part: Result<StepOutput, StepError>) -> Result<Message, ExecError> {
         let output = part.map_err(|source| self.step_error(&from.unit, source))?;
+        if output.more.is_some() {
+            return Err(ExecError::Internal(format!(
+                "a part of step `{}`'s output has parts of its own",
+                self.step.name()
+            )));
+        }
         self.stats.add_busy(output.busy.unwrap_or_default());
         let mut morsel = Morsel {
             unit: from.unit.clone(),

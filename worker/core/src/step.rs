@@ -59,7 +59,8 @@ pub struct StepOutput {
     /// frames of a long video). The executor sends `batch` on, then each part of `more` in order,
     /// before the next morsel's output, and polls `more` only as fast as downstream takes parts,
     /// so memory holds a few parts, not the whole output. Failures in parts name rows of the same
-    /// input morsel. Dropping the stream must stop the work behind it.
+    /// input morsel; a part has no `more` of its own (a step flattens them). Dropping the stream
+    /// must stop the work behind it.
     pub more: Option<MoreOutput>,
 }
 

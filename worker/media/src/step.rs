@@ -184,6 +184,19 @@ impl<K: MediaKernel> MediaStep<K> {
                 Some((output, (rx, producer)))
             }
         });
+        // A part may come in parts itself (its repeated columns cut to stay under Arrow's
+        // offsets): they are flattened, as the executor reads one level.
+        let more = more.flat_map(|part| match part {
+            Ok(mut output) => {
+                let rest = output.more.take();
+                let head = futures::stream::once(std::future::ready(Ok(output)));
+                match rest {
+                    Some(rest) => head.chain(rest).boxed(),
+                    None => head.boxed(),
+                }
+            }
+            Err(e) => futures::stream::once(std::future::ready(Err(e))).boxed(),
+        });
         Ok(StepOutput { more: Some(Box::pin(more)), ..first })
     }
 

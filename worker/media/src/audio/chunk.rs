@@ -11,7 +11,7 @@ use weir_crds::AudioChunk;
 use weir_ops::BuildError;
 
 use super::{Audio, AudioColumn, AudioView, audio_array};
-use weir_core::batch::repeat_rows;
+use weir_core::repeat::{RowBound, repeat_rows};
 
 /// Default window: 30 s, what Whisper takes.
 pub const DEFAULT_WINDOW_SECONDS: f64 = 30.0;
@@ -23,6 +23,7 @@ pub struct ChunkAudio {
     pub output: String,
     pub window_seconds: f64,
     pub overlap_seconds: f64,
+    pub bound: RowBound,
 }
 
 /// Builds `audio.chunk`.
@@ -46,6 +47,7 @@ pub fn build(config: &AudioChunk) -> Result<Arc<dyn Step>, BuildError> {
         output: config.output.clone(),
         window_seconds,
         overlap_seconds,
+        bound: RowBound::new(config.max_rows_per_input, config.max_bytes_per_input),
     })))
 }
 
@@ -116,10 +118,7 @@ impl Kernel for ChunkAudio {
             (format!("{}_index", self.output), Arc::new(UInt32Array::from(index)) as ArrayRef),
             (format!("{}_offset", self.output), Arc::new(Float64Array::from(offset)) as ArrayRef),
         ];
-        let repeated = repeat_rows(input, &parents, added)?;
-        failures.extend(repeated.failures);
-        failures.sort_by_key(|f| f.row);
-        Ok(StepOutput::new(repeated.batch, failures))
+        Ok(repeat_rows(input, &parents, added, &self.bound)?.into_output(failures))
     }
 }
 
@@ -142,7 +141,13 @@ mod tests {
     }
 
     fn step(window_seconds: f64, overlap_seconds: f64) -> ChunkAudio {
-        ChunkAudio { input: "audio".into(), output: "chunk".into(), window_seconds, overlap_seconds }
+        ChunkAudio {
+            input: "audio".into(),
+            output: "chunk".into(),
+            window_seconds,
+            overlap_seconds,
+            bound: RowBound::default(),
+        }
     }
 
     #[test]
@@ -189,6 +194,8 @@ mod tests {
             output: "c".into(),
             window_seconds: Some(window),
             overlap_seconds: Some(overlap),
+            max_rows_per_input: None,
+            max_bytes_per_input: None,
             pool: None,
             concurrency: None,
         };

@@ -40,7 +40,7 @@ use crate::MediaError;
 use crate::demux::{Flow, StreamDecode, decode};
 use crate::open::{StreamInfo, TIME_BASE, find_stream, init, open, video_decoder};
 use crate::step::{MediaKernel, MediaStep};
-use weir_core::batch::repeat_rows;
+use weir_core::repeat::{RowBound, repeat_rows};
 
 pub const DEFAULT_MAX_FRAMES: u32 = 10_000;
 /// Default `maxPixels`: 100 megapixels, as `image.decode`.
@@ -117,6 +117,8 @@ pub struct SampleFrames {
     pub input: String,
     pub output: String,
     pub options: FrameOptions,
+    /// Checked per part of frames: `maxFrames` bounds the rows.
+    pub bound: RowBound,
 }
 
 /// Builds `video.frames`.
@@ -150,7 +152,8 @@ pub fn build(config: &VideoFrames, stores: Arc<StoreRegistry>) -> Result<Arc<dyn
         mode: config.mode.unwrap_or_default(),
         max_pixels: config.max_pixels.unwrap_or(DEFAULT_MAX_PIXELS),
     };
-    let kernel = SampleFrames { input: config.input.clone(), output: config.output.clone(), options };
+    let bound = RowBound::new(None, config.max_bytes_per_input);
+    let kernel = SampleFrames { input: config.input.clone(), output: config.output.clone(), options, bound };
     Ok(Arc::new(MediaStep::new(kernel, stores)))
 }
 
@@ -177,7 +180,7 @@ impl MediaKernel for SampleFrames {
         &self,
         input: &RecordBatch,
         values: Vec<Option<SampledFrames>>,
-        mut failures: Vec<RowFailure>,
+        failures: Vec<RowFailure>,
     ) -> Result<StepOutput, StepError> {
         let mut parents = Vec::new();
         let mut frames = Vec::new();
@@ -204,10 +207,7 @@ impl MediaKernel for SampleFrames {
                 Arc::new(Float64Array::from_iter_values(frames.iter().map(|f| f.timestamp))) as ArrayRef,
             ),
         ];
-        let repeated = repeat_rows(input, &parents, added)?;
-        failures.extend(repeated.failures);
-        failures.sort_by_key(|f| f.row);
-        Ok(StepOutput::new(repeated.batch, failures))
+        Ok(repeat_rows(input, &parents, added, &self.bound)?.into_output(failures))
     }
 }
 
@@ -504,7 +504,7 @@ mod tests {
     }
 
     fn step(options: FrameOptions, input: &str) -> Arc<dyn Step> {
-        let kernel = SampleFrames { input: input.into(), output: "frame".into(), options };
+        let kernel = SampleFrames { input: input.into(), output: "frame".into(), options, bound: RowBound::default() };
         Arc::new(MediaStep::new(kernel, Arc::new(StoreRegistry::default())))
     }
 

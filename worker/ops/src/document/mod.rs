@@ -22,7 +22,7 @@ use arrow_array::cast::AsArray;
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::DataType;
 use rayon::prelude::*;
-use weir_core::batch::repeat_rows;
+use weir_core::repeat::{RowBound, repeat_rows};
 use weir_core::step::{ComputeStep, Kernel};
 use weir_core::{RowFailure, Step, StepError, StepOutput};
 use weir_crds::{DocumentText, DocumentType};
@@ -39,6 +39,7 @@ pub struct ExtractText {
     pub output: String,
     pub document_type: DocumentType,
     pub max_pages: usize,
+    pub bound: RowBound,
 }
 
 /// Builds `document.text`.
@@ -51,6 +52,7 @@ pub fn build(config: &DocumentText) -> Result<Arc<dyn Step>, BuildError> {
         output: config.output.clone(),
         document_type: config.document_type.unwrap_or_default(),
         max_pages: config.max_pages.unwrap_or(DEFAULT_MAX_PAGES).max(1) as usize,
+        bound: RowBound::new(None, config.max_bytes_per_input),
     })))
 }
 
@@ -116,10 +118,7 @@ impl Kernel for ExtractText {
         }
         let added: Vec<(String, ArrayRef)> =
             vec![(self.output.clone(), Arc::new(text.finish())), (page_column, Arc::new(page.finish()))];
-        let repeated = repeat_rows(input, &parents, added)?;
-        failures.extend(repeated.failures);
-        failures.sort_by_key(|f| f.row);
-        Ok(StepOutput::new(repeated.batch, failures))
+        Ok(repeat_rows(input, &parents, added, &self.bound)?.into_output(failures))
     }
 }
 
@@ -147,7 +146,13 @@ mod tests {
     use weir_testkit::docs::{PdfPage, encrypted_pdf, pdf};
 
     fn step(max_pages: usize) -> ExtractText {
-        ExtractText { input: "bytes".into(), output: "text".into(), document_type: DocumentType::Auto, max_pages }
+        ExtractText {
+            input: "bytes".into(),
+            output: "text".into(),
+            document_type: DocumentType::Auto,
+            max_pages,
+            bound: RowBound::default(),
+        }
     }
 
     fn run(step: &ExtractText, docs: Vec<Option<&[u8]>>) -> StepOutput {

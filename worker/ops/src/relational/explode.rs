@@ -4,7 +4,8 @@ use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
 use arrow_array::{Array, ArrayRef, RecordBatch, UInt32Array};
-use arrow_schema::{DataType, Field, Schema};
+use arrow_schema::DataType;
+use weir_core::repeat::{RowBound, repeat_rows};
 use weir_core::step::{ComputeStep, Kernel};
 use weir_core::{Step, StepError, StepOutput, batch};
 use weir_crds::Explode;
@@ -16,6 +17,7 @@ use crate::BuildError;
 pub struct ExplodeList {
     pub input: String,
     pub output: String,
+    pub bound: RowBound,
 }
 
 /// Builds `explode`.
@@ -24,7 +26,8 @@ pub struct ExplodeList {
 /// Never for a validated config.
 pub fn build(config: &Explode) -> Result<Arc<dyn Step>, BuildError> {
     let output = config.output.clone().unwrap_or_else(|| config.input.clone());
-    Ok(Arc::new(ComputeStep(ExplodeList { input: config.input.clone(), output })))
+    let bound = RowBound::new(config.max_rows_per_input, config.max_bytes_per_input);
+    Ok(Arc::new(ComputeStep(ExplodeList { input: config.input.clone(), output, bound })))
 }
 
 impl Kernel for ExplodeList {
@@ -48,23 +51,13 @@ impl Kernel for ExplodeList {
                 return Err(StepError::column(&self.input, format!("expected a list column, found {other}")));
             }
         };
-        let repeat: Vec<u32> =
+        let parents: Vec<u32> =
             lengths.iter().enumerate().flat_map(|(row, &n)| std::iter::repeat_n(row as u32, n)).collect();
-        let indices = UInt32Array::from(repeat);
-        let schema = input.schema();
-        let mut fields = Vec::new();
-        let mut columns = Vec::new();
-        for (field, column) in schema.fields().iter().zip(input.columns()) {
-            if field.name() == &self.input || field.name() == &self.output {
-                continue;
-            }
-            fields.push(field.as_ref().clone());
-            columns.push(arrow_select::take::take(column, &indices, None)?);
-        }
-        fields.push(Field::new(&self.output, elements.data_type().clone(), true));
-        columns.push(elements);
-        let out = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?;
-        Ok(StepOutput::ok(out))
+        // The list column itself is not repeated; a column named like the output is replaced.
+        let others: Vec<usize> =
+            (0..input.num_columns()).filter(|&c| input.schema().field(c).name() != &self.input).collect();
+        let others = input.project(&others)?;
+        Ok(repeat_rows(&others, &parents, vec![(self.output.clone(), elements)], &self.bound)?.into_output(Vec::new()))
     }
 }
 
@@ -98,12 +91,29 @@ mod tests {
         ]);
         let names: ArrayRef = Arc::new(StringArray::from(vec!["a", "b", "c", "d"]));
         let input = RecordBatch::try_from_iter([("name", names), ("xs", Arc::new(lists) as ArrayRef)]).expect("batch");
-        let step = ExplodeList { input: "xs".into(), output: "x".into() };
+        let step = ExplodeList { input: "xs".into(), output: "x".into(), bound: RowBound::default() };
         let out = step.apply(&input).expect("explode").batch;
         let names = out.column_by_name("name").expect("name").as_string::<i32>();
         let xs = out.column_by_name("x").expect("x").as_any().downcast_ref::<Int32Array>().expect("i32");
         assert_eq!(names.iter().flatten().collect::<Vec<_>>(), vec!["a", "a", "d"]);
         assert_eq!(xs.values(), &[1, 2, 3]);
         assert!(out.column_by_name("xs").is_none());
+    }
+
+    #[test]
+    fn a_list_longer_than_max_rows_per_input_is_a_row_error_and_the_other_rows_explode() {
+        let lists = ListArray::from_iter_primitive::<Int32Type, _, _>(vec![
+            Some(vec![Some(1), Some(2), Some(3)]),
+            Some(vec![Some(4), Some(5)]),
+        ]);
+        let names: ArrayRef = Arc::new(StringArray::from(vec!["long", "short"]));
+        let input = RecordBatch::try_from_iter([("name", names), ("xs", Arc::new(lists) as ArrayRef)]).expect("batch");
+        let step = ExplodeList { input: "xs".into(), output: "x".into(), bound: RowBound::new(Some(2), None) };
+        let out = step.apply(&input).expect("explode");
+        let xs = out.batch.column_by_name("x").expect("x").as_any().downcast_ref::<Int32Array>().expect("i32");
+        assert_eq!(xs.values(), &[4, 5]);
+        assert_eq!(out.failures.len(), 1);
+        assert_eq!(out.failures[0].row, 0);
+        assert!(out.failures[0].message.contains("maxRowsPerInput (2)"), "{}", out.failures[0].message);
     }
 }

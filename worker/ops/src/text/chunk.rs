@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use arrow_array::builder::{StringBuilder, UInt32Builder};
 use arrow_array::{ArrayRef, RecordBatch};
-use weir_core::batch::repeat_rows;
+use weir_core::repeat::{RowBound, repeat_rows};
 use weir_core::step::{ComputeStep, Kernel};
 use weir_core::{Step, StepError, StepOutput};
 use weir_crds::TextChunk;
@@ -28,6 +28,7 @@ pub struct ChunkText {
     pub output: String,
     pub size: usize,
     pub overlap: usize,
+    pub bound: RowBound,
 }
 
 /// Builds `text.chunk`.
@@ -40,7 +41,13 @@ pub fn build(config: &TextChunk) -> Result<Arc<dyn Step>, BuildError> {
     if overlap >= size {
         return Err(BuildError::new("overlap", format!("must be smaller than size ({size}), found {overlap}")));
     }
-    Ok(Arc::new(ComputeStep(ChunkText { input: config.input.clone(), output: config.output.clone(), size, overlap })))
+    Ok(Arc::new(ComputeStep(ChunkText {
+        input: config.input.clone(),
+        output: config.output.clone(),
+        size,
+        overlap,
+        bound: RowBound::new(config.max_rows_per_input, config.max_bytes_per_input),
+    })))
 }
 
 /// One chunk: its text and where it starts in the input, in characters.
@@ -142,8 +149,7 @@ impl Kernel for ChunkText {
             (format!("{}_index", self.output), Arc::new(index.finish())),
             (format!("{}_start", self.output), Arc::new(start.finish())),
         ];
-        let repeated = repeat_rows(input, &parents, added)?;
-        Ok(StepOutput::new(repeated.batch, repeated.failures))
+        Ok(repeat_rows(input, &parents, added, &self.bound)?.into_output(Vec::new()))
     }
 }
 
@@ -202,7 +208,8 @@ mod tests {
         let doc: ArrayRef = Arc::new(StringArray::from(vec!["a", "b", "c"]));
         let body: ArrayRef = Arc::new(StringArray::from(vec![Some("one two three four"), None, Some("five")]));
         let input = RecordBatch::try_from_iter([("doc", doc), ("body", body)]).expect("batch");
-        let step = ChunkText { input: "body".into(), output: "chunk".into(), size: 9, overlap: 0 };
+        let step =
+            ChunkText { input: "body".into(), output: "chunk".into(), size: 9, overlap: 0, bound: RowBound::default() };
         let out = step.apply(&input).expect("chunk").batch;
         let docs: Vec<&str> = out.column_by_name("doc").expect("doc").as_string::<i32>().iter().flatten().collect();
         assert_eq!(docs, ["a", "a", "a", "c"]);
