@@ -82,6 +82,10 @@ pub fn run_measured(manifest_text: &str, threads: usize, memory: &str) -> Result
     Ok(Measured { seconds, peak_rss })
 }
 
+/// As in `weir`: the budget charges kernels' scratch memory.
+#[global_allocator]
+static ALLOCATOR: weir_core::alloc::TrackingAllocator = weir_core::alloc::TrackingAllocator;
+
 /// The child side of [`run_measured`]: runs the job and prints its profile to stderr.
 pub fn child(args: &[String]) -> Result<()> {
     weir::tune_allocator();
@@ -102,5 +106,6 @@ pub fn child(args: &[String]) -> Result<()> {
         s.rows_out as f64 / s.elapsed.as_secs_f64()
     );
     eprintln!("{}", weir::profile::render_text(&report.stages, s.elapsed));
+    eprintln!("budget: at most {} reserved at once", weir::size::format_size(s.peak_reserved));
     Ok(())
 }

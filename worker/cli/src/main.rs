@@ -24,6 +24,11 @@ use weir_cluster::{CoordinatorOptions, WorkerOptions};
 use weir_crds::{crd_yaml, parse_manifest, validate_manifest};
 use weir_samples::images::{BAD_FILES, JpegSet, write_bad_files, write_jpeg_set};
 
+/// Counts each thread's allocations, so the memory budget charges a kernel's scratch memory (a
+/// decoder's planes), not only its output (`weir_core::alloc`).
+#[global_allocator]
+static ALLOCATOR: weir_core::alloc::TrackingAllocator = weir_core::alloc::TrackingAllocator;
+
 #[derive(Parser)]
 #[command(name = "weir", version, about = "Multimodal AI data pipelines, on a laptop or on Kubernetes")]
 struct Cli {

@@ -15,6 +15,7 @@
 //! The core knows nothing of Kubernetes, object storage, models or RPC: those live in crates that
 //! implement its traits.
 
+pub mod alloc;
 pub mod batch;
 pub mod budget;
 pub mod channel;

@@ -1,9 +1,11 @@
 //! Morsel sizing: learns how many bytes a source row becomes at each stage, to size morsels and reservations.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
-/// Learns how many bytes a source row becomes at each stage (the source, then each step), so
-/// that a morsel's largest size stays near a target and its reservation covers what it will need.
+/// Learns how many bytes a source row becomes at each stage (the source, then each step), and
+/// how many a step holds at once while it works (its input, its output and its scratch memory,
+/// such as a decoder's planes), so that a morsel's largest size stays near a target and its
+/// reservation covers what it will need.
 ///
 /// # Guarantees
 /// - A stage not yet observed counts as [`UNSEEN_ROW_BYTES`] per row, so the first morsels are small.
@@ -14,6 +16,11 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 pub(crate) struct MorselPlanner {
     /// Per stage (source, steps...), bytes per source row as f64 bits; 0 until observed.
     bytes_per_row: Vec<AtomicU64>,
+    /// Per stage, bytes per source row held while the stage works, as f64 bits; 0 until observed.
+    working_per_row: Vec<AtomicU64>,
+    /// Per stage, whether it has handled rows (a part of a step's output counts, though it has no
+    /// source rows to size it by).
+    seen: Vec<AtomicBool>,
     target_bytes: u64,
     max_rows: usize,
 }
@@ -27,6 +34,8 @@ impl MorselPlanner {
     pub(crate) fn new(stages: usize, target_bytes: u64, max_rows: usize) -> Self {
         Self {
             bytes_per_row: (0..stages).map(|_| AtomicU64::new(0)).collect(),
+            working_per_row: (0..stages).map(|_| AtomicU64::new(0)).collect(),
+            seen: (0..stages).map(|_| AtomicBool::new(false)).collect(),
             target_bytes,
             max_rows: max_rows.max(1),
         }
@@ -36,30 +45,45 @@ impl MorselPlanner {
     /// as is, later ones are smoothed (a fifth of the weight to the new sample). A sample of no
     /// rows, or of a stage the planner does not have, is ignored.
     pub(crate) fn observe(&self, stage: usize, bytes: u64, source_rows: usize) {
-        if source_rows == 0 {
-            return;
+        if let Some(seen) = self.seen.get(stage) {
+            seen.store(true, Relaxed);
         }
-        let sample = bytes as f64 / source_rows as f64;
-        if let Some(slot) = self.bytes_per_row.get(stage) {
-            let old = f64::from_bits(slot.load(Relaxed));
-            let new = if old == 0.0 { sample } else { old * 0.8 + sample * 0.2 };
-            slot.store(new.to_bits(), Relaxed);
-        }
+        smooth(self.bytes_per_row.get(stage), bytes, source_rows);
+    }
+
+    /// Records that a stage held `bytes` at once while it made `source_rows` source rows' output
+    /// (smoothed as [`MorselPlanner::observe`]).
+    pub(crate) fn observe_working(&self, stage: usize, bytes: u64, source_rows: usize) {
+        smooth(self.working_per_row.get(stage), bytes, source_rows);
+    }
+
+    /// Whether every stage has been observed at least once (with or without source rows). Until
+    /// then estimates are guesses, so the source admits one morsel at a time.
+    pub(crate) fn calibrated(&self) -> bool {
+        self.seen.iter().all(|s| s.load(Relaxed))
     }
 
     /// The largest bytes per source row expected at `from` or any later stage (1 past the last).
     pub(crate) fn peak_row_bytes(&self, from: usize) -> f64 {
-        self.bytes_per_row[from.min(self.bytes_per_row.len())..]
+        let from = from.min(self.bytes_per_row.len());
+        let working = self.working_per_row[from..].iter().map(|w| f64::from_bits(w.load(Relaxed)));
+        self.bytes_per_row[from..]
             .iter()
             .map(|b| match f64::from_bits(b.load(Relaxed)) {
                 0.0 => UNSEEN_ROW_BYTES,
                 x => x,
             })
+            .chain(working)
             .fold(1.0, f64::max)
     }
 
     /// Source rows for the next morsel: as many as keep its largest stage within the target.
+    /// One row until every stage has handled rows ([`MorselPlanner::calibrated`]): a guess may be
+    /// far too low (a 5000x5000 photo decodes to 75 MB), and the first morsel runs alone anyway.
     pub(crate) fn morsel_rows(&self) -> usize {
+        if !self.calibrated() {
+            return 1;
+        }
         ((self.target_bytes as f64 / self.peak_row_bytes(0)) as usize).clamp(1, self.max_rows)
     }
 
@@ -67,6 +91,16 @@ impl MorselPlanner {
     pub(crate) fn remaining_peak(&self, from: usize, source_rows: usize) -> u64 {
         (self.peak_row_bytes(from) * source_rows as f64) as u64
     }
+}
+
+/// Folds a sample of `bytes` for `source_rows` rows into `slot`: the first as is, later ones with
+/// a fifth of the weight. A sample of no rows, or for no slot, is ignored.
+fn smooth(slot: Option<&AtomicU64>, bytes: u64, source_rows: usize) {
+    let Some(slot) = slot.filter(|_| source_rows > 0) else { return };
+    let sample = bytes as f64 / source_rows as f64;
+    let old = f64::from_bits(slot.load(Relaxed));
+    let new = if old == 0.0 { sample } else { old * 0.8 + sample * 0.2 };
+    slot.store(new.to_bits(), Relaxed);
 }
 
 #[cfg(test)]
@@ -79,7 +113,11 @@ mod tests {
     fn before_any_observation_morsels_are_sized_for_unseen_rows() {
         let planner = MorselPlanner::new(3, 16 * MIB, 256);
         assert_eq!(planner.peak_row_bytes(0), UNSEEN_ROW_BYTES);
-        assert_eq!(planner.morsel_rows(), 4);
+        assert_eq!(planner.morsel_rows(), 1, "one row until every stage has been seen");
+        planner.observe(0, 0, 0);
+        planner.observe(1, 0, 0);
+        planner.observe(2, 0, 0);
+        assert_eq!(planner.morsel_rows(), 4, "then the unseen sizes' guess");
         assert_eq!(MorselPlanner::new(3, MIB, 256).morsel_rows(), 1, "never fewer than one row");
     }
 
@@ -138,5 +176,29 @@ mod tests {
         planner.observe(0, 1, 4);
         assert_eq!(planner.peak_row_bytes(0), 1.0);
         assert_eq!(planner.remaining_peak(0, 4), 4);
+    }
+
+    #[test]
+    fn a_steps_working_memory_counts_until_the_step_has_run() {
+        // A 5 MB JPEG decodes to 75 MB, and the decoder held 160 MB at once while it did.
+        let planner = MorselPlanner::new(3, MIB, 256);
+        planner.observe(0, 5_000_000, 1);
+        planner.observe(1, 75_000_000, 1);
+        planner.observe_working(1, 160_000_000, 1);
+        planner.observe(2, 150_000, 1);
+        assert_eq!(planner.remaining_peak(0, 2), 320_000_000, "admission covers the decode's peak");
+        assert_eq!(planner.remaining_peak(1, 2), 320_000_000);
+        assert_eq!(planner.remaining_peak(2, 2), 300_000, "once decoded, only what is left");
+    }
+
+    #[test]
+    fn calibrated_once_every_stage_has_handled_rows() {
+        let planner = MorselPlanner::new(2, MIB, 256);
+        assert!(!planner.calibrated());
+        planner.observe(0, 100, 1);
+        assert!(!planner.calibrated());
+        planner.observe(1, 0, 0);
+        assert!(planner.calibrated(), "a later part of a step's output (no source rows) counts");
+        assert_eq!(planner.peak_row_bytes(1), UNSEEN_ROW_BYTES, "but does not size the stage");
     }
 }

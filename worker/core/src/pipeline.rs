@@ -307,7 +307,17 @@ impl SourceStage {
             let bytes = batch_bytes(&slice);
             self.stats.record_in(rows, bytes);
             let waited = Instant::now();
-            let reservation = self.budget.acquire(self.planner.remaining_peak(0, rows).max(bytes)).await;
+            // Until every stage was seen once, a morsel runs alone: the estimates are guesses, and
+            // a guess too low (a 5000x5000 photo taken for a thumbnail) would let many in at once.
+            let wanted = self.planner.remaining_peak(0, rows).max(bytes);
+            let reservation = match self.planner.calibrated() {
+                true => self.budget.acquire(wanted).await,
+                false => {
+                    let mut alone = self.budget.acquire(self.budget.limit()).await;
+                    alone.resize(wanted);
+                    alone
+                }
+            };
             self.planner.observe(0, bytes, rows);
             self.stats.record_out(rows, bytes);
             let morsel =
@@ -547,7 +557,12 @@ impl StepStage {
         }
         let bytes = batch_bytes(&output.batch);
         self.stats.record_out(output.batch.num_rows(), bytes);
-        self.planner.observe(self.index + 1, bytes, morsel.source_rows);
+        if input.num_rows() > 0 {
+            // An empty morsel passed through says nothing about the step.
+            self.planner.observe(self.index + 1, bytes, morsel.source_rows);
+            let working = batch_bytes(input) + output.peak_alloc.unwrap_or(bytes);
+            self.planner.observe_working(self.index + 1, working, morsel.source_rows);
+        }
         let still_needed = self.planner.remaining_peak(self.index + 2, morsel.source_rows).max(bytes);
         morsel.reservation.resize(still_needed);
         morsel.batch = output.batch;

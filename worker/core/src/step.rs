@@ -55,6 +55,12 @@ pub struct StepOutput {
     pub failures: Vec<RowFailure>,
     /// Time spent working, when the step measured it (otherwise the executor times the call).
     pub busy: Option<Duration>,
+    /// The most bytes the step held at once while making this output, beyond its input (the
+    /// output, a decoder's planes and scratch buffers), when measured ([`crate::alloc`]); the
+    /// budget then reserves it for later morsels. `None`: the output's size stands for it. A
+    /// kernel run by [`ComputeStep`] sets only what it handed to other threads
+    /// ([`crate::alloc::OffThreadPeaks`]); its own thread is measured around it.
+    pub peak_alloc: Option<u64>,
     /// More output for the same input morsel, for steps whose output can dwarf their input (the
     /// frames of a long video). The executor sends `batch` on, then each part of `more` in order,
     /// before the next morsel's output, and polls `more` only as fast as downstream takes parts,
@@ -70,6 +76,7 @@ impl std::fmt::Debug for StepOutput {
             .field("batch", &self.batch)
             .field("failures", &self.failures)
             .field("busy", &self.busy)
+            .field("peak_alloc", &self.peak_alloc)
             .field("more", &self.more.as_ref().map(|_| "..."))
             .finish()
     }
@@ -83,7 +90,7 @@ impl StepOutput {
 
     /// Output with failed rows (not in `batch`).
     pub fn new(batch: RecordBatch, failures: Vec<RowFailure>) -> Self {
-        Self { batch, failures, busy: None, more: None }
+        Self { batch, failures, busy: None, peak_alloc: None, more: None }
     }
 
     /// Adds (or replaces) column `name` with `values` (one per input row, failed rows null) and
@@ -267,8 +274,11 @@ impl<K: Kernel> Step for ComputeStep<K> {
     ) -> BoxFuture<'static, Result<StepOutput, StepError>> {
         let run = ctx.compute.run(move || {
             let start = Instant::now();
-            let mut out = self.0.apply(&input)?;
+            let (out, peak) = crate::alloc::measure_peak(|| self.0.apply(&input));
+            let mut out = out?;
             out.busy = Some(start.elapsed());
+            // A kernel's own figure is what it handed to other threads (`OffThreadPeaks`).
+            out.peak_alloc = peak.map(|own| own + out.peak_alloc.unwrap_or(0));
             Ok(out)
         });
         Box::pin(async move { run.await.unwrap_or_else(|| Err(StepError::Other("step kernel panicked".into()))) })

@@ -13,12 +13,13 @@ use arrow_array::{Array, BinaryArray, LargeBinaryArray, RecordBatch};
 use image::metadata::Orientation;
 use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits};
 use rayon::prelude::*;
+use weir_core::alloc::OffThreadPeaks;
 use weir_core::step::{ComputeStep, Kernel};
 use weir_core::{Step, StepError, StepOutput};
 use weir_crds::{ImageDecode, ImageMode};
 
 use super::truncation::truncation;
-use super::{Image, image_array, image_error_cause, split_results};
+use super::{Image, image_array_owned, image_error_cause, split_results};
 use crate::BuildError;
 
 /// Default `maxPixels`: 100 megapixels (e.g. 10000 x 10000).
@@ -46,9 +47,12 @@ pub fn build(config: &ImageDecode) -> Result<Arc<dyn Step>, BuildError> {
 impl Kernel for DecodeImages {
     fn apply(&self, input: &RecordBatch) -> Result<StepOutput, StepError> {
         let bytes = binary_rows(input, &self.input)?;
-        let results: Vec<_> = bytes.par_iter().map(|b| b.map(|b| self.decode(b))).collect();
+        let peaks = OffThreadPeaks::new();
+        let results: Vec<_> = bytes.par_iter().map(|b| b.map(|b| peaks.measure(|| self.decode(b)))).collect();
         let (images, failures) = split_results(results);
-        StepOutput::with_column(input, &self.output, image_array(&images), failures)
+        let mut output = StepOutput::with_column(input, &self.output, image_array_owned(images), failures)?;
+        output.peak_alloc = peaks.total();
+        Ok(output)
     }
 }
 

@@ -87,6 +87,29 @@ pub fn image_array(images: &[Option<Image>]) -> ArrayRef {
     Arc::new(StructArray::new(image_fields(), columns, Some(nulls)))
 }
 
+/// [`image_array`] taking the images: a morsel of one image (a big photo always makes one) keeps
+/// its pixel buffer as is, so decoding does not hold the pixels twice.
+pub fn image_array_owned(images: Vec<Option<Image>>) -> ArrayRef {
+    match <[Option<Image>; 1]>::try_from(images) {
+        Ok([Some(image)]) => match i32::try_from(image.data.len()) {
+            Ok(len) => {
+                let offsets = arrow_buffer::OffsetBuffer::new(arrow_buffer::ScalarBuffer::from(vec![0, len]));
+                let data = BinaryArray::new(offsets, arrow_buffer::Buffer::from_vec(image.data), None);
+                let columns: Vec<ArrayRef> = vec![
+                    Arc::new(UInt32Array::from(vec![image.width])),
+                    Arc::new(UInt32Array::from(vec![image.height])),
+                    Arc::new(UInt8Array::from(vec![image.channels])),
+                    Arc::new(data),
+                ];
+                Arc::new(StructArray::new(image_fields(), columns, None))
+            }
+            Err(_) => image_array(&[Some(image)]),
+        },
+        Ok(one) => image_array(&one),
+        Err(images) => image_array(&images),
+    }
+}
+
 /// Read access to an image column.
 pub struct ImageColumn<'a> {
     width: &'a UInt32Array,
@@ -142,10 +165,12 @@ impl<'a> ImageColumn<'a> {
 }
 
 /// Applies `f` to every non-null image of column `input` (in parallel), producing an image column
-/// and the rows that failed. Null input rows stay null and are not failures.
+/// and the rows that failed, with the memory of calls on other threads added to `peaks`. Null
+/// input rows stay null and are not failures.
 pub(crate) fn map_images<F>(
     batch: &RecordBatch,
     input: &str,
+    peaks: &weir_core::alloc::OffThreadPeaks,
     f: F,
 ) -> Result<(Vec<Option<Image>>, Vec<weir_core::RowFailure>), StepError>
 where
@@ -154,7 +179,7 @@ where
     use rayon::prelude::*;
     let column = ImageColumn::from_batch(batch, input)?;
     let results: Vec<Option<Result<Image, String>>> =
-        (0..column.len()).into_par_iter().map(|i| column.get(i).map(&f)).collect();
+        (0..column.len()).into_par_iter().map(|i| column.get(i).map(|image| peaks.measure(|| f(image)))).collect();
     Ok(split_results(results))
 }
 
@@ -189,4 +214,31 @@ pub(crate) fn split_results<T>(
         })
         .collect();
     (values, failures)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image(side: u32, value: u8) -> Image {
+        Image { width: side, height: side, channels: 3, data: vec![value; (side * side * 3) as usize] }
+    }
+
+    #[test]
+    fn one_owned_image_keeps_its_buffer_and_reads_as_the_copied_layout() {
+        let one = image(64, 7);
+        assert_eq!(image_array_owned(vec![Some(one.clone())]).to_data(), image_array(&[Some(one.clone())]).to_data());
+        let pixels = one.data.as_ptr();
+        let owned = image_array_owned(vec![Some(one)]);
+        let data = owned.as_any().downcast_ref::<StructArray>().expect("struct").column(3).clone();
+        let data = data.as_any().downcast_ref::<BinaryArray>().expect("binary");
+        assert_eq!(data.values().as_ptr(), pixels, "the decoded buffer, not a copy");
+    }
+
+    #[test]
+    fn several_or_missing_images_are_copied_as_before() {
+        let images = vec![Some(image(4, 1)), None, Some(image(2, 2))];
+        assert_eq!(image_array_owned(images.clone()).to_data(), image_array(&images).to_data());
+        assert_eq!(image_array_owned(vec![None]).to_data(), image_array(&[None]).to_data());
+    }
 }

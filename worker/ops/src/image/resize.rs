@@ -72,11 +72,14 @@ pub fn build(config: &ImageResize) -> Result<Arc<dyn Step>, BuildError> {
 
 impl Kernel for ResizeImages {
     fn apply(&self, input: &RecordBatch) -> Result<StepOutput, StepError> {
-        let (images, failures) = map_images(input, &self.input, |img| {
+        let peaks = weir_core::alloc::OffThreadPeaks::new();
+        let (images, failures) = map_images(input, &self.input, &peaks, |img| {
             let (w, h) = self.target.size_for(img.width, img.height);
             resize(img, w, h, self.filter)
         })?;
-        StepOutput::with_column(input, &self.output, image_array(&images), failures)
+        let mut output = StepOutput::with_column(input, &self.output, image_array(&images), failures)?;
+        output.peak_alloc = peaks.total();
+        Ok(output)
     }
 }
 
