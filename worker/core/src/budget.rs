@@ -74,10 +74,30 @@ impl MemoryBudget {
         }
     }
 
+    /// Waits until nothing but parked buffers is reserved, then reserves `bytes` (past the limit
+    /// if need be), so the morsel it is for runs alone.
+    ///
+    /// # Cancellation
+    /// Dropping the future before it completes reserves nothing.
+    pub async fn acquire_alone(&self, bytes: u64) -> Reservation {
+        loop {
+            let notified = self.inner.released.notified();
+            if let Some(r) = self.reserve_if(bytes, |state, _| state.used == state.parked) {
+                return r;
+            }
+            notified.await;
+        }
+    }
+
     /// Reserves `bytes` if they fit now.
     pub fn try_acquire(&self, bytes: u64) -> Option<Reservation> {
+        self.reserve_if(bytes, |state, limit| state.used + bytes <= limit || state.used == state.parked)
+    }
+
+    /// Reserves `bytes` when `allowed` holds for the budget's state and limit.
+    fn reserve_if(&self, bytes: u64, allowed: impl FnOnce(&State, u64) -> bool) -> Option<Reservation> {
         let mut state = self.state();
-        if state.used + bytes <= self.inner.limit || state.used == state.parked {
+        if allowed(&state, self.inner.limit) {
             state.used += bytes;
             state.peak = state.peak.max(state.used);
             return Some(Reservation { budget: self.clone(), bytes, parked: false });
@@ -224,6 +244,20 @@ mod tests {
         let held = budget.force(30);
         assert!(budget.try_acquire(500).is_none(), "a morsel in flight is not parked");
         drop(held);
+    }
+
+    #[tokio::test]
+    async fn a_request_alone_waits_for_every_morsel_but_reserves_only_its_own_bytes() {
+        let budget = MemoryBudget::new(100);
+        let _row_group = budget.park(10);
+        let held = budget.try_acquire(20).expect("fits");
+        let waiting = budget.acquire_alone(5);
+        tokio::pin!(waiting);
+        assert!(futures::poll!(waiting.as_mut()).is_pending(), "a morsel is in flight");
+        drop(held);
+        let alone = waiting.await;
+        assert_eq!((alone.bytes(), budget.used()), (5, 15), "its own bytes, not the whole limit");
+        assert!(budget.peak() <= 100);
     }
 
     #[test]

@@ -312,11 +312,7 @@ impl SourceStage {
             let wanted = self.planner.remaining_peak(0, rows).max(bytes);
             let reservation = match self.planner.calibrated() {
                 true => self.budget.acquire(wanted).await,
-                false => {
-                    let mut alone = self.budget.acquire(self.budget.limit()).await;
-                    alone.resize(wanted);
-                    alone
-                }
+                false => self.budget.acquire_alone(wanted).await,
             };
             self.planner.observe(0, bytes, rows);
             self.stats.record_out(rows, bytes);
