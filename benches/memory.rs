@@ -10,12 +10,10 @@
 
 mod harness;
 
-use std::path::Path;
-use std::process::Command;
-
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use harness::{Args, data_dir, run_measured};
 use weir::size::{format_size, parse_size};
+use weir_testkit::media::ffmpeg;
 
 fn main() -> Result<()> {
     let args = Args::from_env();
@@ -36,10 +34,9 @@ fn photos(args: &Args, threads: usize, budgets: &[&str]) -> Result<()> {
         for i in 0..count {
             // testsrc2 moves with time, so each photo differs.
             let source = format!("testsrc2=size={side}x{side}:rate=1");
-            ffmpeg(
-                &["-f", "lavfi", "-i", &source, "-ss", &i.to_string(), "-frames:v", "1", "-q:v", "3"],
-                &dir.join(format!("photo-{i:03}.jpg")),
-            )?;
+            let out = dir.join(format!("photo-{i:03}.jpg"));
+            let out = out.to_str().context("a non-UTF-8 data directory")?;
+            ffmpeg(&["-f", "lavfi", "-i", &source, "-ss", &i.to_string(), "-frames:v", "1", "-q:v", "3", out]);
         }
         Ok(())
     })?;
@@ -61,23 +58,11 @@ fn frames(args: &Args, threads: usize, budgets: &[&str]) -> Result<()> {
     let data = data_dir(&format!("memory-frames-{count}x{side}"), |dir| {
         let source = format!("testsrc2=size={side}x{side}:rate=2");
         let frames = count.to_string();
-        ffmpeg(
-            &[
-                "-f",
-                "lavfi",
-                "-i",
-                &source,
-                "-frames:v",
-                &frames,
-                "-c:v",
-                "libx264",
-                "-preset",
-                "ultrafast",
-                "-pix_fmt",
-                "yuv420p",
-            ],
-            &dir.join("video.mp4"),
-        )
+        let out = dir.join("video.mp4");
+        let out = out.to_str().context("a non-UTF-8 data directory")?;
+        let encode = ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", out];
+        ffmpeg(&[&["-f", "lavfi", "-i", &source, "-frames:v", &frames][..], &encode[..]].concat());
+        Ok(())
     })?;
     let row = u64::from(side) * u64::from(side) * 3;
     println!(
@@ -107,20 +92,6 @@ fn measure(label: &str, manifest: &str, threads: usize, budgets: &[&str], row: u
             run.peak_rss as f64 / limit.max(row) as f64,
             run.seconds
         );
-    }
-    Ok(())
-}
-
-/// Writes one output of the `ffmpeg` command with `args` to `out`.
-fn ffmpeg(args: &[&str], out: &Path) -> Result<()> {
-    let status = Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-y"])
-        .args(args)
-        .arg(out)
-        .status()
-        .context("running ffmpeg")?;
-    if !status.success() {
-        bail!("ffmpeg failed writing {}", out.display());
     }
     Ok(())
 }

@@ -542,6 +542,17 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 pub(crate) mod fixtures {
     use lopdf::{Document, Object, Stream, dictionary};
 
+    /// `doc` with `kids` as the pages of `pages_id` and a catalog, written out.
+    pub fn save_with_pages(mut doc: Document, pages_id: lopdf::ObjectId, kids: Vec<Object>) -> Vec<u8> {
+        let count = kids.len() as i64;
+        doc.objects.insert(pages_id, dictionary! { "Type" => "Pages", "Kids" => kids, "Count" => count }.into());
+        let catalog = doc.add_object(dictionary! { "Type" => "Catalog", "Pages" => pages_id });
+        doc.trailer.set("Root", catalog);
+        let mut out = Vec::new();
+        doc.save_to(&mut out).expect("write PDF");
+        out
+    }
+
     /// A content stream of `content` compressed with FlateDecode (zlib).
     pub fn flate(content: &[u8]) -> Stream {
         use std::io::Write as _;
@@ -574,19 +585,13 @@ pub(crate) mod fixtures {
             }
             kids.push(doc.add_object(page).into());
         }
-        let count = kids.len() as i64;
-        doc.objects.insert(pages_id, dictionary! { "Type" => "Pages", "Kids" => kids, "Count" => count }.into());
-        let catalog = doc.add_object(dictionary! { "Type" => "Catalog", "Pages" => pages_id });
-        doc.trailer.set("Root", catalog);
-        let mut out = Vec::new();
-        doc.save_to(&mut out).expect("write PDF");
-        out
+        save_with_pages(doc, pages_id, kids)
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::fixtures::{flate, pdf_with_contents, raw_flate};
+    use super::fixtures::{flate, pdf_with_contents, raw_flate, save_with_pages};
     use super::*;
     use lopdf::{Stream, dictionary};
     use weir_testkit::docs::{PdfPage, encrypted_pdf, pdf};
@@ -727,13 +732,7 @@ mod tests {
                 doc.add_object(page).into()
             })
             .collect();
-        let count = kids.len() as i64;
-        doc.objects.insert(pages_id, dictionary! { "Type" => "Pages", "Kids" => kids, "Count" => count }.into());
-        let catalog = doc.add_object(dictionary! { "Type" => "Catalog", "Pages" => pages_id });
-        doc.trailer.set("Root", catalog);
-        let mut out = Vec::new();
-        doc.save_to(&mut out).expect("write PDF");
-        out
+        save_with_pages(doc, pages_id, kids)
     }
 
     /// A CMap mapping the two-byte codes 1 and 2 to `h` and `i`.
