@@ -23,3 +23,24 @@ ensure_venv() {
   [ -x "$VENV/bin/pip" ] || python3 -m venv "$VENV"
   export WEIR_PYTHON="$VENV/bin/python"
 }
+
+# Keeps a reused build directory ($1) from filling the disk: CI keeps it between runs, and every
+# dependency bump or profile change leaves the old artefacts behind. Incremental caches go always
+# (the test command builds with CARGO_INCREMENTAL=0); when the disk still has under
+# WEIR_MIN_FREE_GIB (20) free, the fuzz build goes, and then the whole directory, which costs a
+# cold build (about 40 min on 2 cores) but not a failed run.
+prune_target_dir() {
+  local dir="$1" min_gib="${WEIR_MIN_FREE_GIB:-20}"
+  free_gib() { df -Pk "$dir" | awk 'NR == 2 { print int($4 / 1048576) }'; }
+  echo "==> build directory $dir: $(du -sh "$dir" 2>/dev/null | cut -f1) used, $(free_gib) GiB free"
+  rm -rf "$dir"/debug/incremental "$dir"/release/incremental
+  if [ "$(free_gib)" -lt "$min_gib" ]; then
+    echo "    under $min_gib GiB free: removing the fuzz build"
+    rm -rf "$dir"/fuzz "$dir"/fuzz-*
+  fi
+  if [ "$(free_gib)" -lt "$min_gib" ]; then
+    echo "    still under $min_gib GiB free: removing the whole build directory (a cold build follows)"
+    rm -rf "${dir:?}"/*
+  fi
+  echo "    $(free_gib) GiB free"
+}

@@ -34,6 +34,9 @@ export WEIR_MINILM_DIR="$WEIR_MODELS/all-MiniLM-L6-v2"
 # Reuse a build directory outside the checkout when there is one (CI clones afresh each time).
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/weir/target}"
 mkdir -p "$CARGO_TARGET_DIR"
+# One build from scratch each run: incremental caches only grow the directory CI keeps.
+export CARGO_INCREMENTAL=0
+prune_target_dir "$CARGO_TARGET_DIR"
 
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
@@ -45,3 +48,4 @@ echo "==> cargo test"
 cargo test --workspace --locked
 echo "==> fuzz targets (5 s each from the committed corpus; docs/fuzzing.md)"
 bash scripts/fuzz.sh 5
+echo "==> build directory after the run: $(du -sh "$CARGO_TARGET_DIR" | cut -f1), $(df -Ph "$CARGO_TARGET_DIR" | awk 'NR == 2 { print $4 }') free"
