@@ -4,7 +4,8 @@
 //! and on one.
 //!
 //! `cargo bench -p weir-benches --bench models` after `scripts/fetch-models.sh` (options after
-//! `--`: `--sentences N` (1024), `--images N` (128), `--batch N` (images per pass, 16)). ResNet
+//! `--`: `--sentences N` (1024), `--images N` (128), `--batch N` (images per pass, 16), `--only
+//! NAME[,NAME]` (of minilm, efficientnet, resnet, mtcnn, whisper; default all)). ResNet
 //! weights are random (from `tests/reference/resnet_reference.py`, which needs numpy): speed
 //! does not depend on the values.
 
@@ -28,20 +29,31 @@ fn main() -> Result<()> {
     let sentences: usize = args.flag("--sentences", 1024)?;
     let images: usize = args.flag("--images", 128)?;
     let batch: usize = args.flag("--batch", 16)?;
+    let only: String = args.flag("--only", String::from("all"))?;
+    let wanted = |name: &str| only == "all" || only.split(',').any(|o| o.trim() == name);
     let models = models_dir()?;
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     for threads in [cores, 1] {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build()?;
         println!("--- {threads} thread(s)");
         pool.install(|| -> Result<()> {
-            minilm(&models, sentences)?;
-            let effnet = efficientnet(&models)?;
-            vision("EfficientNet-Lite0", &effnet, images, batch)?;
-            for arch in [ModelArch::Resnet18, ModelArch::Resnet50] {
-                vision(arch.name(), &resnet(arch)?, images, batch)?;
+            if wanted("minilm") {
+                minilm(&models, sentences)?;
             }
-            mtcnn(&models)?;
-            whisper(&models)?;
+            if wanted("efficientnet") {
+                vision("EfficientNet-Lite0", &efficientnet(&models)?, images, batch)?;
+            }
+            if wanted("resnet") {
+                for arch in [ModelArch::Resnet18, ModelArch::Resnet50] {
+                    vision(arch.name(), &resnet(arch)?, images, batch)?;
+                }
+            }
+            if wanted("mtcnn") {
+                mtcnn(&models)?;
+            }
+            if wanted("whisper") {
+                whisper(&models)?;
+            }
             Ok(())
         })?;
     }

@@ -9,7 +9,10 @@ use weir_crds::{ModelArch, ModelSpec};
 use weir_models::ModelAssets;
 use weir_models::assets::Companion;
 use weir_models::convert::convert;
-use weir_models::speech::{Options, Transcriber};
+use weir_models::speech::mel::LogMel;
+use weir_models::speech::model::WhisperModel;
+use weir_models::speech::{Options, Transcriber, config_from_shapes};
+use weir_models::weights::Weights;
 
 use common::{asset, models_dir};
 
@@ -61,6 +64,56 @@ fn whisper_tiny_en_transcribes_what_espeak_ng_says_with_timestamps() {
         for segment in &transcript.segments {
             assert!(0.0 <= segment.start && segment.start < segment.end && segment.end <= seconds + 0.5, "{segment:?}");
         }
+    }
+}
+
+/// The largest difference between two tensors of one shape.
+fn max_difference(a: &candle_core::Tensor, b: &candle_core::Tensor) -> f32 {
+    (a - b).and_then(|d| d.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()).expect("same shapes")
+}
+
+/// Our decoder keeps each step's keys and values and feeds one token a step; candle's Whisper
+/// (an independent implementation) runs the whole prefix again at each step. On real weights and
+/// real speech both give the same encoder output and the same logits at every position.
+#[test]
+fn the_cached_decoder_gives_the_logits_of_candles_whisper_at_every_step() {
+    use candle_core::{DType, Device, IndexOp, Tensor};
+    let dir = tempfile::tempdir().expect("tmp");
+    let (_, assets) = whisper_tiny_en(dir.path());
+    let weights = Weights::parse(&assets.weights).expect("weights");
+    let config = config_from_shapes(&weights).expect("config");
+    let vb = weights.into_var_builder(DType::F32, &Device::Cpu);
+    let ours = WhisperModel::load(&vb, config.clone()).expect("ours");
+    let mut reference = candle_transformers::models::whisper::model::Whisper::load(&vb, config).expect("candle's");
+
+    let (rain, park) = (speak(RAIN), speak(PARK));
+    let mel = LogMel::new(80, &Device::Cpu).and_then(|m| m.compute(&[&rain, &park])).expect("mel");
+    let features = ours.encode(&mel).expect("encode");
+    let expected_features = reference.encoder.forward(&mel, true).expect("reference encode");
+    assert!(max_difference(&features, &expected_features) < 1e-3, "encoder outputs differ");
+
+    let tokenizer = tokenizers::Tokenizer::from_bytes(&assets.tokenizer.as_ref().expect("tokenizer").bytes[..])
+        .expect("tokenizer.json");
+    let id = |t: &str| tokenizer.token_to_id(t).expect("special token");
+    let prompt = [id("<|startoftranscript|>"), id("<|notimestamps|>")];
+    let said = |s: &str| tokenizer.encode(format!(" {s}"), false).expect("encode").get_ids().to_vec();
+    let (rain_ids, park_ids) = (said(RAIN), said(PARK));
+    let steps = rain_ids.len().min(park_ids.len());
+    let mut decoding = ours.start(&features).expect("start");
+    let mut fed: Vec<Vec<u32>> = vec![prompt.to_vec(); 2];
+    let mut input = Tensor::new(fed.concat(), &Device::Cpu).and_then(|t| t.reshape((2, prompt.len()))).expect("prompt");
+    for step in 0..steps {
+        let logits = decoding.next_logits(&input).expect("ours");
+        let whole = Tensor::new(fed.concat(), &Device::Cpu).and_then(|t| t.reshape((2, fed[0].len()))).expect("prefix");
+        let hidden = reference.decoder.forward(&whole, &expected_features, step == 0).expect("reference");
+        let last = hidden.i((.., hidden.dim(1).expect("dims") - 1..)).expect("last");
+        let expected = reference.decoder.final_linear(&last).and_then(|l| l.squeeze(1)).expect("logits");
+        let difference = max_difference(&logits, &expected);
+        assert!(difference < 2e-3, "step {step}: logits differ by {difference}");
+        let next = [rain_ids[step], park_ids[step]];
+        fed[0].push(next[0]);
+        fed[1].push(next[1]);
+        input = Tensor::new(&next[..], &Device::Cpu).and_then(|t| t.reshape((2, 1))).expect("next");
     }
 }
 

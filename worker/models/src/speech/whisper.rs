@@ -3,11 +3,11 @@
 
 use candle_core::{DType, Device, Tensor};
 use candle_transformers::models::whisper::Config;
-use candle_transformers::models::whisper::model::Whisper;
 use tokenizers::Tokenizer;
 use weir_crds::ModelSpec;
 
 use super::mel::{LogMel, SECONDS_PER_FRAME, WINDOW_SAMPLES};
+use super::model::{Decoding, WhisperModel};
 use crate::convert::ctranslate2::WHISPER_HEAD_DIM;
 use crate::weights::Weights;
 use crate::{ModelAssets, ModelError, device};
@@ -58,7 +58,7 @@ struct SpecialTokens {
 
 /// A loaded Whisper model and its tokenizer, shared by a step's tasks.
 pub struct Transcriber {
-    model: Whisper,
+    model: WhisperModel,
     mel: LogMel,
     tokenizer: Tokenizer,
     tokens: SpecialTokens,
@@ -86,7 +86,7 @@ impl Transcriber {
         let uri = weights.uri().to_string();
         let vb = weights.into_var_builder(dtype, &device);
         let model =
-            Whisper::load(&vb, config.clone()).map_err(|e| ModelError::Weights { uri, message: e.to_string() })?;
+            WhisperModel::load(&vb, config.clone()).map_err(|e| ModelError::Weights { uri, message: e.to_string() })?;
         let tokenizer_asset = assets.tokenizer.as_ref().ok_or_else(|| tokenizer_error("", "is missing".into()))?;
         let tokenizer = Tokenizer::from_bytes(&tokenizer_asset.bytes[..])
             .map_err(|e| tokenizer_error(&tokenizer_asset.uri, format!("is not a tokenizer.json: {e}")))?;
@@ -147,17 +147,14 @@ impl Transcriber {
     /// The sampled tokens (prompt and end-of-text excluded) of each window.
     fn decode_windows(&self, windows: &[&[f32]], timestamps: bool) -> Result<Vec<Vec<u32>>, ModelError> {
         let mel = self.mel.compute(windows)?.to_dtype(self.dtype)?;
-        // candle's Whisper keeps attention caches inside the model: each call decodes on its
-        // own copy (the weights are shared, not copied).
-        let mut model = self.model.clone();
-        let features = model.encoder.forward(&mel, true)?;
+        let features = self.model.encode(&mel)?;
         let languages = match (self.language, self.tokens.languages.is_empty()) {
             (_, true) => vec![None; windows.len()],
             (Some(language), false) => vec![Some(language); windows.len()],
-            (None, false) => self.detect_languages(&mut model, &features)?.into_iter().map(Some).collect(),
+            (None, false) => self.detect_languages(&features)?.into_iter().map(Some).collect(),
         };
         let prompts: Vec<Vec<u32>> = languages.into_iter().map(|l| self.prompt(l, timestamps)).collect();
-        self.greedy(&mut model, &features, prompts, timestamps)
+        self.greedy(&features, prompts, timestamps)
     }
 
     fn prompt(&self, language: Option<u32>, timestamps: bool) -> Vec<u32> {
@@ -173,10 +170,10 @@ impl Transcriber {
     }
 
     /// The most likely language token of each window, from the logits after start-of-transcript.
-    fn detect_languages(&self, model: &mut Whisper, features: &Tensor) -> Result<Vec<u32>, ModelError> {
+    fn detect_languages(&self, features: &Tensor) -> Result<Vec<u32>, ModelError> {
         let batch = features.dim(0)?;
         let sot = Tensor::new(vec![self.tokens.sot; batch], &self.device)?.reshape((batch, 1))?;
-        let logits = self.last_logits(model, &sot, features, true)?;
+        let logits = self.next_logits(&mut self.model.start(features)?, sot)?;
         Ok(logits
             .iter()
             .map(|row| {
@@ -186,49 +183,41 @@ impl Transcriber {
             .collect())
     }
 
-    /// Greedy decoding of a batch; rows that reach end-of-text wait (fed end-of-text) for the rest.
-    fn greedy(
-        &self,
-        model: &mut Whisper,
-        features: &Tensor,
-        prompts: Vec<Vec<u32>>,
-        timestamps: bool,
-    ) -> Result<Vec<Vec<u32>>, ModelError> {
+    /// Greedy decoding of a batch of prompts of one length; rows that reach end-of-text wait
+    /// (fed end-of-text) for the rest. The decoder keeps what it has seen, so each step feeds
+    /// the last token only.
+    fn greedy(&self, features: &Tensor, prompts: Vec<Vec<u32>>, timestamps: bool) -> Result<Vec<Vec<u32>>, ModelError> {
         let batch = prompts.len();
         let start = prompts.first().map_or(0, Vec::len);
-        let limit = model.config.max_target_positions.saturating_sub(start).min(model.config.max_target_positions / 2);
+        let max_positions = self.model.config().max_target_positions;
+        let limit = max_positions.saturating_sub(start).min(max_positions / 2);
+        let mut decoding = self.model.start(features)?;
+        let flat: Vec<u32> = prompts.iter().flatten().copied().collect();
+        let mut input = Tensor::new(flat, &self.device)?.reshape((batch, start))?;
         let mut rows = prompts;
         let mut done = vec![false; batch];
-        for step in 0..limit {
-            let len = start + step;
-            let flat: Vec<u32> = rows.iter().flatten().copied().collect();
-            let input = Tensor::new(flat, &self.device)?.reshape((batch, len))?;
-            let logits = self.last_logits(model, &input, features, step == 0)?;
+        for _ in 0..limit {
+            let logits = self.next_logits(&mut decoding, input)?;
+            let mut picked = Vec::with_capacity(batch);
             for (b, mut row_logits) in logits.into_iter().enumerate() {
                 let next =
                     if done[b] { self.tokens.eot } else { self.pick(&mut row_logits, &rows[b][start..], timestamps) };
                 done[b] |= next == self.tokens.eot;
                 rows[b].push(next);
+                picked.push(next);
             }
             if done.iter().all(|d| *d) {
                 break;
             }
+            input = Tensor::new(picked, &self.device)?.reshape((batch, 1))?;
         }
         let eot = self.tokens.eot;
         Ok(rows.into_iter().map(|row| row[start..].iter().copied().take_while(|t| *t != eot).collect()).collect())
     }
 
-    /// The f32 logits after the last position of each row.
-    fn last_logits(
-        &self,
-        model: &mut Whisper,
-        tokens: &Tensor,
-        features: &Tensor,
-        fresh: bool,
-    ) -> Result<Vec<Vec<f32>>, ModelError> {
-        let hidden = model.decoder.forward(tokens, features, fresh)?;
-        let last = hidden.narrow(1, hidden.dim(1)? - 1, 1)?;
-        Ok(model.decoder.final_linear(&last)?.squeeze(1)?.to_dtype(DType::F32)?.to_vec2::<f32>()?)
+    /// The f32 logits after the last of `tokens` `(batch, n)`, fed after what `decoding` has seen.
+    fn next_logits(&self, decoding: &mut Decoding<'_>, tokens: Tensor) -> Result<Vec<Vec<f32>>, ModelError> {
+        Ok(decoding.next_logits(&tokens)?.to_dtype(DType::F32)?.to_vec2::<f32>()?)
     }
 
     /// The next token: the best one the decoding rules allow.
@@ -339,7 +328,10 @@ fn tokenizer_error(uri: &str, message: String) -> ModelError {
 }
 
 /// The model's sizes, read from its tensors (candle's config file is not needed).
-fn config_from_shapes(weights: &Weights) -> Result<Config, ModelError> {
+///
+/// # Errors
+/// [`ModelError::Weights`] naming a tensor every Whisper model has and these weights lack.
+pub fn config_from_shapes(weights: &Weights) -> Result<Config, ModelError> {
     let missing = |name: &str, shape: &str| ModelError::Weights {
         uri: weights.uri().to_string(),
         message: format!(
