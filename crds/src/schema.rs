@@ -36,7 +36,7 @@ enum Bound {
 
 fn bound_of(field: &str) -> Option<Bound> {
     Some(match field {
-        "input" | "output" | "other" | "bboxColumn" | "column" => Bound::Column,
+        "input" | "output" | "other" | "bboxColumn" | "column" | "detections" => Bound::Column,
         "uri" | "url" | "tokenizer" | "config" | "labels" | "endpoint" => Bound::Uri,
         "columns" => Bound::Columns,
         "mapping" => Bound::Mapping,

@@ -181,6 +181,37 @@ fn cel_rules_catch_what_the_schema_cannot_say() {
     );
 }
 
+/// `image.draw` after a decode, with `fields` added; the Parquet source lists no columns, so the
+/// detections column is left to the run.
+fn draw_step(fields: &str) -> String {
+    job(&format!(
+        "  source: {{parquet: {{uri: data/}}}}
+  steps:
+    - {{op: image.decode, input: bytes, output: image}}
+    - {{op: image.draw, input: image, detections: faces, output: drawn{fields}}}
+  sink: {{parquet: {{uri: out/}}}}
+"
+    ))
+}
+
+#[test]
+fn image_draw_takes_a_hex_colour_and_a_line_width_of_1_to_64() {
+    assert_eq!(problems(&draw_step("")), Vec::<String>::new());
+    let all = ", color: \"#FF8800\", lineWidth: 64, labels: false, minScore: 0.5";
+    assert_eq!(problems(&draw_step(all)), Vec::<String>::new());
+    let colour = "spec.steps[1]: image.draw needs color as `#rrggbb`, six hexadecimal digits (`#ff0000` is red)";
+    for bad in ["red", "\"ff0000\"", "\"#ff000\"", "\"#ff00000\"", "\"#gg0000\""] {
+        assert_eq!(problems(&draw_step(&format!(", color: {bad}"))), [colour], "{bad}");
+    }
+    assert_eq!(problems(&draw_step(", lineWidth: 0")), ["spec.steps[1].lineWidth: must be at least 1, found 0"]);
+    assert_eq!(problems(&draw_step(", lineWidth: 65")), ["spec.steps[1].lineWidth: must be at most 64, found 65"]);
+    assert_eq!(problems(&draw_step(", minScore: 1.5")), ["spec.steps[1].minScore: must be at most 1, found 1.5"]);
+    // The API server refuses the colour with the same rule.
+    let raw: serde_json::Value = serde_yaml::from_str(&draw_step(", color: red")).expect("yaml");
+    let errors = kube_cel::Validator::new().validate(&crd_schema(), &raw, None).expect_err("bad colour").into_vec();
+    assert!(errors.iter().any(|e| e.message.contains("needs color as `#rrggbb`")), "{errors:?}");
+}
+
 #[test]
 fn autoscaling_is_accepted_in_every_mode_and_its_bounds_are_checked() {
     let with = |autoscaling: &str| problems(&job(&format!("{GOOD}  autoscaling: {autoscaling}\n")));

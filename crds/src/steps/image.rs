@@ -1,4 +1,5 @@
-//! Image steps: decode, resize, crop, encode and to_tensor, and the enums they share (kernels in `weir-ops::image`).
+//! Image steps: decode, resize, crop, draw, encode and to_tensor, and the enums they share (kernels in
+//! `weir-ops::image`).
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -80,6 +81,42 @@ step_config!(
 );
 impl_step_config!(ImageCrop,
     inputs(s) => std::iter::once(s.input.as_str()).chain(s.bbox_column.as_deref()).collect(),
+    output(s) => Some(&s.output));
+
+step_config!(
+    /// Draw detections onto an image column: each detection's box outlined inside its edges and,
+    /// unless `labels` is false, `label score` written above it, all clipped to the image.
+    ImageDraw {
+        input: String,
+        /// List column of `{bbox: [x1, y1, x2, y2], score, label}` per row, in the image's pixels
+        /// (`image.detect`'s output); a null list draws nothing.
+        detections: String,
+        output: String,
+        /// Outline width in pixels, inside the box; default 2.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(range(min = 1, max = 64))]
+        line_width: Option<u32>,
+        /// Write `label score` (`face 0.93`) above each box; default true.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        labels: Option<bool>,
+        /// Detections scoring below this are not drawn; default 0 (all).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(range(min = 0.0, max = 1.0))]
+        min_score: Option<f32>,
+        /// One colour for every box, `"#rrggbb"` (quoted: YAML reads an unquoted `#` as a
+        /// comment); default a colour per label from a fixed palette (a label has the same
+        /// colour in every row and every job).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(length(max = 32))]
+        color: Option<String>,
+    }
+    rules {
+        "!has(self.color) || self.color.matches('^#[0-9a-fA-F]{6}$')"
+            => "needs color as `#rrggbb`, six hexadecimal digits (`#ff0000` is red)",
+    }
+);
+impl_step_config!(ImageDraw,
+    inputs(s) => vec![s.input.as_str(), s.detections.as_str()],
     output(s) => Some(&s.output));
 
 step_config!(

@@ -92,7 +92,7 @@ const fn field(name: &'static str, ty: ColumnType) -> StructField {
     StructField { name, ty }
 }
 
-/// An image column, made by `image.decode`, `image.resize`, `image.crop` and `video.frames`:
+/// An image column, made by `image.decode`, `image.resize`, `image.crop`, `image.draw` and `video.frames`:
 /// weir-ops' `image::image_fields()`.
 pub const IMAGE_TYPE: ColumnType = ColumnType::Struct(&[
     field("width", ColumnType::UInt32),
@@ -280,6 +280,8 @@ step_table! {
     ImageEmbed => "image.embed", model::ImageEmbed;
     ImageClassify => "image.classify", model::ImageClassify;
     ImageDetect => "image.detect", model::ImageDetect;
+    // After image.detect: the CRD gives a shared field (`minScore`) the first op's description.
+    ImageDraw => "image.draw", image::ImageDraw;
     AudioTranscribe => "audio.transcribe", model::AudioTranscribe;
 }
 
@@ -305,7 +307,9 @@ impl StepSpec {
         use ColumnType::{Binary, Float64, UInt32, UInt64, Utf8};
         match self {
             StepSpec::Download(_) | StepSpec::ImageEncode(_) => &[Binary],
-            StepSpec::ImageDecode(_) | StepSpec::ImageResize(_) | StepSpec::ImageCrop(_) => &[IMAGE_TYPE],
+            StepSpec::ImageDecode(_) | StepSpec::ImageResize(_) | StepSpec::ImageCrop(_) | StepSpec::ImageDraw(_) => {
+                &[IMAGE_TYPE]
+            }
             StepSpec::VideoFrames(_) => &[IMAGE_TYPE, UInt64, Float64],
             StepSpec::VideoMetadata(_) => &[media::VIDEO_INFO_TYPE],
             StepSpec::AudioDecode(_) | StepSpec::AudioResample(_) => &[media::AUDIO_TYPE],
@@ -440,7 +444,7 @@ mod tests {
     /// name parses (with its required fields) into the variant that reports that name.
     #[test]
     fn every_op_of_the_table_parses_and_names_itself() {
-        assert_eq!(OPS.len(), 29);
+        assert_eq!(OPS.len(), 30);
         for op in OPS {
             let schema = op_schema(op).unwrap_or_else(|| panic!("no schema for {op}"));
             let mut step = serde_json::json!({"op": op});

@@ -1,4 +1,4 @@
-//! Weir's native steps: image decode, resize, crop, encode and to-tensor; filter, select, rename,
+//! Weir's native steps: image decode, resize, crop, draw, encode and to-tensor; filter, select, rename,
 //! explode; text normalise, chunk and tokenize; document text extraction; vector comparison.
 //!
 //! # Layout

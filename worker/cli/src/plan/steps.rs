@@ -12,7 +12,7 @@ use weir_io::fetch::{FetchError, fetch, fetch_cached};
 use weir_models::assets::{Asset, companions};
 use weir_models::{ModelAssets, steps as model_steps};
 use weir_ops::BuildError;
-use weir_ops::image::{crop, decode, encode, resize, tensor};
+use weir_ops::image::{crop, decode, draw, encode, resize, tensor};
 use weir_ops::relational::{explode, filter, select};
 use weir_ops::text::{chunk, normalize, tokenize};
 use weir_ops::vector::{self, Metric};
@@ -135,6 +135,7 @@ fn build_step(step: &StepSpec, stores: &Arc<StoreRegistry>, assets: &Assets) -> 
         StepSpec::ImageDecode(c) => decode::build(c),
         StepSpec::ImageResize(c) => resize::build(c),
         StepSpec::ImageCrop(c) => crop::build(c),
+        StepSpec::ImageDraw(c) => draw::build(c),
         StepSpec::ImageEncode(c) => encode::build(c),
         StepSpec::ImageToTensor(c) => tensor::build(c),
         StepSpec::Filter(c) => filter::build(c),

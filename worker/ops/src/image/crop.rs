@@ -121,8 +121,9 @@ pub fn crop(img: ImageView<'_>, (x, y, w, h): Rect) -> Result<Image, String> {
     Ok(Image { width: w, height: h, channels: img.channels, data })
 }
 
-/// One optional `[x1, y1, x2, y2]` per row of a list or fixed-size-list column of floats.
-fn bboxes(col: &ArrayRef, name: &str) -> Result<Vec<Option<[f64; 4]>>, StepError> {
+/// One optional `[x1, y1, x2, y2]` per row of a list or fixed-size-list column of floats (`None`
+/// for a null row or one of another length).
+pub(super) fn bboxes(col: &ArrayRef, name: &str) -> Result<Vec<Option<[f64; 4]>>, StepError> {
     let values_of = |values: &ArrayRef| -> Result<Vec<f64>, StepError> {
         match values.data_type() {
             DataType::Float32 => {

@@ -3,6 +3,7 @@
 
 pub mod crop;
 pub mod decode;
+pub mod draw;
 pub mod encode;
 pub mod resize;
 pub mod tensor;
@@ -161,6 +162,74 @@ impl<'a> ImageColumn<'a> {
             channels: self.channels.value(i),
             data: self.data.value(i),
         })
+    }
+}
+
+/// Pixels copied out of an image column to be changed in place: every row's data, row after row,
+/// in one buffer (a null row has none); see [`ImageColumn::copy_pixels`].
+pub struct Pixels {
+    buffer: Vec<u8>,
+    /// Row `i`'s bytes are `buffer[offsets[i]..offsets[i + 1]]`.
+    offsets: Vec<usize>,
+}
+
+impl Pixels {
+    /// Each row's bytes, to be changed at once (on several threads).
+    pub fn rows_mut(&mut self) -> Vec<&mut [u8]> {
+        let mut rows = Vec::with_capacity(self.offsets.len().saturating_sub(1));
+        let mut rest = self.buffer.as_mut_slice();
+        for pair in self.offsets.windows(2) {
+            let (row, tail) = std::mem::take(&mut rest).split_at_mut(pair[1] - pair[0]);
+            rows.push(row);
+            rest = tail;
+        }
+        rows
+    }
+}
+
+impl ImageColumn<'_> {
+    /// A copy of every row's pixels, in one buffer: the one copy a step that draws on images
+    /// makes, before [`Self::with_pixels`] turns it back into a column.
+    ///
+    /// # Errors
+    /// When the column's offsets reach past its data (a malformed array).
+    pub fn copy_pixels(&self) -> Result<Pixels, StepError> {
+        let offsets = self.data.value_offsets();
+        let first = offsets.first().map_or(0, |o| *o as usize);
+        let last = offsets.last().map_or(0, |o| *o as usize);
+        let bytes = self
+            .data
+            .value_data()
+            .get(first..last)
+            .ok_or_else(|| StepError::Other(format!("image data ends before its offsets ({first}..{last})")))?;
+        Ok(Pixels { buffer: bytes.to_vec(), offsets: offsets.iter().map(|o| *o as usize - first).collect() })
+    }
+
+    /// This column with `pixels` (from [`Self::copy_pixels`] of this column) as its images' data
+    /// and the rows `failed` null: the same type and sizes, widths, heights and channels shared.
+    ///
+    /// # Errors
+    /// When `pixels` does not fit this column (pixels of another column: a bug, not bad data).
+    pub fn with_pixels(&self, pixels: Pixels, failed: &[usize]) -> Result<ArrayRef, StepError> {
+        let offsets: Vec<i32> = pixels.offsets.iter().map(|o| *o as i32).collect();
+        let offsets = arrow_buffer::OffsetBuffer::new(arrow_buffer::ScalarBuffer::from(offsets));
+        let buffer = arrow_buffer::Buffer::from_vec(pixels.buffer);
+        let data: ArrayRef = Arc::new(BinaryArray::try_new(offsets, buffer, self.data.nulls().cloned())?);
+        let mut valid: Vec<bool> = (0..self.array.len()).map(|i| self.array.is_valid(i)).collect();
+        for row in failed {
+            if let Some(v) = valid.get_mut(*row) {
+                *v = false;
+            }
+        }
+        let nulls = NullBuffer::from(valid);
+        let nulls = (nulls.null_count() > 0).then_some(nulls);
+        let fields = self.array.fields();
+        let columns = fields
+            .iter()
+            .zip(self.array.columns())
+            .map(|(field, column)| if field.name() == "data" { data.clone() } else { column.clone() })
+            .collect();
+        Ok(Arc::new(StructArray::try_new(fields.clone(), columns, nulls)?))
     }
 }
 
