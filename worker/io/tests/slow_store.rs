@@ -4,45 +4,18 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
-use std::sync::{Arc, Mutex, Once};
+use std::sync::Once;
 use std::time::Duration;
 
 use futures::StreamExt;
 use object_store::{BackoffConfig, ObjectStoreExt, RetryConfig};
 use weir_io::store::{RequestPolicy, S3Settings, StoreRegistry};
-
-/// Log lines written by the warnings of one test.
-#[derive(Clone, Default)]
-struct Lines(Arc<Mutex<Vec<u8>>>);
-
-impl Lines {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(|p| p.into_inner())).into_owned()
-    }
-}
-
-impl Write for Lines {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
+use weir_testkit::logs::Lines;
 
 /// Captures the warnings logged on this thread (the tests run on a current-thread runtime and
 /// the store reports from inside the caller's future) until the guard drops.
 fn capture_warnings() -> (Lines, tracing::subscriber::DefaultGuard) {
-    let lines = Lines::default();
-    let writer = lines.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_ansi(false)
-        .with_max_level(tracing::Level::WARN)
-        .with_writer(move || writer.clone())
-        .finish();
-    (lines, tracing::subscriber::set_default(subscriber))
+    weir_testkit::logs::capture(tracing::Level::WARN)
 }
 
 /// Static test credentials, so the S3 store signs requests instead of asking an instance

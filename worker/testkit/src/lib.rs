@@ -3,8 +3,9 @@
 //!
 //! [`moto`] starts a local S3-compatible server for tests that need real object storage, and
 //! [`proxy`] puts a TCP proxy in front of it that can stage an outage; [`prometheus`] starts a
-//! real Prometheus scraping a run's processes.
+//! real Prometheus scraping a run's processes; [`logs`] captures what a test logs.
 
+pub mod logs;
 pub mod moto;
 pub mod process;
 pub mod prometheus;

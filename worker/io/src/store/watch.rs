@@ -335,39 +335,13 @@ impl MultipartUpload for WatchedUpload {
 
 #[cfg(test)]
 mod tests {
-    use std::io::Write;
-
     use object_store::ObjectStoreExt;
     use object_store::memory::InMemory;
 
     use super::*;
 
-    /// Log lines written by the events of one test.
-    #[derive(Clone, Default)]
-    struct Lines(Arc<Mutex<Vec<u8>>>);
-
-    impl Lines {
-        fn text(&self) -> String {
-            String::from_utf8_lossy(&self.0.lock().unwrap_or_else(|p| p.into_inner())).into_owned()
-        }
-    }
-
-    impl Write for Lines {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap_or_else(|p| p.into_inner()).extend_from_slice(buf);
-            Ok(buf.len())
-        }
-
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    fn capture() -> (Lines, tracing::subscriber::DefaultGuard) {
-        let lines = Lines::default();
-        let writer = lines.clone();
-        let subscriber = tracing_subscriber::fmt().with_ansi(false).with_writer(move || writer.clone()).finish();
-        (lines, tracing::subscriber::set_default(subscriber))
+    fn capture() -> (weir_testkit::logs::Lines, tracing::subscriber::DefaultGuard) {
+        weir_testkit::logs::capture(tracing::Level::INFO)
     }
 
     fn site() -> Site {

@@ -229,9 +229,7 @@ impl Encoder {
             let config = Conv1dConfig { padding: 1, stride, ..Default::default() };
             Ok(Conv1d::new(vb.get((width, inputs, 3), "weight")?, Some(vb.get(width, "bias")?), config))
         };
-        let layers = (0..config.encoder_layers)
-            .map(|i| EncoderLayer::load(width, vb.pp(format!("layers.{i}"))))
-            .collect::<Result<_>>()?;
+        let layers = load_layers(&vb, config.encoder_layers, |vb| EncoderLayer::load(width, vb))?;
         Ok(Self {
             conv1: conv("conv1", config.num_mel_bins, 1)?,
             conv2: conv("conv2", width, 2)?,
@@ -298,9 +296,7 @@ struct Decoder {
 impl Decoder {
     fn load(vb: VarBuilder, config: &Config, heads: Heads) -> Result<Self> {
         let width = config.d_model;
-        let layers = (0..config.decoder_layers)
-            .map(|i| DecoderLayer::load(width, vb.pp(format!("layers.{i}"))))
-            .collect::<Result<_>>()?;
+        let layers = load_layers(&vb, config.decoder_layers, |vb| DecoderLayer::load(width, vb))?;
         Ok(Self {
             embed: candle_nn::embedding(config.vocab_size, width, vb.pp("embed_tokens"))?,
             positions: vb.get((config.max_target_positions, width), "embed_positions.weight")?,
@@ -309,6 +305,11 @@ impl Decoder {
             heads,
         })
     }
+}
+
+/// `count` blocks, each from `layers.<i>` under `vb`.
+fn load_layers<T>(vb: &VarBuilder, count: usize, load: impl Fn(VarBuilder) -> Result<T>) -> Result<Vec<T>> {
+    (0..count).map(|i| load(vb.pp(format!("layers.{i}")))).collect()
 }
 
 fn layer_norm(width: usize, vb: VarBuilder) -> Result<LayerNorm> {
