@@ -16,6 +16,7 @@
 //! share these types.
 
 pub mod job;
+pub mod json_shape;
 pub mod placement;
 pub mod pool;
 pub mod schema;
@@ -25,6 +26,7 @@ pub mod validate;
 pub mod yaml11;
 
 pub use job::*;
+pub use json_shape::{JsonField, JsonShape, json_shape};
 pub use pool::PoolName;
 pub use status::*;
 pub use steps::*;

@@ -513,3 +513,58 @@ fn a_job_may_use_at_most_eight_pools() {
     assert!(found[0].starts_with("spec.steps: the steps run on 10 pools (cpu, p0, p1"), "{found:?}");
     assert!(found[0].ends_with("a job may use at most 8"), "{found:?}");
 }
+
+fn prompt_step(fields: &str) -> String {
+    job(&format!(
+        "  source: {{parquet: {{uri: data/, columns: [caption, photo]}}}}
+  steps:
+    - {{op: llm.prompt, endpoint: {{baseUrl: \"http://vllm.ml.svc:8000/v1\", model: qwen}}, output: answer{fields}}}
+  sink: {{parquet: {{uri: out/, columns: [caption, answer, answer_usage]}}}}
+"
+    ))
+}
+
+#[test]
+fn llm_prompt_checks_its_templates_schema_and_endpoint_before_any_row_runs() {
+    let user = ", messages: [{role: user, content: \"Breed of {caption}?\"}]";
+    assert_eq!(problems(&prompt_step(user)), Vec::<String>::new());
+    let full = format!(
+        "{user}, images: [photo], maxImageSide: 512, requestsPerMinute: 600, tokensPerMinute: 100000, maxConnections: 16, retries: 3, timeoutSeconds: 30, generation: {{temperature: 0.2, maxTokens: 64, seed: 1, stop: [\"\\n\"], extraBody: {{top_k: 5}}}}, jsonSchema: {{type: object, required: [breed], properties: {{breed: {{type: string}}}}}}"
+    );
+    assert_eq!(problems(&prompt_step(&full)), Vec::<String>::new());
+
+    let found = problems(&prompt_step(", messages: [{role: user, content: \"Breed of {capton}?\"}]"));
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(found[0].starts_with("spec.steps[0]: llm.prompt reads column `capton`, which does not exist at this point (did you mean `caption`?)"), "{found:?}");
+    assert_eq!(
+        problems(&prompt_step(", messages: [{role: user, content: \"Breed of {caption?\"}]")),
+        ["spec.steps[0].messages[0].content: `{` at byte 9 is not closed: write `{{` for a brace"]
+    );
+    assert_eq!(
+        problems(&prompt_step(&format!("{user}, jsonSchema: {{type: object, properties: {{at: {{type: date}}}}}}"))),
+        [
+            "spec.steps[0].jsonSchema.properties.at.type: `date` is not supported: use string, integer, number, boolean, array or object"
+        ]
+    );
+    assert_eq!(
+        problems(&prompt_step(&format!("{user}, generation: {{extraBody: {{model: other}}}}"))),
+        ["spec.steps[0].generation.extraBody.model: `model` is set by the step itself and cannot be replaced"]
+    );
+    let responses = prompt_step(&format!("{user}, generation: {{seed: 3}}"))
+        .replace("model: qwen}", "model: qwen, api: responses}");
+    assert_eq!(
+        problems(&responses),
+        ["spec.steps[0].generation.seed: the Responses API does not take it: remove it, or use `api: chat`"]
+    );
+    let system_only = problems(&prompt_step(", messages: [{role: system, content: hi}]"));
+    assert_eq!(system_only, ["spec.steps[0]: llm.prompt needs at least one message with role user"]);
+    let ftp = problems(&prompt_step(user).replace("http://vllm", "ftp://vllm"));
+    assert_eq!(ftp.len(), 1, "{ftp:?}");
+    assert!(ftp[0].contains("needs endpoint.baseUrl as an http:// or https:// URL"), "{ftp:?}");
+    // The API server refuses the same with the CRD's own rules.
+    let raw: serde_json::Value =
+        serde_yaml::from_str(&prompt_step(", messages: [{role: system, content: hi}]")).expect("yaml");
+    let errors =
+        kube_cel::Validator::new().validate(&crd_schema(), &raw, None).expect_err("no user message").into_vec();
+    assert!(errors.iter().any(|e| e.message.contains("at least one message with role user")), "{errors:?}");
+}

@@ -199,6 +199,7 @@ macro_rules! impl_step_config {
 
 mod image;
 mod io;
+mod llm;
 mod media;
 mod model;
 mod relational;
@@ -206,6 +207,7 @@ mod text;
 
 pub use image::*;
 pub use io::*;
+pub use llm::*;
 pub use media::*;
 pub use model::*;
 pub use relational::*;
@@ -283,6 +285,7 @@ step_table! {
     // After image.detect: the CRD gives a shared field (`minScore`) the first op's description.
     ImageDraw => "image.draw", image::ImageDraw;
     AudioTranscribe => "audio.transcribe", model::AudioTranscribe;
+    LlmPrompt => "llm.prompt", llm::LlmPrompt;
 }
 
 impl StepSpec {
@@ -319,6 +322,9 @@ impl StepSpec {
             StepSpec::TextChunk(_) => &[Utf8, UInt32, UInt32],
             StepSpec::DocumentText(_) => &[Utf8, UInt32],
             StepSpec::VectorCosine(_) | StepSpec::VectorDot(_) | StepSpec::VectorL2(_) => &[Float64],
+            // With a `jsonSchema` the answer is a struct of the schema's own fields, not declared here.
+            StepSpec::LlmPrompt(p) if p.json_schema.is_some() => &[],
+            StepSpec::LlmPrompt(_) => &[Utf8, llm::USAGE_TYPE],
             _ => &[],
         }
     }
@@ -444,7 +450,7 @@ mod tests {
     /// name parses (with its required fields) into the variant that reports that name.
     #[test]
     fn every_op_of_the_table_parses_and_names_itself() {
-        assert_eq!(OPS.len(), 30);
+        assert_eq!(OPS.len(), 31);
         for op in OPS {
             let schema = op_schema(op).unwrap_or_else(|| panic!("no schema for {op}"));
             let mut step = serde_json::json!({"op": op});
@@ -453,6 +459,10 @@ mod tests {
                 let value = match schema.pointer(&format!("/properties/{field}/type")).and_then(Value::as_str) {
                     Some("integer") => serde_json::json!(16000),
                     Some("array") if field == "where" => serde_json::json!([{"column": "c", "op": "isNull"}]),
+                    Some("array") if field == "messages" => serde_json::json!([{"role": "user", "content": "c"}]),
+                    Some("object") if field == "endpoint" => {
+                        serde_json::json!({"baseUrl": "http://h/v1", "model": "m"})
+                    }
                     Some("array") => serde_json::json!(["c"]),
                     Some("object") => serde_json::json!({"arch": "bert", "uri": "m.safetensors"}),
                     _ => serde_json::json!("c"),

@@ -5,12 +5,12 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvFromSource, EnvVar,
     EnvVarSource, ObjectFieldSelector, Pod, PodSecurityContext, PodSpec, Probe, ResourceRequirements, SeccompProfile,
-    SecretEnvSource, SecretVolumeSource, SecurityContext, TCPSocketAction, Volume, VolumeMount,
+    SecretEnvSource, SecretKeySelector, SecretVolumeSource, SecurityContext, TCPSocketAction, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use weir_crds::placement::leasing_pool;
-use weir_crds::{PoolName, PoolSpec};
+use weir_crds::placement::{leasing_pool, step_pools};
+use weir_crds::{PoolName, PoolSpec, StepSpec};
 
 use super::{
     COORDINATOR_PORT, EXCHANGE_PORT, MANIFEST_PATH, METRICS_PORT, Owner, SECRET_MOUNT_PATH, coordinator_name,
@@ -95,6 +95,7 @@ impl Owner<'_> {
             plain_env("WEIR_EXCHANGE_ADVERTISE", &advertise),
             field_env("WEIR_WORKER_ID", "metadata.name"),
         ];
+        env.extend(self.llm_key_env(pool));
         env.extend(base.env.take().unwrap_or_default());
         let container = Container {
             args: Some(args.iter().map(|a| a.to_string()).collect()),
@@ -112,6 +113,34 @@ impl Owner<'_> {
             pod_spec.termination_grace_period_seconds = Some(WORKER_GRACE_SECONDS + TERMINATION_MARGIN_SECONDS);
         }
         pod
+    }
+
+    /// The API keys of the `llm.prompt` steps `pool` runs, each read from its Secret into the
+    /// variable the worker reads ([`LlmSecretRef::env_name`]); other pools' pods never get them.
+    fn llm_key_env(&self, pool: &PoolName) -> Vec<EnvVar> {
+        let pools = step_pools(&self.job.spec);
+        let mut env: Vec<EnvVar> = Vec::new();
+        for (step, step_pool) in self.job.spec.steps.iter().zip(&pools) {
+            let StepSpec::LlmPrompt(prompt) = step else { continue };
+            let Some(secret) = prompt.endpoint.api_key_secret.as_ref().filter(|_| step_pool == pool) else { continue };
+            let name = secret.env_name();
+            if env.iter().any(|e| e.name == name) {
+                continue;
+            }
+            env.push(EnvVar {
+                name,
+                value: None,
+                value_from: Some(EnvVarSource {
+                    secret_key_ref: Some(SecretKeySelector {
+                        name: secret.name.clone(),
+                        key: secret.key.clone(),
+                        optional: Some(false),
+                    }),
+                    ..EnvVarSource::default()
+                }),
+            });
+        }
+        env
     }
 
     pub(super) fn pool_spec(&self, pool: &PoolName) -> Option<&PoolSpec> {

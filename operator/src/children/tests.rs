@@ -396,3 +396,34 @@ fn a_network_policy_without_operator_or_metrics_namespace_admits_only_the_jobs_p
     assert_eq!(Peers::default().metrics_namespace.as_deref(), Some(DEFAULT_METRICS_NAMESPACE));
     assert_eq!(DEFAULT_METRICS_NAMESPACE, "monitoring");
 }
+
+#[test]
+fn an_llm_prompt_api_key_reaches_only_the_workers_that_run_the_step_from_its_secret() {
+    let mut job = job(GPU_POOL);
+    let prompt = |key: &str| -> weir_crds::StepSpec {
+        serde_json::from_value(serde_json::json!({
+            "op": "llm.prompt", "output": format!("a_{key}"),
+            "endpoint": {"baseUrl": "https://api.example/v1", "model": "m", "apiKeySecret": {"name": "openai", "key": key}},
+            "messages": [{"role": "user", "content": "hi"}]
+        }))
+        .expect("an llm.prompt step")
+    };
+    // Two steps with the same key read it once (server-side apply refuses a name twice).
+    job.spec.steps.extend([prompt("api-key"), prompt("api-key"), prompt("other")]);
+    let settings = Settings::default();
+    let owner = Owner::new(&job, &settings).expect("owner");
+    let cpu = owner.worker_pod(&PoolName::cpu(), 0);
+    let keys: Vec<_> = container(&cpu).env.iter().flatten().filter(|e| e.name.starts_with("WEIR_SECRET_")).collect();
+    let names: Vec<&str> = keys.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(names, ["WEIR_SECRET_OPENAI__API_KEY", "WEIR_SECRET_OPENAI__OTHER"]);
+    let from = keys[0].value_from.as_ref().and_then(|v| v.secret_key_ref.as_ref()).expect("a secret key ref");
+    assert_eq!((from.name.as_str(), from.key.as_str(), from.optional), ("openai", "api-key", Some(false)));
+    assert_eq!(keys[0].value, None, "the key itself is never in the pod spec");
+    let gpu = owner.worker_pod(&PoolName::gpu(), 0);
+    assert!(
+        !container(&gpu).env.iter().flatten().any(|e| e.name.starts_with("WEIR_SECRET_")),
+        "the gpu pool runs no prompt"
+    );
+    let coordinator = owner.coordinator_pod();
+    assert!(!container(&coordinator).env.iter().flatten().any(|e| e.name.starts_with("WEIR_SECRET_")));
+}

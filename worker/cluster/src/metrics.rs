@@ -192,9 +192,12 @@ impl WorkerMetrics {
         self.memory.with_label_values(&["used"]).set(budget.used() as i64);
     }
 
-    /// The text exposition of every metric.
+    /// The text exposition of every metric: the worker's own, then those its steps register in
+    /// the process's default registry (`llm.prompt`'s `weir_llm_*`).
     pub fn render(&self) -> String {
-        render(&self.registry)
+        let mut text = render(&self.registry);
+        text.push_str(&render(prometheus::default_registry()));
+        text
     }
 }
 

@@ -539,3 +539,26 @@ async fn a_flight_exchange_runs_only_for_a_current_lease() {
     let _ = serving.await;
     let _ = run.served.await;
 }
+
+#[tokio::test]
+async fn a_heartbeat_says_how_many_workers_of_its_pool_split_the_jobs_rate_limits() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let job = job(dir.path(), 2);
+    let mut run = start(&job, options()).await;
+    let c = &mut run.client;
+    for (worker, pool) in [("g0", "gpu"), ("g1", "gpu"), ("g2", "gpu"), ("c0", "cpu")] {
+        let register = proto::RegisterRequest {
+            worker: worker.into(),
+            pool: pool.into(),
+            capacity: 1,
+            exchange_endpoint: if pool == "gpu" { format!("http://{worker}:7071") } else { String::new() },
+        };
+        c.register(register).await.expect("register");
+    }
+    let gpu = c.heartbeat(heartbeat("g0", &[], "http://g0:7071", 0)).await.expect("heartbeat").into_inner();
+    assert_eq!(gpu.pool_workers, 3, "three gpu workers each take a third");
+    let cpu = c.heartbeat(heartbeat("c0", &[], "", 0)).await.expect("heartbeat").into_inner();
+    assert_eq!(cpu.pool_workers, 1, "the cpu worker is alone in its pool");
+    run.stop.cancel();
+    let _ = run.served.await;
+}

@@ -24,6 +24,7 @@ pub mod error;
 mod morsel;
 pub mod pipeline;
 pub mod repeat;
+pub mod share;
 pub mod stats;
 pub mod step;
 pub mod unit;

@@ -45,14 +45,18 @@ pub async fn build_steps_where(
 ) -> Result<Vec<Option<Arc<dyn Step>>>, PlanError> {
     let mut steps = Vec::with_capacity(spec.steps.len());
     let needed_after = needed_after_each_step(spec);
+    let checkpoint_uri = spec.checkpoint_uri();
     for (index, step) in spec.steps.iter().enumerate() {
         if !include(index) {
             steps.push(None);
             continue;
         }
         let assets = fetch_assets(index, step, stores).await?;
-        let built =
-            build_step(step, stores, &assets).map_err(|source| PlanError::Build { index, op: step.op(), source })?;
+        let built = build_step(step, stores, &assets, &checkpoint_uri).map_err(|source| PlanError::Build {
+            index,
+            op: step.op(),
+            source,
+        })?;
         let concurrency = step.config().concurrency().map(|n| n as usize);
         let needed = needed_after[index].as_ref().map(|n| n.iter().cloned().collect());
         steps.push(Some(Planned::wrap_pruned(step.op(), concurrency, needed, built)));
@@ -129,7 +133,14 @@ fn model_assets(assets: &Assets) -> Result<&ModelAssets, BuildError> {
     assets.model.as_ref().ok_or_else(|| BuildError::new("model", "the model's files were not read"))
 }
 
-fn build_step(step: &StepSpec, stores: &Arc<StoreRegistry>, assets: &Assets) -> Result<Arc<dyn Step>, BuildError> {
+/// Builds one step; `checkpoint_uri` is where steps keep state beside the checkpoint
+/// (`llm.prompt`'s answers).
+fn build_step(
+    step: &StepSpec,
+    stores: &Arc<StoreRegistry>,
+    assets: &Assets,
+    checkpoint_uri: &str,
+) -> Result<Arc<dyn Step>, BuildError> {
     match step {
         StepSpec::Download(c) => Ok(weir_io::download::build(c, stores.clone())),
         StepSpec::ImageDecode(c) => decode::build(c),
@@ -161,5 +172,6 @@ fn build_step(step: &StepSpec, stores: &Arc<StoreRegistry>, assets: &Assets) -> 
         StepSpec::ImageClassify(c) => model_steps::image::build_classify(c, model_assets(assets)?),
         StepSpec::ImageDetect(c) => model_steps::detect::build(c, model_assets(assets)?),
         StepSpec::AudioTranscribe(c) => model_steps::transcribe::build(c, model_assets(assets)?),
+        StepSpec::LlmPrompt(c) => weir_llm::build(c, stores, checkpoint_uri),
     }
 }

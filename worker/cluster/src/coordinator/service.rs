@@ -87,11 +87,14 @@ impl proto::coordinator_server::Coordinator for Coordinator {
             }
             state.is_gone(&request.worker)
         };
+        let pool_workers =
+            state.workers_by_pool().into_iter().find(|(pool, _)| *pool == request.pool).map_or(1, |(_, n)| n);
         Ok(Response::new(proto::HeartbeatResponse {
             revoked: revoked.into_iter().map(|(unit, attempt)| proto::UnitAttempt { unit, attempt }).collect(),
             job_ended: ended.is_some(),
             ended,
             drained,
+            pool_workers: u32::try_from(pool_workers).unwrap_or(u32::MAX),
         }))
     }
 

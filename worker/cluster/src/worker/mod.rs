@@ -168,6 +168,7 @@ impl Membership {
                         // The coordinator has forgotten this worker: it holds and serves nothing.
                         return Told::Drained;
                     }
+                    weir_core::share::pool_share().set_workers(reply.pool_workers);
                     for lost in reply.revoked {
                         let (unit, attempt) = (lost.unit, lost.attempt);
                         tracing::warn!(
