@@ -51,12 +51,10 @@ fn detections_column(rows: &[Option<Detections>]) -> ArrayRef {
 
 fn write_source(path: &Path, uris: &[String], rows: &[Option<Detections>]) {
     let uri: ArrayRef = Arc::new(StringArray::from(uris.to_vec()));
-    let batch = RecordBatch::try_from_iter([("uri", uri), ("detections", detections_column(rows))]).expect("batch");
-    std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
-    let file = std::fs::File::create(path).expect("create");
-    let mut writer = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).expect("writer");
-    writer.write(&batch).expect("write");
-    writer.close().expect("close");
+    write_parquet(
+        path,
+        &RecordBatch::try_from_iter([("uri", uri), ("detections", detections_column(rows))]).expect("batch"),
+    );
 }
 
 #[test]

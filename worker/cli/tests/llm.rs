@@ -16,12 +16,7 @@ use weir_testkit::openai::OpenAiServer;
 fn write_source(path: &Path, uris: &[String], captions: &[&str]) {
     let uri: ArrayRef = Arc::new(StringArray::from(uris.to_vec()));
     let caption: ArrayRef = Arc::new(StringArray::from(captions.to_vec()));
-    let batch = RecordBatch::try_from_iter([("uri", uri), ("caption", caption)]).expect("batch");
-    std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
-    let file = std::fs::File::create(path).expect("create");
-    let mut writer = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).expect("writer");
-    writer.write(&batch).expect("write");
-    writer.close().expect("close");
+    write_parquet(path, &RecordBatch::try_from_iter([("uri", uri), ("caption", caption)]).expect("batch"));
 }
 
 /// Files under `dir`, at any depth, whose path contains `part`.

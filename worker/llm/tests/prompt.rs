@@ -216,3 +216,23 @@ async fn the_responses_api_and_images_are_spoken() {
     assert_eq!(answer, format!("echo: What is this? images=1 [image/png {} bytes]", png.len()));
     assert_eq!(setup.server.bodies()[0]["input"][1]["content"][1]["type"], "input_image");
 }
+
+#[tokio::test]
+async fn a_burst_of_429s_halves_the_requests_in_flight() {
+    let setup = setup().await;
+    let yaml = "messages: [{role: user, content: \"{text}\"}]\noutput: limited\nmaxConnections: 8\n";
+    let step = setup.step(yaml);
+    let rows: Vec<String> = (0..8).map(|i| format!("[429 x1 after=0][slow=100] row {i}")).collect();
+    let rows: Vec<Option<&str>> = rows.iter().map(|r| Some(r.as_str())).collect();
+    let out = run(&step, batch(&rows), 0, 1).await;
+    assert!(out.failures.is_empty(), "{:?}", out.failures);
+    assert_eq!(setup.server.requests(), 16, "each row refused once, then answered");
+    let metrics = weir_llm::metrics::render();
+    let limit: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("weir_llm_in_flight_limit{output=\"limited\"} "))
+        .and_then(|v| v.parse().ok())
+        .expect("the limit gauge");
+    // Eight refusals at once cut 8 to 4 (one cut per burst); eight answers grow it by about two.
+    assert!((4.0..=6.0).contains(&limit), "the limit backed off from 8: {limit}");
+}

@@ -164,7 +164,6 @@ pub fn write_uri_parquet(path: &Path, uris: &[String]) {
 
     use arrow_array::builder::{ListBuilder, StringBuilder};
     use arrow_array::{ArrayRef, StringArray};
-    use parquet::arrow::ArrowWriter;
 
     let mut tags = ListBuilder::new(StringBuilder::new());
     for i in 0..uris.len() {
@@ -176,11 +175,16 @@ pub fn write_uri_parquet(path: &Path, uris: &[String]) {
     let uri: ArrayRef = Arc::new(StringArray::from(uris.to_vec()));
     let batch =
         RecordBatch::try_from_iter([("uri", uri), ("tags", Arc::new(tags.finish()) as ArrayRef)]).expect("batch");
+    write_parquet(path, &batch);
+}
+
+/// Writes `batch` as one Parquet file at `path`, making its folder.
+pub fn write_parquet(path: &Path, batch: &RecordBatch) {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).expect("mkdir");
     }
-    let mut writer =
-        ArrowWriter::try_new(std::fs::File::create(path).expect("create"), batch.schema(), None).expect("writer");
-    writer.write(&batch).expect("write");
+    let file = std::fs::File::create(path).expect("create");
+    let mut writer = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).expect("writer");
+    writer.write(batch).expect("write");
     writer.close().expect("close");
 }
