@@ -85,14 +85,8 @@ async fn a_real_model_answers_every_row_and_counts_its_tokens() {
     let usage = out.batch.column_by_name("answer_usage").expect("usage").as_struct();
     let prompt = usage.column_by_name("prompt").expect("prompt").as_primitive::<UInt32Type>();
     let completion = usage.column_by_name("completion").expect("completion").as_primitive::<UInt32Type>();
-    for row in 0..questions.len() {
-        println!(
-            "{} -> {:?} ({} + {} tokens)",
-            questions[row],
-            answers.value(row),
-            prompt.value(row),
-            completion.value(row)
-        );
+    for (row, question) in questions.iter().enumerate() {
+        println!("{question} -> {:?} ({} + {} tokens)", answers.value(row), prompt.value(row), completion.value(row));
         assert!(!answers.value(row).trim().is_empty(), "row {row} has an answer");
         assert!(prompt.value(row) > 10 && (1..=32).contains(&completion.value(row)), "row {row}'s tokens");
     }
