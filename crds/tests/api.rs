@@ -556,6 +556,12 @@ fn llm_prompt_checks_its_templates_schema_and_endpoint_before_any_row_runs() {
         problems(&responses),
         ["spec.steps[0].generation.seed: the Responses API does not take it: remove it, or use `api: chat`"]
     );
+    let json_object =
+        prompt_step(user).replace("model: qwen}", "model: qwen, api: responses, schemaFormat: json_object}");
+    assert_eq!(
+        problems(&json_object),
+        ["spec.steps[0].endpoint.schemaFormat: json_object is a chat API form: remove it, or use `api: chat`"]
+    );
     let system_only = problems(&prompt_step(", messages: [{role: system, content: hi}]"));
     assert_eq!(system_only, ["spec.steps[0]: llm.prompt needs at least one message with role user"]);
     let ftp = problems(&prompt_step(user).replace("http://vllm", "ftp://vllm"));

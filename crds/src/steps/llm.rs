@@ -123,6 +123,14 @@ impl LlmPrompt {
             problems.push((format!("jsonSchema.{path}"), message));
         }
         let generation = self.generation.as_ref();
+        if self.endpoint.api == Some(LlmApi::Responses)
+            && self.endpoint.schema_format == Some(LlmSchemaFormat::JsonObject)
+        {
+            problems.push((
+                "endpoint.schemaFormat".into(),
+                "json_object is a chat API form: remove it, or use `api: chat`".into(),
+            ));
+        }
         if self.endpoint.api == Some(LlmApi::Responses) {
             for (field, set) in [
                 ("seed", generation.is_some_and(|g| g.seed.is_some())),
@@ -183,6 +191,23 @@ pub struct LlmEndpoint {
     /// that variable. It never appears in status, events, logs or errors.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_key_secret: Option<LlmSecretRef>,
+    /// How a chat request asks for `jsonSchema`: `json_schema` (default; OpenAI, vLLM, llama.cpp's
+    /// own server) or `json_object` (`{type: json_object, schema}`, as llama-cpp-python's server
+    /// wants).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema_format: Option<LlmSchemaFormat>,
+}
+
+/// The form of a chat request's `response_format` when the answer must follow a schema.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub enum LlmSchemaFormat {
+    /// `{type: json_schema, json_schema: {name, schema}}`.
+    #[default]
+    #[serde(rename = "json_schema")]
+    JsonSchema,
+    /// `{type: json_object, schema}`.
+    #[serde(rename = "json_object")]
+    JsonObject,
 }
 
 /// The API an endpoint speaks.

@@ -115,6 +115,7 @@ pub fn build(config: &LlmPrompt, stores: &StoreRegistry, checkpoint_uri: &str) -
             model: config.endpoint.model.clone(),
             generation: config.generation.clone().unwrap_or_default(),
             json_schema: config.json_schema.clone(),
+            schema_format: config.endpoint.schema_format.unwrap_or_default(),
         },
         structured,
         client,

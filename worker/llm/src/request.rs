@@ -2,7 +2,7 @@
 //! the text and the tokens the server counted.
 
 use serde_json::{Map, Value, json};
-use weir_crds::{LlmApi, LlmGeneration, LlmRole};
+use weir_crds::{LlmApi, LlmGeneration, LlmRole, LlmSchemaFormat};
 
 /// One row's prompt, templates filled in.
 #[derive(Debug, Clone, PartialEq)]
@@ -20,6 +20,8 @@ pub struct RequestShape {
     pub generation: LlmGeneration,
     /// The JSON Schema the answer must follow, if any.
     pub json_schema: Option<Value>,
+    /// How a chat request asks for it.
+    pub schema_format: LlmSchemaFormat,
 }
 
 /// A failed answer sent back for repair: what the model said and why it does not do.
@@ -60,9 +62,12 @@ impl RequestShape {
                 optional(
                     &mut body,
                     "response_format",
-                    self.json_schema.as_ref().map(
-                        |schema| json!({"type": "json_schema", "json_schema": {"name": "answer", "schema": schema}}),
-                    ),
+                    self.json_schema.as_ref().map(|schema| match self.schema_format {
+                        LlmSchemaFormat::JsonSchema => {
+                            json!({"type": "json_schema", "json_schema": {"name": "answer", "schema": schema}})
+                        }
+                        LlmSchemaFormat::JsonObject => json!({"type": "json_object", "schema": schema}),
+                    }),
                 );
             }
             LlmApi::Responses => {
@@ -219,6 +224,7 @@ mod tests {
                 ..LlmGeneration::default()
             },
             json_schema: None,
+            schema_format: LlmSchemaFormat::JsonSchema,
         }
     }
 
@@ -255,6 +261,11 @@ mod tests {
         assert_eq!(body["input"][2], json!({"role": "assistant", "content": "nope"}));
         assert!(body["input"][3]["content"].as_str().expect("text").contains("not JSON"));
         assert_eq!(body["text"]["format"]["type"], json!("json_schema"));
+        let mut chat = self::shape(LlmApi::Chat);
+        chat.json_schema = Some(json!({"type": "object"}));
+        chat.schema_format = LlmSchemaFormat::JsonObject;
+        let body = chat.body(&prompt(), None);
+        assert_eq!(body["response_format"], json!({"type": "json_object", "schema": {"type": "object"}}));
     }
 
     #[test]
