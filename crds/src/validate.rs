@@ -400,7 +400,31 @@ pub fn check_spec(spec: &MultimodalJobSpec) -> Vec<Problem> {
     check_columns(spec, &mut problems);
     check_pools(spec, &mut problems);
     check_locations(spec, &mut problems);
+    check_llm_keys(spec, &mut problems);
     problems
+}
+
+/// No two `llm.prompt` keys of different Secrets share the environment variable the workers
+/// read them from (`a-b`/`k` and `a.b`/`k` both read `WEIR_SECRET_A_B__K`): one step would send
+/// the other's key.
+fn check_llm_keys(spec: &MultimodalJobSpec, problems: &mut Vec<Problem>) {
+    let mut seen: Vec<(String, &crate::LlmSecretRef)> = Vec::new();
+    for (i, step) in spec.steps.iter().enumerate() {
+        let StepSpec::LlmPrompt(prompt) = step else { continue };
+        let Some(secret) = &prompt.endpoint.api_key_secret else { continue };
+        let variable = secret.env_name();
+        match seen.iter().find(|(v, _)| *v == variable) {
+            Some((_, other)) if *other != secret => problems.push(Problem {
+                path: format!("spec.steps[{i}].endpoint.apiKeySecret"),
+                message: format!(
+                    "Secret `{}` key `{}` would be read from {variable}, as Secret `{}` key `{}` of an earlier step is: rename one",
+                    secret.name, secret.key, other.name, other.key
+                ),
+            }),
+            Some(_) => {}
+            None => seen.push((variable, secret)),
+        }
+    }
 }
 
 fn check_pools(spec: &MultimodalJobSpec, problems: &mut Vec<Problem>) {

@@ -562,6 +562,24 @@ fn llm_prompt_checks_its_templates_schema_and_endpoint_before_any_row_runs() {
         problems(&json_object),
         ["spec.steps[0].endpoint.schemaFormat: json_object is a chat API form: remove it, or use `api: chat`"]
     );
+    let keyed = |name: &str| {
+        format!(
+            "{{op: llm.prompt, endpoint: {{baseUrl: \"https://api.example/v1\", model: m, apiKeySecret: {{name: {name}, key: k}}}}, output: a_{}, messages: [{{role: user, content: hi}}]}}",
+            name.replace(['-', '.'], "_")
+        )
+    };
+    let two_keys = job(&format!(
+        "  source: {{parquet: {{uri: data/, columns: [caption]}}}}\n  steps:\n    - {}\n    - {}\n    - {}\n  sink: {{parquet: {{uri: out/}}}}\n",
+        keyed("open-ai"),
+        keyed("open-ai"),
+        keyed("open.ai")
+    ));
+    assert_eq!(
+        problems(&two_keys),
+        [
+            "spec.steps[2].endpoint.apiKeySecret: Secret `open.ai` key `k` would be read from WEIR_SECRET_OPEN_AI__K, as Secret `open-ai` key `k` of an earlier step is: rename one"
+        ]
+    );
     let system_only = problems(&prompt_step(", messages: [{role: system, content: hi}]"));
     assert_eq!(system_only, ["spec.steps[0]: llm.prompt needs at least one message with role user"]);
     let ftp = problems(&prompt_step(user).replace("http://vllm", "ftp://vllm"));

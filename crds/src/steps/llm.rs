@@ -20,8 +20,9 @@ step_config!(
     /// the messages with `{column}` filled in, and images from image or encoded-image columns;
     /// the answer's text (or, with `jsonSchema`, its fields as a struct) becomes the output, and
     /// the tokens it cost `<output>_usage`. Requests run concurrently, within the job's rate
-    /// limits, retried on 408, 429, 5xx and broken connections (`Retry-After` honoured); answers
-    /// are kept with the checkpoint, so a unit that runs again does not ask again.
+    /// limits, retried on 408, 409, 429, 5xx, timeouts and broken connections (`Retry-After`
+    /// honoured); answers are kept with the checkpoint, so a unit that runs again does not ask
+    /// again.
     LlmPrompt {
         /// Where the model is served.
         endpoint: LlmEndpoint,
@@ -29,9 +30,10 @@ step_config!(
         /// row's value (`{{` and `}}` write a brace). At least one `user` message.
         #[schemars(length(min = 1, max = 16))]
         messages: Vec<LlmMessage>,
-        /// Columns whose images go with the last user message: image columns (`image.decode`'s)
-        /// or JPEG/PNG bytes; each is sent as a data URL, re-encoded as JPEG when larger than
-        /// `maxImageSide`.
+        /// Columns whose images go with the last user message: image columns (`image.decode`'s,
+        /// sent as JPEG, or PNG when they have alpha) or encoded JPEG, PNG, WebP or GIF bytes
+        /// (sent as they are, or decoded and sent as JPEG when larger than `maxImageSide`); each
+        /// as a data URL.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         #[schemars(length(max = 8), inner(length(max = 128)))]
         images: Option<Vec<String>>,

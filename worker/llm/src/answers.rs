@@ -43,8 +43,9 @@ impl AnswerKey {
     }
 }
 
-/// A unit's answers, by key.
-pub type UnitAnswers = HashMap<AnswerKey, Answer>;
+/// A unit's answers, by key: those read when the unit was first asked for here, and those its
+/// morsels kept since.
+pub type UnitAnswers = Mutex<HashMap<AnswerKey, Answer>>;
 
 /// A unit and its answers, read on first use.
 type UnitSlot = (u64, Arc<OnceCell<Arc<UnitAnswers>>>);
@@ -72,14 +73,21 @@ impl AnswerStore {
         self.prefix.clone().join(format!("unit-{unit}"))
     }
 
-    /// The answers kept for `unit` by earlier morsels and attempts, read once per unit while it
-    /// is among the last [`UNITS_HELD`] asked for.
+    /// The answers kept for `unit` by earlier morsels and attempts: read once per unit while it
+    /// is among the last [`UNITS_HELD`] asked for, then grown by [`Self::keep`], so a unit this
+    /// worker runs again sees what its earlier attempt here asked.
     ///
     /// # Errors
     /// The listing or a read failed (after the store's own retries); a line that does not parse
     /// is skipped, not an error.
     pub async fn for_unit(&self, unit: u64) -> Result<Arc<UnitAnswers>, object_store::Error> {
-        let cell = {
+        let cell = self.cell(unit);
+        cell.get_or_try_init(|| self.read_unit(unit)).await.cloned()
+    }
+
+    /// The slot of `unit`, made (and the oldest dropped) if it has none.
+    fn cell(&self, unit: u64) -> Arc<OnceCell<Arc<UnitAnswers>>> {
+        {
             let mut units = self.units.lock().unwrap_or_else(|p| p.into_inner());
             match units.iter().find(|(u, _)| *u == unit) {
                 Some((_, cell)) => cell.clone(),
@@ -92,13 +100,12 @@ impl AnswerStore {
                     cell
                 }
             }
-        };
-        cell.get_or_try_init(|| self.read_unit(unit)).await.cloned()
+        }
     }
 
     async fn read_unit(&self, unit: u64) -> Result<Arc<UnitAnswers>, object_store::Error> {
         let objects: Vec<_> = self.store.list(Some(&self.unit_prefix(unit))).try_collect().await?;
-        let mut answers = UnitAnswers::new();
+        let mut answers = HashMap::new();
         for object in objects {
             let bytes = self.store.get(&object.location).await?.bytes().await?;
             for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
@@ -107,7 +114,7 @@ impl AnswerStore {
                 }
             }
         }
-        Ok(Arc::new(answers))
+        Ok(Arc::new(Mutex::new(answers)))
     }
 
     /// Writes `answers` of a morsel of `attempt` as one new object.
@@ -129,7 +136,12 @@ impl AnswerStore {
             lines.push(b'\n');
         }
         let name = format!("{}-{:016x}.jsonl", attempt.attempt, fastrand::u64(..));
-        self.store.put(&self.unit_prefix(attempt.unit).join(name), PutPayload::from(lines)).await.map(|_| ())
+        let written = self.store.put(&self.unit_prefix(attempt.unit).join(name), PutPayload::from(lines)).await;
+        if let Some(held) = self.cell(attempt.unit).get() {
+            let mut held = held.lock().unwrap_or_else(|p| p.into_inner());
+            held.extend(answers.iter().map(|(key, answer)| (*key, (*answer).clone())));
+        }
+        written.map(|_| ())
     }
 }
 
@@ -158,15 +170,18 @@ mod tests {
         let first = AnswerStore::new(store.clone(), Path::from("ckpt/llm/answer"));
         let pug = Answer { text: "a pug".into(), prompt_tokens: 9, completion_tokens: 2 };
         let key = AnswerKey::new("photos/1.jpg", b"{\"model\":\"m\"}");
-        assert!(first.for_unit(3).await.expect("empty").is_empty());
+        let held = first.for_unit(3).await.expect("empty");
+        assert!(held.lock().expect("lock").is_empty());
         first.keep(UnitAttempt { unit: 3, attempt: 1 }, &[(key, &pug)]).await.expect("kept");
+        assert_eq!(held.lock().expect("lock").get(&key), Some(&pug), "this worker's copy grows too");
         std::fs::write(dir.path().join("ckpt/llm/answer/unit-3/junk.jsonl"), b"not json\n").expect("junk");
 
         let second = AnswerStore::new(store, Path::from("ckpt/llm/answer"));
         let answers = second.for_unit(3).await.expect("read");
-        assert_eq!(answers.get(&key), Some(&pug));
-        assert_eq!(answers.len(), 1, "the junk line is skipped");
-        assert!(second.for_unit(4).await.expect("other unit").is_empty());
+        let read = answers.lock().expect("lock").clone();
+        assert_eq!(read.get(&key), Some(&pug));
+        assert_eq!(read.len(), 1, "the junk line is skipped");
+        assert!(second.for_unit(4).await.expect("other unit").lock().expect("lock").is_empty());
         assert_ne!(AnswerKey::new("photos/2.jpg", b"{\"model\":\"m\"}"), key, "another row asks anew");
     }
 }

@@ -1,7 +1,7 @@
 //! One request to the model's API, as many times as it takes: within the rate limits and the
-//! adaptive cap on requests in flight, with a timeout, retried on 408, 429, 5xx, broken
-//! connections and unreadable answers after an exponential, jittered delay or the server's
-//! `Retry-After`, whichever is longer.
+//! adaptive cap on requests in flight, with a timeout, retried on 408, 409, 429, 5xx, timeouts,
+//! broken connections and unreadable 200 answers after an exponential, jittered delay or the
+//! server's `Retry-After`, whichever is longer.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,7 +24,7 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// Longest `Retry-After` honoured; a server asking for more is waited this long.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
 /// Largest answer body read; a larger one is an error (a model answer is kilobytes).
-pub const MAX_ANSWER_BYTES: usize = 16 << 20;
+pub const MAX_ANSWER_BYTES: usize = 4 << 20;
 
 /// Talks to one endpoint for one step.
 #[derive(Debug)]
@@ -148,7 +148,8 @@ impl Client {
             }
             Ok(Ok(answer)) => answer,
         };
-        self.metrics.request(status.as_str());
+        // A status outside the standard ones is counted as `other`: the label stays bounded.
+        self.metrics.request(if status.canonical_reason().is_some() { status.as_str() } else { "other" });
         if status.is_success() {
             return match parse_answer(self.api, &bytes) {
                 Ok(answer) => {
@@ -163,11 +164,12 @@ impl Client {
                     Ok(answer)
                 }
                 Err(message) => {
-                    Err(Try::Transient { message: format!("{} answered 200, but {message}", self.url), after: None })
+                    let message = format!("{} answered 200, but {}", self.url, self.redacted(&message));
+                    Err(Try::Transient { message, after: None })
                 }
             };
         }
-        let message = format!("{} answered {status}: {}", self.url, error_message(&bytes));
+        let message = format!("{} answered {status}: {}", self.url, self.redacted(&error_message(&bytes)));
         if matches!(status, StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE) {
             place.overloaded();
             self.metrics.set_limit(self.in_flight.limit());
@@ -181,6 +183,14 @@ impl Client {
                 "{message} (redirects are not followed: set endpoint.baseUrl to where it points)"
             ))),
             _ => Err(Try::Fatal(message)),
+        }
+    }
+
+    /// `text` from the server with the API key, should the server have echoed it, replaced.
+    fn redacted(&self, text: &str) -> String {
+        match &self.key {
+            Some(key) => key.redact(text),
+            None => text.to_string(),
         }
     }
 
@@ -239,7 +249,13 @@ fn httpdate_seconds(value: &str) -> Option<u64> {
     let year: u64 = fields.next()?.parse().ok()?;
     let mut clock = fields.next()?.split(':').map(|f| f.parse::<u64>().ok());
     let (h, m, s) = (clock.next()??, clock.next()??, clock.next()??);
-    if fields.next()? != "GMT" || !(1..=31).contains(&day) || year < 1970 || h > 23 || m > 59 || s > 60 {
+    if fields.next()? != "GMT"
+        || !(1..=31).contains(&day)
+        || !(1970..=9999).contains(&year)
+        || h > 23
+        || m > 59
+        || s > 60
+    {
         return None;
     }
     // Days from the civil date (Howard Hinnant's algorithm), March-based years.

@@ -112,7 +112,8 @@ impl Drop for InFlight {
 }
 
 /// A token bucket of a per-minute allowance, of which this worker holds `1 / workers`. It holds at
-/// most ten seconds' worth, and starts with that much.
+/// most ten seconds' worth, and starts with one second's worth (workers that have not yet heard
+/// how many share the limit cannot overshoot it by much together).
 #[derive(Debug)]
 pub struct Bucket {
     per_minute: f64,
@@ -132,11 +133,11 @@ const BURST_SECONDS: f64 = 10.0;
 impl Bucket {
     pub fn new(per_minute: u32, share: Arc<Share>) -> Self {
         let bucket = Self {
-            per_minute: f64::from(per_minute),
+            per_minute: f64::from(per_minute.max(1)),
             share,
             state: Mutex::new(BucketState { available: 0.0, updated: Instant::now() }),
         };
-        bucket.state().available = bucket.capacity();
+        bucket.state().available = bucket.rate().max(1.0);
         bucket
     }
 
@@ -175,17 +176,20 @@ impl Bucket {
                     state.available -= amount;
                     return;
                 }
-                Duration::from_secs_f64((needed - state.available) / self.rate())
+                // Waited in slices of at most a second: the rate may change meanwhile (the share).
+                Duration::from_secs_f64(((needed - state.available) / self.rate()).clamp(0.001, 1.0))
             };
-            tokio::time::sleep(wait.max(Duration::from_millis(1))).await;
+            tokio::time::sleep(wait).await;
         }
     }
 
-    /// Corrects an earlier `take` by `delta` (positive: more was used than taken).
+    /// Corrects an earlier `take` by `delta` (positive: more was used than taken), at most a full
+    /// bucket either way (a server's count cannot stall the worker for longer than ten seconds).
     pub fn charge(&self, delta: f64) {
         let mut state = self.state();
         self.refill(&mut state);
-        state.available -= delta;
+        let capacity = self.capacity();
+        state.available -= delta.clamp(-capacity, capacity);
     }
 }
 
@@ -231,16 +235,22 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_bucket_lets_a_burst_through_then_its_rate() {
+    async fn a_bucket_starts_with_a_second_fills_to_ten_then_keeps_its_rate() {
         let share = Share::new();
         let bucket = Bucket::new(60, share.clone());
         let start = Instant::now();
+        bucket.take(1.0).await;
+        assert_eq!(start.elapsed(), Duration::ZERO, "one second's worth at once");
+        bucket.take(1.0).await;
+        assert!(start.elapsed() >= Duration::from_millis(999), "then one a second: {:?}", start.elapsed());
+        tokio::time::advance(Duration::from_secs(60)).await;
+        let idle = Instant::now();
         for _ in 0..10 {
             bucket.take(1.0).await;
         }
-        assert_eq!(start.elapsed(), Duration::ZERO, "ten seconds' worth at once");
+        assert_eq!(idle.elapsed(), Duration::ZERO, "after a long pause, at most ten seconds' worth at once");
         bucket.take(1.0).await;
-        assert!(start.elapsed() >= Duration::from_millis(999), "then one a second: {:?}", start.elapsed());
+        assert!(idle.elapsed() >= Duration::from_millis(999), "{:?}", idle.elapsed());
         share.set_workers(2);
         let before = Instant::now();
         bucket.take(1.0).await;
@@ -248,12 +258,16 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_charge_after_the_answer_delays_the_next_take() {
+    async fn a_charge_after_the_answer_delays_the_next_take_at_most_a_bucket() {
         let bucket = Bucket::new(600, Share::new());
-        bucket.take(100.0).await;
+        bucket.take(10.0).await;
         bucket.charge(50.0);
         let start = Instant::now();
         bucket.take(1.0).await;
         assert!(start.elapsed() >= Duration::from_secs(5), "{:?}", start.elapsed());
+        bucket.charge(f64::from(u32::MAX) * 2.0);
+        let capped = Instant::now();
+        bucket.take(1.0).await;
+        assert!(capped.elapsed() <= Duration::from_secs(11), "a huge count costs one bucket: {:?}", capped.elapsed());
     }
 }

@@ -6,7 +6,11 @@ use weir_crds::LlmSecretRef;
 
 /// An API key, sent only as `Authorization: Bearer` to the step's endpoint.
 #[derive(Clone)]
-pub struct ApiKey(HeaderValue);
+pub struct ApiKey {
+    header: HeaderValue,
+    /// The key itself, to strike from what a server says back.
+    raw: String,
+}
 
 impl std::fmt::Debug for ApiKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -17,7 +21,12 @@ impl std::fmt::Debug for ApiKey {
 impl ApiKey {
     /// The `Authorization` header value, marked sensitive (kept out of HTTP/2 header tables).
     pub fn bearer(&self) -> HeaderValue {
-        self.0.clone()
+        self.header.clone()
+    }
+
+    /// `text` (a server's error message) with every copy of the key replaced by `[redacted]`.
+    pub fn redact(&self, text: &str) -> String {
+        text.replace(&self.raw, "[redacted]")
     }
 }
 
@@ -41,7 +50,7 @@ fn api_key_from(secret: &LlmSecretRef, value: Option<String>) -> Result<ApiKey, 
     let mut header = HeaderValue::from_str(&format!("Bearer {value}"))
         .map_err(|_| format!("{variable} holds characters an HTTP header cannot carry"))?;
     header.set_sensitive(true);
-    Ok(ApiKey(header))
+    Ok(ApiKey { header, raw: value })
 }
 
 #[cfg(test)]
@@ -59,6 +68,10 @@ mod tests {
         assert_eq!(format!("{key:?}"), "ApiKey(redacted)");
         assert_eq!(key.bearer(), "Bearer sk-123");
         assert!(key.bearer().is_sensitive());
+        assert_eq!(
+            key.redact("Incorrect API key provided: sk-123. Bearer sk-123"),
+            "Incorrect API key provided: [redacted]. Bearer [redacted]"
+        );
         let bad = api_key_from(&secret, Some("sk\u{7f}x".into())).expect_err("not a header");
         assert!(!bad.contains("sk"), "{bad}");
     }

@@ -83,14 +83,18 @@ impl Step for LlmPromptStep {
         Box::pin(async move {
             let rows = self.prepare(&input, &ctx).await?;
             let kept = self.kept_answers(&ctx).await;
-            let outcomes: Vec<Outcome> = stream::iter(rows)
-                .map(|row| {
+            // Unordered, so that a row waiting out a long Retry-After does not hold back the
+            // rows after it; put back in row order below.
+            let mut outcomes: Vec<(usize, Outcome)> = stream::iter(rows.into_iter().enumerate())
+                .map(|(index, row)| {
                     let (this, kept) = (self.clone(), kept.clone());
-                    async move { this.answer(row, &kept).await }
+                    async move { (index, this.answer(row, &kept).await) }
                 })
-                .buffered(self.max_in_flight)
+                .buffer_unordered(self.max_in_flight)
                 .collect()
                 .await;
+            outcomes.sort_unstable_by_key(|(index, _)| *index);
+            let outcomes: Vec<Outcome> = outcomes.into_iter().map(|(_, outcome)| outcome).collect();
             self.keep_answers(&ctx, &outcomes).await;
             self.output(&input, outcomes)
         })
@@ -194,7 +198,8 @@ impl LlmPromptStep {
             Row::Failed(message) => return Outcome::Failed(message),
             Row::Ask { key, prompt, body } => (key, prompt, body),
         };
-        if let Some(answer) = kept.get(&key) {
+        let kept = kept.lock().unwrap_or_else(|p| p.into_inner()).get(&key).cloned();
+        if let Some(answer) = kept {
             self.metrics.reused(1);
             let json = match &self.structured {
                 Some(shape) => match read_answer(&answer.text, shape) {
@@ -203,7 +208,7 @@ impl LlmPromptStep {
                 },
                 None => None,
             };
-            return Outcome::Answered { key, answer: answer.clone(), json, fresh: false };
+            return Outcome::Answered { key, answer, json, fresh: false };
         }
         self.ask(key, &prompt, &body).await
     }

@@ -158,31 +158,38 @@ async fn answers_follow_the_json_schema_and_a_broken_one_is_sent_back_once() {
 async fn a_unit_run_again_takes_its_kept_answers_instead_of_asking_again() {
     let setup = setup().await;
     let rows = [Some("one"), Some("two"), Some("[400] three")];
-    let first = run(&setup.step(ECHO), batch(&rows), 7, 1).await;
+    let step = setup.step(ECHO);
+    let first = run(&step, batch(&rows), 7, 1).await;
     assert_eq!(setup.server.requests(), 3);
-    // Another worker (a new step, as after a crash) runs the unit's second attempt.
-    let again = run(&setup.step(ECHO), batch(&rows), 7, 2).await;
+    // The same worker runs the unit again (its lease was lost): it remembers what it asked.
+    let again = run(&step, batch(&rows), 7, 2).await;
     assert_eq!(setup.server.requests(), 4, "only the failed row is asked again");
     assert_eq!(strings(&again.batch, "answer"), strings(&first.batch, "answer"));
+    // Another worker (a new step, as after a crash) reads the answers kept beside the checkpoint.
+    let elsewhere = run(&setup.step(ECHO), batch(&rows), 7, 3).await;
+    assert_eq!(setup.server.requests(), 5, "again only the failed row");
+    assert_eq!(strings(&elsewhere.batch, "answer"), strings(&first.batch, "answer"));
     // A changed prompt is a new question.
     let changed = setup.step("messages: [{role: user, content: \"Say: {text}\"}]\noutput: answer\n");
-    run(&changed, batch(&rows[..1]), 7, 3).await;
-    assert_eq!(setup.server.requests(), 5);
+    run(&changed, batch(&rows[..1]), 7, 4).await;
+    assert_eq!(setup.server.requests(), 6);
 }
 
 #[tokio::test]
 async fn requests_per_minute_spread_the_requests_after_a_burst() {
     let setup = setup().await;
-    // 60 a minute: a burst of ten seconds' worth (10), then one a second.
-    let step = setup.step(&format!("{ECHO}requestsPerMinute: 60\n"));
-    let rows: Vec<String> = (0..12).map(|i| format!("row {i}")).collect();
+    // 600 a minute: one second's worth (10) at once, then ten a second.
+    let step = setup.step(&format!("{ECHO}requestsPerMinute: 600\n"));
+    let rows: Vec<String> = (0..30).map(|i| format!("row {i}")).collect();
     let rows: Vec<Option<&str>> = rows.iter().map(|r| Some(r.as_str())).collect();
     let out = run(&step, batch(&rows), 0, 1).await;
     assert!(out.failures.is_empty());
     let arrivals = setup.server.arrivals();
-    assert_eq!(arrivals.len(), 12);
-    let spread = arrivals[11] - arrivals[0];
-    assert!(spread >= Duration::from_millis(1900), "the 11th and 12th waited a second each: {spread:?}");
+    assert_eq!(arrivals.len(), 30);
+    let burst = arrivals[9] - arrivals[0];
+    assert!(burst < Duration::from_millis(500), "the first ten at once: {burst:?}");
+    let spread = arrivals[29] - arrivals[0];
+    assert!(spread >= Duration::from_millis(1900), "the other twenty over two seconds: {spread:?}");
 }
 
 #[tokio::test]
