@@ -243,3 +243,29 @@ async fn a_burst_of_429s_halves_the_requests_in_flight() {
     // Eight refusals at once cut 8 to 4 (one cut per burst); eight answers grow it by about two.
     assert!((4.0..=6.0).contains(&limit), "the limit backed off from 8: {limit}");
 }
+
+#[tokio::test]
+async fn timeouts_conflicts_and_503s_are_retried_a_503_cuts_the_limit_and_a_redirect_is_not_followed() {
+    let setup = setup().await;
+    let step = setup.step("messages: [{role: user, content: \"{text}\"}]\noutput: statuses\nmaxConnections: 8\n");
+    let rows = [Some("[408 x1] a"), Some("[409 x1] b"), Some("[503 x1 after=0] c"), Some("[redirect] d")];
+    let out = run(&step, batch(&rows), 0, 1).await;
+    assert_eq!(out.failures.len(), 1, "{:?}", out.failures);
+    assert_eq!(out.failures[0].row, 3);
+    let message = &out.failures[0].message;
+    assert!(
+        message.contains("answered 307 Temporary Redirect") && message.contains("redirects are not followed"),
+        "{message}"
+    );
+    for (row, directive) in [(0, "[408 x1]"), (1, "[409 x1]"), (2, "[503 x1")] {
+        assert_eq!(setup.server.requests_containing(directive), 2, "row {row}: refused once, then answered");
+    }
+    assert_eq!(setup.server.requests(), 7, "nothing was sent to where the redirect pointed");
+    let metrics = weir_llm::metrics::render();
+    let limit: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("weir_llm_in_flight_limit{output=\"statuses\"} "))
+        .and_then(|v| v.parse().ok())
+        .expect("the limit gauge");
+    assert!(limit <= 5.0, "the 503 cut 8 to 4: {limit}");
+}

@@ -10,6 +10,8 @@
 //!   the prompt has image parts (`data:` URLs are decoded; other URLs show as `[url URL]`).
 //! - `[429 xN after=S]`: 429 `rate_limit_exceeded`, with `Retry-After: S` when `after=` is given.
 //! - `[500 xN]`: 500 `server_error`.
+//! - `[408 xN]`, `[409 xN]`, `[503 xN after=S]`: that status, with `Retry-After: S` when given.
+//! - `[redirect xN]`: 307 to `/v1/moved` (a client that follows it gets 404 there).
 //! - `[malformed xN]`: 200 whose body is not valid JSON.
 //! - `[400]`: always 400 `bad request: …`, a fatal error the client must not retry.
 //! - `[slow=MS]`: sleep MS milliseconds (tokio time, so paused clocks work) before answering.
@@ -18,7 +20,7 @@
 //! - `[repair=TEXT]`: on a request with more than one user message (the client's repair attempt),
 //!   the content is TEXT instead of the `answer=`.
 //!
-//! `xN` is optional (default 1). The faults `429`, `500` and `malformed` form one schedule in the
+//! `xN` is optional (default 1). The faults (every status above but 400, and `malformed`) form one schedule in the
 //! order written: `[429 x2][500 x1]` fails the key's requests 1–2 with 429, request 3 with 500, and
 //! answers from request 4 on. Bracketed text that is no directive is plain text.
 
@@ -260,6 +262,19 @@ async fn answer(state: &State, exchange: &Exchange) -> Response<Full<Bytes>> {
             );
         }
         Some(Fault::Malformed) => return response(StatusCode::OK, Bytes::from_static(MALFORMED_BODY.as_bytes())),
+        Some(Fault::Status { code, after }) => {
+            let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let mut response = error(status, "scripted", &format!("the prompt asks for [{code}]"));
+            if let Some(after) = after {
+                response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(after));
+            }
+            return response;
+        }
+        Some(Fault::Redirect) => {
+            let mut response = error(StatusCode::TEMPORARY_REDIRECT, "moved", "moved to /v1/moved");
+            response.headers_mut().insert(hyper::header::LOCATION, HeaderValue::from_static("/v1/moved"));
+            return response;
+        }
         None => {}
     }
     let repairing = exchange.messages.iter().filter(|m| m.role == "user").count() > 1;
@@ -484,6 +499,13 @@ enum Fault {
     },
     ServerError,
     Malformed,
+    /// Another status (408, 409, 503), with `Retry-After` seconds when given.
+    Status {
+        code: u16,
+        after: Option<u64>,
+    },
+    /// 307 to `/v1/moved`.
+    Redirect,
 }
 
 /// The directives of a prompt.
@@ -536,6 +558,8 @@ impl Directives {
             "429" => self.faults.push((Fault::RateLimit { after }, times)),
             "500" => self.faults.push((Fault::ServerError, times)),
             "malformed" => self.faults.push((Fault::Malformed, times)),
+            "408" | "409" | "503" => self.faults.push((Fault::Status { code: head.parse().ok()?, after }, times)),
+            "redirect" => self.faults.push((Fault::Redirect, times)),
             "400" => self.bad_request = true,
             _ => self.slow = Some(Duration::from_millis(head.strip_prefix("slow=")?.parse().ok()?)),
         }
