@@ -130,17 +130,24 @@ async fn the_classify_images_example_labels_photos_and_reports_bad_files() {
     assert!(label_of("chelsea.png").contains("cat") || label_of("chelsea.png").contains("Mau"));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_detect_faces_example_cuts_out_each_face() {
-    let tmp = tempfile::tempdir().expect("tmp");
+/// The sample photos and five bad files under `root/models/photos`, and MTCNN's weights
+/// converted to `root/models/mtcnn/model.safetensors`, as set-up lays them out; the photo count.
+fn photos_and_mtcnn(root: &Path) -> u64 {
     let fetched = fetched_models();
-    let photos = tmp.path().join("models/photos");
+    let photos = root.join("models/photos");
     let count = copy_photos(&fetched.join("photos"), &photos);
     write_bad_files(&photos).expect("bad files");
-    let mtcnn = tmp.path().join("models/mtcnn");
+    let mtcnn = root.join("models/mtcnn");
     std::fs::create_dir_all(&mtcnn).expect("dir");
     let nets = ["pnet.pt", "rnet.pt", "onet.pt"].map(|f| fetched.join("mtcnn").join(f));
     weir_models::convert::convert(&[&nets[0], &nets[1], &nets[2]], &mtcnn.join("model.safetensors")).expect("convert");
+    count
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_detect_faces_example_cuts_out_each_face() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let count = photos_and_mtcnn(tmp.path());
 
     let report = run_example("detect-faces.yaml", tmp.path()).await;
     let s = &report.summary;
@@ -162,14 +169,7 @@ async fn the_detect_faces_example_cuts_out_each_face() {
 async fn the_describe_faces_example_asks_about_each_crop() {
     let server = weir_testkit::openai::OpenAiServer::start().await.expect("an OpenAI-compatible server");
     let tmp = tempfile::tempdir().expect("tmp");
-    let fetched = fetched_models();
-    let photos = tmp.path().join("models/photos");
-    let count = copy_photos(&fetched.join("photos"), &photos);
-    write_bad_files(&photos).expect("bad files");
-    let mtcnn = tmp.path().join("models/mtcnn");
-    std::fs::create_dir_all(&mtcnn).expect("dir");
-    let nets = ["pnet.pt", "rnet.pt", "onet.pt"].map(|f| fetched.join("mtcnn").join(f));
-    weir_models::convert::convert(&[&nets[0], &nets[1], &nets[2]], &mtcnn.join("model.safetensors")).expect("convert");
+    let count = photos_and_mtcnn(tmp.path());
 
     let text = example("describe-faces.yaml")
         .replace("\"data/", &format!("\"{}/", tmp.path().display()))

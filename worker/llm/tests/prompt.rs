@@ -52,6 +52,16 @@ async fn run(step: &Arc<dyn Step>, input: RecordBatch, unit: u64, attempt: u32) 
     step.clone().process(input, ctx).await.expect("the morsel runs")
 }
 
+/// The adaptive limit on requests in flight of the step writing `output`, from its gauge.
+fn in_flight_limit(output: &str) -> f64 {
+    let gauge = format!("weir_llm_in_flight_limit{{output=\"{output}\"}} ");
+    weir_llm::metrics::render()
+        .lines()
+        .find_map(|l| l.strip_prefix(gauge.as_str()))
+        .and_then(|v| v.parse().ok())
+        .expect("the limit gauge")
+}
+
 fn strings(batch: &RecordBatch, name: &str) -> Vec<Option<String>> {
     batch.column_by_name(name).expect(name).as_string::<i32>().iter().map(|s| s.map(str::to_string)).collect()
 }
@@ -234,12 +244,7 @@ async fn a_burst_of_429s_halves_the_requests_in_flight() {
     let out = run(&step, batch(&rows), 0, 1).await;
     assert!(out.failures.is_empty(), "{:?}", out.failures);
     assert_eq!(setup.server.requests(), 16, "each row refused once, then answered");
-    let metrics = weir_llm::metrics::render();
-    let limit: f64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("weir_llm_in_flight_limit{output=\"limited\"} "))
-        .and_then(|v| v.parse().ok())
-        .expect("the limit gauge");
+    let limit = in_flight_limit("limited");
     // Eight refusals at once cut 8 to 4 (one cut per burst); eight answers grow it by about two.
     assert!((4.0..=6.0).contains(&limit), "the limit backed off from 8: {limit}");
 }
@@ -261,11 +266,6 @@ async fn timeouts_conflicts_and_503s_are_retried_a_503_cuts_the_limit_and_a_redi
         assert_eq!(setup.server.requests_containing(directive), 2, "row {row}: refused once, then answered");
     }
     assert_eq!(setup.server.requests(), 7, "nothing was sent to where the redirect pointed");
-    let metrics = weir_llm::metrics::render();
-    let limit: f64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("weir_llm_in_flight_limit{output=\"statuses\"} "))
-        .and_then(|v| v.parse().ok())
-        .expect("the limit gauge");
+    let limit = in_flight_limit("statuses");
     assert!(limit <= 5.0, "the 503 cut 8 to 4: {limit}");
 }
