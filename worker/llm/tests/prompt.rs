@@ -269,3 +269,20 @@ async fn timeouts_conflicts_and_503s_are_retried_a_503_cuts_the_limit_and_a_redi
     let limit = in_flight_limit("statuses");
     assert!(limit <= 5.0, "the 503 cut 8 to 4: {limit}");
 }
+
+#[tokio::test]
+async fn tokens_per_minute_charges_each_estimate_first_and_gives_back_what_the_answer_did_not_use() {
+    let setup = setup().await;
+    // 600 tokens a minute: 10 a second, 10 at the start. Each request is estimated at 21 tokens
+    // ("row n" at four bytes a token, plus maxTokens 20) and uses 5 ("row n" in, "echo: row n" out).
+    let step = setup.step(&format!("{ECHO}tokensPerMinute: 600\ngeneration: {{maxTokens: 20}}\n"));
+    let started = Instant::now();
+    let out = run(&step, batch(&[Some("row 0"), Some("row 1"), Some("row 2")]), 0, 1).await;
+    let took = started.elapsed();
+    assert!(out.failures.is_empty(), "{:?}", out.failures);
+    assert_eq!(setup.server.requests(), 3);
+    // The first waits 1.1 s for its 21 tokens; each answer gives back 16, so the next waits about
+    // half a second: ~2.1 s. Without the correction the three would take 1.1, 3.2 and 5.3 s.
+    assert!(took >= Duration::from_secs(1), "the estimate was charged before sending: {took:?}");
+    assert!(took <= Duration::from_millis(3500), "the unused tokens were given back: {took:?}");
+}
