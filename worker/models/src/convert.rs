@@ -1,7 +1,7 @@
 //! Checkpoints to safetensors, without Python: PyTorch's zip format (PyTorch 1.6 and later, read
 //! by candle, which takes contiguous and transposed views) and legacy format (one pickle stream
 //! followed by raw storages, which candle refuses; any strided view is copied), and CTranslate2
-//! Whisper models ([`ctranslate2`]). Several PyTorch files (MTCNN's three networks) are merged
+//! Whisper models ([`ctranslate2`]), and TensorFlow.js graph models' weights ([`tfjs`]). Several PyTorch files (MTCNN's three networks) are merged
 //! into one, each file's tensors prefixed with its name.
 //!
 //! The legacy layout, as `torch.save` wrote it before 1.6: a pickled magic number, a pickled
@@ -17,13 +17,14 @@ use candle_core::pickle::{Object, Stack, TensorInfo};
 use candle_core::{Device, Tensor};
 
 pub mod ctranslate2;
+pub mod tfjs;
 
 /// Why a checkpoint could not be converted.
 #[derive(Debug, thiserror::Error)]
 pub enum ConvertError {
     #[error("reading `{path}`: {source}")]
     Io { path: String, source: std::io::Error },
-    #[error("`{path}` is not a PyTorch checkpoint (zip or legacy pickle) nor a CTranslate2 model")]
+    #[error("`{path}` is not a PyTorch checkpoint (zip or legacy pickle), a CTranslate2 model nor a TF.js model.json")]
     NotTorch { path: String },
     #[error("`{path}`: {message}")]
     Malformed { path: String, message: String },
@@ -55,7 +56,9 @@ pub struct Converted {
 /// wraps its state dict (`{"state_dict": ...}` or `{"model": ...}`) is unwrapped. Several
 /// PyTorch files are merged, each tensor name prefixed with its file's stem (`pnet.pt` gives
 /// `pnet.conv1.weight`). A CTranslate2 Whisper model gets the names candle's Whisper loads; one
-/// split into parts (as some packages ship large models) is given as its parts in order.
+/// split into parts (as some packages ship large models) is given as its parts in order. A TF.js
+/// graph model is given as its `model.json`; its weights keep their graph names, dequantised to
+/// f32.
 ///
 /// # Errors
 /// [`ConvertError`] naming the file: unreadable, not a checkpoint, malformed, or without tensors.
@@ -63,6 +66,7 @@ pub fn convert(input: &[&Path], output: &Path) -> Result<Converted, ConvertError
     let tensors = match input {
         [] => return Err(ConvertError::Empty { path: output.display().to_string(), hint: " (no input given)".into() }),
         [first, ..] if is_ctranslate2_file(first)? => read_ctranslate2(input)?,
+        [one] if is_tfjs_file(one)? => read_tfjs(one)?,
         [one] => read_checkpoint(one)?,
         many => read_prefixed(many)?,
     };
@@ -104,6 +108,25 @@ fn is_ctranslate2_file(path: &Path) -> Result<bool, ConvertError> {
     let mut file = std::fs::File::open(path).map_err(|source| io_error(path, source))?;
     let read = file.read(&mut head).map_err(|source| io_error(path, source))?;
     Ok(ctranslate2::is_ctranslate2(&head[..read]))
+}
+
+fn is_tfjs_file(path: &Path) -> Result<bool, ConvertError> {
+    if path.extension().is_none_or(|e| e != "json") {
+        return Ok(false);
+    }
+    let bytes = std::fs::read(path).map_err(|source| io_error(path, source))?;
+    Ok(tfjs::is_tfjs_manifest(&bytes))
+}
+
+/// The weights of a TF.js graph model, from its `model.json`.
+fn read_tfjs(manifest: &Path) -> Result<Vec<(String, Tensor)>, ConvertError> {
+    let path = manifest.display().to_string();
+    let tensors =
+        tfjs::read_weights(manifest).map_err(|message| ConvertError::Malformed { path: path.clone(), message })?;
+    if tensors.is_empty() {
+        return Err(ConvertError::Empty { path, hint: " (its weightsManifest lists no weights)".into() });
+    }
+    Ok(tensors)
 }
 
 fn io_error(path: &Path, source: std::io::Error) -> ConvertError {
