@@ -82,6 +82,9 @@ struct Membership {
     /// Where the worker serves its pool's steps; empty for a leasing worker.
     exchange_endpoint: String,
     every: Duration,
+    /// Where each heartbeat's count of the pool's live workers goes (the process's share of the
+    /// job's rate limits).
+    share: std::sync::Arc<weir_core::share::Share>,
 }
 
 /// What the coordinator told a heartbeating worker that ends its membership.
@@ -136,6 +139,7 @@ impl Membership {
             pool: options.pool.to_string(),
             exchange_endpoint,
             every: Duration::from_millis(timing.heartbeat_interval_ms.max(50)),
+            share: weir_core::share::pool_share().clone(),
         })
     }
 
@@ -168,7 +172,7 @@ impl Membership {
                         // The coordinator has forgotten this worker: it holds and serves nothing.
                         return Told::Drained;
                     }
-                    weir_core::share::pool_share().set_workers(reply.pool_workers);
+                    self.share.set_workers(reply.pool_workers);
                     for lost in reply.revoked {
                         let (unit, attempt) = (lost.unit, lost.attempt);
                         tracing::warn!(
@@ -188,5 +192,59 @@ impl Membership {
                 ),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use tokio_util::sync::CancellationToken;
+    use weir_auth::JobSecret;
+    use weir_io::StoreRegistry;
+
+    use super::*;
+    use crate::coordinator::{Coordinator, CoordinatorOptions, bind};
+
+    #[tokio::test]
+    async fn each_heartbeat_tells_the_worker_how_many_of_its_pool_share_the_rate_limits() {
+        let dir = tempfile::tempdir().expect("tmp");
+        std::fs::create_dir_all(dir.path().join("in")).expect("mkdir");
+        std::fs::write(dir.path().join("in/a.txt"), b"x").expect("write");
+        let text = format!(
+            "apiVersion: weir.dev/v1alpha1\nkind: MultimodalJob\nmetadata: {{name: t}}\nspec:\n  source: {{files: {{uri: \"{0}/in/\"}}}}\n  steps: [{{op: download, input: uri, output: bytes}}]\n  sink: {{parquet: {{uri: \"{0}/out/\"}}}}\n",
+            dir.path().display()
+        );
+        let job = weir_crds::parse_manifest(&text, "test").expect("manifest");
+        let options = CoordinatorOptions { heartbeat: Duration::from_millis(50), ..CoordinatorOptions::default() };
+        let coordinator =
+            Coordinator::start("t", &job.spec, Arc::new(StoreRegistry::default()), options).await.expect("start");
+        let (listener, addr) = bind("127.0.0.1:0".parse().expect("addr")).await.expect("bind");
+        let (stop, secret) = (CancellationToken::new(), JobSecret::generate("t").expect("secret"));
+        let served = tokio::spawn(coordinator.serve(listener, secret.clone(), stop.clone()));
+
+        let mut members = Vec::new();
+        for id in ["cpu-0", "cpu-1", "cpu-2"] {
+            let worker = WorkerOptions {
+                id: id.into(),
+                pool: weir_crds::PoolName::cpu(),
+                coordinator: addr.to_string(),
+                secret: secret.clone(),
+                capacity: 1,
+                grace: Duration::from_secs(1),
+            };
+            let client = connect(&addr.to_string(), &secret).expect("connect");
+            let mut member = Membership::register(client, &worker, String::new(), &stop).await.expect("register");
+            member.share = weir_core::share::Share::new();
+            members.push(member);
+        }
+        let share = members[0].share.clone();
+        assert_eq!(share.workers(), 1, "alone until a heartbeat says otherwise");
+        // Heartbeats go on until dropped: one interval and a margin is enough for a reply.
+        let beats = members[0].heartbeats(Holding::default, |_| {});
+        let _ = tokio::time::timeout(Duration::from_millis(400), beats).await;
+        assert_eq!(share.workers(), 3, "three live cpu workers take a third each");
+        stop.cancel();
+        let _ = served.await;
     }
 }
