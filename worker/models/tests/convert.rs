@@ -73,5 +73,8 @@ fn damaged_and_foreign_files_are_refused_with_the_file_named() {
     let text = dir.path().join("notes.pth");
     std::fs::write(&text, "not a checkpoint").expect("write");
     let err = read_checkpoint(&text).expect_err("foreign").to_string();
-    assert!(err.ends_with("is not a PyTorch checkpoint (zip or legacy pickle) nor a CTranslate2 model"), "{err}");
+    assert!(
+        err.ends_with("is not a PyTorch checkpoint (zip or legacy pickle), a CTranslate2 model nor a TF.js model.json"),
+        "{err}"
+    );
 }
