@@ -140,6 +140,10 @@ mod tests {
         let batch = RecordBatch::try_from_iter([("image", images), ("text", text)]).expect("batch");
         let url = data_urls(&batch, "image", 512, &decoder()).expect("urls")[0].clone().expect("row").expect("image");
         assert_eq!(decoded(&url).width(), 20);
+        let scaled = data_urls(&batch, "image", 10, &decoder()).expect("urls")[0].clone().expect("row").expect("image");
+        assert!(scaled.starts_with("data:image/jpeg;base64,"));
+        let image = decoded(&scaled);
+        assert_eq!((image.width(), image.height()), (10, 5), "scaled to 10 pixels on its longer side");
         assert!(data_urls(&batch, "text", 512, &decoder()).is_err());
     }
 }

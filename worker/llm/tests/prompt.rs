@@ -245,6 +245,17 @@ async fn a_burst_of_429s_halves_the_requests_in_flight() {
     assert!(out.failures.is_empty(), "{:?}", out.failures);
     assert_eq!(setup.server.requests(), 16, "each row refused once, then answered");
     let limit = in_flight_limit("limited");
+    // The server counts words: "[429 x1 after=0][slow=100] row n" is 5 in, its echo 6 out; only
+    // answers count tokens, every try counts a request's seconds.
+    let metrics = weir_llm::metrics::render();
+    for line in [
+        "weir_llm_tokens_total{kind=\"prompt\",output=\"limited\"} 40",
+        "weir_llm_tokens_total{kind=\"completion\",output=\"limited\"} 48",
+        "weir_llm_request_seconds_count{output=\"limited\"} 16",
+        "weir_llm_requests_total{code=\"429\",output=\"limited\"} 8",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "no `{line}` in:\n{metrics}");
+    }
     // Eight refusals at once cut 8 to 4 (one cut per burst); eight answers grow it by about two.
     assert!((4.0..=6.0).contains(&limit), "the limit backed off from 8: {limit}");
 }
