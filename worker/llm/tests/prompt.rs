@@ -89,6 +89,17 @@ async fn every_row_is_answered_in_order_with_its_tokens_and_a_null_row_sends_not
 }
 
 #[tokio::test]
+async fn the_rows_of_a_morsel_are_asked_at_once() {
+    let setup = setup().await;
+    let step = setup.step(ECHO);
+    let rows: Vec<String> = (0..6).map(|i| format!("[slow=300] row {i}")).collect();
+    let rows: Vec<Option<&str>> = rows.iter().map(|r| Some(r.as_str())).collect();
+    let out = run(&step, batch(&rows), 0, 1).await;
+    assert!(out.failures.is_empty(), "{:?}", out.failures);
+    assert_eq!(setup.server.max_in_flight(), 6, "six slow rows in flight together, not one after another");
+}
+
+#[tokio::test]
 async fn rate_limits_and_server_errors_are_retried_and_a_bad_request_fails_only_its_row() {
     let setup = setup().await;
     let step = setup.step(ECHO);
@@ -157,6 +168,10 @@ async fn answers_follow_the_json_schema_and_a_broken_one_is_sent_back_once() {
     assert_eq!((breeds.value(0), breeds.value(1)), ("pug", "husky"));
     let confidence = answers.column_by_name("confidence").expect("confidence").as_primitive::<Float64Type>();
     assert_eq!(confidence.value(0), 0.9);
+    // A repaired answer's usage counts both requests: "It is a husky." (4 words) then the repair.
+    let usage = out.batch.column_by_name("answer_usage").expect("usage").as_struct();
+    let completion = usage.column_by_name("completion").expect("completion").as_primitive::<UInt32Type>();
+    assert_eq!((completion.value(0), completion.value(1)), (4, 4 + 2));
     assert!(confidence.is_null(1));
     assert_eq!(setup.server.requests_containing("[repair="), 4, "one repair each for the two broken answers");
     let first = &setup.server.bodies()[0];
