@@ -561,14 +561,13 @@ fn check_columns(spec: &MultimodalJobSpec, problems: &mut Vec<Problem>) {
         let path = format!("spec.steps[{i}]");
         check_inputs(step, &columns, &path, problems);
         let at = |(field, message): (String, String)| Problem { path: format!("{path}.{field}"), message };
+        if let StepSpec::LlmPrompt(prompt) = step {
+            problems.extend(prompt.problems().into_iter().map(at));
+        }
         match step {
             StepSpec::Select(s) => problems.extend(s.problems().into_iter().map(at)),
             StepSpec::Rename(r) => problems.extend(r.problems(|name| columns.has(name)).into_iter().map(at)),
             StepSpec::Filter(f) => check_filter(f, &columns, &path, problems),
-            StepSpec::LlmPrompt(p) => {
-                problems.extend(p.problems().into_iter().map(at));
-                problems.extend(made_name_problem(step).map(|m| at(("output".into(), m))));
-            }
             StepSpec::Explode(e) => {
                 problems.extend(e.input_problem(columns.type_of(&e.input)).map(|m| at(("input".into(), m))));
                 problems.extend(made_name_problem(step).map(|m| at(("output".into(), m))));

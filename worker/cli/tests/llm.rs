@@ -9,6 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use arrow_array::{ArrayRef, RecordBatch, StringArray};
+use base64::Engine;
 use common::*;
 use weir_testkit::images::{encode_png, gradient};
 use weir_testkit::openai::OpenAiServer;
@@ -112,7 +113,8 @@ fn photos_and_questions_are_asked_with_the_key_and_refusals_and_retries_are_hand
     assert!(breeds[1].starts_with("echo: [429 x1 after=1] And this one? images=1"), "{breeds:?}");
     let sent = &server.bodies()[0]["messages"][1]["content"][1]["image_url"]["url"];
     let jpeg = sent.as_str().and_then(|u| u.strip_prefix("data:image/jpeg;base64,")).expect("a JPEG data URL");
-    let decoded = image::load_from_memory(&base64_decode(jpeg)).expect("the sent image decodes");
+    let decoded = image::load_from_memory(&base64::engine::general_purpose::STANDARD.decode(jpeg).expect("base64"))
+        .expect("the sent image decodes");
     assert_eq!((decoded.width(), decoded.height()), (320, 240));
 
     assert_eq!(server.requests(), 4, "three rows, one of them refused once with 429");
@@ -125,22 +127,4 @@ fn photos_and_questions_are_asked_with_the_key_and_refusals_and_retries_are_hand
     let kept = files_under(&out.join("_weir/llm/breed"), ".jsonl");
     let lines: usize = kept.iter().map(|f| std::fs::read_to_string(f).expect("read").lines().count()).sum();
     assert_eq!(lines, 2, "the two answers are kept with the checkpoint: {kept:?}");
-}
-
-/// Standard base64, for the test's own check of the image sent.
-fn base64_decode(text: &str) -> Vec<u8> {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut bits = 0u32;
-    let mut count = 0;
-    let mut out = Vec::new();
-    for c in text.bytes().filter(|c| *c != b'=') {
-        let value = ALPHABET.iter().position(|a| *a == c).expect("base64") as u32;
-        bits = (bits << 6) | value;
-        count += 6;
-        if count >= 8 {
-            count -= 8;
-            out.push((bits >> count) as u8);
-        }
-    }
-    out
 }

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
-use serde_json::Value;
 use tokio::time::Instant;
 use weir_crds::LlmApi;
 
@@ -98,14 +97,13 @@ impl Client {
         &self.url
     }
 
-    /// Sends `body` until it is answered, fails for good, or has failed `retries + 1` times.
+    /// Sends `body` (a request's JSON) until it is answered, fails for good, or has failed `retries + 1` times.
     /// `estimate` is the tokens charged against the token limit before each try.
     ///
     /// # Errors
     /// The last failure, with the status the server gave and its message; after retries it says
     /// how many tries were made.
-    pub async fn ask(&self, body: &Value, estimate: u32) -> Result<Answer, String> {
-        let body = bytes::Bytes::from(serde_json::to_vec(body).map_err(|e| format!("cannot write the request: {e}"))?);
+    pub async fn ask(&self, body: &bytes::Bytes, estimate: u32) -> Result<Answer, String> {
         let mut tries = 0u32;
         loop {
             let (message, after) = match self.try_once(body.clone(), estimate).await {
@@ -217,8 +215,9 @@ impl Client {
     }
 }
 
-/// A `Retry-After` value: seconds (fractions allowed, as some servers send) or an HTTP date,
-/// at most [`MAX_RETRY_AFTER`].
+/// A `Retry-After` value: seconds (fractions allowed, as some servers send) or an HTTP date
+/// (httpdate's reading: the three forms RFC 9110 names, years 1970-9999), at most
+/// [`MAX_RETRY_AFTER`].
 pub fn retry_after(value: &str) -> Option<Duration> {
     let value = value.trim();
     let wait = match value.parse::<f64>() {
@@ -227,45 +226,11 @@ pub fn retry_after(value: &str) -> Option<Duration> {
         }
         Ok(_) => return None,
         Err(_) => {
-            let at = httpdate_seconds(value)?;
-            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).ok()?.as_secs();
-            Duration::from_secs(at.saturating_sub(now))
+            let at = httpdate::parse_http_date(value).ok()?;
+            at.duration_since(std::time::SystemTime::now()).unwrap_or_default()
         }
     };
     Some(wait.min(MAX_RETRY_AFTER))
-}
-
-/// Seconds since 1970 of an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`), the form RFC 9110
-/// requires senders to use.
-fn httpdate_seconds(value: &str) -> Option<u64> {
-    let mut fields = value.split_whitespace();
-    let _weekday = fields.next()?;
-    let day: u64 = fields.next()?.parse().ok()?;
-    let month = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
-        .iter()
-        .position(|m| Some(*m) == fields.clone().next())? as u64
-        + 1;
-    let _ = fields.next();
-    let year: u64 = fields.next()?.parse().ok()?;
-    let mut clock = fields.next()?.split(':').map(|f| f.parse::<u64>().ok());
-    let (h, m, s) = (clock.next()??, clock.next()??, clock.next()??);
-    if fields.next()? != "GMT"
-        || !(1..=31).contains(&day)
-        || !(1970..=9999).contains(&year)
-        || h > 23
-        || m > 59
-        || s > 60
-    {
-        return None;
-    }
-    // Days from the civil date (Howard Hinnant's algorithm), March-based years.
-    let (y, mo) = if month <= 2 { (year - 1, month + 9) } else { (year, month - 3) };
-    let era = y / 400;
-    let yoe = y - era * 400;
-    let doy = (153 * mo + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some(days * 86_400 + h * 3600 + m * 60 + s)
 }
 
 /// The delay before retry `tries` (0-based): a random point between half and all of
@@ -307,8 +272,11 @@ mod tests {
         assert_eq!(retry_after("86400"), Some(MAX_RETRY_AFTER));
         assert_eq!(retry_after("-1"), None);
         assert_eq!(retry_after("soon"), None);
-        assert_eq!(httpdate_seconds("Sun, 06 Nov 1994 08:49:37 GMT"), Some(784_111_777));
         assert_eq!(retry_after("Sun, 06 Nov 1994 08:49:37 GMT"), Some(Duration::ZERO), "a date past is now");
+        assert_eq!(retry_after("Sun, 06 Nov 99999999999999 08:49:37 GMT"), None, "a year no clock reaches");
+        let soon = httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(30));
+        let wait = retry_after(&soon).expect("a date ahead");
+        assert!(wait > Duration::from_secs(28) && wait <= Duration::from_secs(30), "{wait:?}");
     }
 
     #[test]

@@ -66,18 +66,16 @@ fn from_bytes(bytes: &[u8], max_side: u32, decoder: &DecodeImages) -> Result<Str
     from_pixels(decoded.view(), max_side)
 }
 
-/// The media type of encoded image bytes that every vision API takes, from their signature.
+/// The media type of encoded image bytes that every vision API takes (JPEG, PNG, WebP, GIF),
+/// from their signature (the image crate's `guess_format`).
 fn media_type(bytes: &[u8]) -> Option<&'static str> {
-    if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
-        Some("image/jpeg")
-    } else if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
-        Some("image/png")
-    } else if bytes.len() >= 12 && bytes.starts_with(b"RIFF") && &bytes[8..12] == b"WEBP" {
-        Some("image/webp")
-    } else if bytes.starts_with(b"GIF87a") || bytes.starts_with(b"GIF89a") {
-        Some("image/gif")
-    } else {
-        None
+    use image::ImageFormat::{Gif, Jpeg, Png, WebP};
+    match image::guess_format(bytes).ok()? {
+        Jpeg => Some("image/jpeg"),
+        Png => Some("image/png"),
+        WebP => Some("image/webp"),
+        Gif => Some("image/gif"),
+        _ => None,
     }
 }
 

@@ -19,26 +19,23 @@ struct Families {
 fn families() -> &'static Families {
     static FAMILIES: OnceLock<Families> = OnceLock::new();
     FAMILIES.get_or_init(|| {
-        let registry = prometheus::default_registry();
         // The options are constant and registered once: failure is a bug.
-        let counter = |name: &str, help: &str, labels: &[&str]| {
-            let metric = IntCounterVec::new(Opts::new(name, help), labels).expect("llm counter options");
-            registry.register(Box::new(metric.clone())).expect("register an llm counter");
+        fn registered<M: prometheus::core::Collector + Clone + 'static>(metric: prometheus::Result<M>) -> M {
+            let metric = metric.expect("llm metric options");
+            prometheus::default_registry().register(Box::new(metric.clone())).expect("register an llm metric");
             metric
-        };
-        let seconds = HistogramVec::new(
+        }
+        let counter =
+            |name: &str, help: &str, labels: &[&str]| registered(IntCounterVec::new(Opts::new(name, help), labels));
+        let seconds = registered(HistogramVec::new(
             HistogramOpts::new("weir_llm_request_seconds", "Seconds from sending a request to its whole answer.")
                 .buckets(vec![0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0]),
             &["output"],
-        )
-        .expect("llm histogram options");
-        registry.register(Box::new(seconds.clone())).expect("register the llm histogram");
-        let limit = IntGaugeVec::new(
+        ));
+        let limit = registered(IntGaugeVec::new(
             Opts::new("weir_llm_in_flight_limit", "The adaptive limit on requests in flight per worker."),
             &["output"],
-        )
-        .expect("llm gauge options");
-        registry.register(Box::new(limit.clone())).expect("register the llm gauge");
+        ));
         Families {
             requests: counter(
                 "weir_llm_requests_total",

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use arrow_array::{ArrayRef, RecordBatch, StringArray, StructArray, UInt32Array};
 use arrow_cast::display::{ArrayFormatter, FormatOptions};
 use arrow_schema::{DataType, Field, Fields};
+use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::{StreamExt, stream};
 use serde_json::Value;
@@ -53,7 +54,8 @@ enum Row {
     Ask {
         key: AnswerKey,
         prompt: Prompt,
-        body: Value,
+        /// The request's JSON, written once: hashed for the key and sent as it is.
+        body: Bytes,
     },
 }
 
@@ -105,7 +107,7 @@ impl LlmPromptStep {
     /// Each row's prompt and request, or why it has none. Images are encoded on the compute pool.
     async fn prepare(&self, input: &RecordBatch, ctx: &StepContext) -> Result<Vec<Row>, StepError> {
         let texts = self.template_values(input)?;
-        let images = {
+        let mut images = {
             let (batch, names, side, decoder) =
                 (input.clone(), self.images.clone(), self.max_image_side, self.decoder.clone());
             let encoded = ctx.compute.run(move || {
@@ -137,8 +139,9 @@ impl LlmPromptStep {
                 messages.push((*role, text));
             }
             let mut urls = Vec::with_capacity(images.len());
-            for (name, column) in self.images.iter().zip(&images) {
-                match &column[row] {
+            for (name, column) in self.images.iter().zip(&mut images) {
+                // Each data URL is moved into its prompt, not copied.
+                match column[row].take() {
                     None => {
                         prepared.push(Row::Null);
                         continue 'rows;
@@ -147,12 +150,12 @@ impl LlmPromptStep {
                         prepared.push(Row::Failed(format!("image column `{name}`: {problem}")));
                         continue 'rows;
                     }
-                    Some(Ok(url)) => urls.push(url.clone()),
+                    Some(Ok(url)) => urls.push(url),
                 }
             }
             let prompt = Prompt { messages, images: urls };
-            let body = self.shape.body(&prompt, None);
-            let key = AnswerKey::new(&row_ref(refs.as_ref(), row), body.to_string().as_bytes());
+            let body = Bytes::from(self.shape.body(&prompt, None).to_string());
+            let key = AnswerKey::new(&row_ref(refs.as_ref(), row), &body);
             prepared.push(Row::Ask { key, prompt, body });
         }
         Ok(prepared)
@@ -214,7 +217,7 @@ impl LlmPromptStep {
     }
 
     /// Asks; with a schema, sends a breaking answer back once for repair.
-    async fn ask(&self, key: AnswerKey, prompt: &Prompt, body: &Value) -> Outcome {
+    async fn ask(&self, key: AnswerKey, prompt: &Prompt, body: &Bytes) -> Outcome {
         let estimate = self.shape.estimate_tokens(prompt);
         let answer = match self.client.ask(body, estimate).await {
             Ok(answer) => answer,
@@ -227,7 +230,8 @@ impl LlmPromptStep {
             Ok(json) => return Outcome::Answered { key, answer, json: Some(json), fresh: true },
             Err(problem) => problem,
         };
-        let repair = self.shape.body(prompt, Some(&Repair { answer: &answer.text, problem: &problem }));
+        let repair =
+            Bytes::from(self.shape.body(prompt, Some(&Repair { answer: &answer.text, problem: &problem })).to_string());
         let second = match self.client.ask(&repair, estimate.saturating_add(answer.completion_tokens)).await {
             Ok(second) => second,
             Err(message) => {

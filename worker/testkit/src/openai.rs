@@ -479,15 +479,13 @@ fn image(part: &Value) -> Result<String, String> {
 
 /// The length of standard base64 (padding optional) once decoded; `None` when it is not base64.
 fn decoded_len(encoded: &str) -> Option<usize> {
-    let data = encoded.trim_end_matches('=');
-    let padding = encoded.len() - data.len();
-    if padding > 2 || (padding > 0 && !encoded.len().is_multiple_of(4)) || data.len() % 4 == 1 {
-        return None;
-    }
-    if !data.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/') {
-        return None;
-    }
-    Some(data.len() / 4 * 3 + (data.len() % 4).saturating_sub(1))
+    use base64::Engine;
+    use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+    const PADDING_OPTIONAL: GeneralPurpose = GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+    );
+    PADDING_OPTIONAL.decode(encoded).ok().map(|bytes| bytes.len())
 }
 
 /// A scripted failure.
