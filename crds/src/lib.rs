@@ -1,6 +1,7 @@
 //! The `MultimodalJob` API (`weir.dev/v1alpha1`): spec and status types, CRD generation and offline validation.
 //!
 //! # Layout
+//! - [`coco`]: COCO's 80 class names (what a COCO detector reports, and may be asked to keep).
 //! - [`job`]: the custom resource, its source, sink, pools and policies.
 //! - [`steps`]: one config struct per pipeline step (`op`), and the step list's CRD schema.
 //! - [`status`]: what the operator and the coordinator report back.
@@ -15,6 +16,7 @@
 //! rules run offline) and the Kubernetes type crates: the executor, the CLI and the operator all
 //! share these types.
 
+pub mod coco;
 pub mod job;
 pub mod json_shape;
 pub mod placement;
@@ -25,6 +27,7 @@ pub mod steps;
 pub mod validate;
 pub mod yaml11;
 
+pub use coco::COCO_CLASSES;
 pub use job::*;
 pub use json_shape::{JsonField, JsonShape, json_shape};
 pub use pool::PoolName;

@@ -561,8 +561,10 @@ fn check_columns(spec: &MultimodalJobSpec, problems: &mut Vec<Problem>) {
         let path = format!("spec.steps[{i}]");
         check_inputs(step, &columns, &path, problems);
         let at = |(field, message): (String, String)| Problem { path: format!("{path}.{field}"), message };
-        if let StepSpec::LlmPrompt(prompt) = step {
-            problems.extend(prompt.problems().into_iter().map(at));
+        match step {
+            StepSpec::LlmPrompt(prompt) => problems.extend(prompt.problems().into_iter().map(at)),
+            StepSpec::ImageDetect(detect) => problems.extend(detect.problems().into_iter().map(at)),
+            _ => {}
         }
         match step {
             StepSpec::Select(s) => problems.extend(s.problems().into_iter().map(at)),

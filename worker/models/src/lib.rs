@@ -5,7 +5,9 @@
 //! - [`assets`]: the bytes a model step is built from (weights, tokenizer, config, labels).
 //! - [`device`]: where a model runs (CPU, or CUDA with the `cuda` feature).
 //! - [`weights`]: safetensors loading with errors that name the tensor and its expected shape.
-//! - [`convert`]: PyTorch checkpoints (zip or legacy pickle) to safetensors.
+//! - [`convert`]: PyTorch checkpoints (zip or legacy pickle), CTranslate2 and TF.js models to
+//!   safetensors.
+//! - [`graph`]: TF.js graph models (stored by `convert` beside their weights) run on candle.
 //! - [`nn`]: layers with inference-time folding (batch norm into convolutions) and a CPU
 //!   depthwise convolution kernel.
 //! - [`vision`]: EfficientNet-Lite0 and the ResNet family, their input preprocessing, and MTCNN.
@@ -21,6 +23,7 @@ pub mod assets;
 pub mod convert;
 pub mod device;
 pub mod error;
+pub mod graph;
 pub mod nn;
 pub mod speech;
 pub mod steps;

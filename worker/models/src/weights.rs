@@ -12,6 +12,8 @@ use crate::assets::Asset;
 pub struct Weights {
     uri: String,
     tensors: HashMap<String, Tensor>,
+    /// The file's `__metadata__` (a graph model's graph, for one).
+    metadata: HashMap<String, String>,
 }
 
 impl Weights {
@@ -35,7 +37,11 @@ impl Weights {
         }
         let tensors = candle_core::safetensors::load_buffer(bytes, &Device::Cpu)
             .map_err(|e| refuse(format!("is not a readable safetensors file: {e}")))?;
-        Ok(Self { uri, tensors })
+        let metadata = safetensors::SafeTensors::read_metadata(bytes)
+            .ok()
+            .and_then(|(_, header)| header.metadata().clone())
+            .unwrap_or_default();
+        Ok(Self { uri, tensors, metadata })
     }
 
     /// The tensor `name`, which must have shape `shape`.
@@ -51,6 +57,16 @@ impl Weights {
             return Err(refuse(format!("tensor `{name}` has shape {:?}, expected {shape:?}", tensor.dims())));
         }
         Ok(tensor.to_dtype(DType::F32)?)
+    }
+
+    /// The tensor `name` as stored (any shape and dtype), if present.
+    pub fn raw(&self, name: &str) -> Option<&Tensor> {
+        self.tensors.get(name)
+    }
+
+    /// The file's metadata entry `key`, if present.
+    pub fn metadata(&self, key: &str) -> Option<&str> {
+        self.metadata.get(key).map(String::as_str)
     }
 
     /// The shape of tensor `name`, if present (for architectures whose sizes vary).

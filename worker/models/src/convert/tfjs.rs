@@ -1,13 +1,16 @@
 //! TensorFlow.js graph models' weights: the `weightsManifest` of a `model.json` names each weight
 //! (name, shape, dtype, and how it was quantised), and the binary shards its groups list hold them
 //! back to back, in manifest order. Quantised weights are dequantised to f32: `float16`, and
-//! `uint8`/`uint16` with `scale` and `min` (value = q × scale + min). The graph itself
-//! (`modelTopology`) is not read here.
+//! `uint8`/`uint16` with `scale` and `min` (value = q × scale + min). The graph
+//! (`modelTopology.node`) becomes a [`GraphSpec`] that the converter stores beside them.
 
 use std::path::Path;
 
+use base64::Engine;
 use candle_core::{DType, Device, Tensor};
 use serde_json::Value;
+
+use crate::graph::{Attr, GraphSpec, NodeSpec};
 
 /// Largest element count of one weight accepted (2^31: far above any graph model's).
 const MAX_ELEMENTS: usize = 1 << 31;
@@ -54,6 +57,55 @@ pub fn read_weights(manifest: &Path) -> Result<Vec<(String, Tensor)>, String> {
         }
     }
     Ok(tensors)
+}
+
+/// The graph of the TF.js model whose `model.json` is `manifest`: every node with its op, its
+/// data inputs (control inputs, `^name`, are dropped) and the attributes that have a value (strings,
+/// numbers, flags and lists of them; types, shapes and tensors are left out, the weights carry
+/// them).
+///
+/// # Errors
+/// What is wrong: not JSON, no `modelTopology.node` list, a node without a name or an op.
+pub fn read_graph(manifest: &Path) -> Result<GraphSpec, String> {
+    let text = std::fs::read(manifest).map_err(|e| format!("reading it: {e}"))?;
+    let json: Value = serde_json::from_slice(&text).map_err(|e| format!("not JSON: {e}"))?;
+    let nodes = json.pointer("/modelTopology/node").and_then(Value::as_array).ok_or("no `modelTopology.node` list")?;
+    let nodes = nodes.iter().enumerate().map(|(i, node)| read_node(node).map_err(|e| format!("node {i}: {e}")));
+    Ok(GraphSpec { format: "tfjs".into(), nodes: nodes.collect::<Result<_, _>>()? })
+}
+
+fn read_node(node: &Value) -> Result<NodeSpec, String> {
+    let text = |key: &str| node.get(key).and_then(Value::as_str).map(str::to_string).ok_or(format!("no `{key}`"));
+    let inputs = node.get("input").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+    let inputs = inputs.iter().filter_map(Value::as_str).filter(|i| !i.starts_with('^')).map(str::to_string);
+    let attrs = node.get("attr").and_then(Value::as_object);
+    let attrs = attrs.into_iter().flatten().filter_map(|(key, value)| Some((key.clone(), read_attr(value)?)));
+    Ok(NodeSpec { name: text("name")?, op: text("op")?, inputs: inputs.collect(), attrs: attrs.collect() })
+}
+
+/// A TensorFlow `AttrValue` as TF.js writes it (`{"s": base64}`, `{"i": "2"}`, `{"f": 0.1}`,
+/// `{"b": true}`, `{"list": {"i": [...]}}`); `None` for kinds a graph's ops are not read from.
+fn read_attr(value: &Value) -> Option<Attr> {
+    let int = |v: &Value| v.as_i64().or_else(|| v.as_str()?.parse().ok());
+    if let Some(s) = value.get("s").and_then(Value::as_str) {
+        let bytes = base64::engine::general_purpose::STANDARD.decode(s).ok()?;
+        return String::from_utf8(bytes).ok().map(Attr::Text);
+    }
+    if let Some(i) = value.get("i") {
+        return int(i).map(Attr::Int);
+    }
+    if let Some(f) = value.get("f") {
+        return f.as_f64().map(Attr::Float);
+    }
+    if let Some(b) = value.get("b") {
+        return b.as_bool().map(Attr::Bool);
+    }
+    let list = value.get("list")?;
+    if let Some(ints) = list.get("i").and_then(Value::as_array) {
+        return ints.iter().map(int).collect::<Option<_>>().map(Attr::Ints);
+    }
+    let floats = list.get("f").and_then(Value::as_array)?;
+    floats.iter().map(Value::as_f64).collect::<Option<_>>().map(Attr::Floats)
 }
 
 /// One weight from the start of `data`: its name, its tensor, and the bytes it took.

@@ -69,7 +69,7 @@ impl Pad {
         *self == Self::symmetric(0)
     }
 
-    fn apply(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+    pub(crate) fn apply(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         if self.is_zero() {
             return Ok(x.clone());
         }

@@ -1,5 +1,5 @@
 //! `image.detect`: an image column to a list of `{bbox: [x1, y1, x2, y2], score, label}` per
-//! image, best first (MTCNN faces, labelled `face`).
+//! image, best first (MTCNN faces, labelled `face`; NanoDet's COCO classes).
 
 use std::sync::Arc;
 
@@ -9,16 +9,21 @@ use arrow_schema::{DataType, Field, Fields};
 use weir_core::batch::{drop_rows, with_column};
 use weir_core::step::{ComputeStep, Kernel};
 use weir_core::{BuildError, RowFailure, Step, StepError, StepOutput};
-use weir_crds::ImageDetect;
+use weir_crds::{COCO_CLASSES, ImageDetect, ModelArch};
 use weir_ops::image::ImageColumn;
 
 use super::struct_list_column;
-use crate::vision::mtcnn::{DetectOptions, Detection, Mtcnn};
+use crate::vision::mtcnn::{DetectOptions, Mtcnn};
+use crate::vision::nanodet::{self, NanoDet};
 use crate::weights::Weights;
 use crate::{ModelAssets, device};
 
 /// Detection score kept when the manifest does not say (MTCNN's last-stage threshold).
 pub const DEFAULT_MIN_SCORE: f32 = 0.7;
+/// NanoDet's class score kept when the manifest does not say (NanoDet's demo threshold).
+pub const DEFAULT_NANODET_MIN_SCORE: f32 = 0.35;
+/// NanoDet's suppression overlap when the manifest does not say (its test config's).
+pub const DEFAULT_IOU_THRESHOLD: f32 = 0.6;
 /// Smallest face side searched for when the manifest does not say.
 pub const DEFAULT_MIN_SIZE: u32 = 20;
 /// Detections kept per image when the manifest does not say.
@@ -26,12 +31,49 @@ pub const DEFAULT_MAX_DETECTIONS: usize = 100;
 /// The label MTCNN's detections carry.
 const FACE: &str = "face";
 
+/// One detection as the output column holds it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Found {
+    pub bbox: [f32; 4],
+    pub score: f32,
+    pub label: &'static str,
+}
+
+/// A loaded detector with its options.
+enum Detector {
+    Mtcnn(Mtcnn, DetectOptions),
+    NanoDet(NanoDet, nanodet::Options),
+}
+
+impl Detector {
+    fn detect(&self, img: weir_ops::image::ImageView<'_>) -> Result<Vec<Found>, String> {
+        match self {
+            Detector::Mtcnn(model, options) => Ok(model
+                .detect(img, options)?
+                .into_iter()
+                .map(|d| Found { bbox: d.bbox, score: d.score, label: FACE })
+                .collect()),
+            Detector::NanoDet(model, options) => Ok(model
+                .detect(img, options)?
+                .into_iter()
+                .map(|d| Found { bbox: d.bbox, score: d.score, label: d.label() })
+                .collect()),
+        }
+    }
+
+    fn device(&self) -> &candle_core::Device {
+        match self {
+            Detector::Mtcnn(model, _) => model.device(),
+            Detector::NanoDet(model, _) => model.device(),
+        }
+    }
+}
+
 /// The runnable `image.detect` step.
 pub struct DetectObjects {
     input: String,
     output: String,
-    detector: Mtcnn,
-    options: DetectOptions,
+    detector: Detector,
     in_flight: usize,
 }
 
@@ -48,14 +90,33 @@ pub fn build(config: &ImageDetect, assets: &ModelAssets) -> Result<Arc<dyn Step>
 /// # Errors
 /// As [`build`].
 pub fn kernel(config: &ImageDetect, assets: &ModelAssets) -> Result<DetectObjects, BuildError> {
-    let detector = Mtcnn::load(&config.model, &Weights::parse(&assets.weights)?)?;
-    let in_flight = device::batches_in_flight(detector.device());
-    let options = DetectOptions {
-        min_size: config.min_size.unwrap_or(DEFAULT_MIN_SIZE),
-        min_score: config.min_score.unwrap_or(DEFAULT_MIN_SCORE),
-        max_detections: config.max_detections.map_or(DEFAULT_MAX_DETECTIONS, |m| m as usize),
+    let weights = Weights::parse(&assets.weights)?;
+    let max_detections = config.max_detections.map_or(DEFAULT_MAX_DETECTIONS, |m| m as usize);
+    if let Some((field, message)) = config.problems().into_iter().next() {
+        return Err(BuildError::new(&field, message));
+    }
+    let detector = match config.model.arch {
+        ModelArch::NanoDet => {
+            let classes = config.classes.iter().flatten();
+            let options = nanodet::Options {
+                min_score: config.min_score.unwrap_or(DEFAULT_NANODET_MIN_SCORE),
+                iou_threshold: config.iou_threshold.unwrap_or(DEFAULT_IOU_THRESHOLD),
+                max_detections,
+                classes: classes.filter_map(|c| COCO_CLASSES.iter().position(|k| k == c)).collect(),
+            };
+            Detector::NanoDet(NanoDet::load(&config.model, &weights)?, options)
+        }
+        _ => {
+            let options = DetectOptions {
+                min_size: config.min_size.unwrap_or(DEFAULT_MIN_SIZE),
+                min_score: config.min_score.unwrap_or(DEFAULT_MIN_SCORE),
+                max_detections,
+            };
+            Detector::Mtcnn(Mtcnn::load(&config.model, &weights)?, options)
+        }
     };
-    Ok(DetectObjects { input: config.input.clone(), output: config.output.clone(), detector, options, in_flight })
+    let in_flight = device::batches_in_flight(detector.device());
+    Ok(DetectObjects { input: config.input.clone(), output: config.output.clone(), detector, in_flight })
 }
 
 impl Kernel for DetectObjects {
@@ -66,10 +127,10 @@ impl Kernel for DetectObjects {
     fn apply(&self, input: &RecordBatch) -> Result<StepOutput, StepError> {
         let column = ImageColumn::from_batch(input, &self.input)?;
         let mut failures = Vec::new();
-        let mut rows: Vec<Option<Vec<Detection>>> = Vec::with_capacity(column.len());
+        let mut rows: Vec<Option<Vec<Found>>> = Vec::with_capacity(column.len());
         for row in 0..column.len() {
             // A null image stays a null row; an image that cannot be searched is a row error.
-            let found = column.get(row).map(|img| self.detector.detect(img, &self.options)).transpose();
+            let found = column.get(row).map(|img| self.detector.detect(img)).transpose();
             rows.push(found.unwrap_or_else(|message| {
                 failures.push(RowFailure::new(row, message));
                 None
@@ -91,15 +152,15 @@ fn detection_fields() -> Fields {
 }
 
 /// `list<struct{bbox: fixed_size_list<f32, 4>, score, label}>`, null for null and failed rows.
-fn detections_column(rows: &[Option<Vec<Detection>>]) -> ArrayRef {
-    let all: Vec<&Detection> = rows.iter().flatten().flatten().collect();
+fn detections_column(rows: &[Option<Vec<Found>>]) -> ArrayRef {
+    let all: Vec<&Found> = rows.iter().flatten().flatten().collect();
     let coordinate = Arc::new(Field::new("item", DataType::Float32, false));
     let mut boxes = FixedSizeListBuilder::new(Float32Builder::with_capacity(all.len() * 4), 4).with_field(coordinate);
     let mut labels = StringBuilder::new();
     for d in &all {
         boxes.values().append_slice(&d.bbox);
         boxes.append(true);
-        labels.append_value(FACE);
+        labels.append_value(d.label);
     }
     let columns: Vec<ArrayRef> = vec![
         Arc::new(boxes.finish()),

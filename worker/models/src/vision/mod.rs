@@ -3,6 +3,7 @@
 
 pub mod efficientnet;
 pub mod mtcnn;
+pub mod nanodet;
 pub mod preprocess;
 pub mod resnet;
 
@@ -44,7 +45,7 @@ impl VisionModel {
             | ModelArch::Resnet50
             | ModelArch::Resnet101
             | ModelArch::Resnet152 => (Network::ResNet(Box::new(ResNet::load(spec.arch, weights, &device)?)), IMAGENET),
-            other @ (ModelArch::Bert | ModelArch::Whisper | ModelArch::Mtcnn) => {
+            other @ (ModelArch::Bert | ModelArch::Whisper | ModelArch::Mtcnn | ModelArch::NanoDet) => {
                 return Err(ModelError::Asset {
                     field: "model.arch",
                     uri: weights.uri().to_string(),
