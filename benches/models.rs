@@ -1,11 +1,12 @@
 //! Model throughput on the CPU: all-MiniLM-L6-v2 sentences/s at batch 64 (and one short sentence
 //! unbatched), EfficientNet-Lite0, ResNet-18 and ResNet-50 images/s at 224x224, MTCNN faces in
-//! 512x512 photos, and Whisper tiny.en on 30 s windows of espeak-ng speech; each on every core
+//! 512x512 photos, NanoDet's COCO objects in four photos (416x416 input), and Whisper tiny.en on 30 s windows of espeak-ng speech; each on every core
 //! and on one.
 //!
 //! `cargo bench -p weir-benches --bench models` after `scripts/fetch-models.sh` (options after
 //! `--`: `--sentences N` (1024), `--images N` (128), `--batch N` (images per pass, 16), `--only
-//! NAME[,NAME]` (of minilm, efficientnet, resnet, mtcnn, whisper; default all)). ResNet
+//! NAME[,NAME]` (of minilm, efficientnet, resnet, mtcnn, nanodet, whisper; default
+//! all)). ResNet
 //! weights are random (from `tests/reference/resnet_reference.py`, which needs numpy): speed
 //! does not depend on the values.
 
@@ -20,6 +21,7 @@ use weir_models::speech::{Options, Transcriber};
 use weir_models::text::SentenceEmbedder;
 use weir_models::vision::VisionModel;
 use weir_models::vision::mtcnn::{DetectOptions, Mtcnn};
+use weir_models::vision::nanodet::{self, NanoDet};
 use weir_models::weights::Weights;
 
 mod harness;
@@ -50,6 +52,9 @@ fn main() -> Result<()> {
             }
             if wanted("mtcnn") {
                 mtcnn(&models)?;
+            }
+            if wanted("nanodet") {
+                nanodet(&models)?;
             }
             if wanted("whisper") {
                 whisper(&models)?;
@@ -206,6 +211,37 @@ fn mtcnn(models: &Path) -> Result<()> {
     }
     let per_image = started.elapsed().as_secs_f64() / (passes * photos.len()) as f64;
     println!("MTCNN: 512x512 photos, minSize 20: {:.1} images/s ({:.1} ms/image)", 1.0 / per_image, per_image * 1e3);
+    Ok(())
+}
+
+/// NanoDet on four photos of 451x300 to 741x500 (each resized to its 416x416 input), one image per
+/// pass as the step runs it.
+fn nanodet(models: &Path) -> Result<()> {
+    let out = std::env::temp_dir().join("weir-bench-nanodet.safetensors");
+    if !out.exists() {
+        weir_models::convert::convert(&[&models.join("nanodet/nanodet.json")], &out)?;
+    }
+    let model = NanoDet::load(&spec(ModelArch::NanoDet, &out), &Weights::parse(&asset(&out)?)?)?;
+    let photos: Vec<image::RgbImage> = ["astronaut.png", "coffee.png", "chelsea.png", "motorcycle_left.png"]
+        .iter()
+        .map(|name| Ok(image::open(models.join("photos").join(name))?.to_rgb8()))
+        .collect::<Result<_>>()?;
+    let options = nanodet::Options { min_score: 0.35, iou_threshold: 0.6, max_detections: 100, classes: Vec::new() };
+    let passes = 4;
+    let started = Instant::now();
+    for _ in 0..passes {
+        for img in &photos {
+            let view = weir_ops::image::ImageView {
+                width: img.width(),
+                height: img.height(),
+                channels: 3,
+                data: img.as_raw(),
+            };
+            model.detect(view, &options).map_err(anyhow::Error::msg)?;
+        }
+    }
+    let per_image = started.elapsed().as_secs_f64() / (passes * photos.len()) as f64;
+    println!("NanoDet: COCO objects, 416x416 input: {:.1} images/s ({:.1} ms/image)", 1.0 / per_image, per_image * 1e3);
     Ok(())
 }
 

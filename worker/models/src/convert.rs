@@ -51,6 +51,8 @@ pub fn is_torch_checkpoint(bytes: &[u8]) -> bool {
 pub struct Converted {
     pub tensors: usize,
     pub bytes: u64,
+    /// The nodes of the graph stored with the weights (TF.js graph models), if any.
+    pub graph_nodes: Option<usize>,
 }
 
 /// Converts the checkpoint at `input` into a safetensors file at `output`. PyTorch tensors keep
@@ -73,6 +75,7 @@ pub fn convert(input: &[&Path], output: &Path) -> Result<Converted, ConvertError
         many => (read_prefixed(many)?, None),
     };
     let write_error = |message: String| ConvertError::Write { path: output.display().to_string(), message };
+    let graph_nodes = graph.as_ref().map(|g| g.nodes.len());
     let metadata = match graph {
         Some(graph) => {
             let json = serde_json::to_string(&graph).map_err(|e| write_error(e.to_string()))?;
@@ -83,7 +86,7 @@ pub fn convert(input: &[&Path], output: &Path) -> Result<Converted, ConvertError
     let map: HashMap<String, Tensor> = tensors.into_iter().collect();
     let bytes = map.values().map(|t| (t.elem_count() * t.dtype().size_in_bytes()) as u64).sum();
     safetensors::serialize_to_file(map.iter(), metadata, output).map_err(|e| write_error(e.to_string()))?;
-    Ok(Converted { tensors: map.len(), bytes })
+    Ok(Converted { tensors: map.len(), bytes, graph_nodes })
 }
 
 /// The named tensors of a PyTorch checkpoint, in file order.
