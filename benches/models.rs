@@ -191,25 +191,9 @@ fn mtcnn(models: &Path) -> Result<()> {
         weir_models::convert::convert(&[&nets[0], &nets[1], &nets[2]], &out)?;
     }
     let model = Mtcnn::load(&spec(ModelArch::Mtcnn, &out), &Weights::parse(&asset(&out)?)?)?;
-    let photos: Vec<image::RgbImage> = ["astronaut.png", "camera.png"]
-        .iter()
-        .map(|name| Ok(image::open(models.join("photos").join(name))?.to_rgb8()))
-        .collect::<Result<_>>()?;
     let options = DetectOptions { min_size: 20, min_score: 0.7, max_detections: 100 };
-    let passes = 8;
-    let started = Instant::now();
-    for _ in 0..passes {
-        for img in &photos {
-            let view = weir_ops::image::ImageView {
-                width: img.width(),
-                height: img.height(),
-                channels: 3,
-                data: img.as_raw(),
-            };
-            model.detect(view, &options).map_err(anyhow::Error::msg)?;
-        }
-    }
-    let per_image = started.elapsed().as_secs_f64() / (passes * photos.len()) as f64;
+    let per_image =
+        seconds_per_photo(models, &["astronaut.png", "camera.png"], 8, |view| model.detect(view, &options).map(drop))?;
     println!("MTCNN: 512x512 photos, minSize 20: {:.1} images/s ({:.1} ms/image)", 1.0 / per_image, per_image * 1e3);
     Ok(())
 }
@@ -222,12 +206,24 @@ fn nanodet(models: &Path) -> Result<()> {
         weir_models::convert::convert(&[&models.join("nanodet/nanodet.json")], &out)?;
     }
     let model = NanoDet::load(&spec(ModelArch::NanoDet, &out), &Weights::parse(&asset(&out)?)?)?;
-    let photos: Vec<image::RgbImage> = ["astronaut.png", "coffee.png", "chelsea.png", "motorcycle_left.png"]
+    let options = nanodet::Options { min_score: 0.35, iou_threshold: 0.6, max_detections: 100, classes: Vec::new() };
+    let photos = ["astronaut.png", "coffee.png", "chelsea.png", "motorcycle_left.png"];
+    let per_image = seconds_per_photo(models, &photos, 4, |view| model.detect(view, &options).map(drop))?;
+    println!("NanoDet: COCO objects, 416x416 input: {:.1} images/s ({:.1} ms/image)", 1.0 / per_image, per_image * 1e3);
+    Ok(())
+}
+
+/// The mean seconds `detect` takes on one of the sample `photos`, over `passes` passes.
+fn seconds_per_photo(
+    models: &Path,
+    photos: &[&str],
+    passes: usize,
+    detect: impl Fn(weir_ops::image::ImageView<'_>) -> Result<(), String>,
+) -> Result<f64> {
+    let photos: Vec<image::RgbImage> = photos
         .iter()
         .map(|name| Ok(image::open(models.join("photos").join(name))?.to_rgb8()))
         .collect::<Result<_>>()?;
-    let options = nanodet::Options { min_score: 0.35, iou_threshold: 0.6, max_detections: 100, classes: Vec::new() };
-    let passes = 4;
     let started = Instant::now();
     for _ in 0..passes {
         for img in &photos {
@@ -237,12 +233,10 @@ fn nanodet(models: &Path) -> Result<()> {
                 channels: 3,
                 data: img.as_raw(),
             };
-            model.detect(view, &options).map_err(anyhow::Error::msg)?;
+            detect(view).map_err(anyhow::Error::msg)?;
         }
     }
-    let per_image = started.elapsed().as_secs_f64() / (passes * photos.len()) as f64;
-    println!("NanoDet: COCO objects, 416x416 input: {:.1} images/s ({:.1} ms/image)", 1.0 / per_image, per_image * 1e3);
-    Ok(())
+    Ok(started.elapsed().as_secs_f64() / (passes * photos.len()) as f64)
 }
 
 /// Whisper tiny.en on four 30 s windows of espeak-ng speech, batched 4 at a time.

@@ -29,6 +29,13 @@ pub enum Kernel {
     SparseToDense,
 }
 
+/// Largest padding, and largest resized side, a graph may ask for: far above any real model's,
+/// low enough that a malformed file fails its load instead of exhausting memory.
+const MAX_SIDE: usize = 1 << 16;
+
+/// Largest padding on one side of one axis (real models pad by a few pixels).
+const MAX_PAD: usize = 1024;
+
 /// An element-wise op of two tensors, broadcast as NumPy does.
 #[derive(Debug, Clone, Copy)]
 pub enum Binary {
@@ -71,10 +78,13 @@ impl Kernel {
             "Pad" | "PadV2" => {
                 arity(if node.op == "Pad" { 2 } else { 3 })?;
                 let flat = constant_ints(operands, 1, "paddings")?;
-                let pads = flat
+                let pads: Vec<(usize, usize)> = flat
                     .chunks_exact(2)
                     .map(|p| Ok((to_usize(p[0], "paddings")?, to_usize(p[1], "paddings")?)))
                     .collect::<Result<_, String>>()?;
+                if pads.iter().any(|&(a, b)| a.max(b) > MAX_PAD) {
+                    return Err(format!("paddings {flat:?} exceed {MAX_PAD} on a side"));
+                }
                 let value = if node.op == "PadV2" { constant_float(operands, 2, "constant_values")? } else { 0.0 };
                 Kernel::Pad { pads, value }
             }
@@ -268,8 +278,12 @@ fn single(values: &[i64], what: &str) -> Result<i64, String> {
     }
 }
 
+/// `value` as a size of at most [`MAX_SIDE`].
 fn to_usize(value: i64, what: &str) -> Result<usize, String> {
-    usize::try_from(value).map_err(|_| format!("{what} holds {value}, not a size"))
+    usize::try_from(value)
+        .ok()
+        .filter(|v| *v <= MAX_SIDE)
+        .ok_or(format!("{what} holds {value}, not a size up to {MAX_SIDE}"))
 }
 
 /// `axis` (negative counts from the end) as an index into `rank` dimensions.
@@ -377,4 +391,86 @@ fn sparse_to_dense(args: &[Tensor]) -> candle_core::Result<Tensor> {
         out[flat] = if values.len() == 1 { values[0] } else { values.get(n).copied().unwrap_or(default) };
     }
     Tensor::from_vec(out, shape, &Device::Cpu)?.to_dtype(args[2].dtype())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::graph::Attr;
+
+    fn node(op: &str, attrs: &[(&str, Attr)]) -> NodeSpec {
+        let attrs: BTreeMap<String, Attr> = attrs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+        NodeSpec { name: "n".into(), op: op.into(), inputs: Vec::new(), attrs }
+    }
+
+    fn ints(values: &[i64], shape: &[usize]) -> Tensor {
+        Tensor::from_vec(values.to_vec(), shape, &Device::Cpu).expect("tensor")
+    }
+
+    fn values(t: &Tensor) -> Vec<f32> {
+        t.flatten_all().and_then(|t| t.to_dtype(DType::F32)).and_then(|t| t.to_vec1()).expect("values")
+    }
+
+    #[test]
+    fn a_same_padded_strided_nhwc_convolution_matches_the_sum_by_hand() {
+        // A 4x4 single-channel image of 1..16, a 3x3 filter of ones, stride 2, SAME: TF pads 0
+        // before and 1 after, so output (0,0) sums rows 0-1 x columns 0-1.
+        let x = Tensor::arange(1f32, 17., &Device::Cpu).and_then(|t| t.reshape((1, 4, 4, 1))).expect("x");
+        let filter = Tensor::ones((3, 3, 1, 1), DType::F32, &Device::Cpu).expect("filter");
+        let conv = node("Conv2D", &[("padding", Attr::Text("SAME".into())), ("strides", Attr::Ints(vec![1, 2, 2, 1]))]);
+        let kernel = Kernel::decode(&conv, &[None, Some(&filter)], &Device::Cpu).expect("decode");
+        let out = kernel.run(&[x, filter.clone()]).expect("run");
+        assert_eq!(out[0].dims(), [1, 2, 2, 1]);
+        // (0,0): 1+2+3+5+6+7+9+10+11; (0,1): 3+4+7+8+11+12; (1,0): 9+10+11+13+14+15; (1,1): 11+12+15+16.
+        assert_eq!(values(&out[0]), [54.0, 45.0, 72.0, 54.0]);
+        let dilated =
+            node("Conv2D", &[("padding", Attr::Text("VALID".into())), ("dilations", Attr::Ints(vec![1, 2, 2, 1]))]);
+        let refused = Kernel::decode(&dilated, &[None, Some(&filter)], &Device::Cpu).unwrap_err();
+        assert!(refused.contains("dilations"), "{refused}");
+    }
+
+    #[test]
+    fn pads_splits_and_sparse_constants_compute_what_tensorflow_does() {
+        let x = Tensor::new(&[[1f32, 2.], [3., 4.]], &Device::Cpu).expect("x");
+        let paddings = ints(&[0, 0, 1, 0], &[2, 2]);
+        let value = Tensor::new(-1f32, &Device::Cpu).expect("value");
+        let pad =
+            Kernel::decode(&node("PadV2", &[]), &[None, Some(&paddings), Some(&value)], &Device::Cpu).expect("pad");
+        assert_eq!(
+            values(&pad.run(&[x.clone(), paddings.clone(), value]).expect("run")[0]),
+            [-1., 1., 2., -1., 3., 4.]
+        );
+        let huge = ints(&[0, 0, 0, 5000], &[2, 2]);
+        assert!(Kernel::decode(&node("Pad", &[]), &[None, Some(&huge)], &Device::Cpu).is_err());
+
+        let sizes = ints(&[1, -1], &[2]);
+        let axis = ints(&[-1], &[]);
+        let split =
+            Kernel::decode(&node("SplitV", &[]), &[None, Some(&sizes), Some(&axis)], &Device::Cpu).expect("split");
+        let pieces = split.run(&[x.clone(), sizes, axis]).expect("run");
+        assert_eq!((values(&pieces[0]), values(&pieces[1])), (vec![1., 3.], vec![2., 4.]));
+
+        // indices [[0, 1], [2, 0]] of a 3x2 output get 7 and 9; the rest the default 5.
+        let args = [ints(&[0, 1, 2, 0], &[2, 2]), ints(&[3, 2], &[2]), ints(&[7, 9], &[2]), ints(&[5], &[])];
+        let sparse =
+            Kernel::decode(&node("SparseToDense", &[]), &args.iter().map(Some).collect::<Vec<_>>(), &Device::Cpu)
+                .expect("decode");
+        let dense = sparse.run(&args).expect("run");
+        assert_eq!(dense[0].dtype(), DType::I64);
+        assert_eq!(values(&dense[0]), [5., 7., 5., 5., 9., 5.]);
+        let outside = [ints(&[3, 0], &[1, 2]), ints(&[3, 2], &[2]), ints(&[7], &[1]), ints(&[0], &[])];
+        assert!(sparse.run(&outside).is_err());
+    }
+
+    #[test]
+    fn reshapes_infer_one_dimension_and_refuse_a_wrong_count() {
+        assert_eq!(resolve_shape(&[1, 80, -1], 80 * 169).expect("shape"), [1, 80, 169]);
+        assert!(resolve_shape(&[1, 80, -1], 81).is_err());
+        assert!(resolve_shape(&[-1, -1], 4).is_err());
+        assert!(resolve_shape(&[2, 3], 5).is_err());
+        let unknown = Kernel::decode(&node("Conv3D", &[]), &[], &Device::Cpu).unwrap_err();
+        assert!(unknown.starts_with("op `Conv3D` is not supported"), "{unknown}");
+    }
 }
