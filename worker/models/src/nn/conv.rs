@@ -128,7 +128,12 @@ impl ConvBn {
             pad.apply(x)?.conv2d(&self.weight, 0, stride, 1, groups)?
         };
         match &self.bias_cpu {
-            Some(op) => y.contiguous()?.apply_op1_no_bwd(op),
+            Some(op) => {
+                // `y` is this layer's own fresh output: add and activate where it lies.
+                let y = y.contiguous()?;
+                y.inplace_op1(op)?;
+                Ok(y)
+            }
             None => self.activation.apply(&y.broadcast_add(&self.bias)?),
         }
     }

@@ -15,6 +15,13 @@ pub fn unit_length(vectors: &Tensor) -> candle_core::Result<Tensor> {
     vectors.broadcast_div(&norms)
 }
 
+/// Whether this CPU runs AVX2 with fused multiply-adds (our kernels' fast path; detected once,
+/// then read from a cache).
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn has_avx2_fma() -> bool {
+    std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+}
+
 /// The f32 elements and `[n, c, h, w]` of a contiguous NCHW tensor, as a CPU kernel `op` needs
 /// it with `channels` channels.
 ///
@@ -94,6 +101,7 @@ impl Activation {
         }
     }
 
+    #[inline(always)]
     pub fn apply_slice(self, values: &mut [f32]) {
         match self {
             Activation::None => {}
