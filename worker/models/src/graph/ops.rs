@@ -5,6 +5,7 @@ use candle_core::{DType, Device, Tensor};
 
 use super::spec::NodeSpec;
 use crate::nn::Pad;
+use crate::nn::im2col::FlatFilters;
 
 /// The op types [`Kernel::decode`] knows, for error messages.
 pub const SUPPORTED: &str = "Identity, Transpose, Reshape, Pad, PadV2, Conv2D, Add, AddV2, BiasAdd, Sub, Mul, \
@@ -17,7 +18,7 @@ pub enum Kernel {
     Transpose(Vec<usize>),
     Reshape(Vec<i64>),
     Pad { pads: Vec<(usize, usize)>, value: f32 },
-    Conv2d { filter: Tensor, stride: usize, same: bool, nhwc: bool },
+    Conv2d { filter: Tensor, dense_cpu: Option<FlatFilters>, stride: usize, same: bool, nhwc: bool },
     Binary(Binary),
     LeakyRelu(f64),
     Relu,
@@ -172,12 +173,15 @@ impl Kernel {
             Kernel::Transpose(perm) => x.permute(perm.clone())?,
             Kernel::Reshape(shape) => x.reshape(resolve_shape(shape, x.elem_count())?)?,
             Kernel::Pad { pads, value } => pad(x, pads, *value)?,
-            Kernel::Conv2d { filter, stride, same, nhwc } => {
+            Kernel::Conv2d { filter, dense_cpu, stride, same, nhwc } => {
                 let kernel = filter.dim(2)?;
                 channels_first(x, *nhwc, |x| {
                     let (_, _, h, w) = x.dims4()?;
-                    let x = if *same { Pad::tf_same(h, w, kernel, *stride).apply(x)? } else { x.clone() };
-                    x.conv2d(filter, 0, *stride, 1, 1)
+                    let pad = if *same { Pad::tf_same(h, w, kernel, *stride) } else { Pad::symmetric(0) };
+                    match dense_cpu {
+                        Some(dense) => dense.conv(x, *stride, pad),
+                        None => pad.apply(x)?.conv2d(filter, 0, *stride, 1, 1),
+                    }
                 })?
             }
             Kernel::Binary(op) => {
@@ -229,7 +233,9 @@ fn decode_conv(node: &NodeSpec, operands: &Operands<'_>, device: &Device) -> Res
     }
     // TensorFlow's HWIO to candle's OIHW.
     let filter = filter.permute((3, 2, 0, 1)).and_then(|f| f.contiguous()).and_then(|f| f.to_device(device));
-    Ok(Kernel::Conv2d { filter: filter.map_err(|e| e.to_string())?, stride, same, nhwc })
+    let filter = filter.map_err(|e| e.to_string())?;
+    let dense_cpu = if device.is_cpu() { Some(FlatFilters::new(&filter).map_err(|e| e.to_string())?) } else { None };
+    Ok(Kernel::Conv2d { filter, dense_cpu, stride, same, nhwc })
 }
 
 /// Whether a node's `data_format` is NHWC (TensorFlow's default) rather than NCHW.

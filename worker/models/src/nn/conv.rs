@@ -8,6 +8,7 @@ use candle_core::{D, Device, Tensor};
 
 use super::bias::BiasActivation;
 use super::depthwise::DepthwiseConv;
+use super::im2col::FlatFilters;
 use super::{Activation, Pad};
 use crate::ModelError;
 use crate::weights::Weights;
@@ -62,6 +63,8 @@ pub struct ConvBn {
     depthwise_cpu: Option<DepthwiseConv>,
     /// The fused CPU bias and activation for the other layers.
     bias_cpu: Option<BiasActivation>,
+    /// The CPU's im2col convolution for dense layers.
+    dense_cpu: Option<FlatFilters>,
 }
 
 impl ConvBn {
@@ -100,6 +103,10 @@ impl ConvBn {
             Device::Cpu => Some(BiasActivation { bias: bias.to_vec1()?, activation }),
             _ => None,
         };
+        let dense_cpu = match (shape.depthwise, device) {
+            (false, Device::Cpu) => Some(FlatFilters::new(&weight)?),
+            _ => None,
+        };
         Ok(Self {
             shape,
             weight: weight.to_device(device)?,
@@ -107,6 +114,7 @@ impl ConvBn {
             activation,
             depthwise_cpu,
             bias_cpu,
+            dense_cpu,
         })
     }
 
@@ -123,6 +131,8 @@ impl ConvBn {
             // A 1x1 convolution is one matrix product per image.
             let weight = self.weight.reshape((out_channels, c))?;
             weight.broadcast_matmul(&x.reshape((n, c, h * w))?)?.reshape((n, out_channels, h, w))?
+        } else if let Some(dense) = &self.dense_cpu {
+            dense.conv(x, stride, pad)?
         } else {
             let groups = if self.shape.depthwise { c } else { 1 };
             pad.apply(x)?.conv2d(&self.weight, 0, stride, 1, groups)?

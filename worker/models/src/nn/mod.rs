@@ -3,6 +3,7 @@
 pub mod bias;
 pub mod conv;
 pub mod depthwise;
+pub mod im2col;
 
 pub use conv::{ConvBn, ConvNames, ConvShape, Linear, Padding, global_average};
 

@@ -3,24 +3,33 @@
 use candle_core::{Device, Tensor};
 
 use crate::ModelError;
+use crate::nn::Pad;
 use crate::nn::conv::Linear;
+use crate::nn::im2col::FlatFilters;
 use crate::weights::Weights;
 
 /// A plain valid (unpadded) stride-1 convolution with bias.
 struct Conv {
     weight: Tensor,
     bias: Tensor,
+    /// The CPU's im2col convolution.
+    dense_cpu: Option<FlatFilters>,
 }
 
 impl Conv {
     fn load(w: &Weights, name: &str, shape: [usize; 4], device: &Device) -> Result<Self, ModelError> {
         let weight = w.get(&format!("{name}.weight"), &shape)?.to_device(device)?;
         let bias = w.get(&format!("{name}.bias"), &[shape[0]])?.to_device(device)?.reshape((1, shape[0], 1, 1))?;
-        Ok(Self { weight, bias })
+        let dense_cpu = if device.is_cpu() { Some(FlatFilters::new(&weight)?) } else { None };
+        Ok(Self { weight, bias, dense_cpu })
     }
 
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        x.conv2d(&self.weight, 0, 1, 1, 1)?.broadcast_add(&self.bias)
+        let y = match &self.dense_cpu {
+            Some(dense) => dense.conv(x, 1, Pad::symmetric(0))?,
+            None => x.conv2d(&self.weight, 0, 1, 1, 1)?,
+        };
+        y.broadcast_add(&self.bias)
     }
 }
 
