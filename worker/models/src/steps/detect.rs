@@ -41,7 +41,7 @@ pub struct Found {
 
 /// A loaded detector with its options.
 enum Detector {
-    Mtcnn(Mtcnn, DetectOptions),
+    Mtcnn(Box<Mtcnn>, DetectOptions),
     NanoDet(NanoDet, nanodet::Options),
 }
 
@@ -112,7 +112,7 @@ pub fn kernel(config: &ImageDetect, assets: &ModelAssets) -> Result<DetectObject
                 min_score: config.min_score.unwrap_or(DEFAULT_MIN_SCORE),
                 max_detections,
             };
-            Detector::Mtcnn(Mtcnn::load(&config.model, &weights)?, options)
+            Detector::Mtcnn(Box::new(Mtcnn::load(&config.model, &weights)?), options)
         }
     };
     let in_flight = device::batches_in_flight(detector.device());
