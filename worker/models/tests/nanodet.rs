@@ -39,6 +39,12 @@ fn the_graph_computes_what_tfjs_computes_on_a_real_photo() {
     let dir = tempfile::tempdir().expect("tmp");
     let weights = Weights::parse(&asset(&converted(dir.path()))).expect("parse");
     let graph = GraphModel::load(&weights, "input_1", &OUTPUTS, &Device::Cpu).expect("plan");
+    // Every convolution took in its Pad, bias Add and LeakyRelu: what runs apart is the rest.
+    let planned = graph.planned_ops();
+    println!("{planned:?}");
+    assert_eq!(planned.get("Conv2D"), Some(&34));
+    assert_eq!((planned.get("Pad"), planned.get("LeakyRelu"), planned.get("Identity")), (None, None, None));
+    assert_eq!(planned.get("Add"), Some(&4), "the 4 sums of the feature pyramid");
     // The input as the human library computes it for TF.js (RGB / 255).
     let input: Vec<f32> =
         nanodet::resize(view(&photo("chelsea.png"))).expect("input").iter().map(|v| v / 255.0).collect();

@@ -1,9 +1,11 @@
 //! Graph models: a TensorFlow.js graph that `weir model convert` stored beside its weights, planned
 //! once (constants folded, ops decoded, filters laid out) and run node by node on candle.
 //!
-//! Only the nodes the requested outputs need are planned; each value is dropped after its last
+//! Convolutions take in the padding before them and the bias and activation after them
+//! ([`fuse`]). Only the nodes the requested outputs need are planned; each value is dropped after its last
 //! use, so memory holds the live activations only.
 
+mod fuse;
 mod ops;
 mod spec;
 
@@ -28,6 +30,7 @@ enum Operand {
 /// One node to run.
 struct Step {
     node: usize,
+    op: String,
     kernel: Kernel,
     operands: Vec<Operand>,
 }
@@ -56,8 +59,9 @@ impl GraphModel {
                 "holds no graph (metadata `{METADATA_KEY}`): convert the TF.js model.json with `weir model convert`"
             ))
         })?;
-        let spec: GraphSpec =
+        let mut spec: GraphSpec =
             serde_json::from_str(json).map_err(|e| refuse(format!("its graph is not readable: {e}")))?;
+        fuse::fuse_convolutions(&mut spec.nodes, weights, outputs);
         Planner::new(&spec, weights, device).and_then(|p| p.plan(input, outputs)).map_err(refuse)
     }
 
@@ -100,6 +104,16 @@ impl GraphModel {
 
     pub fn device(&self) -> &Device {
         &self.device
+    }
+
+    /// How many nodes of each op run (after folding, fusing and aliasing), for tests and
+    /// diagnostics.
+    pub fn planned_ops(&self) -> std::collections::BTreeMap<String, usize> {
+        let mut counts = std::collections::BTreeMap::new();
+        for step in &self.steps {
+            *counts.entry(step.op.clone()).or_insert(0) += 1;
+        }
+        counts
     }
 }
 
@@ -170,6 +184,9 @@ impl<'a> Planner<'a> {
             ));
         }
         let mut constants: HashMap<usize, Vec<Tensor>> = HashMap::new();
+        // An `Identity` of a computed value is that value: no step, its readers read the source.
+        let mut aliases: HashMap<Output, Output> = HashMap::new();
+        let resolve = |aliases: &HashMap<Output, Output>, output: Output| *aliases.get(&output).unwrap_or(&output);
         let mut steps = Vec::new();
         for node_index in self.order(&outputs)? {
             let node = &self.spec.nodes[node_index];
@@ -185,7 +202,14 @@ impl<'a> Planner<'a> {
                 }
                 _ => {}
             }
-            let inputs: Vec<Output> = node.inputs.iter().map(|i| self.output(i)).collect::<Result<_, _>>()?;
+            let inputs: Vec<Output> =
+                node.inputs.iter().map(|i| self.output(i).map(|o| resolve(&aliases, o))).collect::<Result<_, _>>()?;
+            if let (Some(first), "Identity") = (inputs.first(), node.op.as_str())
+                && !constants.contains_key(&first.0)
+            {
+                aliases.insert((node_index, 0), *first);
+                continue;
+            }
             let known: Vec<Option<&Tensor>> =
                 inputs.iter().map(|(n, k)| constants.get(n).and_then(|v| v.get(*k))).collect();
             let kernel = Kernel::decode(node, &known, self.device).map_err(at)?;
@@ -204,8 +228,9 @@ impl<'a> Planner<'a> {
                     None => Ok(Operand::Value(*output)),
                 })
                 .collect::<Result<_, _>>()?;
-            steps.push(Step { node: node_index, kernel, operands });
+            steps.push(Step { node: node_index, op: node.op.clone(), kernel, operands });
         }
+        let outputs: Vec<Output> = outputs.iter().map(|o| resolve(&aliases, *o)).collect();
         for (node, _) in &outputs {
             if constants.contains_key(node) {
                 return Err(format!("output `{}` is a constant", self.spec.nodes[*node].name));

@@ -3,9 +3,11 @@
 
 use candle_core::{DType, Device, Tensor};
 
+use super::fuse;
 use super::spec::NodeSpec;
-use crate::nn::Pad;
+use crate::nn::bias::BiasActivation;
 use crate::nn::im2col::FlatFilters;
+use crate::nn::{Activation, Pad};
 
 /// The op types [`Kernel::decode`] knows, for error messages.
 pub const SUPPORTED: &str = "Identity, Transpose, Reshape, Pad, PadV2, Conv2D, Add, AddV2, BiasAdd, Sub, Mul, \
@@ -18,7 +20,7 @@ pub enum Kernel {
     Transpose(Vec<usize>),
     Reshape(Vec<i64>),
     Pad { pads: Vec<(usize, usize)>, value: f32 },
-    Conv2d { filter: Tensor, dense_cpu: Option<FlatFilters>, stride: usize, same: bool, nhwc: bool },
+    Conv2d(Box<Conv>),
     Binary(Binary),
     LeakyRelu(f64),
     Relu,
@@ -36,6 +38,49 @@ const MAX_SIDE: usize = 1 << 16;
 
 /// Largest padding on one side of one axis (real models pad by a few pixels).
 const MAX_PAD: usize = 1024;
+
+/// A convolution with what [`super::fuse`] took into it: padding, bias and activation.
+#[derive(Debug)]
+pub struct Conv {
+    /// OIHW, on the model's device.
+    filter: Tensor,
+    /// The CPU's im2col form of `filter`.
+    dense_cpu: Option<FlatFilters>,
+    stride: usize,
+    /// TF's `SAME` padding (computed from the input size); otherwise `pad`.
+    same: bool,
+    pad: Pad,
+    nhwc: bool,
+    /// `(1, c_out, 1, 1)` bias and activation, for devices other than the CPU.
+    bias: Option<Tensor>,
+    activation: Activation,
+    /// Bias and activation in one pass, in place, on the CPU.
+    bias_cpu: Option<BiasActivation>,
+}
+
+impl Conv {
+    fn run(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        channels_first(x, self.nhwc, |x| {
+            let (_, _, h, w) = x.dims4()?;
+            let kernel = self.filter.dim(2)?;
+            let pad = if self.same { Pad::tf_same(h, w, kernel, self.stride) } else { self.pad };
+            let y = match &self.dense_cpu {
+                Some(dense) => dense.conv(x, self.stride, pad)?,
+                None => pad.apply(x)?.conv2d(&self.filter, 0, self.stride, 1, 1)?,
+            };
+            match (&self.bias_cpu, &self.bias) {
+                (Some(op), _) => {
+                    // `y` is this convolution's own fresh output.
+                    let y = y.contiguous()?;
+                    y.inplace_op1(op)?;
+                    Ok(y)
+                }
+                (None, Some(bias)) => self.activation.apply(&y.broadcast_add(bias)?),
+                (None, None) => self.activation.apply(&y),
+            }
+        })
+    }
+}
 
 /// An element-wise op of two tensors, broadcast as NumPy does.
 #[derive(Debug, Clone, Copy)]
@@ -90,7 +135,9 @@ impl Kernel {
                 Kernel::Pad { pads, value }
             }
             "Conv2D" => {
-                arity(2)?;
+                if !(2..=3).contains(&operands.len()) {
+                    return Err(format!("takes 2 or 3 inputs, the graph gives {}", operands.len()));
+                }
                 decode_conv(node, operands, device)?
             }
             "Add" | "AddV2" | "BiasAdd" => {
@@ -173,17 +220,7 @@ impl Kernel {
             Kernel::Transpose(perm) => x.permute(perm.clone())?,
             Kernel::Reshape(shape) => x.reshape(resolve_shape(shape, x.elem_count())?)?,
             Kernel::Pad { pads, value } => pad(x, pads, *value)?,
-            Kernel::Conv2d { filter, dense_cpu, stride, same, nhwc } => {
-                let kernel = filter.dim(2)?;
-                channels_first(x, *nhwc, |x| {
-                    let (_, _, h, w) = x.dims4()?;
-                    let pad = if *same { Pad::tf_same(h, w, kernel, *stride) } else { Pad::symmetric(0) };
-                    match dense_cpu {
-                        Some(dense) => dense.conv(x, *stride, pad),
-                        None => pad.apply(x)?.conv2d(filter, 0, *stride, 1, 1),
-                    }
-                })?
-            }
+            Kernel::Conv2d(conv) => conv.run(x)?,
             Kernel::Binary(op) => {
                 let y = &args[1];
                 match op {
@@ -227,15 +264,47 @@ fn decode_conv(node: &NodeSpec, operands: &Operands<'_>, device: &Device) -> Res
     let nhwc = nhwc(node)?;
     let stride = square(node, "strides", nhwc)?;
     let filter = operands[1].ok_or("the filter (input 1) must be a constant")?;
-    let &[kh, kw, _, _] = filter.dims() else { return Err(format!("filter shape {:?} is not HWIO", filter.dims())) };
+    let &[kh, kw, _, out] = filter.dims() else { return Err(format!("filter shape {:?} is not HWIO", filter.dims())) };
     if kh != kw {
         return Err(format!("a {kh}x{kw} filter is not square"));
     }
+    let failed = |e: candle_core::Error| e.to_string();
     // TensorFlow's HWIO to candle's OIHW.
     let filter = filter.permute((3, 2, 0, 1)).and_then(|f| f.contiguous()).and_then(|f| f.to_device(device));
-    let filter = filter.map_err(|e| e.to_string())?;
-    let dense_cpu = if device.is_cpu() { Some(FlatFilters::new(&filter).map_err(|e| e.to_string())?) } else { None };
-    Ok(Kernel::Conv2d { filter, dense_cpu, stride, same, nhwc })
+    let filter = filter.map_err(failed)?;
+    let dense_cpu = if device.is_cpu() { Some(FlatFilters::new(&filter).map_err(failed)?) } else { None };
+    let pad = match node.ints(fuse::PADS).as_deref() {
+        Some(&[top, bottom, left, right]) => Pad {
+            top: to_usize(top, fuse::PADS)?,
+            bottom: to_usize(bottom, fuse::PADS)?,
+            left: to_usize(left, fuse::PADS)?,
+            right: to_usize(right, fuse::PADS)?,
+        },
+        Some(other) => return Err(format!("`{}` {other:?} is not [top, bottom, left, right]", fuse::PADS)),
+        None => Pad::symmetric(0),
+    };
+    let activation = match node.float(fuse::ACTIVATION_ALPHA) {
+        Some(0.0) => Activation::Relu,
+        Some(alpha) => Activation::LeakyRelu(alpha as f32),
+        None => Activation::None,
+    };
+    let bias = match operands.get(2) {
+        None => None,
+        Some(bias) => {
+            let bias = bias.ok_or("the bias (input 2) must be a constant")?;
+            if bias.dims() != [out] {
+                return Err(format!("bias shape {:?} is not [{out}]", bias.dims()));
+            }
+            Some(bias.to_dtype(DType::F32).map_err(failed)?)
+        }
+    };
+    let bias_cpu = match (&bias, device.is_cpu()) {
+        (Some(bias), true) => Some(BiasActivation { bias: bias.to_vec1().map_err(failed)?, activation }),
+        (None, true) if activation != Activation::None => Some(BiasActivation { bias: vec![0.0; out], activation }),
+        _ => None,
+    };
+    let bias = bias.map(|b| b.reshape((1, out, 1, 1)).and_then(|b| b.to_device(device))).transpose().map_err(failed)?;
+    Ok(Kernel::Conv2d(Box::new(Conv { filter, dense_cpu, stride, same, pad, nhwc, bias, activation, bias_cpu })))
 }
 
 /// Whether a node's `data_format` is NHWC (TensorFlow's default) rather than NCHW.

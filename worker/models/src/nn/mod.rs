@@ -86,11 +86,13 @@ impl Pad {
 }
 
 /// The non-linearity after a layer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Activation {
     None,
     Relu,
     Relu6,
+    /// `max(x, alpha × x)`, for `alpha` in `[0, 1]`.
+    LeakyRelu(f32),
 }
 
 impl Activation {
@@ -99,6 +101,7 @@ impl Activation {
             Activation::None => Ok(x.clone()),
             Activation::Relu => x.relu(),
             Activation::Relu6 => x.clamp(0f32, 6f32),
+            Activation::LeakyRelu(alpha) => x.maximum(&x.affine(f64::from(alpha), 0.0)?),
         }
     }
 
@@ -108,6 +111,7 @@ impl Activation {
             Activation::None => {}
             Activation::Relu => values.iter_mut().for_each(|v| *v = v.max(0.)),
             Activation::Relu6 => values.iter_mut().for_each(|v| *v = v.clamp(0., 6.)),
+            Activation::LeakyRelu(alpha) => values.iter_mut().for_each(|v| *v = v.max(*v * alpha)),
         }
     }
 }
