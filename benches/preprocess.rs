@@ -2,7 +2,9 @@
 //! generated photo-like JPEGs (300-800 px sides). Prints images/s and the peak RSS of the run.
 //!
 //! `cargo bench -p weir-benches --bench preprocess` (options after `--`: `--images N`,
-//! `--threads N`, `--memory-limit 512MiB`). The data set is generated once under the target dir.
+//! `--threads N`, `--memory-limit 512MiB`, `--linearity K`: also run on K times the images and
+//! print how far the time is from linear and both peaks). Data sets are generated once under the
+//! target dir.
 
 mod harness;
 
@@ -19,10 +21,8 @@ fn main() -> Result<()> {
     let images: usize = args.flag("--images", 2000)?;
     let threads: usize = args.flag("--threads", 0)?;
     let memory: String = args.flag("--memory-limit", "256MiB".to_string())?;
-    let data = data_dir(&format!("jpeg-{images}"), |dir| {
-        write_jpeg_set(dir, JpegSet { count: images, quality: 85, ..JpegSet::default() })?;
-        Ok(())
-    })?;
+    let linearity: usize = args.flag("--linearity", 1)?;
+    let data = jpeg_set(images)?;
     let bytes = dir_bytes(&data)?;
     let run = run_measured(&manifest_text(&data.display().to_string()), threads, &memory)?;
     println!(
@@ -36,7 +36,30 @@ fn main() -> Result<()> {
         run.seconds,
         format_size(run.peak_rss)
     );
+    if linearity > 1 {
+        let more = images * linearity;
+        let large = run_measured(&manifest_text(&jpeg_set(more)?.display().to_string()), threads, &memory)?;
+        println!(
+            "linearity: {images} -> {more} images: {:.2} s -> {:.2} s wall, {:.3}x the linear time \
+             ({:.0} -> {:.0} images/s); peak RSS {} -> {}",
+            run.seconds,
+            large.seconds,
+            large.seconds / (run.seconds * linearity as f64),
+            images as f64 / run.seconds,
+            more as f64 / large.seconds,
+            format_size(run.peak_rss),
+            format_size(large.peak_rss)
+        );
+    }
     Ok(())
+}
+
+/// `count` generated photo-like JPEGs (300-800 px, quality 85), made once.
+fn jpeg_set(count: usize) -> Result<std::path::PathBuf> {
+    data_dir(&format!("jpeg-{count}"), |dir| {
+        write_jpeg_set(dir, JpegSet { count, quality: 85, ..JpegSet::default() })?;
+        Ok(())
+    })
 }
 
 fn manifest_text(data: &str) -> String {
