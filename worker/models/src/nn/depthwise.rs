@@ -37,27 +37,95 @@ impl DepthwiseConv {
         self.bias.len()
     }
 
-    /// Convolves one channel plane into `out` (which it overwrites).
-    fn plane(&self, channel: usize, input: &[f32], geometry: Plane, out: &mut [f32]) {
+    /// Convolves one channel plane into `out` (which it overwrites); `scratch` is reused between
+    /// planes.
+    fn plane(&self, channel: usize, input: &[f32], geometry: Plane, out: &mut [f32], scratch: &mut Vec<f32>) {
         #[cfg(target_arch = "x86_64")]
         if super::has_avx2_fma() {
             // SAFETY: the CPU has AVX2 and FMA (checked on the line above).
-            return unsafe { self.plane_avx2_fma(channel, input, geometry, out) };
+            return unsafe { self.plane_avx2_fma(channel, input, geometry, out, scratch) };
         }
-        self.plane_with::<false>(channel, input, geometry, out);
+        self.plane_with::<false>(channel, input, geometry, out, scratch);
     }
 
     /// [`Self::plane`] compiled for AVX2 with fused multiply-adds.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
-    fn plane_avx2_fma(&self, channel: usize, input: &[f32], geometry: Plane, out: &mut [f32]) {
-        self.plane_with::<true>(channel, input, geometry, out);
+    fn plane_avx2_fma(&self, channel: usize, input: &[f32], geometry: Plane, out: &mut [f32], scratch: &mut Vec<f32>) {
+        self.plane_with::<true>(channel, input, geometry, out, scratch);
     }
 
     /// The plane's arithmetic; `FMA`: accumulate with fused multiply-adds (only where the CPU
-    /// has them: without, `mul_add` is a library call).
+    /// has them: without, `mul_add` is a library call). Strides 1 and 2 copy the plane once into
+    /// a zero-bordered `scratch` (stride 2: each row's even columns, then its odd ones), so that
+    /// eight outputs at a time sum their taps from contiguous loads; other strides take the
+    /// general path.
     #[inline(always)]
-    fn plane_with<const FMA: bool>(&self, channel: usize, input: &[f32], geometry: Plane, out: &mut [f32]) {
+    fn plane_with<const FMA: bool>(
+        &self,
+        channel: usize,
+        input: &[f32],
+        geometry: Plane,
+        out: &mut [f32],
+        scratch: &mut Vec<f32>,
+    ) {
+        let Plane { in_h, in_w, out_h, out_w } = geometry;
+        let (k, s) = (self.kernel, self.stride);
+        if !(s == 1 || s == 2) || out_h == 0 || out_w == 0 || in_h == 0 || in_w == 0 {
+            return self.plane_general::<FMA>(channel, input, geometry, out);
+        }
+        // The padded plane as far as the outputs read it, rows widened to whole groups of eight
+        // outputs (the extra ones read zeros and are not kept).
+        let wide = out_w.next_multiple_of(8);
+        let (ph, pw) = ((out_h - 1) * s + k, (wide - 1) * s + k);
+        scratch.clear();
+        scratch.resize(ph * pw, 0.0);
+        let (top, left) = (self.pad.top, self.pad.left);
+        for y in 0..in_h.min(ph.saturating_sub(top)) {
+            let width = in_w.min(pw.saturating_sub(left));
+            let row = &mut scratch[(y + top) * pw..(y + top + 1) * pw];
+            let source = &input[y * in_w..y * in_w + width];
+            if s == 1 {
+                row[left..left + width].copy_from_slice(source);
+            } else {
+                // Column c goes to c / 2 among the evens or to half + c / 2 among the odds.
+                let half = pw.div_ceil(2);
+                for (x, v) in source.iter().enumerate() {
+                    let c = x + left;
+                    row[(c % 2) * half + c / 2] = *v;
+                }
+            }
+        }
+        let taps = &self.weights[channel * k * k..(channel + 1) * k * k];
+        let bias = self.bias[channel];
+        let half = pw.div_ceil(2);
+        // Where tap column `kx` of output `ox` lies in a scratch row: `ox + offset(kx)`.
+        let offset = |kx: usize| if s == 1 { kx } else { (kx % 2) * half + kx / 2 };
+        for (oy, row) in out.chunks_exact_mut(out_w).enumerate().take(out_h) {
+            let rows = &scratch[oy * s * pw..(oy * s + k) * pw];
+            for x0 in (0..wide).step_by(8) {
+                let mut acc = [bias; 8];
+                for ky in 0..k {
+                    let line = &rows[ky * pw..(ky + 1) * pw];
+                    for kx in 0..k {
+                        let tap = taps[ky * k + kx];
+                        let at = x0 + offset(kx);
+                        let src: &[f32; 8] = line[at..at + 8].try_into().unwrap_or(&[0.0; 8]);
+                        for l in 0..8 {
+                            acc[l] = if FMA { tap.mul_add(src[l], acc[l]) } else { acc[l] + tap * src[l] };
+                        }
+                    }
+                }
+                let kept = (out_w - x0).min(8);
+                row[x0..x0 + kept].copy_from_slice(&acc[..kept]);
+            }
+            self.activation.apply_slice(row);
+        }
+    }
+
+    /// Any stride: each tap slides along the rows it reads, padding skipped.
+    #[inline(always)]
+    fn plane_general<const FMA: bool>(&self, channel: usize, input: &[f32], geometry: Plane, out: &mut [f32]) {
         let Plane { in_h, in_w, out_h, out_w } = geometry;
         let (k, s) = (self.kernel, self.stride);
         let taps = &self.weights[channel * k * k..(channel + 1) * k * k];
@@ -76,15 +144,8 @@ impl DepthwiseConv {
                         continue;
                     }
                     let start_in = first * s + kx - self.pad.left;
-                    if s == 1 {
-                        let span = end - first;
-                        for (o, i) in row[first..end].iter_mut().zip(&in_row[start_in..start_in + span]) {
-                            *o = if FMA { tap.mul_add(*i, *o) } else { *o + tap * i };
-                        }
-                    } else {
-                        for (o, i) in row[first..end].iter_mut().zip(in_row[start_in..].iter().step_by(s)) {
-                            *o = if FMA { tap.mul_add(*i, *o) } else { *o + tap * i };
-                        }
+                    for (o, i) in row[first..end].iter_mut().zip(in_row[start_in..].iter().step_by(s)) {
+                        *o = if FMA { tap.mul_add(*i, *o) } else { *o + tap * i };
                     }
                 }
             }
@@ -103,9 +164,9 @@ impl CustomOp1 for DepthwiseConv {
         let (out_h, out_w) = self.pad.output_size(in_h, in_w, self.kernel, self.stride);
         let geometry = Plane { in_h, in_w, out_h, out_w };
         let mut out = vec![0f32; n * c * out_h * out_w];
-        out.par_chunks_mut(out_h * out_w).enumerate().for_each(|(p, plane_out)| {
+        out.par_chunks_mut((out_h * out_w).max(1)).enumerate().for_each_init(Vec::new, |scratch, (p, plane_out)| {
             let plane_in = &input[p * in_h * in_w..(p + 1) * in_h * in_w];
-            self.plane(p % c, plane_in, geometry, plane_out);
+            self.plane(p % c, plane_in, geometry, plane_out, scratch);
         });
         Ok((CpuStorage::F32(out), Shape::from((n, c, out_h, out_w))))
     }
@@ -122,7 +183,18 @@ mod tests {
     #[test]
     fn matches_grouped_convolution() -> candle_core::Result<()> {
         let dev = Device::Cpu;
-        for (k, s, size) in [(3, 1, 9), (3, 2, 10), (5, 2, 11), (5, 1, 7), (3, 2, 1)] {
+        for (k, s, size) in [
+            (3, 1, 9),
+            (3, 2, 10),
+            (5, 2, 11),
+            (5, 1, 7),
+            (3, 2, 1),
+            (3, 1, 20),
+            (5, 2, 37),
+            (3, 2, 64),
+            (5, 1, 30),
+            (3, 3, 13),
+        ] {
             let c = 3;
             let x = Tensor::randn(0f32, 1., (2, c, size, size), &dev)?;
             let w = Tensor::randn(0f32, 1., (c, 1, k, k), &dev)?;
