@@ -33,6 +33,11 @@ impl Args {
         self.0.iter().position(|a| a == "--child").map(|i| &self.0[i + 1..])
     }
 
+    /// Whether the switch `name` (no value) is given.
+    pub fn has(&self, name: &str) -> bool {
+        self.0.iter().any(|a| a == name)
+    }
+
     /// `--name VALUE`, parsed, or `default`.
     pub fn flag<T: std::str::FromStr>(&self, name: &str, default: T) -> Result<T>
     where

@@ -3,8 +3,9 @@
 //!
 //! `cargo bench -p weir-benches --bench preprocess` (options after `--`: `--images N`,
 //! `--threads N`, `--memory-limit 512MiB`, `--linearity K`: also run on K times the images and
-//! print how far the time is from linear and both peaks). Data sets are generated once under the
-//! target dir.
+//! print how far the time is from linear and both peaks; `--floor`: also time the kernels alone
+//! (decode, resize, encode on the bytes already in memory, on all cores) and print the pipeline's
+//! time against that floor). Data sets are generated once under the target dir.
 
 mod harness;
 
@@ -22,6 +23,7 @@ fn main() -> Result<()> {
     let threads: usize = args.flag("--threads", 0)?;
     let memory: String = args.flag("--memory-limit", "256MiB".to_string())?;
     let linearity: usize = args.flag("--linearity", 1)?;
+    let floor = args.has("--floor");
     let data = jpeg_set(images)?;
     let bytes = dir_bytes(&data)?;
     let run = run_measured(&manifest_text(&data.display().to_string()), threads, &memory)?;
@@ -36,6 +38,15 @@ fn main() -> Result<()> {
         run.seconds,
         format_size(run.peak_rss)
     );
+    if floor {
+        let seconds = kernel_floor(&data, threads)?;
+        println!(
+            "floor: decode -> resize -> encode alone, bytes in memory: {:.2} s ({:.0} images/s); the pipeline takes {:.2}x the floor",
+            seconds,
+            images as f64 / seconds,
+            run.seconds / seconds
+        );
+    }
     if linearity > 1 {
         let more = images * linearity;
         let large = run_measured(&manifest_text(&jpeg_set(more)?.display().to_string()), threads, &memory)?;
@@ -52,6 +63,42 @@ fn main() -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Seconds to decode, resize to 224x224 (bilinear) and encode (JPEG q85) every JPEG under `dir`,
+/// read into memory first, on a pool of `threads` (0: all cores): the same kernels the pipeline
+/// runs, without files, morsels, Arrow or Parquet.
+fn kernel_floor(dir: &std::path::Path, threads: usize) -> Result<f64> {
+    use rayon::prelude::*;
+    use weir_ops::image::decode::DecodeImages;
+    let mut files: Vec<Vec<u8>> = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "jpg") {
+            files.push(std::fs::read(path)?);
+        }
+    }
+    let config = weir_crds::ImageDecode {
+        input: "bytes".into(),
+        output: "image".into(),
+        mode: None,
+        max_pixels: None,
+        apply_orientation: None,
+        concurrency: None,
+        pool: None,
+    };
+    let decoder = DecodeImages::from_config(&config);
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build()?;
+    let started = std::time::Instant::now();
+    pool.install(|| {
+        files.par_iter().try_for_each(|bytes| -> Result<(), String> {
+            let image = decoder.decode(bytes)?;
+            let small = weir_ops::image::resize::resize(image.view(), 224, 224, weir_crds::ResizeFilter::Bilinear)?;
+            weir_ops::image::encode::encode(small.view(), weir_crds::ImageFormat::Jpeg, 85).map(drop)
+        })
+    })
+    .map_err(anyhow::Error::msg)?;
+    Ok(started.elapsed().as_secs_f64())
 }
 
 /// `count` generated photo-like JPEGs (300-800 px, quality 85), made once.
