@@ -6,7 +6,8 @@
 
 use std::collections::HashMap;
 
-use super::spec::{Attr, NodeSpec};
+use super::ops::tensor_ints;
+use super::spec::{Attr, NodeSpec, split_reference};
 use crate::weights::Weights;
 
 /// The convolution attribute holding the padding taken in: `[top, bottom, left, right]`.
@@ -19,15 +20,17 @@ pub fn fuse_convolutions(nodes: &mut [NodeSpec], weights: &Weights, outputs: &[&
     let index: HashMap<String, usize> = nodes.iter().enumerate().map(|(i, n)| (n.name.clone(), i)).collect();
     let mut readers = vec![0usize; nodes.len()];
     for name in nodes.iter().flat_map(|n| n.inputs.iter()).map(String::as_str).chain(outputs.iter().copied()) {
-        if let Some(&i) = index.get(node_name(name)) {
+        if let Some(&i) = index.get(split_reference(name).0) {
             readers[i] += 1;
         }
     }
-    // The one reader of each node read once, by index.
+    // The node reading each node's first output (for the nodes read once, their one reader).
     let mut reader_of: HashMap<usize, usize> = HashMap::new();
     for (i, node) in nodes.iter().enumerate() {
         for input in &node.inputs {
-            if let Some(&source) = index.get(input.as_str()) {
+            if let (name, 0) = split_reference(input)
+                && let Some(&source) = index.get(name)
+            {
                 reader_of.insert(source, i);
             }
         }
@@ -108,14 +111,6 @@ fn become_identity(node: &mut NodeSpec) {
     node.attrs.clear();
 }
 
-fn node_name(reference: &str) -> &str {
-    match reference.rsplit_once(':') {
-        Some((name, k)) if k.parse::<usize>().is_ok() => name,
-        _ => reference,
-    }
-}
-
 fn const_ints(weights: &Weights, name: &str) -> Option<Vec<i64>> {
-    let tensor = weights.raw(name)?;
-    tensor.to_dtype(candle_core::DType::I64).ok()?.flatten_all().ok()?.to_vec1().ok()
+    tensor_ints(weights.raw(name)?).ok()
 }

@@ -138,10 +138,7 @@ impl<'a> Planner<'a> {
 
     /// `name` or `name:k` as a node output.
     fn output(&self, reference: &str) -> Result<Output, String> {
-        let (name, k) = match reference.rsplit_once(':') {
-            Some((name, k)) if k.parse::<usize>().is_ok() => (name, k.parse().unwrap_or(0)),
-            _ => (reference, 0),
-        };
+        let (name, k) = spec::split_reference(reference);
         let node = self.index.get(name).ok_or(format!("the graph has no node `{name}`"))?;
         Ok((*node, k))
     }

@@ -331,10 +331,14 @@ fn square(node: &NodeSpec, key: &str, nhwc: bool) -> Result<usize, String> {
     to_usize(h, key)
 }
 
+/// The values of an integer (or any) tensor as i64s, flattened.
+pub fn tensor_ints(tensor: &Tensor) -> candle_core::Result<Vec<i64>> {
+    tensor.to_dtype(DType::I64)?.flatten_all()?.to_vec1::<i64>()
+}
+
 fn constant_ints(operands: &Operands<'_>, index: usize, what: &str) -> Result<Vec<i64>, String> {
     let tensor = operands.get(index).copied().flatten().ok_or(format!("input {index} ({what}) must be a constant"))?;
-    let values = tensor.to_dtype(DType::I64).and_then(|t| t.flatten_all()).and_then(|t| t.to_vec1::<i64>());
-    values.map_err(|e| format!("input {index} ({what}): {e}"))
+    tensor_ints(tensor).map_err(|e| format!("input {index} ({what}): {e}"))
 }
 
 fn constant_float(operands: &Operands<'_>, index: usize, what: &str) -> Result<f32, String> {
@@ -446,7 +450,7 @@ fn split(x: &Tensor, sizes: &[i64], axis: i64) -> candle_core::Result<Vec<Tensor
 
 /// TensorFlow's `SparseToDense(indices, output_shape, values, default)` on constants.
 fn sparse_to_dense(args: &[Tensor]) -> candle_core::Result<Tensor> {
-    let ints = |t: &Tensor| t.to_dtype(DType::I64)?.flatten_all()?.to_vec1::<i64>();
+    let ints = tensor_ints;
     let floats = |t: &Tensor| t.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>();
     let shape: Vec<usize> = ints(&args[1])?.into_iter().map(|d| usize::try_from(d).unwrap_or(usize::MAX)).collect();
     let elements = shape.iter().try_fold(1usize, |n, d| n.checked_mul(*d)).filter(|n| *n <= 1 << 24);

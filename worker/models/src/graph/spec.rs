@@ -42,6 +42,14 @@ pub enum Attr {
     Floats(Vec<f64>),
 }
 
+/// A node input `name` or `name:k` as the node's name and its output index.
+pub fn split_reference(reference: &str) -> (&str, usize) {
+    match reference.rsplit_once(':').map(|(name, k)| (name, k.parse::<usize>())) {
+        Some((name, Ok(k))) => (name, k),
+        _ => (reference, 0),
+    }
+}
+
 impl NodeSpec {
     /// Attribute `key` as integers (a single integer is a list of one).
     pub fn ints(&self, key: &str) -> Option<Vec<i64>> {

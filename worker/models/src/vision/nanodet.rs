@@ -210,10 +210,11 @@ fn side_distances(logits: &[f32], stride: f32) -> [f32; 4] {
     let mut out = [0f32; 4];
     for (side, bins) in logits.chunks_exact(BINS).take(4).enumerate() {
         let max = bins.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let weights: Vec<f32> = bins.iter().map(|v| (v - max).exp()).collect();
-        let total: f32 = weights.iter().sum();
-        let mean: f32 = weights.iter().enumerate().map(|(k, w)| k as f32 * w).sum::<f32>() / total;
-        out[side] = mean * stride;
+        let (total, weighted) = bins.iter().enumerate().fold((0f32, 0f32), |(total, weighted), (k, v)| {
+            let w = (v - max).exp();
+            (total + w, weighted + k as f32 * w)
+        });
+        out[side] = weighted / total * stride;
     }
     out
 }
