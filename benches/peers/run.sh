@@ -51,3 +51,21 @@ PY
   done
 fi
 "$VENV/bin/python" benches/peers/agreement.py "$WORK/weir-out" "$WORK/torch.csv"
+
+# The same network on the same pixels: the first 200 images pre-resized to 224x224 PNGs (which
+# both take as they are), so JPEG decoding and resizing play no part in the agreement.
+echo "==> A on 200 images pre-resized to 224x224 PNGs (agreement only)"
+"$VENV/bin/python" - "$WORK/photos" "$WORK/square" <<'PY'
+import pathlib, sys
+from PIL import Image
+source, out = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
+out.mkdir(exist_ok=True)
+for p in sorted(source.glob("*.jpg"))[:200]:
+    Image.open(p).convert("RGB").resize((224, 224), Image.BILINEAR).save(out / (p.stem + ".png"))
+PY
+sed -e 's#"\*.jpg"#"*.png"#' -e "s#$WORK/photos#$WORK/square#" -e "s#$WORK/weir-out/#$WORK/weir-square/#" \
+  "$WORK/classify.yaml" > "$WORK/square.yaml"
+rm -rf "$WORK/weir-square"
+"$WEIR_BIN" run --no-progress "$WORK/square.yaml" > /dev/null
+"$VENV/bin/python" benches/peers/pytorch_classify.py "$WORK/square" "$checkpoint" "$labels" "$WORK/torch-square.csv"
+"$VENV/bin/python" benches/peers/agreement.py "$WORK/weir-square" "$WORK/torch-square.csv"
