@@ -70,6 +70,9 @@ def manifests():
           + "    - {op: !!str select, columns: !!null}\n" + SINK)
     write("manifest", "binary-tag.yaml", HEAD + "spec:\n  x: !!binary aGVsbG8=\n")
     write("manifest", "two-documents.yaml", HEAD + "---\n" + HEAD)
+    # Found by fuzzing: a field nulled by a comment is absent to the CEL rules (api.rs,
+    # a_null_field_is_absent_to_the_cel_rules).
+    write("manifest", "null-files.yaml", HEAD + "spec:\n  source:\n    files: # {uri: data/}\n" + steps + SINK)
 
 
 def png(width, height, rows, color_type=2):

@@ -691,7 +691,8 @@ fn check_locations(spec: &MultimodalJobSpec, problems: &mut Vec<Problem>) {
 
 /// Runs the CRD's CEL rules, as the API server would, reporting their problems in field-path order.
 fn check_cel(raw: &Value, problems: &mut Vec<Problem>) {
-    let Err(errors) = kube_cel::Validator::new().validate_compiled(&CEL_RULES, raw, None) else {
+    let seen_by_cel = without_null_fields(&CRD_SCHEMA, raw);
+    let Err(errors) = kube_cel::Validator::new().validate_compiled(&CEL_RULES, &seen_by_cel, None) else {
         return;
     };
     let mut errors = errors.into_vec();
@@ -704,6 +705,30 @@ fn check_cel(raw: &Value, problems: &mut Vec<Problem>) {
         if !seen.contains(&problem.to_string()) {
             problems.push(problem);
         }
+    }
+}
+
+/// `value` as the API server's CEL rules see it: a field of an object with `properties` whose
+/// value is null is absent (`has(self.files)` is false for `files: null`, as the API server's
+/// `unstructuredMap` has it, and as serde reads it: `None`). Entries of maps
+/// (`additionalProperties`) keep their nulls.
+fn without_null_fields(schema: &Value, value: &Value) -> Value {
+    match value {
+        Value::Object(map) => {
+            let properties = schema.get("properties").and_then(Value::as_object);
+            let additional = schema.get("additionalProperties").filter(|a| a.is_object());
+            let kept = map.iter().filter_map(|(key, child)| match properties.and_then(|p| p.get(key)) {
+                Some(_) if child.is_null() => None,
+                Some(child_schema) => Some((key.clone(), without_null_fields(child_schema, child))),
+                None => Some((key.clone(), additional.map_or_else(|| child.clone(), |s| without_null_fields(s, child)))),
+            });
+            Value::Object(kept.collect())
+        }
+        Value::Array(items) => {
+            let item_schema = schema.get("items").unwrap_or(&Value::Null);
+            Value::Array(items.iter().map(|item| without_null_fields(item_schema, item)).collect())
+        }
+        _ => value.clone(),
     }
 }
 

@@ -181,6 +181,20 @@ fn cel_rules_catch_what_the_schema_cannot_say() {
     );
 }
 
+/// Found by the `manifest` fuzz target: `files:` with its value commented out is null, which the
+/// API server's CEL reads as absent (`has(self.files)` is false) and serde as `None`. The rules
+/// must see it so too, or the job validates and its own JSON (`source: {}`) does not.
+#[test]
+fn a_null_field_is_absent_to_the_cel_rules() {
+    let commented_out = job(&GOOD.replace("source: {files: {uri: data/}}", "source:\n    files: # {uri: data/}"));
+    assert_eq!(problems(&commented_out), ["spec.source: source needs exactly one of files or parquet"]);
+    let both = job(&GOOD.replace("source: {files: {uri: data/}}", "source: {files: {uri: data/}, parquet: null}"));
+    assert_eq!(problems(&both), Vec::<String>::new());
+    let job = weir_crds::validate::parse_manifest(&both, "t").expect("valid");
+    let json = serde_json::to_string(&job).expect("serializes");
+    assert_eq!(problems(&json), Vec::<String>::new());
+}
+
 /// `image.draw` after a decode, with `fields` added; the Parquet source lists no columns, so the
 /// detections column is left to the run.
 fn draw_step(fields: &str) -> String {
