@@ -720,7 +720,9 @@ fn without_null_fields(schema: &Value, value: &Value) -> Value {
             let kept = map.iter().filter_map(|(key, child)| match properties.and_then(|p| p.get(key)) {
                 Some(_) if child.is_null() => None,
                 Some(child_schema) => Some((key.clone(), without_null_fields(child_schema, child))),
-                None => Some((key.clone(), additional.map_or_else(|| child.clone(), |s| without_null_fields(s, child)))),
+                None => {
+                    Some((key.clone(), additional.map_or_else(|| child.clone(), |s| without_null_fields(s, child))))
+                }
             });
             Value::Object(kept.collect())
         }
