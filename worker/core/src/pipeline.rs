@@ -366,6 +366,11 @@ impl StepStage {
     async fn run(self, mut rx: StageReceiver<Message>, tx: StageSender<Message>) -> Result<(), ExecError> {
         let concurrency = self.step.concurrency().unwrap_or(self.ctx.compute.threads()).max(1);
         let mut in_flight: FuturesOrdered<InFlight> = FuturesOrdered::new();
+        // Only morsels count against `concurrency`: a unit's end is no work, and counted it kept
+        // a one-file unit's decode from overlapping the next (one core of two busy on videos).
+        // The queue as a whole stays bounded all the same.
+        let mut morsels_in_flight = 0usize;
+        let queue_bound = concurrency * 4;
         let mut input_done = false;
         // While a morsel's output is still arriving in parts, the next finished morsel waits here.
         let mut draining: Option<Draining> = None;
@@ -410,16 +415,22 @@ impl StepStage {
                     }
                 }
                 Some(done) = in_flight.next(), if !in_flight.is_empty() && held.is_none() => {
+                    if matches!(done, Processed::Morsel(_)) {
+                        morsels_in_flight -= 1;
+                    }
                     held = Some(done);
                 }
-                message = rx.recv(), if !input_done && in_flight.len() < concurrency => {
+                message = rx.recv(), if !input_done && morsels_in_flight < concurrency && in_flight.len() < queue_bound => {
                     if idle {
                         self.stats.add_blocked_in(wait.elapsed());
                     }
                     self.stats.set_queue_depth(rx.queued());
                     match message {
                         None => input_done = true,
-                        Some(message) => in_flight.push_back(self.start(message)),
+                        Some(message) => {
+                            morsels_in_flight += usize::from(matches!(message, Message::Morsel(_)));
+                            in_flight.push_back(self.start(message));
+                        }
                     }
                 }
             }

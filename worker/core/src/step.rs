@@ -228,12 +228,14 @@ impl Step for Planned {
         let Some(needed) = self.needed_after.clone() else {
             return self.step.clone().process(input, ctx);
         };
-        let step = self.step.clone();
-        Box::pin(async move {
-            let input = batch::mark_needed_after(&input, &needed)?;
-            let output = step.process(input, ctx).await?;
-            prune_output(output, needed)
-        })
+        // The step is called now, not when the future is first polled: a step that starts work
+        // as it is called (a video decode) must not wait for the stage to poll it, which it does
+        // not while it sends an earlier morsel's parts.
+        let output = match batch::mark_needed_after(&input, &needed) {
+            Ok(input) => self.step.clone().process(input, ctx),
+            Err(e) => return Box::pin(std::future::ready(Err(e))),
+        };
+        Box::pin(async move { prune_output(output.await?, needed) })
     }
 }
 

@@ -534,3 +534,46 @@ async fn a_budget_smaller_than_one_row_still_finishes_while_the_sink_buffers() {
     assert_eq!(summary.rows_in, 15);
     assert_eq!(sink.seen.seen().ids, all_ids(3, 5), "every row, once, in order");
 }
+
+/// Takes 100 ms a morsel, two at a time; remembers the most it had at once.
+#[derive(Default)]
+struct Overlapping {
+    alive: AtomicUsize,
+    most: AtomicUsize,
+}
+
+impl Step for Overlapping {
+    fn concurrency(&self) -> Option<usize> {
+        Some(2)
+    }
+
+    fn process(
+        self: Arc<Self>,
+        input: RecordBatch,
+        _ctx: StepContext,
+    ) -> BoxFuture<'static, Result<StepOutput, StepError>> {
+        Box::pin(async move {
+            let now = self.alive.fetch_add(1, SeqCst) + 1;
+            self.most.fetch_max(now, SeqCst);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            self.alive.fetch_sub(1, SeqCst);
+            Ok(StepOutput::ok(input))
+        })
+    }
+}
+
+/// A unit's end is no work: counted against a step's concurrency, it kept a one-file unit (a
+/// video) from overlapping the next one's.
+#[tokio::test(start_paused = true)]
+async fn units_of_one_morsel_each_run_as_many_at_once_as_the_step_allows() {
+    let step = Arc::new(Overlapping::default());
+    let sink = Recorder::default();
+
+    run(step.clone(), units(6, 1), MemoryBudget::new(BUDGET), options(ErrorHandling::default()), sink.clone())
+        .await
+        .expect("run");
+
+    assert_eq!(step.most.load(SeqCst), 2);
+    assert_eq!(sink.seen().ids, all_ids(6, 1));
+    assert_eq!(sink.seen().units_finished, 6);
+}

@@ -161,3 +161,35 @@ async fn parts_arrive_in_order_bounded_and_with_their_failures() {
     let most = most_alive.load(SeqCst);
     assert!(most <= 8, "{most} parts were alive at once");
 }
+
+/// Counts its calls as they happen, before its future is polled.
+struct CountsCalls(Arc<AtomicI64>);
+
+impl Step for CountsCalls {
+    fn process(
+        self: Arc<Self>,
+        input: RecordBatch,
+        _ctx: StepContext,
+    ) -> BoxFuture<'static, Result<StepOutput, StepError>> {
+        self.0.fetch_add(1, SeqCst);
+        Box::pin(async move { Ok(StepOutput::ok(input)) })
+    }
+}
+
+/// A step that starts its work as it is called (a video decode) must not wait for the stage to
+/// poll it: the stage does not poll later morsels while it sends an earlier one's parts, and
+/// a planned step pruning its output had deferred the call until then (one decode at a time).
+#[test]
+fn a_pruned_step_is_called_when_the_stage_starts_it_not_when_it_is_polled() {
+    let calls = Arc::new(AtomicI64::new(0));
+    let inner: Arc<dyn Step> = Arc::new(CountsCalls(calls.clone()));
+    let planned = weir_core::step::Planned::wrap_pruned("counts", None, Some(vec!["value".into()]), inner);
+    let refs: ArrayRef = Arc::new(StringArray::from(vec!["a"]));
+    let morsel = rows(refs, vec![7]).expect("a morsel");
+    let ctx = StepContext::new(ComputePool::new(1).expect("pool"));
+    let output = planned.process(morsel, ctx);
+    assert_eq!(calls.load(SeqCst), 1, "called before the first poll");
+    let runtime = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+    let output = runtime.block_on(output).expect("output");
+    assert_eq!(output.batch.column_by_name("value").expect("kept").len(), 1);
+}
