@@ -5,6 +5,7 @@
 //! emits them in input order, so rows stay ordered within a unit. Dropping the run future aborts
 //! every stage task (they are owned by a `JoinSet`).
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -372,13 +373,18 @@ impl StepStage {
         let mut morsels_in_flight = 0usize;
         let queue_bound = concurrency * 4;
         let mut input_done = false;
-        // While a morsel's output is still arriving in parts, the next finished morsel waits here.
+        // While a morsel's output is still arriving in parts, the next finished morsels wait here
+        // (in order, at most `concurrency` of them), so that the stage starts more: a step whose
+        // work goes on after its future is done (a video decode) keeps every core busy while a
+        // long file's parts go out, however unequal the files.
         let mut draining: Option<Draining> = None;
-        let mut held: Option<Processed> = None;
+        let mut held: VecDeque<Processed> = VecDeque::new();
+        let mut held_morsels = 0usize;
         loop {
             if draining.is_none()
-                && let Some(done) = held.take()
+                && let Some(done) = held.pop_front()
             {
+                held_morsels -= usize::from(matches!(done, Processed::Morsel(_)));
                 let (message, more) = self.finish(done)?;
                 draining = more;
                 if let Some(message) = message
@@ -414,11 +420,12 @@ impl StepStage {
                         return Ok(());
                     }
                 }
-                Some(done) = in_flight.next(), if !in_flight.is_empty() && held.is_none() => {
+                Some(done) = in_flight.next(), if !in_flight.is_empty() && held_morsels < concurrency => {
                     if matches!(done, Processed::Morsel(_)) {
                         morsels_in_flight -= 1;
+                        held_morsels += 1;
                     }
-                    held = Some(done);
+                    held.push_back(done);
                 }
                 message = rx.recv(), if !input_done && morsels_in_flight < concurrency && in_flight.len() < queue_bound => {
                     if idle {

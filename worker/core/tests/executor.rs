@@ -577,3 +577,53 @@ async fn units_of_one_morsel_each_run_as_many_at_once_as_the_step_allows() {
     assert_eq!(sink.seen().ids, all_ids(6, 1));
     assert_eq!(sink.seen().units_finished, 6);
 }
+
+/// Starts each morsel's work when called, as a video decode does, and hands its output in a
+/// second part: unit 0's after a second, the others' at once. Remembers how many morsels had
+/// started when unit 0's part came.
+#[derive(Default)]
+struct OneLongFile {
+    started: AtomicUsize,
+    started_when_the_long_one_ended: AtomicUsize,
+}
+
+impl Step for OneLongFile {
+    fn concurrency(&self) -> Option<usize> {
+        Some(2)
+    }
+
+    fn process(
+        self: Arc<Self>,
+        input: RecordBatch,
+        _ctx: StepContext,
+    ) -> BoxFuture<'static, Result<StepOutput, StepError>> {
+        self.started.fetch_add(1, SeqCst);
+        let long = ids(&input)[0] == 0;
+        let first = StepOutput::ok(input.slice(0, 0));
+        let rest = input.clone();
+        let part = stream::once(async move {
+            if long {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                self.started_when_the_long_one_ended.store(self.started.load(SeqCst), SeqCst);
+            }
+            Ok(StepOutput::ok(rest))
+        });
+        Box::pin(async move { Ok(StepOutput { more: Some(part.boxed()), ..first }) })
+    }
+}
+
+/// While one long file's parts go out in order, the stage keeps starting the next files: one
+/// draining, `concurrency` finished and held, `concurrency` in flight; no more.
+#[tokio::test(start_paused = true)]
+async fn a_long_file_does_not_hold_back_the_next_files_work_but_the_lookahead_is_bounded() {
+    let step = Arc::new(OneLongFile::default());
+    let sink = Recorder::default();
+
+    run(step.clone(), units(8, 1), MemoryBudget::new(BUDGET), options(ErrorHandling::default()), sink.clone())
+        .await
+        .expect("run");
+
+    assert_eq!(step.started_when_the_long_one_ended.load(SeqCst), 5);
+    assert_eq!(sink.seen().ids, all_ids(8, 1));
+    assert_eq!(sink.seen().units_finished, 8);
+}

@@ -17,9 +17,10 @@
 //! row), never a panic or a failed job.
 //!
 //! # Threads
-//! The worker already runs one decode per core (morsels in parallel on the compute pool), so
-//! FFmpeg's own decoder threads are turned off: they would oversubscribe the cores and add a
-//! frame buffer per thread to every decode.
+//! The worker already runs several decodes at once (a step's concurrency, one per core by
+//! default, and for `video.frames` a few more files decoding ahead while a long one's frames go
+//! out in order), so FFmpeg's own decoder threads are turned off: they would oversubscribe the
+//! cores and add a frame buffer per thread to every decode.
 
 pub mod audio;
 pub mod container;
