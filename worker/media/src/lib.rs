@@ -17,10 +17,14 @@
 //! row), never a panic or a failed job.
 //!
 //! # Threads
-//! The worker already runs several decodes at once (a step's concurrency, one per core by
-//! default, and for `video.frames` a few more files decoding ahead while a long one's frames go
-//! out in order), so FFmpeg's own decoder threads are turned off: they would oversubscribe the
-//! cores and add a frame buffer per thread to every decode.
+//! The worker runs several decodes at once (a step's concurrency, one per core by default, and
+//! for `video.frames` a few more files decoding ahead while a long one's frames go out in order).
+//! Audio decoders are single-threaded: the files are many and cheap, and FFmpeg's threads would
+//! only oversubscribe the cores and add buffers. `video.frames` decoders use FFmpeg's frame
+//! threads, as many as the compute pool has: a file's frames go out in order, so the costliest
+//! file of a morsel is a decode the step waits on, and on one thread it kept one core busy while
+//! the other idled (measured in the README); with several in flight, the threads share the cores
+//! at the cost of a frame buffer per thread.
 
 pub mod audio;
 pub mod container;

@@ -210,10 +210,20 @@ fn open_error(info: &StreamInfo) -> impl FnOnce(ffmpeg::Error) -> MediaError + '
 ///
 /// # Errors
 /// [`MediaError::NoDecoder`] when this FFmpeg cannot decode the codec.
-pub fn video_decoder(input: &Input, info: &StreamInfo, keyframes_only: bool) -> Result<decoder::Video, MediaError> {
+pub fn video_decoder(
+    input: &Input,
+    info: &StreamInfo,
+    keyframes_only: bool,
+    threads: usize,
+) -> Result<decoder::Video, MediaError> {
     let mut decoder = decoder_for(input, info)?;
     if keyframes_only {
         decoder.skip_frame(ffmpeg::Discard::NonKey);
+    }
+    if threads > 1 {
+        let frames =
+            codec::threading::Config { kind: codec::threading::Type::Frame, count: threads, ..Default::default() };
+        decoder.set_threading(frames);
     }
     decoder.video().map_err(open_error(info))
 }

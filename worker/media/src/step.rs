@@ -41,13 +41,22 @@ pub trait MediaKernel: Send + Sync + 'static {
     }
 
     /// Reads one file, handing its value to `emit` in parts as they are ready; stops early when
-    /// `emit` returns `false` (nobody wants more). The default hands out one part, [`read`].
+    /// `emit` returns `false` (nobody wants more). `threads` is how many cores the decode may
+    /// use (the compute pool's): one file's parts go out in order, so a costly file is a decode
+    /// the step waits on, and a decoder that can use several threads should. The default hands
+    /// out one part, [`read`].
     ///
     /// # Errors
     /// As [`MediaKernel::read`]; parts already emitted stay emitted.
     ///
     /// [`read`]: MediaKernel::read
-    fn read_parts(&self, path: &Path, emit: &mut dyn FnMut(Self::Value) -> bool) -> Result<(), MediaError> {
+    fn read_parts(
+        &self,
+        path: &Path,
+        threads: usize,
+        emit: &mut dyn FnMut(Self::Value) -> bool,
+    ) -> Result<(), MediaError> {
+        let _one_part_needs_no_threads = threads;
         emit(self.read(path)?);
         Ok(())
     }
@@ -92,7 +101,7 @@ impl<K: MediaKernel> Step for MediaStep<K> {
         if self.kernel.in_parts() {
             // Started now, not when first polled: the stage holds finished morsels back while it
             // sends an earlier one's parts, and the decodes should run meanwhile.
-            let output = self.in_parts(input);
+            let output = self.in_parts(input, ctx.compute.threads());
             return Box::pin(async move { output });
         }
         Box::pin(async move {
@@ -159,11 +168,11 @@ impl<K: MediaKernel> MediaStep<K> {
     /// Rows are read one after another by a task this output owns (dropping the output aborts it;
     /// a decode in progress stops at its next part); decodes run on blocking threads, not the
     /// compute pool, because they wait for downstream between parts.
-    fn in_parts(self: Arc<Self>, input: RecordBatch) -> Result<StepOutput, StepError> {
+    fn in_parts(self: Arc<Self>, input: RecordBatch, threads: usize) -> Result<StepOutput, StepError> {
         let sources = row_sources(&input, self.kernel.input())?;
         let rows = input.num_rows();
         let (tx, rx) = tokio::sync::mpsc::channel::<Part<K::Value>>(PARTS_AHEAD);
-        let producer = AbortOnDrop(tokio::spawn(self.clone().produce(sources, tx)));
+        let producer = AbortOnDrop(tokio::spawn(self.clone().produce(sources, threads, tx)));
         let kernel = self.kernel.clone();
         let first = kernel.assemble(&input, (0..rows).map(|_| None).collect(), Vec::new())?;
         let more = futures::stream::unfold((rx, producer), move |(mut rx, producer)| {
@@ -201,7 +210,12 @@ impl<K: MediaKernel> MediaStep<K> {
     }
 
     /// Reads the rows in order, sending each file's parts (or its failure) to `tx`.
-    async fn produce(self: Arc<Self>, sources: Vec<Option<RowSource>>, tx: tokio::sync::mpsc::Sender<Part<K::Value>>) {
+    async fn produce(
+        self: Arc<Self>,
+        sources: Vec<Option<RowSource>>,
+        threads: usize,
+        tx: tokio::sync::mpsc::Sender<Part<K::Value>>,
+    ) {
         for (row, source) in sources.into_iter().enumerate() {
             let Some(source) = source else { continue };
             let label = source.label();
@@ -216,7 +230,7 @@ impl<K: MediaKernel> MediaStep<K> {
             };
             let (kernel, parts) = (self.kernel.clone(), tx.clone());
             let decoded = tokio::task::spawn_blocking(move || {
-                read_row_parts(kernel.as_ref(), staged, &mut |value| {
+                read_row_parts(kernel.as_ref(), staged, threads, &mut |value| {
                     parts.blocking_send(Part::Value(row, value)).is_ok()
                 })
             })
@@ -246,13 +260,15 @@ impl Drop for AbortOnDrop {
 fn read_row_parts<K: MediaKernel>(
     kernel: &K,
     staged: Staged,
+    threads: usize,
     emit: &mut dyn FnMut(K::Value) -> bool,
 ) -> Result<(), MediaError> {
     let media = match staged {
         Staged::Ready(media) => media,
         Staged::Bytes(array, row) => LocalMedia::Temporary(bytes_to_temp(&array, row)?),
     };
-    catch_unwind(AssertUnwindSafe(|| kernel.read_parts(media.path(), emit))).map_err(|_| MediaError::Panicked)?
+    catch_unwind(AssertUnwindSafe(|| kernel.read_parts(media.path(), threads, emit)))
+        .map_err(|_| MediaError::Panicked)?
 }
 
 impl<K: MediaKernel> MediaStep<K> {

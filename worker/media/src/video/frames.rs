@@ -58,6 +58,8 @@ pub struct FrameOptions {
     pub size: Option<(u32, u32)>,
     pub mode: ImageMode,
     pub max_pixels: u64,
+    /// FFmpeg frame threads of the decoder; 1 decodes on the calling thread alone.
+    pub decoder_threads: usize,
 }
 
 impl Default for FrameOptions {
@@ -71,6 +73,7 @@ impl Default for FrameOptions {
             size: None,
             mode: ImageMode::Rgb,
             max_pixels: DEFAULT_MAX_PIXELS,
+            decoder_threads: 1,
         }
     }
 }
@@ -151,6 +154,8 @@ pub fn build(config: &VideoFrames, stores: Arc<StoreRegistry>) -> Result<Arc<dyn
         size,
         mode: config.mode.unwrap_or_default(),
         max_pixels: config.max_pixels.unwrap_or(DEFAULT_MAX_PIXELS),
+        // Set per decode, from the compute pool the step runs on (`read_parts`).
+        decoder_threads: 1,
     };
     let bound = RowBound::new(None, config.max_bytes_per_input);
     let kernel = SampleFrames { input: config.input.clone(), output: config.output.clone(), options, bound };
@@ -172,8 +177,14 @@ impl MediaKernel for SampleFrames {
         true
     }
 
-    fn read_parts(&self, path: &Path, emit: &mut dyn FnMut(SampledFrames) -> bool) -> Result<(), MediaError> {
-        sample_frames_in_parts(path, &self.options, PART_BYTES, emit)
+    fn read_parts(
+        &self,
+        path: &Path,
+        threads: usize,
+        emit: &mut dyn FnMut(SampledFrames) -> bool,
+    ) -> Result<(), MediaError> {
+        let options = FrameOptions { decoder_threads: threads, ..self.options.clone() };
+        sample_frames_in_parts(path, &options, PART_BYTES, emit)
     }
 
     fn assemble(
@@ -273,7 +284,7 @@ pub fn sample_frames_in_parts(
     let mut input = open(path)?;
     let info = find_stream(&input, Type::Video)?;
     check_pixels("the video", info.width, info.height, options.max_pixels)?;
-    let mut decoder = video_decoder(&input, &info, options.keyframes_only)?;
+    let mut decoder = video_decoder(&input, &info, options.keyframes_only, options.decoder_threads)?;
     let seeked = options.start > 0.0 && seek(&mut input, &info, options.start);
     let mut sampling = Sampling {
         counting: !seeked && !options.keyframes_only,
@@ -408,6 +419,21 @@ mod tests {
             assert_eq!((f.width, f.height, f.channels), (160, 120, 3));
         }
         assert_eq!(sampled.pixels.len(), 125 * 160 * 120 * 3);
+    }
+
+    /// Frame threads hold frames back while they decode ahead; the end of the file flushes them,
+    /// so the same frames come out, in order, with the same pixels.
+    #[test]
+    fn frame_threads_decode_the_same_frames_as_one_thread() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let video = five_seconds(dir.path());
+        let one = sample(&video, FrameOptions::default());
+        let three = sample(&video, FrameOptions { decoder_threads: 3, ..Default::default() });
+        assert_eq!(indices(&three), indices(&one));
+        assert_eq!(times(&three), times(&one));
+        assert!(three.pixels == one.pixels, "the pixels differ");
+        let sampled = FrameOptions { fps: Some(1.0), start: 1.5, decoder_threads: 2, ..Default::default() };
+        assert_eq!(times(&sample(&video, sampled)), [1.52, 2.52, 3.52, 4.52]);
     }
 
     #[test]
