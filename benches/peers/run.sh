@@ -87,6 +87,8 @@ for p in $PIPELINES; do
     verdict=$("$PY" $PEERS/compare.py "$p" "$WORK/out/$p-plain" "$WORK/out/$p-$engine" 2>&1 | tail -1) || true
     echo "$p $engine: $verdict"
     printf '%s\t%s\t%s\n' "$p" "$engine" "$verdict" >> "$agreement"
+    # A's differing labels: how close PyTorch's top two classes were on them.
+    [ "$p" = a ] && "$PY" $PEERS/margins.py "${input[a]}" $checkpoint $labels "$WORK/out/a-$engine" | sed "s/^/  /"
   done
 done
 

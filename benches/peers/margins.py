@@ -1,0 +1,51 @@
+"""Why an engine's top-1 labels for pipeline A differ from PyTorch's: for each disagreement, how far
+apart PyTorch's two most probable classes were. Disagreements between equally good kernels fall
+on near-ties; a disagreement on a confident image would point at a wrong network.
+
+usage: python margins.py PHOTOS CHECKPOINT LABELS.json ENGINE_OUT_DIR
+"""
+
+import json
+import pathlib
+import sys
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import pytorch_classify  # noqa: E402
+from compare import keyed, read  # noqa: E402
+
+
+def reference(photos, checkpoint, labels):
+    """PyTorch's (top-1 label, top-1 probability, top-1 minus top-2 probability) per file name."""
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    net = pytorch_classify.Net(state.get("state_dict", state)).eval()
+    names = json.loads(pathlib.Path(labels).read_text())
+    files = sorted(p for p in pathlib.Path(photos).iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    found = {}
+    with torch.inference_mode():
+        for i in range(0, len(files), 32):
+            chunk = files[i:i + 32]
+            probs = torch.softmax(net(torch.from_numpy(np.stack([pytorch_classify.prepare(p) for p in chunk]))), 1)
+            top, index = probs.topk(2, 1)
+            for path, (p1, p2), (i1, _) in zip(chunk, top.tolist(), index.tolist()):
+                found[path.name] = (names[i1], p1, p1 - p2)
+    return found
+
+
+def main(photos, checkpoint, labels, engine_out):
+    ref = reference(photos, checkpoint, labels)
+    got = keyed(read(engine_out), "name", "label")
+    differ = [name for name, (label, _, _) in ref.items() if got.get(name) != label]
+    margins = np.array([ref[name][2] for name in differ]) if differ else np.zeros(1)
+    every = np.array([margin for _, _, margin in ref.values()])
+    print(f"{len(differ)}/{len(ref)} labels differ from PyTorch's; PyTorch's top-1 minus top-2 probability on them: "
+          f"median {np.median(margins):.3f}, largest {margins.max():.3f}")
+    print(f"over all {len(ref)} images: median top-1 probability {np.median([p for _, p, _ in ref.values()]):.3f}, "
+          f"median margin {np.median(every):.3f}; {100 * (every <= margins.max()).mean():.1f}% have a margin of "
+          f"{margins.max():.3f} or less")
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:5])
