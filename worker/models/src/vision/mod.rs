@@ -4,6 +4,7 @@
 pub mod efficientnet;
 pub mod mtcnn;
 pub mod nanodet;
+pub mod pil_resize;
 pub mod preprocess;
 pub mod resnet;
 

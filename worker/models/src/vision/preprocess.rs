@@ -1,9 +1,9 @@
 //! Turning decoded images into a model's input: resize, centre crop, normalise to planar f32.
 
-use weir_crds::ResizeFilter;
 use weir_ops::image::ImageView;
 use weir_ops::image::crop::crop;
-use weir_ops::image::resize::resize;
+
+use super::pil_resize::resize_like_pil;
 
 /// What an image model expects.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -29,7 +29,7 @@ impl InputSpec {
 
     /// One image as normalised planar RGB (`3 x size x size`). An image of exactly the input
     /// size is used as it is; any other is centre-cropped as if resized to `resize_to` on its
-    /// shorter side first, then resized (bilinear). Grey images are repeated to three channels and alpha is dropped.
+    /// shorter side first, then resized (bilinear, as Pillow does it). Grey images are repeated to three channels and alpha is dropped.
     ///
     /// # Errors
     /// A message when the image's buffer does not match its size or it has no pixels.
@@ -47,7 +47,10 @@ impl InputSpec {
             let side = ((u64::from(shorter) * u64::from(self.size)) / u64::from(self.resize_to.max(self.size))).max(1);
             let side = side as u32;
             let centre = crop(img, ((img.width - side) / 2, (img.height - side) / 2, side, side))?;
-            owned = resize(centre.view(), self.size, self.size, ResizeFilter::Bilinear)?;
+            // Pillow's bilinear, bit for bit: the pixels the model's PIL-based training and
+            // reference pipelines give it (our general resize differs by a grey level here and
+            // there, which flips near-ties).
+            owned = resize_like_pil(centre.view(), self.size, self.size)?;
             owned.view()
         };
         let c = usize::from(square.channels);
