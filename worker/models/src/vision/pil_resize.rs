@@ -50,15 +50,34 @@ fn taps(in_size: usize, out_size: usize) -> Vec<Taps> {
 }
 
 /// One tap sum, rounded and clipped to 8 bits as Pillow's `clip8` does.
-fn clip8(sum: i64) -> u8 {
+fn clip8(sum: i32) -> u8 {
     (sum >> PRECISION_BITS).clamp(0, 255) as u8
+}
+
+/// Pillow's horizontal pass over rows of `width` pixels of `C` channels.
+fn horizontal_pass<const C: usize>(data: &[u8], width: usize, across: &[Taps], out: &mut [u8]) {
+    let half = 1i32 << (PRECISION_BITS - 1);
+    for (row_in, row_out) in data.chunks_exact(width * C).zip(out.chunks_exact_mut(across.len() * C)) {
+        for (tap, pixel_out) in across.iter().zip(row_out.chunks_exact_mut(C)) {
+            let mut sums = [half; C];
+            for (weight, pixel_in) in tap.weights.iter().zip(row_in[tap.first * C..].chunks_exact(C)) {
+                for (sum, value) in sums.iter_mut().zip(pixel_in) {
+                    *sum += i32::from(*value) * weight;
+                }
+            }
+            for (value, sum) in pixel_out.iter_mut().zip(sums) {
+                *value = clip8(sum);
+            }
+        }
+    }
 }
 
 /// `img` resized to `width` x `height` as Pillow's `Image.resize((width, height), BILINEAR)`
 /// gives it, bit for bit.
 ///
 /// # Errors
-/// A message when the image's buffer is shorter than its size says, or either size is zero.
+/// A message when the image's buffer is shorter than its size says, either size is zero, or it
+/// has other than 1, 3 or 4 channels.
 pub fn resize_like_pil(img: ImageView<'_>, width: u32, height: u32) -> Result<Image, String> {
     let (w, h, c) = (img.width as usize, img.height as usize, usize::from(img.channels));
     if w == 0 || h == 0 || width == 0 || height == 0 || c == 0 {
@@ -68,22 +87,19 @@ pub fn resize_like_pil(img: ImageView<'_>, width: u32, height: u32) -> Result<Im
         return Err(format!("image buffer holds {} bytes, fewer than its {w}x{h}x{c} size", img.data.len()));
     }
     let (out_w, out_h) = (width as usize, height as usize);
-    let half = 1i64 << (PRECISION_BITS - 1);
+    // Sums fit in i32: the weights of a sample add up to 2^22, a value is at most 255.
+    let half = 1i32 << (PRECISION_BITS - 1);
     // Pillow skips a pass whose size does not change.
     let horizontal = if out_w == w {
         img.data[..w * h * c].to_vec()
     } else {
         let across = taps(w, out_w);
         let mut out = vec![0u8; out_w * h * c];
-        for (row_in, row_out) in img.data.chunks_exact(w * c).zip(out.chunks_exact_mut(out_w * c)) {
-            for (x, tap) in across.iter().enumerate() {
-                for ch in 0..c {
-                    let sum = tap.weights.iter().enumerate().fold(half, |sum, (k, weight)| {
-                        sum + i64::from(row_in[(tap.first + k) * c + ch]) * i64::from(*weight)
-                    });
-                    row_out[x * c + ch] = clip8(sum);
-                }
-            }
+        match c {
+            1 => horizontal_pass::<1>(&img.data[..w * h], w, &across, &mut out),
+            3 => horizontal_pass::<3>(&img.data[..w * h * 3], w, &across, &mut out),
+            4 => horizontal_pass::<4>(&img.data[..w * h * 4], w, &across, &mut out),
+            _ => return Err(format!("cannot resize an image of {c} channels")),
         }
         out
     };
@@ -93,13 +109,18 @@ pub fn resize_like_pil(img: ImageView<'_>, width: u32, height: u32) -> Result<Im
     let down = taps(h, out_h);
     let stride = out_w * c;
     let mut data = vec![0u8; out_h * stride];
-    for (y, tap) in down.iter().enumerate() {
-        let row_out = &mut data[y * stride..(y + 1) * stride];
-        for (i, value) in row_out.iter_mut().enumerate() {
-            let sum = tap.weights.iter().enumerate().fold(half, |sum, (k, weight)| {
-                sum + i64::from(horizontal[(tap.first + k) * stride + i]) * i64::from(*weight)
-            });
-            *value = clip8(sum);
+    let mut sums = vec![0i32; stride];
+    for (tap, row_out) in down.iter().zip(data.chunks_exact_mut(stride)) {
+        sums.fill(half);
+        // Whole rows at a time, so the multiply-adds run across the row in vector registers.
+        let rows_in = horizontal[tap.first * stride..].chunks_exact(stride);
+        for (weight, row_in) in tap.weights.iter().zip(rows_in) {
+            for (sum, value) in sums.iter_mut().zip(row_in) {
+                *sum += i32::from(*value) * weight;
+            }
+        }
+        for (value, sum) in row_out.iter_mut().zip(&sums) {
+            *value = clip8(*sum);
         }
     }
     Ok(Image { width, height, channels: img.channels, data })
