@@ -52,11 +52,9 @@ class Classifier:
     def __init__(self, checkpoint, labels):
         import json
 
-        import torch
-        from pytorch_classify import Net
+        from pytorch_classify import load_net
 
-        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
-        self.net = Net(state.get("state_dict", state)).eval()
+        self.net = load_net(checkpoint)
         self.labels = json.loads(pathlib.Path(labels).read_text())
 
     @daft.method.batch(return_dtype=DataType.string(), batch_size=16)

@@ -19,18 +19,11 @@ from compare import keyed, read  # noqa: E402
 
 def reference(photos, checkpoint, labels):
     """PyTorch's (top-1 label, top-1 probability, top-1 minus top-2 probability) per file name."""
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    net = pytorch_classify.Net(state.get("state_dict", state)).eval()
     names = json.loads(pathlib.Path(labels).read_text())
-    files = sorted(p for p in pathlib.Path(photos).iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
     found = {}
-    with torch.inference_mode():
-        for i in range(0, len(files), 32):
-            chunk = files[i:i + 32]
-            probs = torch.softmax(net(torch.from_numpy(np.stack([pytorch_classify.prepare(p) for p in chunk]))), 1)
-            top, index = probs.topk(2, 1)
-            for path, (p1, p2), (i1, _) in zip(chunk, top.tolist(), index.tolist()):
-                found[path.name] = (names[i1], p1, p1 - p2)
+    for path, row in pytorch_classify.logits(photos, checkpoint):
+        (p1, p2), (i1, _) = (t.tolist() for t in torch.softmax(row, 0).topk(2))
+        found[path.name] = (names[i1], p1, p1 - p2)
     return found
 
 

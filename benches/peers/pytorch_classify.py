@@ -69,21 +69,26 @@ def prepare(path):
     return (np.asarray(img, dtype=np.float32).transpose(2, 0, 1) - 127.0) / 128.0
 
 
-def classify(photos, checkpoint, labels):
-    """(file name, top-1 label) of every JPEG or PNG under `photos`, in name order."""
+def load_net(checkpoint):
+    """The network with the checkpoint's weights, ready for inference (every engine's scripts use it)."""
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    state = state.get("state_dict", state)
-    net = Net(state).eval()
-    names = json.loads(pathlib.Path(labels).read_text())
+    return Net(state.get("state_dict", state)).eval()
+
+
+def logits(photos, checkpoint):
+    """(file, logits) of every JPEG or PNG under `photos`, in name order, in batches of 16."""
+    net = load_net(checkpoint)
     files = sorted(p for p in pathlib.Path(photos).iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
-    rows = []
     with torch.inference_mode():
         for i in range(0, len(files), 16):
             chunk = files[i:i + 16]
-            batch = torch.from_numpy(np.stack([prepare(p) for p in chunk]))
-            top = net(batch).argmax(1).tolist()
-            rows += [(p.name, names[t]) for p, t in zip(chunk, top)]
-    return rows
+            yield from zip(chunk, net(torch.from_numpy(np.stack([prepare(p) for p in chunk]))))
+
+
+def classify(photos, checkpoint, labels):
+    """(file name, top-1 label) of every JPEG or PNG under `photos`, in name order."""
+    names = json.loads(pathlib.Path(labels).read_text())
+    return [(path.name, names[int(row.argmax())]) for path, row in logits(photos, checkpoint)]
 
 
 def main(photos, checkpoint, labels, out):

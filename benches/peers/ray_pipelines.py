@@ -64,9 +64,7 @@ def crop_resize(row):
 
 class Classifier:
     def __init__(self, checkpoint, labels):
-        import torch
-        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
-        self.net = pytorch_classify.Net(state.get("state_dict", state)).eval()
+        self.net = pytorch_classify.load_net(checkpoint)
         self.labels = json.loads(pathlib.Path(labels).read_text())
 
     def __call__(self, batch):
