@@ -8,7 +8,7 @@ ARG VARIANT=cpu
 # ---- build (CPU): Debian bookworm, FFmpeg 5.1 development files ----
 FROM rust:1.95-bookworm AS build-cpu
 RUN apt-get update && apt-get install -y --no-install-recommends \
-      clang libclang-dev pkg-config \
+      clang libclang-dev pkg-config libturbojpeg0-dev \
       libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libswresample-dev \
     && rm -rf /var/lib/apt/lists/*
 ENV CARGO_FEATURES=""
@@ -16,7 +16,7 @@ ENV CARGO_FEATURES=""
 # ---- build (CUDA): the CUDA toolkit's devel image (nvcc for candle's kernels) ----
 FROM nvidia/cuda:12.6.3-devel-ubuntu24.04 AS build-cuda
 RUN apt-get update && apt-get install -y --no-install-recommends \
-      ca-certificates curl build-essential clang libclang-dev pkg-config \
+      ca-certificates curl build-essential clang libclang-dev pkg-config libturbojpeg0-dev \
       libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libswresample-dev \
     && rm -rf /var/lib/apt/lists/*
 RUN curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal --default-toolchain 1.95.0
@@ -38,13 +38,13 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
 # ---- runtime (CPU): Debian slim with FFmpeg's shared libraries ----
 FROM debian:bookworm-slim AS runtime-cpu
 RUN apt-get update && apt-get install -y --no-install-recommends \
-      ca-certificates libavcodec59 libavformat59 libavutil57 libswscale6 libswresample4 \
+      ca-certificates libavcodec59 libavformat59 libavutil57 libswscale6 libswresample4 libturbojpeg0 \
     && rm -rf /var/lib/apt/lists/*
 
 # ---- runtime (CUDA): the CUDA runtime image (cuBLAS, NVRTC) with FFmpeg's shared libraries ----
 FROM nvidia/cuda:12.6.3-runtime-ubuntu24.04 AS runtime-cuda
 RUN apt-get update && apt-get install -y --no-install-recommends \
-      ca-certificates libavcodec60 libavformat60 libavutil58 libswscale7 libswresample4 \
+      ca-certificates libavcodec60 libavformat60 libavutil58 libswscale7 libswresample4 libturbojpeg \
     && rm -rf /var/lib/apt/lists/*
 
 FROM runtime-${VARIANT}

@@ -5,7 +5,8 @@
 //! `--threads N`, `--memory-limit 512MiB`, `--linearity K`: also run on K times the images and
 //! print how far the time is from linear and both peaks; `--floor`: also time the kernels alone
 //! (decode, resize, encode on the bytes already in memory, on all cores) and print the pipeline's
-//! time against that floor). Data sets are generated once under the target dir.
+//! time against that floor; `--draft`: decode with `draft: {width: 224, height: 224}`, in the
+//! pipeline and the floor alike). Data sets are generated once under the target dir.
 
 mod harness;
 
@@ -24,13 +25,15 @@ fn main() -> Result<()> {
     let memory: String = args.flag("--memory-limit", "256MiB".to_string())?;
     let linearity: usize = args.flag("--linearity", 1)?;
     let floor = args.has("--floor");
+    let draft = args.has("--draft").then_some(weir_crds::DraftSize { width: 224, height: 224 });
     let data = jpeg_set(images)?;
     let bytes = dir_bytes(&data)?;
-    let run = run_measured(&manifest_text(&data.display().to_string()), threads, &memory)?;
+    let run = run_measured(&manifest_text(&data.display().to_string(), draft), threads, &memory)?;
     println!(
-        "preprocess: {images} JPEGs ({} total, {} avg), decode -> resize 224x224 -> JPEG q85 -> Parquet",
+        "preprocess: {images} JPEGs ({} total, {} avg), decode{} -> resize 224x224 -> JPEG q85 -> Parquet",
         format_size(bytes),
-        format_size(bytes / images as u64)
+        format_size(bytes / images as u64),
+        if draft.is_some() { " (draft 224x224)" } else { "" }
     );
     println!(
         "preprocess: {:.0} images/s  ({:.2} s wall, process start included), peak RSS {}",
@@ -39,7 +42,7 @@ fn main() -> Result<()> {
         format_size(run.peak_rss)
     );
     if floor {
-        let seconds = kernel_floor(&data, threads)?;
+        let seconds = kernel_floor(&data, threads, draft)?;
         println!(
             "floor: decode -> resize -> encode alone, bytes in memory: {:.2} s ({:.0} images/s); the pipeline takes {:.2}x the floor",
             seconds,
@@ -49,7 +52,7 @@ fn main() -> Result<()> {
     }
     if linearity > 1 {
         let more = images * linearity;
-        let large = run_measured(&manifest_text(&jpeg_set(more)?.display().to_string()), threads, &memory)?;
+        let large = run_measured(&manifest_text(&jpeg_set(more)?.display().to_string(), draft), threads, &memory)?;
         println!(
             "linearity: {images} -> {more} images: {:.2} s -> {:.2} s wall, {:.3}x the linear time \
              ({:.0} -> {:.0} images/s); peak RSS {} -> {}",
@@ -68,7 +71,7 @@ fn main() -> Result<()> {
 /// Seconds to decode, resize to 224x224 (bilinear) and encode (JPEG q85) every JPEG under `dir`,
 /// read into memory first, on a pool of `threads` (0: all cores): the same kernels the pipeline
 /// runs, without files, morsels, Arrow or Parquet.
-fn kernel_floor(dir: &std::path::Path, threads: usize) -> Result<f64> {
+fn kernel_floor(dir: &std::path::Path, threads: usize, draft: Option<weir_crds::DraftSize>) -> Result<f64> {
     use rayon::prelude::*;
     use weir_ops::image::decode::DecodeImages;
     let mut files: Vec<Vec<u8>> = Vec::new();
@@ -84,6 +87,7 @@ fn kernel_floor(dir: &std::path::Path, threads: usize) -> Result<f64> {
         mode: None,
         max_pixels: None,
         apply_orientation: None,
+        draft,
         concurrency: None,
         pool: None,
     };
@@ -109,7 +113,8 @@ fn jpeg_set(count: usize) -> Result<std::path::PathBuf> {
     })
 }
 
-fn manifest_text(data: &str) -> String {
+fn manifest_text(data: &str, draft: Option<weir_crds::DraftSize>) -> String {
+    let draft = draft.map(|d| format!(", draft: {{width: {}, height: {}}}", d.width, d.height)).unwrap_or_default();
     format!(
         "apiVersion: weir.dev/v1alpha1
 kind: MultimodalJob
@@ -118,7 +123,7 @@ spec:
   source: {{files: {{uri: \"{data}/\", glob: \"*.jpg\", filesPerUnit: 250}}}}
   steps:
     - {{op: download, input: uri, output: bytes}}
-    - {{op: image.decode, input: bytes, output: image}}
+    - {{op: image.decode, input: bytes, output: image{draft}}}
     - {{op: image.resize, input: image, output: image, width: 224, height: 224}}
     - {{op: image.encode, input: image, output: thumbnail, quality: 85}}
     - {{op: select, columns: [uri, thumbnail]}}

@@ -12,10 +12,11 @@ ensure_packages() {
   "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
 }
 
-# What `cargo build` needs: a C compiler (aws-lc), pkg-config, and FFmpeg's development files
-# plus libclang for ffmpeg-sys-next's bindgen. The `ffmpeg` CLI generates example and test media.
+# What `cargo build` needs: a C compiler (aws-lc), pkg-config, FFmpeg's development files plus
+# libclang for ffmpeg-sys-next's bindgen, and libjpeg-turbo's TurboJPEG library (JPEG decoding).
+# The `ffmpeg` CLI generates example and test media.
 BUILD_PACKAGES=(build-essential pkg-config libclang-dev clang
-  libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libswresample-dev ffmpeg)
+  libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libswresample-dev libturbojpeg0-dev ffmpeg)
 
 # A Python virtualenv outside the checkout (moto for the tests, pip for fetching model wheels).
 VENV="${WEIR_VENV:-$HOME/.cache/weir/venv}"

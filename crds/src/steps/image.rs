@@ -23,6 +23,13 @@ step_config!(
         /// count is the same either way).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         apply_orientation: Option<bool>,
+        /// Decode JPEGs at a reduced size, as Pillow's `Image.draft` does: libjpeg-turbo scales
+        /// the DCT by 1/8, 1/4 or 1/2, the largest reduction that keeps the (upright) image at
+        /// least this size, which costs a fraction of a full decode. Set it to the size a
+        /// following `image.resize` makes; the resized pixels then differ from a full decode's
+        /// by about one grey level. Other formats decode at full size.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        draft: Option<DraftSize>,
     }
 );
 impl_step_config!(ImageDecode, inputs(s) => vec![s.input.as_str()], output(s) => Some(&s.output));
@@ -236,6 +243,16 @@ pub struct CropBox {
     #[schemars(range(min = 1))]
     pub width: u32,
     #[schemars(range(min = 1))]
+    pub height: u32,
+}
+
+/// The least size, in pixels, a draft decode keeps.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DraftSize {
+    #[schemars(range(min = 1, max = 65535))]
+    pub width: u32,
+    #[schemars(range(min = 1, max = 65535))]
     pub height: u32,
 }
 

@@ -100,6 +100,7 @@ mod tests {
             mode: ImageMode::Rgb,
             max_pixels: 1 << 24,
             apply_orientation: true,
+            draft: None,
         }
     }
 

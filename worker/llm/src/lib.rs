@@ -109,6 +109,7 @@ pub fn build(config: &LlmPrompt, stores: &StoreRegistry, checkpoint_uri: &str) -
             mode: ImageMode::Rgb,
             max_pixels: DEFAULT_MAX_PIXELS,
             apply_orientation: true,
+            draft: None,
         },
         shape: RequestShape {
             api: config.endpoint.api.unwrap_or_default(),

@@ -1,5 +1,9 @@
 //! `image.decode`: encoded bytes (JPEG, PNG, WebP, GIF, BMP, TIFF) to an image column.
 //!
+//! JPEGs are decoded by libjpeg-turbo (the `turbo` module), so their pixels are those Pillow and
+//! torchvision decode, which models were trained and evaluated on; `draft` decodes them at a
+//! reduced size. CMYK JPEGs and the other formats go through the `image` crate.
+//!
 //! Dimensions are read from the header and checked against `maxPixels` before any pixel buffer
 //! is allocated, so a "decompression bomb" costs nothing but its header; bytes that look cut short
 //! are refused before decoding too (see the `truncation` module), because decoders fill
@@ -19,6 +23,7 @@ use weir_core::{Step, StepError, StepOutput};
 use weir_crds::{ImageDecode, ImageMode};
 
 use super::truncation::truncation;
+use super::turbo;
 use super::{Image, image_array_owned, image_error_cause, split_results};
 use crate::BuildError;
 
@@ -34,6 +39,9 @@ pub struct DecodeImages {
     pub max_pixels: u64,
     /// Turn images upright as their EXIF Orientation tag says.
     pub apply_orientation: bool,
+    /// Decode JPEGs at the largest DCT reduction that keeps the upright image at least this
+    /// (width, height); `None` decodes at full size.
+    pub draft: Option<(u32, u32)>,
 }
 
 /// Builds `image.decode` from its config.
@@ -65,6 +73,7 @@ impl DecodeImages {
             mode: config.mode.unwrap_or_default(),
             max_pixels: config.max_pixels.unwrap_or(DEFAULT_MAX_PIXELS),
             apply_orientation: config.apply_orientation.unwrap_or(true),
+            draft: config.draft.map(|d| (d.width, d.height)),
         }
     }
 
@@ -88,6 +97,11 @@ impl DecodeImages {
         } else {
             Orientation::NoTransforms
         };
+        if format == ImageFormat::Jpeg
+            && let Some(decoded) = self.decode_jpeg(bytes, orientation)?
+        {
+            return Ok(decoded);
+        }
         let mut limits = Limits::default();
         limits.max_alloc = Some(pixels.saturating_mul(16).max(64 << 20));
         decoder.set_limits(limits).map_err(|e| format!("{format:?}: {}", image_error_cause(&e)))?;
@@ -95,6 +109,29 @@ impl DecodeImages {
             .map_err(|e| format!("{format:?}: cannot decode: {}", image_error_cause(&e)))?;
         decoded.apply_orientation(orientation);
         Ok(convert(decoded, self.mode))
+    }
+
+    /// Decodes a JPEG with libjpeg-turbo, at the draft's reduced size when one applies; `None`
+    /// for a CMYK or YCCK JPEG, which the `image` crate's decoder turns into RGB instead.
+    ///
+    /// # Errors
+    /// A message naming the format and libjpeg-turbo's reason.
+    fn decode_jpeg(&self, bytes: &[u8], orientation: Orientation) -> Result<Option<Image>, String> {
+        let header = turbo::read_header(bytes).map_err(|e| format!("Jpeg: {e}"))?;
+        if header.is_cmyk {
+            return Ok(None);
+        }
+        // The draft bounds the upright image; the decoder scales the stored one.
+        let draft = self.draft.map(|(w, h)| if swaps_sides(orientation) { (h, w) } else { (w, h) });
+        let (width, height) = turbo::draft_size((header.width, header.height), draft);
+        let data = turbo::decode(bytes, self.mode, (width, height)).map_err(|e| format!("Jpeg: {e}"))?;
+        let image = Image { width, height, channels: self.mode.channels(), data };
+        if orientation == Orientation::NoTransforms {
+            return Ok(Some(image));
+        }
+        let mut upright = dynamic_image(image).ok_or("Jpeg: decoded pixels do not fill the image")?;
+        upright.apply_orientation(orientation);
+        Ok(Some(convert(upright, self.mode)))
     }
 
     /// The stored size's pixel count.
@@ -131,6 +168,24 @@ fn open(bytes: &[u8]) -> Result<(ImageFormat, impl ImageDecoder + '_), String> {
     let decoder =
         reader.into_decoder().map_err(|e| format!("{format:?}: corrupt header: {}", image_error_cause(&e)))?;
     Ok((format, decoder))
+}
+
+/// Whether `orientation` turns the image a quarter, so that its width becomes its height.
+fn swaps_sides(orientation: Orientation) -> bool {
+    matches!(
+        orientation,
+        Orientation::Rotate90 | Orientation::Rotate270 | Orientation::Rotate90FlipH | Orientation::Rotate270FlipH
+    )
+}
+
+/// `image` as the `image` crate's type; `None` when its data does not fill its size.
+fn dynamic_image(image: Image) -> Option<DynamicImage> {
+    let Image { width, height, channels, data } = image;
+    match channels {
+        1 => image::GrayImage::from_raw(width, height, data).map(DynamicImage::ImageLuma8),
+        4 => image::RgbaImage::from_raw(width, height, data).map(DynamicImage::ImageRgba8),
+        _ => image::RgbImage::from_raw(width, height, data).map(DynamicImage::ImageRgb8),
+    }
 }
 
 fn convert(image: DynamicImage, mode: ImageMode) -> Image {
@@ -174,6 +229,7 @@ mod tests {
             mode,
             max_pixels: DEFAULT_MAX_PIXELS,
             apply_orientation: true,
+            draft: None,
         }
     }
 
@@ -347,6 +403,28 @@ mod tests {
             (0..images.len()).map(|i| images.get(i).map(|v| (v.width, v.height))).collect();
         // Failed rows leave the output (they are in `failures`); the null input stays a null image.
         assert_eq!(sizes, [Some((64, 48)), None, Some((64, 48))]);
+    }
+
+    #[test]
+    fn a_draft_bounds_the_upright_image() {
+        let bytes = insert_after_soi(&quadrants_jpeg(), &exif_orientation_segment(6));
+        // Stored 200x100, upright 100x200: a 50x100 draft allows half the size on both sides.
+        let drafted = DecodeImages { draft: Some((50, 100)), ..decoder(ImageMode::Rgb) };
+        let out = drafted.decode(&bytes).expect("decode");
+        assert_eq!((out.width, out.height), (50, 100));
+        assert!(near(pixel(&out, 37, 25), [255, 0, 0]), "top-right {:?}", pixel(&out, 37, 25));
+        let wider = DecodeImages { draft: Some((51, 100)), ..decoder(ImageMode::Rgb) };
+        assert_eq!(wider.decode(&bytes).map(|i| (i.width, i.height)), Ok((100, 200)));
+    }
+
+    #[test]
+    fn a_jpeg_whose_data_ends_early_before_its_end_marker_is_truncated() {
+        let jpeg = encode_jpeg(&gradient(256, 256, 3), 90);
+        // Cut the entropy-coded data at two thirds and close the file properly: the marker walk
+        // finds an end-of-image marker and enough data for the declared size, the decoder does not.
+        let cut = [&jpeg[..jpeg.len() * 2 / 3], &[0xFF, 0xD9][..]].concat();
+        let err = decoder(ImageMode::Rgb).decode(&cut).expect_err("ends early");
+        assert_eq!(err, "Jpeg: truncated: Corrupt JPEG data: premature end of data segment");
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod encode;
 pub mod resize;
 pub mod tensor;
 mod truncation;
+mod turbo;
 
 use std::sync::Arc;
 

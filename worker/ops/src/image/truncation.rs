@@ -4,8 +4,9 @@
 //! A JPEG is checked twice: its end-of-image marker must be reached, and its entropy-coded data
 //! must be large enough for the size its frame header declares (every 8x8 block takes at least
 //! one Huffman code), which catches a small image's data behind a header that declares a large
-//! one. Data that ends only a little early (a few missing rows) needs a full decode to notice and
-//! is not caught.
+//! one. Data that ends only a little early (a few missing rows) needs a full decode to notice:
+//! libjpeg-turbo reports it while decoding (the `turbo` module), the other formats' decoders do
+//! not.
 
 use image::ImageFormat;
 
