@@ -116,6 +116,9 @@ def images():
     }
     for name, data in seeds.items():
         write("image_header", name, IMAGE_SETTINGS + data)
+    # A 64x48 JPEG under the target's 16x16 draft (settings bit 0x40): decoded at 1/2 by DCT scaling.
+    drafted = ffmpeg(["-f", "lavfi", "-i", "testsrc=size=64x48", "-frames:v", "1", "-q:v", "5"], ".jpg")
+    write("image_header", "drafted.jpg", b"\x40" + drafted)
 
 
 def boxes(*items):
