@@ -71,7 +71,7 @@ impl DepthwiseConv {
     ) {
         let Plane { in_h, in_w, out_h, out_w } = geometry;
         let (k, s) = (self.kernel, self.stride);
-        if !(s == 1 || s == 2) || out_h == 0 || out_w == 0 || in_h == 0 || in_w == 0 {
+        if !(s == 1 || s == 2) || k * k > MAX_TAPS || out_h == 0 || out_w == 0 || in_h == 0 || in_w == 0 {
             return self.plane_general::<FMA>(channel, input, geometry, out);
         }
         // The padded plane as far as the outputs read it, rows widened to whole groups of eight
@@ -88,37 +88,49 @@ impl DepthwiseConv {
             if s == 1 {
                 row[left..left + width].copy_from_slice(source);
             } else {
-                // Column c goes to c / 2 among the evens or to half + c / 2 among the odds.
+                // Column c goes to c / 2 among the evens or to half + c / 2 among the odds: one
+                // pass per parity, so the stores are contiguous.
                 let half = pw.div_ceil(2);
-                for (x, v) in source.iter().enumerate() {
-                    let c = x + left;
-                    row[(c % 2) * half + c / 2] = *v;
-                }
-            }
-        }
-        let taps = &self.weights[channel * k * k..(channel + 1) * k * k];
-        let bias = self.bias[channel];
-        let half = pw.div_ceil(2);
-        // Where tap column `kx` of output `ox` lies in a scratch row: `ox + offset(kx)`.
-        let offset = |kx: usize| if s == 1 { kx } else { (kx % 2) * half + kx / 2 };
-        for (oy, row) in out.chunks_exact_mut(out_w).enumerate().take(out_h) {
-            let rows = &scratch[oy * s * pw..(oy * s + k) * pw];
-            for x0 in (0..wide).step_by(8) {
-                let mut acc = [bias; 8];
-                for ky in 0..k {
-                    let line = &rows[ky * pw..(ky + 1) * pw];
-                    for kx in 0..k {
-                        let tap = taps[ky * k + kx];
-                        let at = x0 + offset(kx);
-                        let src: &[f32; 8] = line[at..at + 8].try_into().unwrap_or(&[0.0; 8]);
-                        multiply_add::<FMA>(&mut acc, tap, src);
+                for parity in 0..2 {
+                    let skip = (parity + 2 - left % 2) % 2;
+                    let to = parity * half + (left + skip) / 2;
+                    for (slot, v) in row[to..].iter_mut().zip(source.iter().skip(skip).step_by(2)) {
+                        *slot = *v;
                     }
                 }
-                let kept = (out_w - x0).min(8);
-                row[x0..x0 + kept].copy_from_slice(&acc[..kept]);
             }
-            self.activation.apply_slice(row);
         }
+        let weights = &self.weights[channel * k * k..(channel + 1) * k * k];
+        let half = pw.div_ceil(2);
+        // Each tap with where its column lies in a scratch row relative to the output group's
+        // first column (`ox + offset(kx)`), rows included.
+        let offset = |kx: usize| if s == 1 { kx } else { (kx % 2) * half + kx / 2 };
+        let mut taps = [(0f32, 0usize); MAX_TAPS];
+        for (i, tap) in taps.iter_mut().enumerate().take(k * k) {
+            *tap = (weights[i], (i / k) * pw + offset(i % k));
+        }
+        let taps = &taps[..k * k];
+        // Groups of eight outputs, row by row, taken CHAINS at a time: their sums are independent,
+        // so the fused multiply-adds overlap instead of each waiting for the one before.
+        let per_row = wide / 8;
+        let groups = out_h * per_row;
+        let place = |g: usize| (g / per_row, (g % per_row) * 8);
+        for first in (0..groups).step_by(CHAINS) {
+            let n = (groups - first).min(CHAINS);
+            // Each group's first tap in `scratch`; spare chains repeat the first group.
+            let mut starts = [0usize; CHAINS];
+            for (i, start) in starts.iter_mut().enumerate() {
+                let (oy, x0) = place(first + if i < n { i } else { 0 });
+                *start = oy * s * pw + x0;
+            }
+            let sums = sum_groups::<FMA>(scratch, &starts, taps, self.bias[channel]);
+            for (i, sum) in sums.iter().enumerate().take(n) {
+                let (oy, x0) = place(first + i);
+                let kept = (out_w - x0).min(8);
+                out[oy * out_w + x0..oy * out_w + x0 + kept].copy_from_slice(&sum[..kept]);
+            }
+        }
+        self.activation.apply_slice(&mut out[..out_h * out_w]);
     }
 
     /// Any stride: each tap slides along the rows it reads, padding skipped.
@@ -150,6 +162,57 @@ impl DepthwiseConv {
             self.activation.apply_slice(row);
         }
     }
+}
+
+/// How many groups of eight outputs [`DepthwiseConv::plane_with`] sums at once: enough
+/// independent fused multiply-adds to cover their latency on two FMA units (4 cycles each).
+const CHAINS: usize = 8;
+
+/// The most taps (kernel × kernel) the scratch path takes; larger kernels take the general path.
+const MAX_TAPS: usize = 49;
+
+/// The sums of CHAINS groups of eight outputs: `bias + Σ tap × scratch[start + shift..][..8]` over
+/// `taps` ((tap, shift) pairs), for each group's `start`.
+#[inline(always)]
+fn sum_groups<const FMA: bool>(
+    scratch: &[f32],
+    starts: &[usize; CHAINS],
+    taps: &[(f32, usize)],
+    bias: f32,
+) -> [[f32; 8]; CHAINS] {
+    let furthest = starts.iter().max().copied().unwrap_or(0) + taps.iter().map(|t| t.1).max().unwrap_or(0) + 8;
+    #[cfg(target_arch = "x86_64")]
+    if FMA && furthest <= scratch.len() {
+        use std::arch::x86_64::{__m256, _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_set1_ps, _mm256_storeu_ps};
+        // SAFETY: `FMA` is true only on the path entered after checking AVX2 and FMA
+        // (`DepthwiseConv::plane`); every load reads eight f32s at `start + shift`, which ends at
+        // or before `furthest`, checked above to lie within `scratch`.
+        unsafe {
+            let base = scratch.as_ptr();
+            let mut acc: [__m256; CHAINS] = [_mm256_set1_ps(bias); CHAINS];
+            for &(tap, shift) in taps {
+                let tap = _mm256_set1_ps(tap);
+                let at = base.add(shift);
+                for (sum, start) in acc.iter_mut().zip(starts) {
+                    *sum = _mm256_fmadd_ps(tap, _mm256_loadu_ps(at.add(*start)), *sum);
+                }
+            }
+            let mut sums = [[0f32; 8]; CHAINS];
+            for (out, sum) in sums.iter_mut().zip(acc) {
+                _mm256_storeu_ps(out.as_mut_ptr(), sum);
+            }
+            return sums;
+        }
+    }
+    let mut sums = [[bias; 8]; CHAINS];
+    for &(tap, shift) in taps {
+        for (sum, start) in sums.iter_mut().zip(starts) {
+            let at = start + shift;
+            let src: &[f32; 8] = scratch.get(at..at + 8).and_then(|w| w.try_into().ok()).unwrap_or(&[0.0; 8]);
+            multiply_add::<FMA>(sum, tap, src);
+        }
+    }
+    sums
 }
 
 /// `acc += tap × src`, lane by lane: one 256-bit fused multiply-add where `FMA` says the CPU has
