@@ -118,6 +118,9 @@ impl DecodeImages {
     /// A message naming the format and libjpeg-turbo's reason.
     fn decode_jpeg(&self, bytes: &[u8], orientation: Orientation) -> Result<Option<Image>, String> {
         let header = turbo::read_header(bytes).map_err(|e| format!("Jpeg: {e}"))?;
+        // libjpeg-turbo reads the header itself: its size, not only the image crate's, must be
+        // within `maxPixels` before a buffer is sized from it.
+        self.check_size(ImageFormat::Jpeg, (header.width, header.height))?;
         if header.is_cmyk {
             return Ok(None);
         }
