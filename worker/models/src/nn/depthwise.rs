@@ -110,6 +110,8 @@ impl DepthwiseConv {
             *tap = (weights[i], (i / k) * pw + offset(i % k));
         }
         let taps = &taps[..k * k];
+        // How far past a group's start its last tap reads.
+        let reach = taps.iter().map(|t| t.1).max().unwrap_or(0) + 8;
         // Groups of eight outputs, row by row, taken CHAINS at a time: their sums are independent,
         // so the fused multiply-adds overlap instead of each waiting for the one before.
         let per_row = wide / 8;
@@ -123,7 +125,7 @@ impl DepthwiseConv {
                 let (oy, x0) = place(first + if i < n { i } else { 0 });
                 *start = oy * s * pw + x0;
             }
-            let sums = sum_groups::<FMA>(scratch, &starts, taps, self.bias[channel]);
+            let sums = sum_groups::<FMA>(scratch, &starts, taps, reach, self.bias[channel]);
             for (i, sum) in sums.iter().enumerate().take(n) {
                 let (oy, x0) = place(first + i);
                 let kept = (out_w - x0).min(8);
@@ -172,15 +174,16 @@ const CHAINS: usize = 8;
 const MAX_TAPS: usize = 49;
 
 /// The sums of CHAINS groups of eight outputs: `bias + Σ tap × scratch[start + shift..][..8]` over
-/// `taps` ((tap, shift) pairs), for each group's `start`.
+/// `taps` ((tap, shift) pairs), for each group's `start`; `reach` is the largest shift plus eight.
 #[inline(always)]
 fn sum_groups<const FMA: bool>(
     scratch: &[f32],
     starts: &[usize; CHAINS],
     taps: &[(f32, usize)],
+    reach: usize,
     bias: f32,
 ) -> [[f32; 8]; CHAINS] {
-    let furthest = starts.iter().max().copied().unwrap_or(0) + taps.iter().map(|t| t.1).max().unwrap_or(0) + 8;
+    let furthest = starts.iter().max().copied().unwrap_or(0) + reach;
     #[cfg(target_arch = "x86_64")]
     if FMA && furthest <= scratch.len() {
         use std::arch::x86_64::{__m256, _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_set1_ps, _mm256_storeu_ps};

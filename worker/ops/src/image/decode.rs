@@ -117,7 +117,8 @@ impl DecodeImages {
     /// # Errors
     /// A message naming the format and libjpeg-turbo's reason.
     fn decode_jpeg(&self, bytes: &[u8], orientation: Orientation) -> Result<Option<Image>, String> {
-        let header = turbo::read_header(bytes).map_err(|e| format!("Jpeg: {e}"))?;
+        let decompressor = turbo::Decompressor::new().map_err(|e| format!("Jpeg: {e}"))?;
+        let header = decompressor.header(bytes).map_err(|e| format!("Jpeg: {e}"))?;
         // libjpeg-turbo reads the header itself: its size, not only the image crate's, must be
         // within `maxPixels` before a buffer is sized from it.
         self.check_size(ImageFormat::Jpeg, (header.width, header.height))?;
@@ -127,7 +128,7 @@ impl DecodeImages {
         // The draft bounds the upright image; the decoder scales the stored one.
         let draft = self.draft.map(|(w, h)| if swaps_sides(orientation) { (h, w) } else { (w, h) });
         let (width, height) = turbo::draft_size((header.width, header.height), draft);
-        let data = turbo::decode(bytes, self.mode, (width, height)).map_err(|e| format!("Jpeg: {e}"))?;
+        let data = decompressor.decode(bytes, self.mode, (width, height)).map_err(|e| format!("Jpeg: {e}"))?;
         let image = Image { width, height, channels: self.mode.channels(), data };
         if orientation == Orientation::NoTransforms {
             return Ok(Some(image));

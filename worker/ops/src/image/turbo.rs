@@ -2,9 +2,9 @@
 //! decode (the same library, its accurate integer IDCT and fancy upsampling), and DCT-scaled
 //! decoding at 1/2, 1/4 or 1/8 of the size, as Pillow's `Image.draft`.
 //!
-//! Every call opens its own decompressor, so calls on different threads share nothing: the
-//! library keeps its last error message in thread-local storage, read here on the calling thread
-//! right after the failed call.
+//! Each image gets its own [`Decompressor`] (header, then pixels), so calls on different threads
+//! share nothing: the library keeps its last error message in thread-local storage, read here on
+//! the calling thread right after the failed call.
 
 use std::ffi::{CStr, c_int, c_ulong};
 
@@ -24,10 +24,12 @@ pub(crate) struct JpegHeader {
 const DRAFT_DENOMINATORS: [u32; 3] = [8, 4, 2];
 
 /// One TurboJPEG decompressor, destroyed on drop.
-struct Decompressor(tj::tjhandle);
+pub(crate) struct Decompressor(tj::tjhandle);
 
 impl Decompressor {
-    fn new() -> Result<Self, String> {
+    /// # Errors
+    /// When the library cannot allocate its state.
+    pub(crate) fn new() -> Result<Self, String> {
         // SAFETY: no arguments; a null handle is the library's failure signal, checked here.
         let handle = unsafe { tj::tjInitDecompress() };
         if handle.is_null() {
@@ -36,7 +38,11 @@ impl Decompressor {
         Ok(Self(handle))
     }
 
-    fn header(&self, bytes: &[u8]) -> Result<JpegHeader, String> {
+    /// The header of the JPEG in `bytes`.
+    ///
+    /// # Errors
+    /// When the header is corrupt, with libjpeg-turbo's reason.
+    pub(crate) fn header(&self, bytes: &[u8]) -> Result<JpegHeader, String> {
         let (mut width, mut height, mut subsampling, mut colorspace) = (0, 0, 0, 0);
         // SAFETY: `bytes` is valid for its length; the out-pointers are live locals.
         let status = unsafe {
@@ -57,6 +63,62 @@ impl Decompressor {
         let is_cmyk = matches!(colorspace as u32, tj::TJCS_TJCS_CMYK | tj::TJCS_TJCS_YCCK);
         Ok(JpegHeader { width: side(width)?, height: side(height)?, is_cmyk })
     }
+
+    /// Decodes the JPEG in `bytes` to `mode`'s interleaved pixels at `size`, which is the full size
+    /// its header gives or one [`draft_size`] made of it.
+    ///
+    /// A warning from the library (extraneous bytes, a corrupt marker it skipped) leaves the image as
+    /// decoded, as Pillow does; data that ends early is an error, since the library fills the rest
+    /// with grey.
+    ///
+    /// # Errors
+    /// `cannot decode: <the library's reason>`, or `truncated: <its message>` when the data ends
+    /// early.
+    pub(crate) fn decode(&self, bytes: &[u8], mode: ImageMode, (width, height): (u32, u32)) -> Result<Vec<u8>, String> {
+        let format = match mode {
+            ImageMode::Rgb => tj::TJPF_TJPF_RGB,
+            ImageMode::Rgba => tj::TJPF_TJPF_RGBA,
+            ImageMode::L => tj::TJPF_TJPF_GRAY,
+        };
+        let channels = usize::from(mode.channels());
+        let pitch = width as usize * channels;
+        let mut pixels = vec![0u8; pitch * height as usize];
+        let too_large = || format!("a {width}x{height} image is too large to decode");
+        let (w, h, p) = (
+            c_int::try_from(width).map_err(|_| too_large())?,
+            c_int::try_from(height).map_err(|_| too_large())?,
+            c_int::try_from(pitch).map_err(|_| too_large())?,
+        );
+        // SAFETY: `pixels` holds `pitch * height` bytes, what a `width` x `height` image of this
+        // pixel format takes; `width` and `height` are a size the library scales to (full or 1/d),
+        // so it writes no more.
+        let status = unsafe {
+            tj::tjDecompress2(
+                self.0,
+                bytes.as_ptr(),
+                bytes.len() as c_ulong,
+                pixels.as_mut_ptr(),
+                w,
+                p,
+                h,
+                format as c_int,
+                tj::TJFLAG_ACCURATEDCT as c_int,
+            )
+        };
+        if status != 0 {
+            // SAFETY: the handle is live; the call only reads its error state.
+            let is_warning = unsafe { tj::tjGetErrorCode(self.0) } == tj::TJERR_TJERR_WARNING as c_int;
+            let message = last_error(self.0);
+            if !is_warning {
+                return Err(format!("cannot decode: {message}"));
+            }
+            // libjpeg's two messages for data that runs out: no end marker, or a marker mid-scan.
+            if message.to_ascii_lowercase().contains("premature end of") {
+                return Err(format!("truncated: {message}"));
+            }
+        }
+        Ok(pixels)
+    }
 }
 
 impl Drop for Decompressor {
@@ -74,14 +136,6 @@ fn last_error(handle: tj::tjhandle) -> String {
     text.to_string_lossy().trim().to_string()
 }
 
-/// The header of the JPEG in `bytes`.
-///
-/// # Errors
-/// When the header is corrupt, with libjpeg-turbo's reason.
-pub(crate) fn read_header(bytes: &[u8]) -> Result<JpegHeader, String> {
-    Decompressor::new()?.header(bytes)
-}
-
 /// The size a JPEG of `width` x `height` decodes to under a draft of at least `draft` (width,
 /// height): the largest DCT reduction (1/8, 1/4, 1/2) that keeps both sides at least the draft's,
 /// or the full size.
@@ -92,63 +146,6 @@ pub(crate) fn draft_size((width, height): (u32, u32), draft: Option<(u32, u32)>)
         .map(|d| (width.div_ceil(*d), height.div_ceil(*d)))
         .find(|(w, h)| *w >= min_width && *h >= min_height)
         .unwrap_or((width, height))
-}
-
-/// Decodes the JPEG in `bytes` (whose header is `header`) to `mode`'s interleaved pixels at
-/// `size`, which is the full size or one [`draft_size`] gave.
-///
-/// A warning from the library (extraneous bytes, a corrupt marker it skipped) leaves the image as
-/// decoded, as Pillow does; data that ends early is an error, since the library fills the rest
-/// with grey.
-///
-/// # Errors
-/// `cannot decode: <the library's reason>`, or `truncated: <its message>` when the data ends
-/// early.
-pub(crate) fn decode(bytes: &[u8], mode: ImageMode, (width, height): (u32, u32)) -> Result<Vec<u8>, String> {
-    let decompressor = Decompressor::new()?;
-    let format = match mode {
-        ImageMode::Rgb => tj::TJPF_TJPF_RGB,
-        ImageMode::Rgba => tj::TJPF_TJPF_RGBA,
-        ImageMode::L => tj::TJPF_TJPF_GRAY,
-    };
-    let channels = usize::from(mode.channels());
-    let pitch = width as usize * channels;
-    let mut pixels = vec![0u8; pitch * height as usize];
-    let too_large = || format!("a {width}x{height} image is too large to decode");
-    let (w, h, p) = (
-        c_int::try_from(width).map_err(|_| too_large())?,
-        c_int::try_from(height).map_err(|_| too_large())?,
-        c_int::try_from(pitch).map_err(|_| too_large())?,
-    );
-    // SAFETY: `pixels` holds `pitch * height` bytes, what a `width` x `height` image of this
-    // pixel format takes; `width` and `height` are a size the library scales to (full or 1/d),
-    // so it writes no more.
-    let status = unsafe {
-        tj::tjDecompress2(
-            decompressor.0,
-            bytes.as_ptr(),
-            bytes.len() as c_ulong,
-            pixels.as_mut_ptr(),
-            w,
-            p,
-            h,
-            format as c_int,
-            tj::TJFLAG_ACCURATEDCT as c_int,
-        )
-    };
-    if status != 0 {
-        // SAFETY: the handle is live; the call only reads its error state.
-        let is_warning = unsafe { tj::tjGetErrorCode(decompressor.0) } == tj::TJERR_TJERR_WARNING as c_int;
-        let message = last_error(decompressor.0);
-        if !is_warning {
-            return Err(format!("cannot decode: {message}"));
-        }
-        // libjpeg's two messages for data that runs out: no end marker, or a marker mid-scan.
-        if message.to_ascii_lowercase().contains("premature end of") {
-            return Err(format!("truncated: {message}"));
-        }
-    }
-    Ok(pixels)
 }
 
 #[cfg(test)]
