@@ -1,10 +1,11 @@
-//! Per-channel bias plus activation in one pass over an NCHW f32 tensor, for the CPU.
+//! Layer endings in place on the CPU: per-channel bias plus activation in one pass over an NCHW
+//! f32 tensor, and a residual block's add and ReLU.
 //!
 //! candle adds a broadcast bias and clamps (ReLU6) as three element-wise passes whose broadcast
 //! paths index every element. Fusing them into one vectorised pass per channel plane took
 //! EfficientNet-Lite0 from 56.8 to 46.4 ms/image on 2 cores (`cargo bench --bench models`).
 
-use candle_core::{CpuStorage, InplaceOp1, Layout};
+use candle_core::{CpuStorage, InplaceOp1, InplaceOp2, Layout};
 use rayon::prelude::*;
 
 use super::Activation;
@@ -67,5 +68,40 @@ impl BiasActivation {
     fn planes(&self, values: &mut [f32], channels: usize, plane: usize) {
         let plane = plane.max(1);
         values.par_chunks_mut(plane).enumerate().for_each(|(p, v)| self.apply(self.bias[p % channels], v));
+    }
+}
+
+/// A residual block's ending, `max(y + shortcut, 0)`, in place on `y` (the block's own fresh
+/// output) and in parallel: candle's add then ReLU were two allocations and two passes, the ReLU
+/// on one thread.
+#[derive(Debug, Clone, Copy)]
+pub struct ResidualRelu;
+
+/// Elements per parallel task.
+const RESIDUAL_CHUNK: usize = 1 << 14;
+
+impl InplaceOp2 for ResidualRelu {
+    fn name(&self) -> &'static str {
+        "residual-relu"
+    }
+
+    fn cpu_fwd(&self, s1: &mut CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> candle_core::Result<()> {
+        let (CpuStorage::F32(y), CpuStorage::F32(shortcut)) = (s1, s2) else {
+            candle_core::bail!("residual-relu takes f32")
+        };
+        let (Some((y_start, y_end)), Some((s_start, s_end))) = (l1.contiguous_offsets(), l2.contiguous_offsets())
+        else {
+            candle_core::bail!("residual-relu needs contiguous inputs")
+        };
+        if l1.dims() != l2.dims() {
+            candle_core::bail!("residual-relu of {:?} and {:?}", l1.dims(), l2.dims())
+        }
+        let (y, shortcut) = (&mut y[y_start..y_end], &shortcut[s_start..s_end]);
+        y.par_chunks_mut(RESIDUAL_CHUNK).zip(shortcut.par_chunks(RESIDUAL_CHUNK)).for_each(|(y, shortcut)| {
+            for (v, s) in y.iter_mut().zip(shortcut) {
+                *v = (*v + s).max(0.0);
+            }
+        });
+        Ok(())
     }
 }

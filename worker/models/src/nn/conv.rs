@@ -9,6 +9,7 @@ use candle_core::{D, Device, Tensor};
 use super::bias::BiasActivation;
 use super::depthwise::DepthwiseConv;
 use super::im2col::FlatFilters;
+use super::winograd::WinogradFilters;
 use super::{Activation, Pad};
 use crate::ModelError;
 use crate::weights::Weights;
@@ -63,8 +64,10 @@ pub struct ConvBn {
     depthwise_cpu: Option<DepthwiseConv>,
     /// The fused CPU bias and activation for the other layers.
     bias_cpu: Option<BiasActivation>,
-    /// The CPU's im2col convolution for dense layers.
+    /// The CPU's im2col convolution for the other dense layers.
     dense_cpu: Option<FlatFilters>,
+    /// The CPU's Winograd convolution for dense 3x3 stride-1 layers.
+    winograd_cpu: Option<WinogradFilters>,
 }
 
 impl ConvBn {
@@ -103,8 +106,12 @@ impl ConvBn {
             Device::Cpu => Some(BiasActivation { bias: bias.to_vec1()?, activation }),
             _ => None,
         };
+        let winograd_cpu = match (shape.depthwise, kernel, shape.stride, device) {
+            (false, 3, 1, Device::Cpu) => Some(WinogradFilters::new(&weight)?),
+            _ => None,
+        };
         let dense_cpu = match (shape.depthwise, device) {
-            (false, Device::Cpu) => Some(FlatFilters::new(&weight)?),
+            (false, Device::Cpu) if winograd_cpu.is_none() => Some(FlatFilters::new(&weight)?),
             _ => None,
         };
         Ok(Self {
@@ -115,6 +122,7 @@ impl ConvBn {
             depthwise_cpu,
             bias_cpu,
             dense_cpu,
+            winograd_cpu,
         })
     }
 
@@ -126,6 +134,9 @@ impl ConvBn {
         if let Some(op) = &self.depthwise_cpu {
             let op = DepthwiseConv { pad, ..op.clone() };
             return x.contiguous()?.apply_op1_no_bwd(&op);
+        }
+        if let (Some(filters), Some(epilogue)) = (&self.winograd_cpu, &self.bias_cpu) {
+            return filters.conv(x, pad, epilogue);
         }
         let y = if kernel == 1 && stride == 1 && pad.is_zero() {
             // A 1x1 convolution is one matrix product per image.

@@ -1,9 +1,11 @@
-//! Inference layers: folded convolutions, a fused CPU depthwise kernel, the classifier head.
+//! Inference layers: folded convolutions, fused CPU depthwise and Winograd kernels, the classifier head.
 
 pub mod bias;
 pub mod conv;
 pub mod depthwise;
 pub mod im2col;
+pub mod pool;
+pub mod winograd;
 
 pub use conv::{ConvBn, ConvNames, ConvShape, Linear, Padding, global_average};
 

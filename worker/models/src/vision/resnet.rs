@@ -6,6 +6,8 @@ use candle_core::{Device, Tensor};
 use weir_crds::ModelArch;
 
 use crate::ModelError;
+use crate::nn::bias::ResidualRelu;
+use crate::nn::pool::StemPool;
 use crate::nn::{Activation, ConvBn, ConvNames, ConvShape, Linear, Padding, global_average};
 use crate::weights::Weights;
 
@@ -45,6 +47,12 @@ impl Residual {
             Some(down) => down.forward(x)?,
             None => x.clone(),
         };
+        if y.device().is_cpu() {
+            // `y` is the last convolution's own fresh output.
+            let y = y.contiguous()?;
+            y.inplace_op2(&shortcut.contiguous()?, &ResidualRelu)?;
+            return Ok(y);
+        }
         (y + shortcut)?.relu()
     }
 }
@@ -120,9 +128,13 @@ impl ResNet {
 
     /// Pooled features `(N, 512)` or `(N, 2048)` of an NCHW batch.
     pub fn features(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        // Max pooling after a ReLU: zero padding is the same as padding with -inf.
-        let x = self.stem.forward(x)?.pad_with_zeros(2, 1, 1)?.pad_with_zeros(3, 1, 1)?;
-        let mut x = x.max_pool2d_with_stride(3, 2)?;
+        let x = self.stem.forward(x)?;
+        let mut x = if x.device().is_cpu() {
+            x.contiguous()?.apply_op1_no_bwd(&StemPool)?
+        } else {
+            // Max pooling after a ReLU: zero padding is the same as padding with -inf.
+            x.pad_with_zeros(2, 1, 1)?.pad_with_zeros(3, 1, 1)?.max_pool2d_with_stride(3, 2)?
+        };
         for block in &self.blocks {
             x = block.forward(&x)?;
         }
