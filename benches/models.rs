@@ -1,12 +1,13 @@
 //! Model throughput on the CPU: all-MiniLM-L6-v2 sentences/s at batch 64 (and one short sentence
 //! unbatched), EfficientNet-Lite0, ResNet-18 and ResNet-50 images/s at 224x224, MTCNN faces in
-//! 512x512 photos, NanoDet's COCO objects in four photos (416x416 input), and Whisper tiny.en on 30 s windows of espeak-ng speech; each on every core
-//! and on one.
+//! 512x512 photos, NanoDet's COCO objects in four photos (416x416 input; both detectors one photo
+//! at a time and side by side, as `image.detect` runs a batch), and Whisper tiny.en on 30 s
+//! windows of espeak-ng speech; each on every core and on one.
 //!
 //! `cargo bench -p weir-benches --bench models` after `scripts/fetch-models.sh` (options after
 //! `--`: `--sentences N` (1024), `--images N` (128), `--batch N` (images per pass, 16), `--only
 //! NAME[,NAME]` (of minilm, efficientnet, resnet, mtcnn, nanodet, whisper; default
-//! all)). ResNet
+//! all), `--threads N` (only N threads; default every core, then one)). ResNet
 //! weights are random (from `tests/reference/resnet_reference.py`, which needs numpy): speed
 //! does not depend on the values.
 
@@ -35,7 +36,11 @@ fn main() -> Result<()> {
     let wanted = |name: &str| only == "all" || only.split(',').any(|o| o.trim() == name);
     let models = models_dir()?;
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
-    for threads in [cores, 1] {
+    let counts = match args.flag("--threads", 0usize)? {
+        0 => vec![cores, 1],
+        threads => vec![threads],
+    };
+    for threads in counts {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build()?;
         println!("--- {threads} thread(s)");
         pool.install(|| -> Result<()> {
@@ -192,9 +197,13 @@ fn mtcnn(models: &Path) -> Result<()> {
     }
     let model = Mtcnn::load(&spec(ModelArch::Mtcnn, &out), &Weights::parse(&asset(&out)?)?)?;
     let options = DetectOptions { min_size: 20, min_score: 0.7, max_detections: 100 };
-    let per_image =
-        seconds_per_photo(models, &["astronaut.png", "camera.png"], 8, |view| model.detect(view, &options).map(drop))?;
-    println!("MTCNN: 512x512 photos, minSize 20: {:.1} images/s ({:.1} ms/image)", 1.0 / per_image, per_image * 1e3);
+    let (per_image, side_by_side) =
+        photo_rates(models, &["astronaut.png", "camera.png"], 8, |view| model.detect(view, &options).map(drop))?;
+    println!(
+        "MTCNN: 512x512 photos, minSize 20: {:.1} images/s ({:.1} ms/image); side by side {side_by_side:.1} images/s",
+        1.0 / per_image,
+        per_image * 1e3
+    );
     Ok(())
 }
 
@@ -208,35 +217,45 @@ fn nanodet(models: &Path) -> Result<()> {
     let model = NanoDet::load(&spec(ModelArch::NanoDet, &out), &Weights::parse(&asset(&out)?)?)?;
     let options = nanodet::Options { min_score: 0.35, iou_threshold: 0.6, max_detections: 100, classes: Vec::new() };
     let photos = ["astronaut.png", "coffee.png", "chelsea.png", "motorcycle_left.png"];
-    let per_image = seconds_per_photo(models, &photos, 4, |view| model.detect(view, &options).map(drop))?;
-    println!("NanoDet: COCO objects, 416x416 input: {:.1} images/s ({:.1} ms/image)", 1.0 / per_image, per_image * 1e3);
+    let (per_image, side_by_side) = photo_rates(models, &photos, 4, |view| model.detect(view, &options).map(drop))?;
+    println!(
+        "NanoDet: COCO objects, 416x416 input: {:.1} images/s ({:.1} ms/image); side by side {side_by_side:.1} images/s",
+        1.0 / per_image,
+        per_image * 1e3
+    );
     Ok(())
 }
 
-/// The mean seconds `detect` takes on one of the sample `photos`, over `passes` passes.
-fn seconds_per_photo(
+/// How fast `detect` searches the sample `photos` (each `passes` times): the mean seconds per photo
+/// one at a time, and photos per second when they are searched side by side on every compute
+/// thread, as `image.detect` searches a batch's images on the CPU.
+fn photo_rates(
     models: &Path,
     photos: &[&str],
     passes: usize,
-    detect: impl Fn(weir_ops::image::ImageView<'_>) -> Result<(), String>,
-) -> Result<f64> {
+    detect: impl Fn(weir_ops::image::ImageView<'_>) -> Result<(), String> + Sync,
+) -> Result<(f64, f64)> {
+    use rayon::prelude::*;
     let photos: Vec<image::RgbImage> = photos
         .iter()
         .map(|name| Ok(image::open(models.join("photos").join(name))?.to_rgb8()))
         .collect::<Result<_>>()?;
-    let started = Instant::now();
-    for _ in 0..passes {
-        for img in &photos {
-            let view = weir_ops::image::ImageView {
-                width: img.width(),
-                height: img.height(),
-                channels: 3,
-                data: img.as_raw(),
-            };
-            detect(view).map_err(anyhow::Error::msg)?;
-        }
+    fn view(img: &image::RgbImage) -> weir_ops::image::ImageView<'_> {
+        weir_ops::image::ImageView { width: img.width(), height: img.height(), channels: 3, data: img.as_raw() }
     }
-    Ok(started.elapsed().as_secs_f64() / (passes * photos.len()) as f64)
+    let searches = passes * photos.len();
+    let started = Instant::now();
+    for i in 0..searches {
+        detect(view(&photos[i % photos.len()])).map_err(anyhow::Error::msg)?;
+    }
+    let one_at_a_time = started.elapsed().as_secs_f64() / searches as f64;
+    let started = Instant::now();
+    (0..searches)
+        .into_par_iter()
+        .try_for_each(|i| detect(view(&photos[i % photos.len()])))
+        .map_err(anyhow::Error::msg)?;
+    let side_by_side = searches as f64 / started.elapsed().as_secs_f64();
+    Ok((one_at_a_time, side_by_side))
 }
 
 /// Whisper tiny.en on four 30 s windows of espeak-ng speech, batched 4 at a time.

@@ -71,3 +71,64 @@ fn classifier_weights_are_refused_with_the_missing_tensor_named() {
     let error = Mtcnn::load(&spec, &Weights::parse(&asset(&out)).expect("parse")).err().expect("refused").to_string();
     assert!(error.contains("tensor `pnet.conv1.weight` (shape [10, 3, 3, 3]) is missing"), "{error}");
 }
+
+/// Through the step, whose CPU path searches a batch's images side by side: each row gets its own
+/// image's faces in the rows' order, a null image stays a null row, and an empty image is a row
+/// error naming its row, which leaves the output while every other row stays.
+#[test]
+fn the_detect_step_searches_a_batch_side_by_side_and_keeps_each_rows_faces() {
+    use arrow_array::{Array, Float32Array, ListArray, RecordBatch, StructArray};
+    use weir_core::step::Kernel;
+    use weir_crds::ImageDetect;
+    use weir_models::ModelAssets;
+    use weir_ops::image::{Image, image_array};
+
+    let dir = tempfile::tempdir().expect("tmp");
+    let model = mtcnn(dir.path());
+    let weights = dir.path().join("mtcnn.safetensors");
+    let config: ImageDetect = serde_json::from_value(serde_json::json!({
+        "input": "image", "output": "faces", "minScore": 0.9,
+        "model": {"arch": "mtcnn", "uri": weights.display().to_string()}
+    }))
+    .expect("config");
+    let step = weir_models::steps::detect::kernel(&config, &ModelAssets::new(asset(&weights))).expect("build");
+    let photo = |name: &str| {
+        let img = image::open(models_dir().join("photos").join(name)).expect("photo").to_rgb8();
+        Some(Image { width: img.width(), height: img.height(), channels: 3, data: img.into_raw() })
+    };
+    let names = ["camera.png", "coffee.png", "astronaut.png", "camera.png", "astronaut.png"];
+    let mut images: Vec<Option<Image>> = names.iter().map(|name| photo(name)).collect();
+    images.insert(2, None);
+    images.insert(4, Some(Image { width: 0, height: 0, channels: 3, data: Vec::new() }));
+    let batch = RecordBatch::try_from_iter([("image", image_array(&images))]).expect("batch");
+    let out = step.apply(&batch).expect("apply");
+
+    assert_eq!(out.failures.len(), 1, "{:?}", out.failures);
+    assert_eq!(out.failures[0].row, 4, "the empty image's row");
+    assert!(out.failures[0].message.contains("0x0"), "{}", out.failures[0].message);
+    let faces = out.batch.column_by_name("faces").expect("faces");
+    let faces = faces.as_any().downcast_ref::<ListArray>().expect("list");
+    assert_eq!(faces.len(), 6, "seven rows, the failed one gone");
+    // camera, coffee, null, astronaut, camera, astronaut: each row holds its own image's faces,
+    // as the model finds them one image at a time.
+    let expected = [
+        Some("camera.png"),
+        Some("coffee.png"),
+        None,
+        Some("astronaut.png"),
+        Some("camera.png"),
+        Some("astronaut.png"),
+    ];
+    for (row, name) in expected.into_iter().enumerate() {
+        let Some(name) = name else {
+            assert!(faces.is_null(row), "row {row} is null");
+            continue;
+        };
+        let alone: Vec<f32> = detect(&model, name).iter().map(|d| d.score).collect();
+        let found = faces.value(row);
+        let found = found.as_any().downcast_ref::<StructArray>().expect("struct");
+        let scores = found.column_by_name("score").expect("score");
+        let scores = scores.as_any().downcast_ref::<Float32Array>().expect("f32");
+        assert_eq!(scores.values().to_vec(), alone, "row {row} ({name})");
+    }
+}

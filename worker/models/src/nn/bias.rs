@@ -1,5 +1,5 @@
-//! Layer endings in place on the CPU: per-channel bias plus activation in one pass over an NCHW
-//! f32 tensor, and a residual block's add and ReLU.
+//! Layer endings in place on the CPU: per-channel bias plus activation (or PReLU) in one pass
+//! over an NCHW f32 tensor, and a residual block's add and ReLU.
 //!
 //! candle adds a broadcast bias and clamps (ReLU6) as three element-wise passes whose broadcast
 //! paths index every element. Fusing them into one vectorised pass per channel plane took
@@ -100,6 +100,44 @@ impl InplaceOp2 for ResidualRelu {
         y.par_chunks_mut(RESIDUAL_CHUNK).zip(shortcut.par_chunks(RESIDUAL_CHUNK)).for_each(|(y, shortcut)| {
             for (v, s) in y.iter_mut().zip(shortcut) {
                 *v = (*v + s).max(0.0);
+            }
+        });
+        Ok(())
+    }
+}
+
+/// `x + bias[c]`, then PReLU with channel `c`'s slope (`v` if positive, else `slope × v`), in
+/// place, each channel plane one task. candle's PReLU was five element-wise passes on its own
+/// thread pool, whose one lock made detectors searching images side by side wait on each other.
+#[derive(Debug, Clone)]
+pub struct BiasPrelu {
+    pub bias: Vec<f32>,
+    pub slopes: Vec<f32>,
+}
+
+impl InplaceOp1 for BiasPrelu {
+    fn name(&self) -> &'static str {
+        "bias-prelu"
+    }
+
+    fn cpu_fwd(&self, storage: &mut CpuStorage, layout: &Layout) -> candle_core::Result<()> {
+        let CpuStorage::F32(data) = storage else { candle_core::bail!("bias-prelu takes f32") };
+        let Some((start, end)) = layout.contiguous_offsets() else {
+            candle_core::bail!("bias-prelu needs a contiguous input")
+        };
+        let &[_, c, h, w] = layout.dims() else { candle_core::bail!("bias-prelu takes NCHW") };
+        if c != self.bias.len() || c != self.slopes.len() {
+            candle_core::bail!(
+                "bias-prelu has {} biases and {} slopes, input has {c} channels",
+                self.bias.len(),
+                self.slopes.len()
+            )
+        }
+        data[start..end].par_chunks_mut((h * w).max(1)).enumerate().for_each(|(p, plane)| {
+            let (bias, slope) = (self.bias[p % c], self.slopes[p % c]);
+            for v in plane {
+                let x = *v + bias;
+                *v = if x < 0.0 { slope * x } else { x };
             }
         });
         Ok(())

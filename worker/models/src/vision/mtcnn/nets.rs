@@ -4,6 +4,7 @@ use candle_core::{Device, Tensor};
 
 use crate::ModelError;
 use crate::nn::Pad;
+use crate::nn::bias::BiasPrelu;
 use crate::nn::conv::Linear;
 use crate::nn::im2col::FlatFilters;
 use crate::weights::Weights;
@@ -51,6 +52,40 @@ impl Prelu {
     }
 }
 
+/// A convolution and the PReLU after it.
+struct ConvPrelu {
+    conv: Conv,
+    prelu: Prelu,
+    /// Bias and PReLU in one in-place pass over the convolution's output, on the CPU.
+    ending_cpu: Option<BiasPrelu>,
+}
+
+impl ConvPrelu {
+    /// Loads `<net>.conv<n>` and `<net>.prelu<n>`.
+    fn load(w: &Weights, net: &str, n: usize, shape: [usize; 4], device: &Device) -> Result<Self, ModelError> {
+        let conv = Conv::load(w, &format!("{net}.conv{n}"), shape, device)?;
+        let prelu = Prelu::load(w, &format!("{net}.prelu{n}"), shape[0], true, device)?;
+        let ending_cpu = if device.is_cpu() {
+            Some(BiasPrelu { bias: conv.bias.flatten_all()?.to_vec1()?, slopes: prelu.alpha.flatten_all()?.to_vec1()? })
+        } else {
+            None
+        };
+        Ok(Self { conv, prelu, ending_cpu })
+    }
+
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        match (&self.conv.dense_cpu, &self.ending_cpu) {
+            (Some(dense), Some(ending)) => {
+                // The convolution's own fresh output.
+                let y = dense.conv(x, 1, Pad::symmetric(0))?.contiguous()?;
+                y.inplace_op1(ending)?;
+                Ok(y)
+            }
+            _ => self.prelu.forward(&self.conv.forward(x)?),
+        }
+    }
+}
+
 /// Max pooling with PyTorch's `ceil_mode=True`: a partial window at the right and bottom edges
 /// still yields an output (the input is padded with the lowest float there).
 fn max_pool_ceil(x: &Tensor, kernel: usize, stride: usize) -> candle_core::Result<Tensor> {
@@ -74,8 +109,7 @@ fn face_probability(logits: &Tensor) -> candle_core::Result<Tensor> {
 
 /// The proposal network: fully convolutional, run on every pyramid level.
 pub struct PNet {
-    convs: [Conv; 3],
-    prelus: [Prelu; 3],
+    layers: [ConvPrelu; 3],
     classify: Conv,
     regress: Conv,
 }
@@ -83,15 +117,10 @@ pub struct PNet {
 impl PNet {
     pub fn load(w: &Weights, device: &Device) -> Result<Self, ModelError> {
         Ok(Self {
-            convs: [
-                Conv::load(w, "pnet.conv1", [10, 3, 3, 3], device)?,
-                Conv::load(w, "pnet.conv2", [16, 10, 3, 3], device)?,
-                Conv::load(w, "pnet.conv3", [32, 16, 3, 3], device)?,
-            ],
-            prelus: [
-                Prelu::load(w, "pnet.prelu1", 10, true, device)?,
-                Prelu::load(w, "pnet.prelu2", 16, true, device)?,
-                Prelu::load(w, "pnet.prelu3", 32, true, device)?,
+            layers: [
+                ConvPrelu::load(w, "pnet", 1, [10, 3, 3, 3], device)?,
+                ConvPrelu::load(w, "pnet", 2, [16, 10, 3, 3], device)?,
+                ConvPrelu::load(w, "pnet", 3, [32, 16, 3, 3], device)?,
             ],
             classify: Conv::load(w, "pnet.conv4_1", [2, 32, 1, 1], device)?,
             regress: Conv::load(w, "pnet.conv4_2", [4, 32, 1, 1], device)?,
@@ -101,10 +130,8 @@ impl PNet {
     /// `(1, 3, H, W)` normalised pixels to the face probability map `(H', W')` and the box
     /// offsets `(4, H', W')`, one cell per 12x12 window at stride 2.
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
-        let x = self.prelus[0].forward(&self.convs[0].forward(x)?)?;
-        let x = max_pool_ceil(&x, 2, 2)?;
-        let x = self.prelus[1].forward(&self.convs[1].forward(&x)?)?;
-        let x = self.prelus[2].forward(&self.convs[2].forward(&x)?)?;
+        let x = max_pool_ceil(&self.layers[0].forward(x)?, 2, 2)?;
+        let x = self.layers[2].forward(&self.layers[1].forward(&x)?)?;
         let probability = face_probability(&self.classify.forward(&x)?)?.squeeze(0)?;
         Ok((probability, self.regress.forward(&x)?.squeeze(0)?))
     }
@@ -112,8 +139,7 @@ impl PNet {
 
 /// A convolution, its PReLU, and the `(kernel, stride)` max pooling after it, if any.
 struct ConvStage {
-    conv: Conv,
-    prelu: Prelu,
+    layer: ConvPrelu,
     pool: Option<(usize, usize)>,
 }
 
@@ -127,11 +153,7 @@ impl ConvStage {
         pool: Option<(usize, usize)>,
         device: &Device,
     ) -> Result<Self, ModelError> {
-        Ok(Self {
-            conv: Conv::load(w, &format!("{net}.conv{n}"), shape, device)?,
-            prelu: Prelu::load(w, &format!("{net}.prelu{n}"), shape[0], true, device)?,
-            pool,
-        })
+        Ok(Self { layer: ConvPrelu::load(w, net, n, shape, device)?, pool })
     }
 }
 
@@ -180,7 +202,7 @@ impl RefineNet {
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
         let mut x = x.clone();
         for stage in &self.convs {
-            x = stage.prelu.forward(&stage.conv.forward(&x)?)?;
+            x = stage.layer.forward(&x)?;
             if let Some((kernel, stride)) = stage.pool {
                 x = max_pool_ceil(&x, kernel, stride)?;
             }
@@ -205,6 +227,22 @@ mod tests {
         assert_eq!(pooled.flatten_all()?.to_vec1::<f32>()?, vec![6.0, 8.0, 9.0, 16.0, 18.0, 19.0, 21.0, 23.0, 24.0]);
         let pooled = max_pool_ceil(&x.narrow(2, 0, 4)?.narrow(3, 0, 4)?.contiguous()?, 3, 2)?;
         assert_eq!(pooled.dims(), &[1, 1, 2, 2]);
+        Ok(())
+    }
+
+    /// The fused CPU ending equals candle's bias add then PReLU.
+    #[test]
+    fn the_fused_bias_and_prelu_match_candles() -> candle_core::Result<()> {
+        let dev = Device::Cpu;
+        let x = Tensor::randn(0f32, 1., (2, 3, 4, 5), &dev)?;
+        let (bias, slopes) = (vec![0.5f32, -0.25, 0.0], vec![0.25f32, 1.5, -0.5]);
+        let prelu = Prelu { alpha: Tensor::new(slopes.as_slice(), &dev)?.reshape((1, 3, 1, 1))? };
+        let reference =
+            prelu.forward(&x.broadcast_add(&Tensor::new(bias.as_slice(), &dev)?.reshape((1, 3, 1, 1))?)?)?;
+        let fused = x.copy()?;
+        fused.inplace_op1(&BiasPrelu { bias, slopes })?;
+        let diff = (fused - reference)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert!(diff < 1e-6, "differs by {diff}");
         Ok(())
     }
 
