@@ -324,7 +324,10 @@ impl CustomOp1 for WinogradConv<'_> {
         }
         let image_bytes = std::mem::size_of::<f32>() * POSITIONS * (c + oc) * per_image;
         let chunk_images = (self.chunk_bytes / image_bytes).clamp(1, n);
-        let (mut v, mut m) = (Vec::new(), Vec::new());
+        // This thread's buffers from its last call: fresh ones would be zeroed by the kernel page
+        // by page on every layer. Taken, not borrowed, so a nested call (rayon may run one while
+        // this one waits) starts with empty ones.
+        let (mut v, mut m) = BUFFERS.take();
         let activation = self.epilogue.activation;
         for (chunk, out_chunk) in output.chunks_mut(chunk_images * oc * out_h * out_w).enumerate() {
             let first_image = chunk * chunk_images;
@@ -382,8 +385,15 @@ impl CustomOp1 for WinogradConv<'_> {
                 grid.transform_output(m, which, plane, s);
             });
         }
+        BUFFERS.set((v, m));
         Ok((CpuStorage::F32(output), Shape::from((n, oc, out_h, out_w))))
     }
+}
+
+thread_local! {
+    /// Transformed inputs and products, kept between calls on a thread (at most
+    /// [`CHUNK_BYTES`] of them, plus one chunk's rounding).
+    static BUFFERS: std::cell::Cell<(Vec<f32>, Vec<f32>)> = const { std::cell::Cell::new((Vec::new(), Vec::new())) };
 }
 
 #[cfg(test)]
