@@ -391,8 +391,8 @@ impl CustomOp1 for WinogradConv<'_> {
 }
 
 thread_local! {
-    /// Transformed inputs and products, kept between calls on a thread (at most
-    /// [`CHUNK_BYTES`] of them, plus one chunk's rounding).
+    /// Transformed inputs and products, kept between calls on a thread for as long as it lives:
+    /// at most [`CHUNK_BYTES`], or one image's worth where a single image needs more.
     static BUFFERS: std::cell::Cell<(Vec<f32>, Vec<f32>)> = const { std::cell::Cell::new((Vec::new(), Vec::new())) };
 }
 
