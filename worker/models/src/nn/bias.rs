@@ -8,7 +8,7 @@
 use candle_core::{CpuStorage, InplaceOp1, InplaceOp2, Layout};
 use rayon::prelude::*;
 
-use super::Activation;
+use super::{Activation, nchw_f32_mut};
 
 /// `act(x + bias[c])` for every element of channel `c`.
 #[derive(Debug, Clone)]
@@ -50,25 +50,25 @@ impl InplaceOp1 for BiasActivation {
     }
 
     fn cpu_fwd(&self, storage: &mut CpuStorage, layout: &Layout) -> candle_core::Result<()> {
-        let CpuStorage::F32(data) = storage else { candle_core::bail!("bias-activation takes f32") };
-        let Some((start, end)) = layout.contiguous_offsets() else {
-            candle_core::bail!("bias-activation needs a contiguous input")
-        };
-        let &[_, c, h, w] = layout.dims() else { candle_core::bail!("bias-activation takes NCHW") };
-        if c != self.bias.len() {
-            candle_core::bail!("bias-activation has {} channels, input has {c}", self.bias.len())
-        }
-        self.planes(&mut data[start..end], c, h * w);
-        Ok(())
+        for_each_plane(self.name(), storage, layout, self.bias.len(), |c, plane| self.apply(self.bias[c], plane))
     }
 }
 
-impl BiasActivation {
-    /// Applies the op to `values`, planes of `plane` values cycling through `channels`.
-    fn planes(&self, values: &mut [f32], channels: usize, plane: usize) {
-        let plane = plane.max(1);
-        values.par_chunks_mut(plane).enumerate().for_each(|(p, v)| self.apply(self.bias[p % channels], v));
-    }
+/// Runs `f(channel, plane)` on every channel plane of a contiguous NCHW f32 tensor with
+/// `channels` channels, in place, each plane one task.
+///
+/// # Errors
+/// When the tensor is not f32, not contiguous, not 4-D or has another channel count.
+fn for_each_plane(
+    op: &str,
+    storage: &mut CpuStorage,
+    layout: &Layout,
+    channels: usize,
+    f: impl Fn(usize, &mut [f32]) + Sync,
+) -> candle_core::Result<()> {
+    let (data, [_, c, h, w]) = nchw_f32_mut(op, storage, layout, Some(channels))?;
+    data.par_chunks_mut((h * w).max(1)).enumerate().for_each(|(p, plane)| f(p % c, plane));
+    Ok(())
 }
 
 /// A residual block's ending, `max(y + shortcut, 0)`, in place on `y` (the block's own fresh
@@ -121,25 +121,15 @@ impl InplaceOp1 for BiasPrelu {
     }
 
     fn cpu_fwd(&self, storage: &mut CpuStorage, layout: &Layout) -> candle_core::Result<()> {
-        let CpuStorage::F32(data) = storage else { candle_core::bail!("bias-prelu takes f32") };
-        let Some((start, end)) = layout.contiguous_offsets() else {
-            candle_core::bail!("bias-prelu needs a contiguous input")
-        };
-        let &[_, c, h, w] = layout.dims() else { candle_core::bail!("bias-prelu takes NCHW") };
-        if c != self.bias.len() || c != self.slopes.len() {
-            candle_core::bail!(
-                "bias-prelu has {} biases and {} slopes, input has {c} channels",
-                self.bias.len(),
-                self.slopes.len()
-            )
+        if self.slopes.len() != self.bias.len() {
+            candle_core::bail!("bias-prelu has {} biases and {} slopes", self.bias.len(), self.slopes.len())
         }
-        data[start..end].par_chunks_mut((h * w).max(1)).enumerate().for_each(|(p, plane)| {
-            let (bias, slope) = (self.bias[p % c], self.slopes[p % c]);
+        for_each_plane(self.name(), storage, layout, self.bias.len(), |c, plane| {
+            let (bias, slope) = (self.bias[c], self.slopes[c]);
             for v in plane {
                 let x = *v + bias;
                 *v = if x < 0.0 { slope * x } else { x };
             }
-        });
-        Ok(())
+        })
     }
 }

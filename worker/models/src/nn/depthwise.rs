@@ -245,7 +245,7 @@ impl CustomOp1 for DepthwiseConv {
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (input, [n, c, in_h, in_w]) = nchw_f32(self.name(), storage, layout, self.channels())?;
+        let (input, [n, c, in_h, in_w]) = nchw_f32(self.name(), storage, layout, Some(self.channels()))?;
         let (out_h, out_w) = self.pad.output_size(in_h, in_w, self.kernel, self.stride);
         let geometry = Plane { in_h, in_w, out_h, out_w };
         let mut out = vec![0f32; n * c * out_h * out_w];

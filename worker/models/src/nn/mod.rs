@@ -26,7 +26,7 @@ pub(crate) fn has_avx2_fma() -> bool {
 }
 
 /// The f32 elements and `[n, c, h, w]` of a contiguous NCHW tensor, as a CPU kernel `op` needs
-/// it with `channels` channels.
+/// it (with `channels` channels, where it says).
 ///
 /// # Errors
 /// When the tensor is not f32, not contiguous, not 4-D or has another channel count.
@@ -34,15 +34,37 @@ pub(crate) fn nchw_f32<'a>(
     op: &str,
     storage: &'a CpuStorage,
     layout: &Layout,
-    channels: usize,
+    channels: Option<usize>,
 ) -> candle_core::Result<(&'a [f32], [usize; 4])> {
     let CpuStorage::F32(data) = storage else { candle_core::bail!("{op} takes f32, got {:?}", storage.dtype()) };
+    let (start, end, dims) = nchw_extent(op, layout, channels)?;
+    Ok((&data[start..end], dims))
+}
+
+/// [`nchw_f32`] for a kernel that writes the tensor in place.
+///
+/// # Errors
+/// As [`nchw_f32`].
+pub(crate) fn nchw_f32_mut<'a>(
+    op: &str,
+    storage: &'a mut CpuStorage,
+    layout: &Layout,
+    channels: Option<usize>,
+) -> candle_core::Result<(&'a mut [f32], [usize; 4])> {
+    let dtype = storage.dtype();
+    let CpuStorage::F32(data) = storage else { candle_core::bail!("{op} takes f32, got {dtype:?}") };
+    let (start, end, dims) = nchw_extent(op, layout, channels)?;
+    Ok((&mut data[start..end], dims))
+}
+
+/// Where a contiguous NCHW tensor's elements lie, and its dimensions.
+fn nchw_extent(op: &str, layout: &Layout, channels: Option<usize>) -> candle_core::Result<(usize, usize, [usize; 4])> {
     let Some((start, end)) = layout.contiguous_offsets() else { candle_core::bail!("{op} needs a contiguous input") };
     let &[n, c, h, w] = layout.dims() else { candle_core::bail!("{op} takes NCHW, got {:?}", layout.dims()) };
-    if c != channels {
+    if let Some(channels) = channels.filter(|&channels| channels != c) {
         candle_core::bail!("{op} has {channels} channels, input has {c}")
     }
-    Ok((&data[start..end], [n, c, h, w]))
+    Ok((start, end, [n, c, h, w]))
 }
 
 /// Zero padding on each side of a feature map.

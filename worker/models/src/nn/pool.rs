@@ -8,6 +8,8 @@
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape};
 use rayon::prelude::*;
 
+use super::nchw_f32;
+
 /// `MaxPool2d(kernel_size=3, stride=2, padding=1)` on an NCHW f32 tensor.
 #[derive(Debug, Clone, Copy)]
 pub struct StemPool;
@@ -45,18 +47,11 @@ impl CustomOp1 for StemPool {
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let CpuStorage::F32(data) = storage else { candle_core::bail!("max pooling takes f32") };
-        let Some((start, end)) = layout.contiguous_offsets() else {
-            candle_core::bail!("max pooling needs a contiguous input")
-        };
-        let &[n, c, h, w] = layout.dims() else {
-            candle_core::bail!("max pooling takes NCHW, got {:?}", layout.dims())
-        };
+        let (input, [n, c, h, w]) = nchw_f32("max pooling", storage, layout, None)?;
         if h == 0 || w == 0 {
             candle_core::bail!("max pooling of an empty {h}x{w} plane")
         }
         let (out_h, out_w) = (Self::output_size(h), Self::output_size(w));
-        let input = &data[start..end];
         let mut output = vec![0f32; n * c * out_h * out_w];
         output
             .par_chunks_mut(out_h * out_w)

@@ -311,7 +311,7 @@ impl CustomOp1 for WinogradConv<'_> {
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let WinogradFilters { transformed, in_channels: c, out_channels: oc } = self.filters;
-        let (input, [n, _, h, w]) = nchw_f32("Winograd convolution", storage, layout, *c)?;
+        let (input, [n, _, h, w]) = nchw_f32("Winograd convolution", storage, layout, Some(*c))?;
         let (c, oc, pad) = (*c, *oc, self.pad);
         let out_h = (h + pad.top + pad.bottom).saturating_sub(2);
         let out_w = (w + pad.left + pad.right).saturating_sub(2);
