@@ -61,6 +61,38 @@ fn efficientnet_lite0_recognises_espresso_and_a_cat() {
     }
 }
 
+/// A batch larger than one CPU pass (five 224x224 images for EfficientNet-Lite0) runs as several
+/// passes: each image's features are the ones it gets alone, in the batch's order.
+#[test]
+fn a_batch_of_several_passes_gives_each_image_its_own_features() {
+    let model = efficientnet();
+    let images: Vec<Vec<f32>> = ["coffee.png", "chelsea.png"]
+        .iter()
+        .map(|name| {
+            let img = photo(name);
+            let view = ImageView { width: img.width(), height: img.height(), channels: 3, data: img.as_raw() };
+            model.input().prepare(view).expect("prepare")
+        })
+        .collect();
+    // Thirteen rows, alternating photos, the last pass partial.
+    let order: Vec<usize> = (0..13).map(|i| (i * 7 % 3) % 2).collect();
+    let rows: Vec<&[f32]> = order.iter().map(|&i| images[i].as_slice()).collect();
+    let batched = model.features(&model.batch(&rows).expect("batch")).expect("features");
+    assert_eq!(batched.dims(), &[13, model.feature_size()]);
+    let alone: Vec<Vec<f32>> = images
+        .iter()
+        .map(|image| {
+            let features = model.features(&model.batch(&[image.as_slice()]).expect("batch")).expect("features");
+            features.squeeze(0).and_then(|f| f.to_vec1()).expect("row")
+        })
+        .collect();
+    for (row, &i) in order.iter().enumerate() {
+        let ours: Vec<f32> = batched.get(row).and_then(|f| f.to_vec1()).expect("row");
+        let diff = ours.iter().zip(&alone[i]).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        assert!(diff < 1e-5, "row {row} (photo {i}) differs from the photo alone by {diff}");
+    }
+}
+
 /// The Python with numpy that `scripts/test.sh` prepares.
 fn python() -> std::path::PathBuf {
     std::env::var_os("WEIR_PYTHON").map(Into::into).unwrap_or_else(|| "python3".into())

@@ -9,6 +9,7 @@ use candle_core::{D, Device, Tensor};
 use super::bias::BiasActivation;
 use super::depthwise::DepthwiseConv;
 use super::im2col::FlatFilters;
+use super::pointwise::PointwiseConv;
 use super::winograd::WinogradFilters;
 use super::{Activation, Pad};
 use crate::ModelError;
@@ -68,6 +69,8 @@ pub struct ConvBn {
     dense_cpu: Option<FlatFilters>,
     /// The CPU's Winograd convolution for dense 3x3 stride-1 layers.
     winograd_cpu: Option<WinogradFilters>,
+    /// The fused AVX-512 kernel for 1x1 stride-1 layers, where the CPU has AVX-512.
+    pointwise_cpu: Option<PointwiseConv>,
 }
 
 impl ConvBn {
@@ -110,6 +113,10 @@ impl ConvBn {
             (false, 3, 1, Device::Cpu) => Some(WinogradFilters::new(&weight)?),
             _ => None,
         };
+        let pointwise_cpu = match (shape.depthwise, kernel, shape.stride, device) {
+            (false, 1, 1, Device::Cpu) => PointwiseConv::new(&weight, &bias.to_vec1()?, activation)?,
+            _ => None,
+        };
         let dense_cpu = match (shape.depthwise, device) {
             (false, Device::Cpu) if winograd_cpu.is_none() => Some(FlatFilters::new(&weight)?),
             _ => None,
@@ -123,6 +130,7 @@ impl ConvBn {
             bias_cpu,
             dense_cpu,
             winograd_cpu,
+            pointwise_cpu,
         })
     }
 
@@ -134,6 +142,9 @@ impl ConvBn {
         if let Some(op) = &self.depthwise_cpu {
             let op = DepthwiseConv { pad, ..op.clone() };
             return x.contiguous()?.apply_op1_no_bwd(&op);
+        }
+        if let Some(op) = self.pointwise_cpu.as_ref().filter(|_| pad.is_zero()) {
+            return x.contiguous()?.apply_op1_no_bwd(op);
         }
         if let (Some(filters), Some(epilogue)) = (&self.winograd_cpu, &self.bias_cpu) {
             return filters.conv(x, pad, epilogue);

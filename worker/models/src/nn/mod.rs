@@ -1,9 +1,10 @@
-//! Inference layers: folded convolutions, fused CPU depthwise and Winograd kernels, the classifier head.
+//! Inference layers: folded convolutions, fused CPU depthwise, pointwise and Winograd kernels, the classifier head.
 
 pub mod bias;
 pub mod conv;
 pub mod depthwise;
 pub mod im2col;
+pub mod pointwise;
 pub mod pool;
 pub mod winograd;
 
