@@ -81,3 +81,45 @@ fn a_missing_or_misshapen_tensor_fails_the_load_and_is_named() {
     .to_string();
     assert_eq!(err, "weights `empty`: is empty (0 bytes)");
 }
+
+/// Our CPU encoder gives candle's `BertModel`'s hidden states on the real weights, padding
+/// included: rows of 3, 9 and 1 real tokens, padded to 9.
+#[test]
+fn our_cpu_encoder_matches_candles_bert_model() {
+    use candle_core::{DType, Device, Tensor};
+    use candle_transformers::models::bert::{BertModel, Config};
+    use weir_models::text::encoder::CpuBert;
+    use weir_models::weights::Weights;
+
+    let dir = models_dir().join("all-MiniLM-L6-v2");
+    let config: Config =
+        serde_json::from_slice(&std::fs::read(dir.join("config.json")).expect("config")).expect("config.json");
+    let weights = || {
+        Weights::parse(&asset(&dir.join("model.safetensors")))
+            .expect("weights")
+            .into_var_builder(DType::F32, &Device::Cpu)
+    };
+    let ours = CpuBert::load(weights(), &config).expect("our encoder");
+    let candles = BertModel::load(weights(), &config).expect("candle's encoder");
+    let (lengths, longest) = ([3usize, 9, 1], 9);
+    let mut ids = vec![0u32; lengths.len() * longest];
+    let mut mask = vec![0u32; lengths.len() * longest];
+    for (row, &length) in lengths.iter().enumerate() {
+        for t in 0..length {
+            ids[row * longest + t] = 101 + ((row * 37 + t * 1013) % 20_000) as u32;
+            mask[row * longest + t] = 1;
+        }
+    }
+    let shape = (lengths.len(), longest);
+    let id_tensor = Tensor::from_vec(ids.clone(), shape, &Device::Cpu).expect("ids");
+    let mask = Tensor::from_vec(mask, shape, &Device::Cpu).expect("mask");
+    let want =
+        candles.forward(&id_tensor, &id_tensor.zeros_like().expect("zeros"), Some(&mask)).expect("candle's pass");
+    let got = ours.forward(&ids, &lengths).expect("our pass");
+    assert_eq!(got.dims(), want.dims());
+    let scale = want.abs().and_then(|a| a.max_all()).and_then(|m| m.to_scalar::<f32>()).expect("scale");
+    let diff = (got - want).and_then(|d| d.abs()).and_then(|d| d.max_all()).and_then(|m| m.to_scalar::<f32>());
+    let diff = diff.expect("diff");
+    println!("hidden states: max |diff| {diff:.3e} of max |value| {scale:.3e}");
+    assert!(diff <= 1e-5 * scale.max(1.0), "our encoder differs from candle's by {diff} (values up to {scale})");
+}

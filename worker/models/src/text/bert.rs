@@ -7,6 +7,7 @@ use rayon::prelude::*;
 use tokenizers::{Tokenizer, TruncationParams};
 use weir_crds::ModelSpec;
 
+use super::encoder::CpuBert;
 use crate::assets::{Asset, ModelAssets};
 use crate::nn::unit_length;
 use crate::weights::Weights;
@@ -14,11 +15,17 @@ use crate::{ModelError, device};
 
 /// A loaded sentence embedder on its device.
 pub struct SentenceEmbedder {
-    model: BertModel,
+    model: Encoder,
     tokenizer: Tokenizer,
     hidden: usize,
     device: Device,
     normalize: bool,
+}
+
+/// The encoder: ours on the CPU in f32 (exact GELU), candle's `BertModel` otherwise.
+enum Encoder {
+    Cpu(Box<CpuBert>),
+    Candle(Box<BertModel>),
 }
 
 /// One text's tokens.
@@ -72,8 +79,13 @@ impl SentenceEmbedder {
         let dtype = device::dtype(spec.dtype, &device);
         let weights = Weights::parse(&assets.weights)?;
         let uri = weights.uri().to_string();
-        let model = BertModel::load(weights.into_var_builder(dtype, &device), &config)
-            .map_err(|e| ModelError::Weights { uri, message: e.to_string() })?;
+        let vb = weights.into_var_builder(dtype, &device);
+        let model = if device.is_cpu() && dtype == DType::F32 && CpuBert::supports(&config) {
+            CpuBert::load(vb, &config).map(|m| Encoder::Cpu(Box::new(m)))
+        } else {
+            BertModel::load(vb, &config).map(|m| Encoder::Candle(Box::new(m)))
+        };
+        let model = model.map_err(|e| ModelError::Weights { uri, message: e.to_string() })?;
         Ok(Self { model, tokenizer, hidden: config.hidden_size, device, normalize })
     }
 
@@ -127,9 +139,17 @@ impl SentenceEmbedder {
             mask[row * longest..row * longest + tokens.ids.len()].fill(1);
         }
         let shape = (batch.len(), longest);
-        let ids = Tensor::from_vec(ids, shape, &self.device)?;
+        let hidden = match &self.model {
+            Encoder::Cpu(model) => {
+                let lengths: Vec<usize> = batch.iter().map(|t| t.ids.len()).collect();
+                model.forward(&ids, &lengths)?
+            }
+            Encoder::Candle(model) => {
+                let ids = Tensor::from_vec(ids, shape, &self.device)?;
+                model.forward(&ids, &ids.zeros_like()?, Some(&Tensor::from_vec(mask.clone(), shape, &self.device)?))?
+            }
+        };
         let mask = Tensor::from_vec(mask, shape, &self.device)?;
-        let hidden = self.model.forward(&ids, &ids.zeros_like()?, Some(&mask))?;
         let mask = mask.to_dtype(hidden.dtype())?.unsqueeze(2)?;
         let summed = hidden.broadcast_mul(&mask)?.sum(1)?;
         // A text with no tokens at all (a tokenizer without special tokens, an empty text) pools

@@ -1,5 +1,6 @@
 //! Text models: BERT-family sentence embeddings.
 
 pub mod bert;
+pub mod encoder;
 
 pub use bert::SentenceEmbedder;
