@@ -12,6 +12,9 @@ use std::time::{Duration, Instant};
 /// How long `moto_server` may take to accept connections before [`Moto::start`] gives up.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// Held while a server starts (see [`Moto::start`]).
+static STARTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// A running moto S3 server, killed and reaped on drop.
 #[derive(Debug)]
 pub struct Moto {
@@ -29,6 +32,11 @@ impl Moto {
         let bin = std::env::var("WEIR_MOTO_SERVER").unwrap_or_else(|_| {
             panic!("WEIR_MOTO_SERVER is not set: run scripts/test.sh, which installs moto[server] and sets it")
         });
+        // One start at a time in this process: a port is free when picked and only taken when
+        // the server binds it, so two tests starting at once could pick the same one; the loser's
+        // server then exits and its test talks to the winner's until that one stops. Holding
+        // the lock until the server accepts connections means the next pick cannot be its port.
+        let _one_at_a_time = STARTING.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
         let child = Command::new(&bin)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
@@ -37,11 +45,15 @@ impl Moto {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start moto_server `{bin}`: {e}"));
         // Owned from here on, so an early panic below still kills the child.
-        let moto = Self { child, endpoint: format!("http://127.0.0.1:{port}") };
+        let mut moto = Self { child, endpoint: format!("http://127.0.0.1:{port}") };
         let started = Instant::now();
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(started.elapsed() < START_TIMEOUT, "moto_server did not start within {START_TIMEOUT:?}");
             std::thread::sleep(Duration::from_millis(50));
+        }
+        // The port answers: it must be our server answering, not another process's.
+        if let Ok(Some(status)) = moto.child.try_wait() {
+            panic!("moto_server exited ({status}) while port {port} answers: another process holds the port")
         }
         moto
     }
