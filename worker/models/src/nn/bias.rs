@@ -8,7 +8,7 @@
 use candle_core::{CpuStorage, InplaceOp1, InplaceOp2, Layout};
 use rayon::prelude::*;
 
-use super::{Activation, nchw_f32_mut};
+use super::{Activation, contiguous_f32, contiguous_f32_mut, nchw_f32_mut};
 
 /// `act(x + bias[c])` for every element of channel `c`.
 #[derive(Debug, Clone)]
@@ -86,17 +86,10 @@ impl InplaceOp2 for ResidualRelu {
     }
 
     fn cpu_fwd(&self, s1: &mut CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> candle_core::Result<()> {
-        let (CpuStorage::F32(y), CpuStorage::F32(shortcut)) = (s1, s2) else {
-            candle_core::bail!("residual-relu takes f32")
-        };
-        let (Some((y_start, y_end)), Some((s_start, s_end))) = (l1.contiguous_offsets(), l2.contiguous_offsets())
-        else {
-            candle_core::bail!("residual-relu needs contiguous inputs")
-        };
         if l1.dims() != l2.dims() {
             candle_core::bail!("residual-relu of {:?} and {:?}", l1.dims(), l2.dims())
         }
-        let (y, shortcut) = (&mut y[y_start..y_end], &shortcut[s_start..s_end]);
+        let (y, shortcut) = (contiguous_f32_mut(self.name(), s1, l1)?, contiguous_f32(self.name(), s2, l2)?);
         y.par_chunks_mut(RESIDUAL_CHUNK).zip(shortcut.par_chunks(RESIDUAL_CHUNK)).for_each(|(y, shortcut)| {
             for (v, s) in y.iter_mut().zip(shortcut) {
                 *v = (*v + s).max(0.0);

@@ -101,14 +101,10 @@ impl CustomOp1 for Patches {
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let CpuStorage::F32(data) = storage else { candle_core::bail!("im2col takes f32") };
-        let Some((start, end)) = layout.contiguous_offsets() else {
-            candle_core::bail!("im2col needs a contiguous input")
-        };
+        let input = super::contiguous_f32(self.name(), storage, layout)?;
         let &[1, c, h, w] = layout.dims() else {
             candle_core::bail!("im2col takes one NCHW image, got {:?}", layout.dims())
         };
-        let input = &data[start..end];
         let (k, positions) = (self.kernel, self.out_h * self.out_w);
         let mut columns = vec![0f32; c * k * k * positions];
         if h == 0 || w == 0 || positions == 0 {

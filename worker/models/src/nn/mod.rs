@@ -26,6 +26,39 @@ pub(crate) fn has_avx2_fma() -> bool {
     std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
 }
 
+/// Whether this CPU runs AVX-512F (the 1x1 kernel's path; detected once, then read from a cache).
+pub(crate) fn has_avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return std::arch::is_x86_feature_detected!("avx512f");
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// The f32 elements of a contiguous tensor, as a CPU kernel `op` reads them.
+///
+/// # Errors
+/// When the tensor is not f32 or not contiguous.
+pub(crate) fn contiguous_f32<'a>(op: &str, storage: &'a CpuStorage, layout: &Layout) -> candle_core::Result<&'a [f32]> {
+    let CpuStorage::F32(data) = storage else { candle_core::bail!("{op} takes f32, got {:?}", storage.dtype()) };
+    let Some((start, end)) = layout.contiguous_offsets() else { candle_core::bail!("{op} needs a contiguous input") };
+    Ok(&data[start..end])
+}
+
+/// [`contiguous_f32`] for a kernel that writes the tensor in place.
+///
+/// # Errors
+/// As [`contiguous_f32`].
+pub(crate) fn contiguous_f32_mut<'a>(
+    op: &str,
+    storage: &'a mut CpuStorage,
+    layout: &Layout,
+) -> candle_core::Result<&'a mut [f32]> {
+    let dtype = storage.dtype();
+    let CpuStorage::F32(data) = storage else { candle_core::bail!("{op} takes f32, got {dtype:?}") };
+    let Some((start, end)) = layout.contiguous_offsets() else { candle_core::bail!("{op} needs a contiguous input") };
+    Ok(&mut data[start..end])
+}
+
 /// The f32 elements and `[n, c, h, w]` of a contiguous NCHW tensor, as a CPU kernel `op` needs
 /// it (with `channels` channels, where it says).
 ///
@@ -37,9 +70,8 @@ pub(crate) fn nchw_f32<'a>(
     layout: &Layout,
     channels: Option<usize>,
 ) -> candle_core::Result<(&'a [f32], [usize; 4])> {
-    let CpuStorage::F32(data) = storage else { candle_core::bail!("{op} takes f32, got {:?}", storage.dtype()) };
-    let (start, end, dims) = nchw_extent(op, layout, channels)?;
-    Ok((&data[start..end], dims))
+    let dims = nchw_dims(op, layout, channels)?;
+    Ok((contiguous_f32(op, storage, layout)?, dims))
 }
 
 /// [`nchw_f32`] for a kernel that writes the tensor in place.
@@ -52,20 +84,17 @@ pub(crate) fn nchw_f32_mut<'a>(
     layout: &Layout,
     channels: Option<usize>,
 ) -> candle_core::Result<(&'a mut [f32], [usize; 4])> {
-    let dtype = storage.dtype();
-    let CpuStorage::F32(data) = storage else { candle_core::bail!("{op} takes f32, got {dtype:?}") };
-    let (start, end, dims) = nchw_extent(op, layout, channels)?;
-    Ok((&mut data[start..end], dims))
+    let dims = nchw_dims(op, layout, channels)?;
+    Ok((contiguous_f32_mut(op, storage, layout)?, dims))
 }
 
-/// Where a contiguous NCHW tensor's elements lie, and its dimensions.
-fn nchw_extent(op: &str, layout: &Layout, channels: Option<usize>) -> candle_core::Result<(usize, usize, [usize; 4])> {
-    let Some((start, end)) = layout.contiguous_offsets() else { candle_core::bail!("{op} needs a contiguous input") };
+/// An NCHW tensor's dimensions, checked against `channels` where given.
+fn nchw_dims(op: &str, layout: &Layout, channels: Option<usize>) -> candle_core::Result<[usize; 4]> {
     let &[n, c, h, w] = layout.dims() else { candle_core::bail!("{op} takes NCHW, got {:?}", layout.dims()) };
     if let Some(channels) = channels.filter(|&channels| channels != c) {
         candle_core::bail!("{op} has {channels} channels, input has {c}")
     }
-    Ok((start, end, [n, c, h, w]))
+    Ok([n, c, h, w])
 }
 
 /// Zero padding on each side of a feature map.

@@ -13,7 +13,7 @@ use std::mem::MaybeUninit;
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{Activation, nchw_f32};
+use super::{Activation, has_avx512, nchw_f32};
 
 /// Output channels in one packed panel (the rows of a micro-tile).
 const ROWS: usize = 8;
@@ -103,14 +103,6 @@ impl PointwiseConv {
             }
         }
     }
-}
-
-/// Whether this CPU runs AVX-512F (detected once, then read from a cache).
-fn has_avx512() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    return std::arch::is_x86_feature_detected!("avx512f");
-    #[cfg(not(target_arch = "x86_64"))]
-    false
 }
 
 /// One micro-tile: `rows` output channels by `width` pixels from `column` on.

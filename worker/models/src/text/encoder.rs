@@ -13,6 +13,8 @@ use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{Config, HiddenAct};
 use rayon::prelude::*;
 
+use crate::nn::{contiguous_f32, contiguous_f32_mut};
+
 /// A BERT encoder (absolute positions, exact GELU) in f32 on the CPU.
 pub struct CpuBert {
     /// `(vocabulary, hidden)`, row-major.
@@ -132,7 +134,7 @@ impl Layer {
     fn forward(&self, x: &Tensor, shape: Shape, kept: &[bool]) -> candle_core::Result<Tensor> {
         let Shape { rows, longest, heads, hidden } = shape;
         let head_size = hidden / heads;
-        let qkv = self.qkv.forward(x, Ending::Bias, None)?;
+        let qkv = self.qkv.forward(x, Ending::Bias)?;
         // (rows, longest, 3, heads, head) -> three (rows, heads, longest, head)
         let qkv = qkv.reshape((rows, longest, 3, heads, head_size))?;
         let part = |i: usize| qkv.narrow(2, i, 1)?.squeeze(2)?.transpose(1, 2)?.contiguous();
@@ -140,9 +142,9 @@ impl Layer {
         let scores = q.matmul(&k.t()?)?;
         scores.inplace_op1(&MaskedSoftmax { kept, longest, heads, scale: (head_size as f32).sqrt().recip() })?;
         let context = scores.matmul(&v)?.transpose(1, 2)?.contiguous()?.reshape((rows * longest, hidden))?;
-        let attended = self.attention_norm.forward(&self.attention_out.forward(&context, Ending::Bias, Some(x))?)?;
-        let inner = self.intermediate.forward(&attended, Ending::BiasGelu, None)?;
-        self.output_norm.forward(&self.output.forward(&inner, Ending::Bias, Some(&attended))?)
+        let attended = self.attention_norm.forward(&self.attention_out.forward(&context, Ending::BiasResidual(x))?)?;
+        let inner = self.intermediate.forward(&attended, Ending::BiasGelu)?;
+        self.output_norm.forward(&self.output.forward(&inner, Ending::BiasResidual(&attended))?)
     }
 }
 
@@ -167,14 +169,14 @@ impl Dense {
         })
     }
 
-    /// `ending(x W + b) [+ residual]` for the rows of `x`.
-    fn forward(&self, x: &Tensor, ending: Ending, residual: Option<&Tensor>) -> candle_core::Result<Tensor> {
+    /// `x W + b` for the rows of `x`, then `ending`.
+    fn forward(&self, x: &Tensor, ending: Ending) -> candle_core::Result<Tensor> {
         // A fresh tensor: the endings write it in place.
         let y = x.matmul(&self.weight)?;
-        let op = RowEnding { bias: &self.bias, ending };
-        match residual {
-            Some(residual) => y.inplace_op2(residual, &op)?,
-            None => y.inplace_op1(&op)?,
+        let op = RowEnding { bias: &self.bias, gelu: matches!(ending, Ending::BiasGelu) };
+        match ending {
+            Ending::BiasResidual(residual) => y.inplace_op2(residual, &op)?,
+            Ending::Bias | Ending::BiasGelu => y.inplace_op1(&op)?,
         }
         Ok(y)
     }
@@ -199,16 +201,19 @@ impl Norm {
 }
 
 /// What follows a product.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Ending {
+#[derive(Clone, Copy)]
+enum Ending<'t> {
     Bias,
     BiasGelu,
+    /// The bias, then this tensor (of the product's shape) added.
+    BiasResidual(&'t Tensor),
 }
 
-/// Adds a bias to each row (then the residual, or the exact GELU), in place.
+/// `act(y + b [+ residual])` on each row `y`, in place: the residual where the op is given one
+/// (as an [`InplaceOp2`]), `act` the exact GELU where `gelu` says, else nothing.
 struct RowEnding<'a> {
     bias: &'a [f32],
-    ending: Ending,
+    gelu: bool,
 }
 
 /// Rows of about this many values per task.
@@ -216,14 +221,10 @@ const ROW_CHUNK: usize = 1 << 14;
 
 impl RowEnding<'_> {
     fn rows<'s>(&self, storage: &'s mut CpuStorage, layout: &Layout) -> candle_core::Result<&'s mut [f32]> {
-        let CpuStorage::F32(data) = storage else { candle_core::bail!("row-ending takes f32") };
-        let Some((start, end)) = layout.contiguous_offsets() else {
-            candle_core::bail!("row-ending needs contiguous rows")
-        };
         if layout.dims().last() != Some(&self.bias.len()) {
             candle_core::bail!("row-ending of {} biases on {:?}", self.bias.len(), layout.dims())
         }
-        Ok(&mut data[start..end])
+        contiguous_f32_mut("row-ending", storage, layout)
     }
 
     fn chunk(&self) -> usize {
@@ -248,21 +249,26 @@ impl RowEnding<'_> {
     #[inline(always)]
     fn apply_with(&self, rows: &mut [f32], residual: Option<&[f32]>) {
         for (index, row) in rows.chunks_exact_mut(self.bias.len()).enumerate() {
-            match (residual, self.ending) {
-                (Some(residual), _) => {
-                    let residual = &residual[index * self.bias.len()..][..self.bias.len()];
+            // `for` loops, not `for_each`: a closure's fold is compiled apart from the AVX2
+            // caller (without its target features), as `perf annotate` showed.
+            // One loop per case, so that no loop computes a GELU it then discards.
+            match (residual.map(|residual| &residual[index * self.bias.len()..][..self.bias.len()]), self.gelu) {
+                (Some(residual), false) => {
                     for ((v, b), r) in row.iter_mut().zip(self.bias).zip(residual) {
                         *v += b + r;
                     }
                 }
-                // `for` loops, not `for_each`: a closure's fold is compiled apart from the AVX2
-                // caller (without its target features), as `perf annotate` showed.
-                (None, Ending::Bias) => {
+                (Some(residual), true) => {
+                    for ((v, b), r) in row.iter_mut().zip(self.bias).zip(residual) {
+                        *v = gelu(*v + b + r);
+                    }
+                }
+                (None, false) => {
                     for (v, b) in row.iter_mut().zip(self.bias) {
                         *v += b;
                     }
                 }
-                (None, Ending::BiasGelu) => {
+                (None, true) => {
                     for (v, b) in row.iter_mut().zip(self.bias) {
                         *v = gelu(*v + b);
                     }
@@ -290,15 +296,11 @@ impl InplaceOp2 for RowEnding<'_> {
     }
 
     fn cpu_fwd(&self, s1: &mut CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> candle_core::Result<()> {
-        let CpuStorage::F32(residual) = s2 else { candle_core::bail!("row-ending takes an f32 residual") };
-        let Some((start, end)) = l2.contiguous_offsets() else {
-            candle_core::bail!("row-ending needs a contiguous residual")
-        };
+        let residual = contiguous_f32("row-ending residual", s2, l2)?;
         if l1.dims() != l2.dims() {
             candle_core::bail!("row-ending of {:?} with a residual of {:?}", l1.dims(), l2.dims())
         }
         let chunk = self.chunk();
-        let residual = &residual[start..end];
         self.rows(s1, l1)?
             .par_chunks_mut(chunk)
             .zip(residual.par_chunks(chunk))
@@ -323,16 +325,13 @@ impl InplaceOp1 for MaskedSoftmax<'_> {
     }
 
     fn cpu_fwd(&self, storage: &mut CpuStorage, layout: &Layout) -> candle_core::Result<()> {
-        let CpuStorage::F32(data) = storage else { candle_core::bail!("masked-softmax takes f32") };
-        let Some((start, end)) = layout.contiguous_offsets() else {
-            candle_core::bail!("masked-softmax needs contiguous scores")
-        };
+        let data = contiguous_f32_mut(self.name(), storage, layout)?;
         let longest = self.longest.max(1);
-        if end - start != self.kept.len() * self.heads * longest {
+        if data.len() != self.kept.len() * self.heads * longest {
             candle_core::bail!("masked-softmax of {:?} for {} tokens", layout.dims(), self.kept.len())
         }
         // One (row, head) block of `longest × longest` scores per task.
-        data[start..end].par_chunks_mut(longest * longest).enumerate().for_each(|(block, scores)| {
+        data.par_chunks_mut(longest * longest).enumerate().for_each(|(block, scores)| {
             let kept = &self.kept[(block / self.heads) * longest..][..longest];
             softmax_block(scores, kept, self.scale);
         });
