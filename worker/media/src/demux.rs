@@ -24,6 +24,27 @@ pub enum Flow {
     Stop,
 }
 
+/// What a decode does with the stream's packets and frames.
+///
+/// A closure over frames is a handler that looks at no packet.
+pub trait DecodeHandler<F> {
+    /// Called with each packet of the stream just before the decoder gets it: the handler may set
+    /// the decoder's options for that packet (which frames to discard, say).
+    fn before_packet(&mut self, _packet: &Packet, _decoder: &mut Opened) {}
+
+    /// Takes a decoded frame.
+    ///
+    /// # Errors
+    /// Whatever the handler finds wrong with the frame; the decode stops with it.
+    fn on_frame(&mut self, frame: &mut F) -> Result<Flow, MediaError>;
+}
+
+impl<F, C: FnMut(&mut F) -> Result<Flow, MediaError>> DecodeHandler<F> for C {
+    fn on_frame(&mut self, frame: &mut F) -> Result<Flow, MediaError> {
+        self(frame)
+    }
+}
+
 /// One stream's decode: which stream, which packets to send, and the decoder.
 pub struct StreamDecode<'a> {
     pub stream: usize,
@@ -34,17 +55,17 @@ pub struct StreamDecode<'a> {
     pub decoder: &'a mut Opened,
 }
 
-/// Decodes the stream until its end or until `on_frame` says [`Flow::Stop`]; returns the number
+/// Decodes the stream until its end or until the handler says [`Flow::Stop`]; returns the number
 /// of frames decoded.
 ///
 /// # Errors
 /// A read error, a run of [`MAX_CONSECUTIVE_ERRORS`] corrupt packets, a stream in which nothing
-/// decodes, or whatever `on_frame` returns.
+/// decodes, or whatever the handler returns.
 pub fn decode<F: DerefMut<Target = Frame>>(
     input: &mut Input,
     mut d: StreamDecode<'_>,
     frame: &mut F,
-    mut on_frame: impl FnMut(&mut F) -> Result<Flow, MediaError>,
+    mut handler: impl DecodeHandler<F>,
 ) -> Result<u64, MediaError> {
     let mut errors = DecodeErrors::default();
     let mut decoded = 0;
@@ -64,17 +85,18 @@ pub fn decode<F: DerefMut<Target = Frame>>(
         if packet.stream() != d.stream || (d.keyframes_only && !packet.is_key()) {
             continue;
         }
+        handler.before_packet(&packet, d.decoder);
         if let Err(e) = d.decoder.send_packet(&packet) {
             errors.note(e, d.kind)?;
             continue;
         }
-        if drain(&mut d, frame, &mut on_frame, &mut errors, &mut decoded)? == Flow::Stop {
+        if drain(&mut d, frame, &mut handler, &mut errors, &mut decoded)? == Flow::Stop {
             return Ok(decoded);
         }
     }
     // An error here only means the decoder was already flushed.
     let _ = d.decoder.send_eof();
-    drain(&mut d, frame, &mut on_frame, &mut errors, &mut decoded)?;
+    drain(&mut d, frame, &mut handler, &mut errors, &mut decoded)?;
     errors.check_any_decoded(decoded, d.kind)?;
     Ok(decoded)
 }
@@ -83,7 +105,7 @@ pub fn decode<F: DerefMut<Target = Frame>>(
 fn drain<F: DerefMut<Target = Frame>>(
     d: &mut StreamDecode<'_>,
     frame: &mut F,
-    on_frame: &mut impl FnMut(&mut F) -> Result<Flow, MediaError>,
+    handler: &mut impl DecodeHandler<F>,
     errors: &mut DecodeErrors,
     decoded: &mut u64,
 ) -> Result<Flow, MediaError> {
@@ -92,7 +114,7 @@ fn drain<F: DerefMut<Target = Frame>>(
             Ok(()) => {
                 errors.consecutive = 0;
                 *decoded += 1;
-                if on_frame(frame)? == Flow::Stop {
+                if handler.on_frame(frame)? == Flow::Stop {
                     return Ok(Flow::Stop);
                 }
             }

@@ -14,6 +14,11 @@ pub enum VideoCodec {
     H264,
     /// MPEG-4 Part 2, in MP4 (no external encoder needed).
     Mpeg4,
+    /// H.264 as encoders usually write it (libx264 `veryfast`): three B-frames between
+    /// references, the middle one itself a reference (B-pyramid), the other two not.
+    H264BFrames,
+    /// MPEG-4 Part 2 with two B-frames between references (none of them a reference).
+    Mpeg4BFrames,
 }
 
 /// A generated test-pattern video (`testsrc2`).
@@ -137,6 +142,10 @@ pub fn write_video(path: &Path, spec: VideoSpec) -> PathBuf {
     match spec.codec {
         VideoCodec::H264 => args.extend(["-c:v", "libx264", "-preset", "ultrafast", "-x264-params", "scenecut=0"]),
         VideoCodec::Mpeg4 => args.extend(["-c:v", "mpeg4", "-q:v", "5"]),
+        VideoCodec::H264BFrames => {
+            args.extend(["-c:v", "libx264", "-preset", "veryfast", "-x264-params", "scenecut=0"])
+        }
+        VideoCodec::Mpeg4BFrames => args.extend(["-c:v", "mpeg4", "-q:v", "5", "-bf", "2"]),
     }
     args.extend(["-g", &gop, "-keyint_min", &gop, "-pix_fmt", "yuv420p"]);
     if spec.faststart {

@@ -108,7 +108,7 @@ pub fn decode_audio(path: &Path, options: DecodeOptions) -> Result<Audio, MediaE
     let mut decoder = audio_decoder(&input, &info)?;
     let mut pcm = Pcm::new(&info, options);
     let stream = StreamDecode { stream: info.index, kind: "audio", keyframes_only: false, decoder: &mut decoder };
-    decode(&mut input, stream, &mut AudioFrame::empty(), |frame| pcm.push(frame))?;
+    decode(&mut input, stream, &mut AudioFrame::empty(), |frame: &mut AudioFrame| pcm.push(frame))?;
     pcm.finish()
 }
 

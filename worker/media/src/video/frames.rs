@@ -8,8 +8,15 @@
 //! decoding early; `keyframesOnly` never sends other packets to the decoder, which also discards
 //! non-key frames.
 //!
-//! The index counts decoded frames when the whole video is decoded from its first frame; after a
-//! seek or with `keyframesOnly` it is `round(timestamp × fps)`, exact for constant frame rates.
+//! Between sampling instants (and before `start` when the file cannot seek) the decoder is told to
+//! discard frames that no other frame refers to (`AVDISCARD_NONREF`, as `ffmpeg -skip_frame noref`):
+//! such a frame would be skipped anyway, and no kept frame's pixels depend on it. In H.264 as
+//! encoders usually write it, about four frames in ten are such B-frames, and 1 fps sampling
+//! decodes that much less.
+//!
+//! The index counts frames (discarded ones included) when the video is read from its first frame;
+//! after a seek or with `keyframesOnly` it is `round(timestamp × fps)`, exact for constant frame
+//! rates.
 //!
 //! # Memory
 //! The kept frames leave in parts of about [`PART_BYTES`] ([`weir_core::StepOutput::more`]): the
@@ -17,6 +24,8 @@
 //! step holds the decoder's frames and a part or two. A video that fails half-way (a decoder error
 //! deep into the file) keeps the frames already handed on, and its row is recorded as failed.
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -24,6 +33,9 @@ use arrow_array::{
     ArrayRef, BinaryArray, Float64Array, RecordBatch, StructArray, UInt8Array, UInt32Array, UInt64Array,
 };
 use arrow_buffer::{Buffer, OffsetBuffer, ScalarBuffer};
+use ffmpeg::Discard;
+use ffmpeg::Packet;
+use ffmpeg::codec::decoder::Opened;
 use ffmpeg::format::context::Input;
 use ffmpeg::media::Type;
 use ffmpeg::util::frame::Video as VideoFrame;
@@ -37,7 +49,7 @@ use weir_ops::image::{ImageView, image_fields};
 use super::sampler::{Decision, Sampler};
 use super::scale::FrameConverter;
 use crate::MediaError;
-use crate::demux::{Flow, StreamDecode, decode};
+use crate::demux::{DecodeHandler, Flow, StreamDecode, decode};
 use crate::open::{StreamInfo, TIME_BASE, find_stream, init, open, video_decoder};
 use crate::step::{MediaKernel, MediaStep};
 use weir_core::repeat::{RowBound, repeat_rows};
@@ -60,6 +72,9 @@ pub struct FrameOptions {
     pub max_pixels: u64,
     /// FFmpeg frame threads of the decoder; 1 decodes on the calling thread alone.
     pub decoder_threads: usize,
+    /// Let the decoder discard non-reference frames that sampling would skip (the same frames
+    /// come out either way; `false` decodes every frame, as a reference to compare with).
+    pub discard_unsampled: bool,
 }
 
 impl Default for FrameOptions {
@@ -74,6 +89,7 @@ impl Default for FrameOptions {
             mode: ImageMode::Rgb,
             max_pixels: DEFAULT_MAX_PIXELS,
             decoder_threads: 1,
+            discard_unsampled: true,
         }
     }
 }
@@ -156,6 +172,7 @@ pub fn build(config: &VideoFrames, stores: Arc<StoreRegistry>) -> Result<Arc<dyn
         max_pixels: config.max_pixels.unwrap_or(DEFAULT_MAX_PIXELS),
         // Set per decode, from the compute pool the step runs on (`read_parts`).
         decoder_threads: 1,
+        discard_unsampled: true,
     };
     let bound = RowBound::new(None, config.max_bytes_per_input);
     let kernel = SampleFrames { input: config.input.clone(), output: config.output.clone(), options, bound };
@@ -184,7 +201,7 @@ impl MediaKernel for SampleFrames {
         emit: &mut dyn FnMut(SampledFrames) -> bool,
     ) -> Result<(), MediaError> {
         let options = FrameOptions { decoder_threads: threads, ..self.options.clone() };
-        sample_frames_in_parts(path, &options, PART_BYTES, emit)
+        sample_frames_in_parts(path, &options, PART_BYTES, emit).map(|_decoded| ())
     }
 
     fn assemble(
@@ -271,7 +288,8 @@ pub fn sample_frames(path: &Path, options: &FrameOptions) -> Result<SampledFrame
 pub const PART_BYTES: usize = 16 << 20;
 
 /// As [`sample_frames`], handing the kept frames to `emit` in parts of about `part_bytes` as they
-/// are decoded; stops when `emit` returns `false`.
+/// are decoded; stops when `emit` returns `false`. Returns the number of frames the decoder
+/// produced (discarded frames not counted).
 ///
 /// # Errors
 /// As [`sample_frames`]; parts already handed on stay handed on.
@@ -280,7 +298,7 @@ pub fn sample_frames_in_parts(
     options: &FrameOptions,
     part_bytes: usize,
     emit: &mut dyn FnMut(SampledFrames) -> bool,
-) -> Result<(), MediaError> {
+) -> Result<u64, MediaError> {
     let mut input = open(path)?;
     let info = find_stream(&input, Type::Video)?;
     check_pixels("the video", info.width, info.height, options.max_pixels)?;
@@ -293,6 +311,7 @@ pub fn sample_frames_in_parts(
         max_pixels: options.max_pixels,
         fps: info.fps.filter(|f| *f > 0.0),
         info: &info,
+        discarding: (options.discard_unsampled && !options.keyframes_only).then(Discarding::default),
         decoded: 0,
         last_t: 0.0,
         kept: SampledFrames::default(),
@@ -305,11 +324,11 @@ pub fn sample_frames_in_parts(
         keyframes_only: options.keyframes_only,
         decoder: &mut decoder,
     };
-    decode(&mut input, stream, &mut VideoFrame::empty(), |frame| sampling.on_frame(frame))?;
+    let decoded = decode(&mut input, stream, &mut VideoFrame::empty(), &mut sampling)?;
     if !sampling.kept.frames.is_empty() {
         (sampling.emit)(std::mem::take(&mut sampling.kept));
     }
-    Ok(())
+    Ok(decoded)
 }
 
 /// Refuses frames over `max` pixels (0x0, unknown, passes).
@@ -336,8 +355,11 @@ struct Sampling<'a> {
     converter: FrameConverter,
     max_pixels: u64,
     fps: Option<f64>,
-    /// Whether every frame since the first is decoded, so that counting gives the index.
+    /// Whether every frame since the first is decoded or counted as discarded, so that counting
+    /// gives the index.
     counting: bool,
+    /// Set when the decoder may discard frames sampling would skip.
+    discarding: Option<Discarding>,
     decoded: u64,
     last_t: f64,
     /// Frames kept since the last part was handed on.
@@ -346,16 +368,74 @@ struct Sampling<'a> {
     emit: &'a mut dyn FnMut(SampledFrames) -> bool,
 }
 
+/// Which packets went to the decoder with leave to discard their frame, and how many of those
+/// frames it did discard.
+#[derive(Debug, Default)]
+struct Discarding {
+    /// Whether the decoder is set to discard non-reference frames now.
+    on: bool,
+    /// Presentation timestamps of packets sent while discarding whose frame has not come out.
+    pending: BinaryHeap<Reverse<i64>>,
+    /// Frames the decoder discarded before the last frame out.
+    discarded: u64,
+}
+
+impl Discarding {
+    /// Counts the frames discarded before a frame presented at `pts`: frames come out in
+    /// presentation order, so a pending timestamp before it is a frame that never will.
+    fn frame_out(&mut self, pts: i64) {
+        while let Some(Reverse(sent)) = self.pending.peek().copied() {
+            if sent > pts {
+                break;
+            }
+            self.pending.pop();
+            if sent < pts {
+                self.discarded += 1;
+            }
+        }
+    }
+}
+
+impl DecodeHandler<VideoFrame> for &mut Sampling<'_> {
+    /// Lets the decoder discard the packet's frame when it is not a reference and sampling would
+    /// skip it; a packet without a timestamp is always decoded.
+    fn before_packet(&mut self, packet: &Packet, decoder: &mut Opened) {
+        let Some(discarding) = &mut self.discarding else { return };
+        let skipped = packet.pts().filter(|pts| self.sampler.skips(self.info.seconds(*pts)));
+        if skipped.is_some() != discarding.on {
+            discarding.on = skipped.is_some();
+            decoder.skip_frame(if discarding.on { Discard::NonReference } else { Discard::Default });
+        }
+        if let Some(pts) = skipped {
+            discarding.pending.push(Reverse(pts));
+        }
+    }
+
+    fn on_frame(&mut self, frame: &mut VideoFrame) -> Result<Flow, MediaError> {
+        Sampling::on_frame(self, frame)
+    }
+}
+
 impl Sampling<'_> {
     /// Samples a decoded frame.
     fn on_frame(&mut self, frame: &mut VideoFrame) -> Result<Flow, MediaError> {
+        let discarded = match (&mut self.discarding, frame.pts()) {
+            (Some(discarding), Some(pts)) => {
+                discarding.frame_out(pts);
+                discarding.discarded
+            }
+            (Some(discarding), None) => discarding.discarded,
+            (None, _) => 0,
+        };
+        // The frame's number in the video when every frame was decoded or counted.
+        let number = self.decoded + discarded;
         let t = match frame.timestamp().or(frame.pts()) {
             Some(ts) => self.info.seconds(ts),
-            None => self.fps.map_or(self.last_t, |fps| self.decoded as f64 / fps),
+            None => self.fps.map_or(self.last_t, |fps| number as f64 / fps),
         };
         let index = match self.fps {
             Some(fps) if !self.counting => (t * fps).round().max(0.0) as u64,
-            _ => self.decoded,
+            _ => number,
         };
         self.decoded += 1;
         self.last_t = t;
@@ -434,6 +514,67 @@ mod tests {
         assert!(three.pixels == one.pixels, "the pixels differ");
         let sampled = FrameOptions { fps: Some(1.0), start: 1.5, decoder_threads: 2, ..Default::default() };
         assert_eq!(times(&sample(&video, sampled)), [1.52, 2.52, 3.52, 4.52]);
+    }
+
+    /// Frames the decoder produced, and the frames kept, for `options` with and without leave
+    /// to discard.
+    fn decoded_and_kept(video: &Path, options: &FrameOptions) -> [(u64, SampledFrames); 2] {
+        [true, false].map(|discard_unsampled| {
+            let options = FrameOptions { discard_unsampled, ..options.clone() };
+            let mut kept = SampledFrames::default();
+            let decoded = sample_frames_in_parts(video, &options, 1 << 16, &mut |part| {
+                kept.pixels.extend_from_slice(&part.pixels);
+                kept.frames.extend(part.frames);
+                true
+            })
+            .unwrap_or_else(|e| panic!("{}: {e}", video.display()));
+            (decoded, kept)
+        })
+    }
+
+    /// Discarding non-reference frames between sampling instants keeps exactly the frames a full
+    /// decode keeps (same indices, timestamps and pixels), with fewer frames decoded.
+    #[test]
+    fn discarding_unsampled_frames_keeps_the_same_frames_and_decodes_fewer() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let h264 = write_video(
+            &dir.path().join("b.mp4"),
+            VideoSpec { codec: VideoCodec::H264BFrames, gop: 50, ..VideoSpec::small(6.0, 25) },
+        );
+        let mpeg4 = write_video(
+            &dir.path().join("b-m4.mp4"),
+            VideoSpec { codec: VideoCodec::Mpeg4BFrames, gop: 30, ..VideoSpec::small(4.0, 30) },
+        );
+        let sampled = |fps, start, decoder_threads| FrameOptions {
+            fps: Some(fps),
+            start,
+            decoder_threads,
+            size: Some((48, 36)),
+            ..Default::default()
+        };
+        for (video, options, total) in [
+            (&h264, sampled(1.0, 0.0, 1), 150),
+            (&h264, sampled(3.0, 0.0, 1), 150),
+            (&h264, sampled(1.0, 0.0, 3), 150),
+            (&h264, sampled(2.0, 1.3, 1), 150),
+            (&h264, FrameOptions { end: Some(4.5), ..sampled(0.5, 0.0, 2) }, 150),
+            (&mpeg4, sampled(1.0, 0.0, 1), 120),
+            (&mpeg4, sampled(7.0, 0.5, 2), 120),
+        ] {
+            let [(fewer, discarding), (all, reference)] = decoded_and_kept(video, &options);
+            let case = format!("{} with {options:?}", video.display());
+            assert!(!reference.frames.is_empty(), "{case}");
+            assert_eq!(discarding.frames, reference.frames, "{case}: indices, timestamps and sizes");
+            assert!(discarding.pixels == reference.pixels, "{case}: the pixels differ");
+            assert!(fewer < all, "{case}: {fewer} frames decoded with leave to discard, {all} without");
+            if options.start == 0.0 && options.end.is_none() {
+                assert_eq!(all, total, "{case}");
+            }
+        }
+        // One frame a second from 25: the counted indices are the frames' numbers.
+        let [(fewer, discarding), _] = decoded_and_kept(&h264, &sampled(1.0, 0.0, 1));
+        assert_eq!(indices(&discarding), [0, 25, 50, 75, 100, 125]);
+        assert!(fewer < 110, "{fewer} of 150 frames decoded: fewer than three in ten discarded");
     }
 
     #[test]

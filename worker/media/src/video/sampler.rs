@@ -41,12 +41,23 @@ impl Sampler {
         self.start
     }
 
+    /// Whether a frame at `t` seconds would be skipped if it came now. The sampling instant only
+    /// moves on, so a frame skipped now is skipped whenever it comes: a decoder may discard it
+    /// unseen.
+    pub fn skips(&self, t: f64) -> bool {
+        !self.stops_at(t) && t + EPSILON < self.next
+    }
+
+    fn stops_at(&self, t: f64) -> bool {
+        self.taken >= self.max_frames || self.end.is_some_and(|end| t >= end - EPSILON)
+    }
+
     /// Decides for a frame at `t` seconds.
     pub fn decide(&mut self, t: f64) -> Decision {
-        if self.taken >= self.max_frames || self.end.is_some_and(|end| t >= end - EPSILON) {
+        if self.stops_at(t) {
             return Decision::Stop;
         }
-        if t + EPSILON < self.next {
+        if self.skips(t) {
             return Decision::Skip;
         }
         if let Some(interval) = self.interval {
@@ -103,6 +114,22 @@ mod tests {
         let window = kept(&mut Sampler::new(2.0, Some(2.2), None, 10_000), 25.0, 5.0);
         assert_eq!(window, [2.0, 2.04, 2.08, 2.12, 2.16]);
         assert_eq!(kept(&mut Sampler::new(0.0, None, None, 7), 25.0, 5.0).len(), 7);
+    }
+
+    #[test]
+    fn a_frame_skipped_now_is_skipped_later() {
+        let mut s = Sampler::new(1.0, None, Some(1.0), 100);
+        assert!(s.skips(0.5), "before the start");
+        assert!(!s.skips(1.0));
+        assert_eq!(s.decide(1.04), Decision::Take { last: false });
+        for t in [1.0, 1.5, 1.96] {
+            assert!(s.skips(t), "{t} s: between instants");
+            assert_eq!(s.decide(t), Decision::Skip);
+        }
+        assert!(!s.skips(2.0), "the next instant");
+        let mut ended = Sampler::new(0.0, Some(1.0), None, 100);
+        assert!(!ended.skips(1.5), "past the end is a stop, not a skip");
+        assert_eq!(ended.decide(1.5), Decision::Stop);
     }
 
     #[test]
