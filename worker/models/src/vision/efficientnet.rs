@@ -6,6 +6,7 @@
 use candle_core::{Device, Tensor};
 
 use crate::ModelError;
+use crate::nn::bias::ResidualAdd;
 use crate::nn::{Activation, ConvBn, ConvNames, ConvShape, Linear, Padding, global_average};
 use crate::weights::Weights;
 
@@ -47,7 +48,16 @@ impl MobileBlock {
             None => x.clone(),
         };
         let y = self.project.forward(&self.depthwise.forward(&expanded)?)?;
-        if self.residual { y + x } else { Ok(y) }
+        if !self.residual {
+            return Ok(y);
+        }
+        if y.device().is_cpu() {
+            // `y` is the projection's own fresh output.
+            let y = y.contiguous()?;
+            y.inplace_op2(&x.contiguous()?, &ResidualAdd { relu: false })?;
+            return Ok(y);
+        }
+        y + x
     }
 }
 

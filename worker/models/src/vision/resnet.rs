@@ -6,7 +6,7 @@ use candle_core::{Device, Tensor};
 use weir_crds::ModelArch;
 
 use crate::ModelError;
-use crate::nn::bias::ResidualRelu;
+use crate::nn::bias::ResidualAdd;
 use crate::nn::pool::StemPool;
 use crate::nn::{Activation, ConvBn, ConvNames, ConvShape, Linear, Padding, global_average};
 use crate::weights::Weights;
@@ -50,7 +50,7 @@ impl Residual {
         if y.device().is_cpu() {
             // `y` is the last convolution's own fresh output.
             let y = y.contiguous()?;
-            y.inplace_op2(&shortcut.contiguous()?, &ResidualRelu)?;
+            y.inplace_op2(&shortcut.contiguous()?, &ResidualAdd { relu: true })?;
             return Ok(y);
         }
         (y + shortcut)?.relu()
