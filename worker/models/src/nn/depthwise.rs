@@ -25,6 +25,9 @@ pub struct DepthwiseConv {
     pub activation: Activation,
 }
 
+/// Output floats not yet written.
+type Uninit = [MaybeUninit<f32>];
+
 /// One output plane's geometry.
 #[derive(Clone, Copy)]
 struct Plane {
@@ -41,14 +44,7 @@ impl DepthwiseConv {
 
     /// Convolves one channel plane into `out`, writing every element; `scratch` is reused between
     /// planes.
-    fn plane(
-        &self,
-        channel: usize,
-        input: &[f32],
-        geometry: Plane,
-        out: &mut [MaybeUninit<f32>],
-        scratch: &mut Scratch,
-    ) {
+    fn plane(&self, channel: usize, input: &[f32], geometry: Plane, out: &mut Uninit, scratch: &mut Scratch) {
         #[cfg(target_arch = "x86_64")]
         if super::has_avx2_fma() {
             // SAFETY: the CPU has AVX2 and FMA (checked on the line above).
@@ -60,14 +56,7 @@ impl DepthwiseConv {
     /// [`Self::plane`] compiled for AVX2 with fused multiply-adds.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
-    fn plane_avx2_fma(
-        &self,
-        channel: usize,
-        input: &[f32],
-        geometry: Plane,
-        out: &mut [MaybeUninit<f32>],
-        scratch: &mut Scratch,
-    ) {
+    fn plane_avx2_fma(&self, channel: usize, input: &[f32], geometry: Plane, out: &mut Uninit, scratch: &mut Scratch) {
         self.plane_with::<true>(channel, input, geometry, out, scratch);
     }
 
@@ -82,7 +71,7 @@ impl DepthwiseConv {
         channel: usize,
         input: &[f32],
         geometry: Plane,
-        out: &mut [MaybeUninit<f32>],
+        out: &mut Uninit,
         scratch: &mut Scratch,
     ) {
         let Plane { in_h, in_w, out_h, out_w } = geometry;
@@ -157,13 +146,7 @@ impl DepthwiseConv {
 
     /// Any stride: each tap slides along the rows it reads, padding skipped.
     #[inline(always)]
-    fn plane_general<const FMA: bool>(
-        &self,
-        channel: usize,
-        input: &[f32],
-        geometry: Plane,
-        out: &mut [MaybeUninit<f32>],
-    ) {
+    fn plane_general<const FMA: bool>(&self, channel: usize, input: &[f32], geometry: Plane, out: &mut Uninit) {
         let Plane { in_h, in_w, out_h, out_w } = geometry;
         let (k, s) = (self.kernel, self.stride);
         let taps = &self.weights[channel * k * k..(channel + 1) * k * k];
@@ -200,7 +183,7 @@ impl DepthwiseConv {
 ///
 /// # Safety
 /// Every element of `out` must have been written.
-unsafe fn assume_written(out: &mut [MaybeUninit<f32>]) -> &mut [f32] {
+unsafe fn assume_written(out: &mut Uninit) -> &mut [f32] {
     // SAFETY: `MaybeUninit<f32>` has the layout of `f32`, and the caller wrote every element.
     unsafe { &mut *(out as *mut [MaybeUninit<f32>] as *mut [f32]) }
 }
