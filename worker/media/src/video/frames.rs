@@ -274,13 +274,23 @@ fn image_column(frames: &[FrameInfo], pixels: Vec<u8>) -> Result<ArrayRef, StepE
 /// Any [`MediaError`] about the file: not a video, no video stream, over `maxPixels`, truncated,
 /// undecodable.
 pub fn sample_frames(path: &Path, options: &FrameOptions) -> Result<SampledFrames, MediaError> {
+    sample_frames_counted(path, options, usize::MAX).map(|(_decoded, all)| all)
+}
+
+/// [`sample_frames`] in parts of about `part_bytes` put back together, with the number of frames
+/// the decoder produced.
+fn sample_frames_counted(
+    path: &Path,
+    options: &FrameOptions,
+    part_bytes: usize,
+) -> Result<(u64, SampledFrames), MediaError> {
     let mut all = SampledFrames::default();
-    sample_frames_in_parts(path, options, usize::MAX, &mut |part| {
+    let decoded = sample_frames_in_parts(path, options, part_bytes, &mut |part| {
         all.pixels.extend_from_slice(&part.pixels);
         all.frames.extend(part.frames);
         true
     })?;
-    Ok(all)
+    Ok((decoded, all))
 }
 
 /// Pixels of kept frames handed on at once by `video.frames`: a part is about this big, so a
@@ -372,8 +382,6 @@ struct Sampling<'a> {
 /// frames it did discard.
 #[derive(Debug, Default)]
 struct Discarding {
-    /// Whether the decoder is set to discard non-reference frames now.
-    on: bool,
     /// Presentation timestamps of packets sent while discarding whose frame has not come out.
     pending: BinaryHeap<Reverse<i64>>,
     /// Frames the decoder discarded before the last frame out.
@@ -402,10 +410,7 @@ impl DecodeHandler<VideoFrame> for &mut Sampling<'_> {
     fn before_packet(&mut self, packet: &Packet, decoder: &mut Opened) {
         let Some(discarding) = &mut self.discarding else { return };
         let skipped = packet.pts().filter(|pts| self.sampler.skips(self.info.seconds(*pts)));
-        if skipped.is_some() != discarding.on {
-            discarding.on = skipped.is_some();
-            decoder.skip_frame(if discarding.on { Discard::NonReference } else { Discard::Default });
-        }
+        decoder.skip_frame(if skipped.is_some() { Discard::NonReference } else { Discard::Default });
         if let Some(pts) = skipped {
             discarding.pending.push(Reverse(pts));
         }
@@ -521,14 +526,7 @@ mod tests {
     fn decoded_and_kept(video: &Path, options: &FrameOptions) -> [(u64, SampledFrames); 2] {
         [true, false].map(|discard_unsampled| {
             let options = FrameOptions { discard_unsampled, ..options.clone() };
-            let mut kept = SampledFrames::default();
-            let decoded = sample_frames_in_parts(video, &options, 1 << 16, &mut |part| {
-                kept.pixels.extend_from_slice(&part.pixels);
-                kept.frames.extend(part.frames);
-                true
-            })
-            .unwrap_or_else(|e| panic!("{}: {e}", video.display()));
-            (decoded, kept)
+            sample_frames_counted(video, &options, 1 << 16).unwrap_or_else(|e| panic!("{}: {e}", video.display()))
         })
     }
 
