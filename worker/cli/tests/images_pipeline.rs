@@ -71,11 +71,81 @@ fn every_good_image_lands_once_and_every_bad_one_is_recorded() {
         (Some(45), Some(40), Some(5))
     );
     let profile = std::fs::read_to_string(out.join("_weir/profile.md")).expect("profile");
-    assert!(profile.contains("| 2. image.decode | 45 | 40 | 5 |"), "{profile}");
+    // The decode, resize and encode run as one pass per image: the chain's row is the decode's.
+    assert!(profile.contains("| 2. image.decode+image.resize+image.encode | 45 | 40 | 5 |"), "{profile}");
 
     let again = run(&manifest, &[]);
     assert!(again.status.success());
     assert!(text(&again.stdout).contains("is already complete"), "{}", text(&again.stdout));
+}
+
+#[test]
+fn a_row_failing_inside_chained_image_steps_names_the_step_it_failed_in() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (images, out) = (tmp.path().join("images"), tmp.path().join("out"));
+    let set = JpegSet { count: 30, min_side: 40, max_side: 160, quality: 85, seed: 11 };
+    let good = write_jpeg_set(&images, set).expect("images");
+    let bad = write_bad_files(&images).expect("bad files");
+    // Decode, crop, resize and encode run as one chain; a photo under 80 px on a side fails in
+    // the crop, the third step of the chain.
+    let steps = "  steps:
+    - {op: download, input: uri, output: bytes}
+    - {op: image.decode, input: bytes, output: image}
+    - {op: image.crop, input: image, output: image, box: {left: 0, top: 0, width: 80, height: 80}}
+    - {op: image.resize, input: image, output: image, width: 32, height: 32}
+    - {op: image.encode, input: image, output: thumb}
+";
+    let spec = format!(
+        "  source: {{files: {{uri: \"{}\", filesPerUnit: 6}}}}\n{steps}  sink: {{parquet: {{uri: \"{}\", columns: [uri, thumb]}}}}\n  errorPolicy: {{onRowError: skip, maxErrorRatio: 1.0}}\n",
+        images.display(),
+        out.display()
+    );
+    let result = run(&write_manifest(tmp.path(), "chain", &spec), &[]);
+    assert!(result.status.success(), "stderr: {}", text(&result.stderr));
+
+    let side = |path: &std::path::Path| image::image_dimensions(path).expect("dimensions");
+    let (fit, small): (Vec<_>, Vec<_>) = good.iter().partition(|p| side(p).0 >= 80 && side(p).1 >= 80);
+    assert!(!fit.is_empty() && !small.is_empty(), "the set has photos on both sides of the box");
+    let rows = read_parquet_dir(&out);
+    let mut uris = strings(&rows, "uri");
+    uris.sort();
+    let mut expected: Vec<String> = fit.iter().map(|p| file_uri(p)).collect();
+    expected.sort();
+    assert_eq!(uris, expected, "every photo the box fits, exactly once");
+    for thumb in binaries(&rows, "thumb") {
+        assert_eq!(image::load_from_memory(&thumb).expect("thumbnail").width(), 32);
+    }
+
+    let errors = read_parquet_dir(&out.join("_errors"));
+    let indices: Vec<u32> = errors
+        .iter()
+        .flat_map(|b| {
+            let column = b.column_by_name("step_index").expect("step_index");
+            column.as_any().downcast_ref::<arrow_array::UInt32Array>().expect("u32").values().to_vec()
+        })
+        .collect();
+    let failed: Vec<(String, (u32, String, String))> = strings(&errors, "row_ref")
+        .into_iter()
+        .zip(indices.into_iter().zip(strings(&errors, "step")).zip(strings(&errors, "message")))
+        .map(|(r, ((i, s), m))| (r, (i, s, m)))
+        .collect();
+    assert_eq!(failed.len(), small.len() + bad.len(), "{failed:?}");
+    for path in &small {
+        let (width, height) = side(path);
+        let (_, (index, step, message)) =
+            failed.iter().find(|(r, _)| *r == file_uri(path)).unwrap_or_else(|| panic!("{path:?} in {failed:?}"));
+        assert_eq!((*index, step.as_str()), (2, "image.crop"));
+        assert_eq!(message, &format!("crop box x=0 y=0 80x80 does not fit in the {width}x{height} image"));
+    }
+    for path in &bad {
+        let (_, (index, step, _)) = failed.iter().find(|(r, _)| *r == file_uri(path)).expect("a bad file's failure");
+        assert_eq!((*index, step.as_str()), (1, "image.decode"));
+    }
+    let profile = std::fs::read_to_string(out.join("_weir/profile.md")).expect("profile");
+    let (all, ok) = (good.len() + bad.len(), fit.len());
+    let chain = format!("| 2. image.decode+image.crop+image.resize+image.encode | {all} | {ok} | {} |", all - ok);
+    assert!(profile.contains(&chain), "{profile}");
+    assert!(profile.contains(&format!("| 3. image.crop | {ok} | {ok} | 0 |")), "{profile}");
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! The [`Step`] trait: a morsel in, a morsel out, with row-level failures kept apart from fatal ones.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -177,27 +178,27 @@ pub trait Step: Send + Sync + 'static {
 /// keeps only those columns and the internal `_weir_*` ones: memory, exchanges and the sink stop
 /// carrying a column once it is dead.
 pub struct Planned {
-    name: &'static str,
+    name: Cow<'static, str>,
     concurrency: Option<usize>,
     needed_after: Option<Arc<[String]>>,
     step: Arc<dyn Step>,
 }
 
 impl Planned {
-    pub fn wrap(name: &'static str, concurrency: Option<usize>, step: Arc<dyn Step>) -> Arc<dyn Step> {
+    pub fn wrap(name: impl Into<Cow<'static, str>>, concurrency: Option<usize>, step: Arc<dyn Step>) -> Arc<dyn Step> {
         Self::wrap_pruned(name, concurrency, None, step)
     }
 
     /// As [`Planned::wrap`], keeping only the columns in `needed_after` (and internal ones) after
     /// the step; `None` keeps every column.
     pub fn wrap_pruned(
-        name: &'static str,
+        name: impl Into<Cow<'static, str>>,
         concurrency: Option<usize>,
         needed_after: Option<Vec<String>>,
         step: Arc<dyn Step>,
     ) -> Arc<dyn Step> {
         let needed_after = needed_after.map(Arc::from);
-        Arc::new(Self { name, concurrency: concurrency.map(|n| n.max(1)), needed_after, step })
+        Arc::new(Self { name: name.into(), concurrency: concurrency.map(|n| n.max(1)), needed_after, step })
     }
 }
 
@@ -213,7 +214,7 @@ fn prune_output(mut output: StepOutput, needed: Arc<[String]>) -> Result<StepOut
 
 impl Step for Planned {
     fn name(&self) -> &str {
-        self.name
+        &self.name
     }
 
     fn concurrency(&self) -> Option<usize> {
@@ -236,6 +237,34 @@ impl Step for Planned {
             Err(e) => return Box::pin(std::future::ready(Err(e))),
         };
         Box::pin(async move { prune_output(output.await?, needed) })
+    }
+}
+
+/// A step of the job whose work an earlier step does (the plan runs them as one pass): it passes
+/// each morsel on as it came, so that every step of the job keeps its position (stats, failures,
+/// pools and exchanged segments count steps as the manifest lists them).
+pub struct DoneEarlier {
+    name: Cow<'static, str>,
+}
+
+impl DoneEarlier {
+    /// The step `name`, whose work the step at an earlier position does.
+    pub fn new(name: impl Into<Cow<'static, str>>) -> Self {
+        Self { name: name.into() }
+    }
+}
+
+impl Step for DoneEarlier {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn process(
+        self: Arc<Self>,
+        input: RecordBatch,
+        _ctx: StepContext,
+    ) -> BoxFuture<'static, Result<StepOutput, StepError>> {
+        Box::pin(std::future::ready(Ok(StepOutput::ok(input))))
     }
 }
 

@@ -2,6 +2,7 @@
 //! and the distributed worker): its stores, reader, steps, error handling, memory budget and sink.
 
 mod columns;
+mod fusion;
 mod steps;
 
 use std::sync::Arc;

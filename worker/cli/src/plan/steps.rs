@@ -1,23 +1,26 @@
 //! The step registry: each `op` config becomes its runnable step, named by its `op`, one arm per op.
 
 use std::collections::BTreeMap;
+use std::ops::RangeInclusive;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use weir_core::Step;
-use weir_core::step::Planned;
+use weir_core::step::{ComputeStep, DoneEarlier, Planned};
 use weir_crds::{ModelSpec, MultimodalJobSpec, StepSpec};
 use weir_io::StoreRegistry;
 use weir_io::fetch::{FetchError, fetch, fetch_cached};
 use weir_models::assets::{Asset, companions};
 use weir_models::{ModelAssets, steps as model_steps};
 use weir_ops::BuildError;
+use weir_ops::image::chain::{ImageChain, Link, LinkStep};
 use weir_ops::image::{crop, decode, draw, encode, resize, tensor};
 use weir_ops::relational::{explode, filter, select};
 use weir_ops::text::{chunk, normalize, tokenize};
 use weir_ops::vector::{self, Metric};
 
 use super::columns::needed_after_each_step;
+use super::fusion::image_chains;
 
 /// A step that cannot be built.
 #[derive(Debug, thiserror::Error)]
@@ -34,7 +37,11 @@ pub enum PlanError {
 /// the models of, only its pool's steps), in order, the others `None`. Each step first reads the
 /// objects it needs whole (tokenizer files, model weights and their companion files), so a missing
 /// one fails the job before any row runs; model steps load their model here, once. Each step drops
-/// the columns no later step nor the sink reads ([`needed_after_each_step`]).
+/// the columns no later step nor the sink reads ([`needed_after_each_step`]). Consecutive image
+/// steps whose columns in between nothing else reads run as one pass per image ([`image_chains`]),
+/// built at the first one's position; the others keep theirs, passing morsels on
+/// ([`DoneEarlier`]), unless `include` leaves some step of the chain out (each is then built
+/// alone).
 ///
 /// # Errors
 /// [`PlanError`] naming the first step whose config is unusable or whose object cannot be read.
@@ -45,10 +52,26 @@ pub async fn build_steps_where(
 ) -> Result<Vec<Option<Arc<dyn Step>>>, PlanError> {
     let mut steps = Vec::with_capacity(spec.steps.len());
     let needed_after = needed_after_each_step(spec);
+    let chains = image_chains(spec, &needed_after);
     let checkpoint_uri = spec.checkpoint_uri();
     for (index, step) in spec.steps.iter().enumerate() {
         if !include(index) {
             steps.push(None);
+            continue;
+        }
+        let concurrency = step.config().concurrency().map(|n| n as usize);
+        let needed_of = |at: usize| needed_after[at].as_ref().map(|n| n.iter().cloned().collect());
+        if let Some(chain) = chains.iter().find(|c| c.contains(&index) && (*c).clone().all(&include)) {
+            steps.push(Some(if index == *chain.start() {
+                let built = build_chain(spec, chain.clone()).map_err(|(index, source)| PlanError::Build {
+                    index,
+                    op: spec.steps[index].op(),
+                    source,
+                })?;
+                Planned::wrap_pruned(built.ops(), concurrency, needed_of(*chain.end()), Arc::new(ComputeStep(built)))
+            } else {
+                Arc::new(DoneEarlier::new(step.op()))
+            }));
             continue;
         }
         let assets = fetch_assets(index, step, stores).await?;
@@ -57,11 +80,25 @@ pub async fn build_steps_where(
             op: step.op(),
             source,
         })?;
-        let concurrency = step.config().concurrency().map(|n| n as usize);
-        let needed = needed_after[index].as_ref().map(|n| n.iter().cloned().collect());
-        steps.push(Some(Planned::wrap_pruned(step.op(), concurrency, needed, built)));
+        steps.push(Some(Planned::wrap_pruned(step.op(), concurrency, needed_of(index), built)));
     }
     Ok(steps)
+}
+
+/// The steps `chain` of `spec` as one [`ImageChain`] (see [`image_chains`]).
+///
+/// # Errors
+/// The position of the step whose config is unusable, and why.
+fn build_chain(spec: &MultimodalJobSpec, chain: RangeInclusive<usize>) -> Result<ImageChain, (usize, BuildError)> {
+    let start = *chain.start();
+    let mut links = Vec::new();
+    for index in chain {
+        let step = &spec.steps[index];
+        let not_a_link = || BuildError::new("op", "cannot run in a chain of image steps");
+        let link = Link::for_step(step).unwrap_or_else(|| Err(not_a_link())).map_err(|e| (index, e))?;
+        links.push((link, LinkStep { index, op: step.op() }));
+    }
+    ImageChain::new(links).map_err(|e| (start, e))
 }
 
 /// Objects a step reads whole before it is built.

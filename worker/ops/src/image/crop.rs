@@ -42,17 +42,9 @@ pub struct CropImages {
 /// Builds `image.crop` from its config.
 ///
 /// # Errors
-/// Unless exactly one of `box`, `center`, `bboxColumn` is set.
+/// As [`CropImages::from_config`].
 pub fn build(config: &ImageCrop) -> Result<Arc<dyn Step>, BuildError> {
-    let region = match (&config.crop_box, &config.center, &config.bbox_column) {
-        (Some(b), None, None) => Region::Fixed { x: b.left, y: b.top, width: b.width, height: b.height },
-        (None, Some(c), None) => Region::Center { width: c.width, height: c.height },
-        (None, None, Some(col)) => Region::BboxColumn(col.clone()),
-        _ => {
-            return Err(BuildError::new("box", "set exactly one of box, center or bboxColumn"));
-        }
-    };
-    Ok(Arc::new(ComputeStep(CropImages { input: config.input.clone(), output: config.output.clone(), region })))
+    Ok(Arc::new(ComputeStep(CropImages::from_config(config)?)))
 }
 
 impl Kernel for CropImages {
@@ -78,6 +70,31 @@ impl Kernel for CropImages {
 type Rect = (u32, u32, u32, u32);
 
 impl CropImages {
+    /// The step `config` describes.
+    ///
+    /// # Errors
+    /// Unless exactly one of `box`, `center`, `bboxColumn` is set.
+    pub fn from_config(config: &ImageCrop) -> Result<Self, BuildError> {
+        let region = match (&config.crop_box, &config.center, &config.bbox_column) {
+            (Some(b), None, None) => Region::Fixed { x: b.left, y: b.top, width: b.width, height: b.height },
+            (None, Some(c), None) => Region::Center { width: c.width, height: c.height },
+            (None, None, Some(col)) => Region::BboxColumn(col.clone()),
+            _ => {
+                return Err(BuildError::new("box", "set exactly one of box, center or bboxColumn"));
+            }
+        };
+        Ok(Self { input: config.input.clone(), output: config.output.clone(), region })
+    }
+
+    /// Crops one image to this step's fixed or centred box.
+    ///
+    /// # Errors
+    /// When the box is not inside the image, or the region is a bounding-box column (whose boxes
+    /// are rows of another column: use the step itself).
+    pub fn crop_one(&self, img: ImageView<'_>) -> Result<Image, String> {
+        self.rect(img, None).and_then(|rect| crop(img, rect))
+    }
+
     fn rect(&self, img: ImageView<'_>, bbox: Option<Option<[f64; 4]>>) -> Result<Rect, String> {
         match (&self.region, bbox) {
             (Region::Fixed { x, y, width, height }, _) => Ok((*x, *y, *width, *height)),

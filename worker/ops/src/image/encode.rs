@@ -27,27 +27,43 @@ pub struct EncodeImages {
 /// Builds `image.encode` from its config.
 ///
 /// # Errors
-/// When `quality` is outside 1-100.
+/// As [`EncodeImages::from_config`].
 pub fn build(config: &ImageEncode) -> Result<Arc<dyn Step>, BuildError> {
-    let quality = config.quality.unwrap_or(DEFAULT_QUALITY);
-    if !(1..=100).contains(&quality) {
-        return Err(BuildError::new("quality", format!("must be 1-100, found {quality}")));
+    Ok(Arc::new(ComputeStep(EncodeImages::from_config(config)?)))
+}
+
+impl EncodeImages {
+    /// The step `config` describes, its defaults filled in.
+    ///
+    /// # Errors
+    /// When `quality` is outside 1-100.
+    pub fn from_config(config: &ImageEncode) -> Result<Self, BuildError> {
+        let quality = config.quality.unwrap_or(DEFAULT_QUALITY);
+        if !(1..=100).contains(&quality) {
+            return Err(BuildError::new("quality", format!("must be 1-100, found {quality}")));
+        }
+        Ok(Self {
+            input: config.input.clone(),
+            output: config.output.clone(),
+            format: config.format.unwrap_or_default(),
+            quality,
+        })
     }
-    Ok(Arc::new(ComputeStep(EncodeImages {
-        input: config.input.clone(),
-        output: config.output.clone(),
-        format: config.format.unwrap_or_default(),
-        quality,
-    })))
+
+    /// Encodes one image in this step's format.
+    ///
+    /// # Errors
+    /// As [`encode`].
+    pub fn encode_one(&self, img: ImageView<'_>) -> Result<Vec<u8>, String> {
+        encode(img, self.format, self.quality)
+    }
 }
 
 impl Kernel for EncodeImages {
     fn apply(&self, input: &RecordBatch) -> Result<StepOutput, StepError> {
         let images = ImageColumn::from_batch(input, &self.input)?;
-        let results: Vec<_> = (0..images.len())
-            .into_par_iter()
-            .map(|i| images.get(i).map(|img| encode(img, self.format, self.quality)))
-            .collect();
+        let results: Vec<_> =
+            (0..images.len()).into_par_iter().map(|i| images.get(i).map(|img| self.encode_one(img))).collect();
         let (encoded, failures) = split_results(results);
         let array: ArrayRef = Arc::new(BinaryArray::from_iter(encoded));
         StepOutput::with_column(input, &self.output, array, failures)

@@ -1,6 +1,7 @@
 //! Images in Arrow: a struct column `{width: u32, height: u32, channels: u8, data: binary}` of
 //! interleaved 8-bit pixels, row-major (channels 1 = L, 3 = RGB, 4 = RGBA).
 
+pub mod chain;
 pub mod crop;
 pub mod decode;
 pub mod draw;

@@ -49,34 +49,51 @@ pub struct ResizeImages {
 /// Builds `image.resize` from its config.
 ///
 /// # Errors
-/// When the fit's required fields are missing.
+/// As [`ResizeImages::from_config`].
 pub fn build(config: &ImageResize) -> Result<Arc<dyn Step>, BuildError> {
-    let side = || config.size.ok_or_else(|| BuildError::new("size", "required for fit shorter-side and longer-side"));
-    let target = match config.fit.unwrap_or_default() {
-        ResizeFit::Exact => match (config.width, config.height) {
-            (Some(width), Some(height)) => Target::Exact { width, height },
-            _ => {
-                return Err(BuildError::new("width", "fit exact needs both width and height"));
-            }
-        },
-        ResizeFit::ShorterSide => Target::ShorterSide(side()?),
-        ResizeFit::LongerSide => Target::LongerSide(side()?),
-    };
-    Ok(Arc::new(ComputeStep(ResizeImages {
-        input: config.input.clone(),
-        output: config.output.clone(),
-        target,
-        filter: config.filter.unwrap_or_default(),
-    })))
+    Ok(Arc::new(ComputeStep(ResizeImages::from_config(config)?)))
+}
+
+impl ResizeImages {
+    /// The step `config` describes, its defaults filled in.
+    ///
+    /// # Errors
+    /// When the fit's required fields are missing.
+    pub fn from_config(config: &ImageResize) -> Result<Self, BuildError> {
+        let side =
+            || config.size.ok_or_else(|| BuildError::new("size", "required for fit shorter-side and longer-side"));
+        let target = match config.fit.unwrap_or_default() {
+            ResizeFit::Exact => match (config.width, config.height) {
+                (Some(width), Some(height)) => Target::Exact { width, height },
+                _ => {
+                    return Err(BuildError::new("width", "fit exact needs both width and height"));
+                }
+            },
+            ResizeFit::ShorterSide => Target::ShorterSide(side()?),
+            ResizeFit::LongerSide => Target::LongerSide(side()?),
+        };
+        Ok(Self {
+            input: config.input.clone(),
+            output: config.output.clone(),
+            target,
+            filter: config.filter.unwrap_or_default(),
+        })
+    }
+
+    /// Resizes one image to this step's target.
+    ///
+    /// # Errors
+    /// As [`resize`].
+    pub fn resize_one(&self, img: ImageView<'_>) -> Result<Image, String> {
+        let (w, h) = self.target.size_for(img.width, img.height);
+        resize(img, w, h, self.filter)
+    }
 }
 
 impl Kernel for ResizeImages {
     fn apply(&self, input: &RecordBatch) -> Result<StepOutput, StepError> {
         let peaks = weir_core::alloc::OffThreadPeaks::new();
-        let (images, failures) = map_images(input, &self.input, &peaks, |img| {
-            let (w, h) = self.target.size_for(img.width, img.height);
-            resize(img, w, h, self.filter)
-        })?;
+        let (images, failures) = map_images(input, &self.input, &peaks, |img| self.resize_one(img))?;
         let mut output = StepOutput::with_column(input, &self.output, image_array(&images), failures)?;
         output.peak_alloc = peaks.total();
         Ok(output)
