@@ -13,7 +13,8 @@ use futures::stream::BoxStream;
 use futures::{FutureExt, StreamExt, stream};
 use tokio_util::sync::CancellationToken;
 use weir_cluster::JobSecret;
-use weir_cluster::exchange::{AcceptAnyLease, CoveredStep, RemoteStep, Router, StepServer, serve_steps, server_bind};
+use weir_cluster::exchange::{AcceptAnyLease, RemoteStep, Router, StepServer, serve_steps, server_bind};
+use weir_core::step::CoveredStep;
 use weir_core::unit::{BoxError, FileEntry, UnitInput};
 use weir_core::{
     ComputePool, ErrorHandling, ErrorRecord, MemoryBudget, Pipeline, PipelineOptions, RowFailure, Step, StepContext,

@@ -240,21 +240,22 @@ impl Step for Planned {
     }
 }
 
-/// A step of the job whose work an earlier step does (the plan runs them as one pass): it passes
-/// each morsel on as it came, so that every step of the job keeps its position (stats, failures,
-/// pools and exchanged segments count steps as the manifest lists them).
-pub struct DoneEarlier {
+/// A step of the job whose work an earlier step already does (a remote segment run by another
+/// pool, or a chain of image steps run as one pass): morsels pass through unchanged. It keeps the
+/// step's place (and index) in the pipeline, so error records, per-step counters, pools and
+/// exchanged segments keep the manifest's positions; the busy time is counted on the first step.
+pub struct CoveredStep {
     name: Cow<'static, str>,
 }
 
-impl DoneEarlier {
-    /// The step `name`, whose work the step at an earlier position does.
+impl CoveredStep {
+    /// The step `name`, whose work a step at an earlier position does.
     pub fn new(name: impl Into<Cow<'static, str>>) -> Self {
         Self { name: name.into() }
     }
 }
 
-impl Step for DoneEarlier {
+impl Step for CoveredStep {
     fn name(&self) -> &str {
         &self.name
     }
@@ -264,7 +265,8 @@ impl Step for DoneEarlier {
         input: RecordBatch,
         _ctx: StepContext,
     ) -> BoxFuture<'static, Result<StepOutput, StepError>> {
-        Box::pin(std::future::ready(Ok(StepOutput::ok(input))))
+        let output = StepOutput { busy: Some(Duration::ZERO), ..StepOutput::ok(input) };
+        Box::pin(std::future::ready(Ok(output)))
     }
 }
 

@@ -14,12 +14,13 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use weir_auth::JobSecret;
 use weir_cluster::coordinator::{Coordinator, CoordinatorError, CoordinatorOptions, JobOutcome, bind};
-use weir_cluster::exchange::{CoordinatorLeases, CoveredStep, RemoteStep, Router, StepServer};
+use weir_cluster::exchange::{CoordinatorLeases, RemoteStep, Router, StepServer};
 use weir_cluster::metrics::{WorkerMetrics, serve_metrics};
 use weir_cluster::placement::{leasing_pool, pools_in_use, step_pools};
 use weir_cluster::worker::{
     ServeOptions, WorkerError, WorkerExit, WorkerOptions, WorkerSetup, connect, run_worker, serve_pool,
 };
+use weir_core::step::CoveredStep;
 use weir_core::{ComputePool, Step, StepContext};
 use weir_crds::{MultimodalJob, MultimodalJobSpec, PoolName};
 

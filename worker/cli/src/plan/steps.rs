@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use weir_core::Step;
-use weir_core::step::{ComputeStep, DoneEarlier, Planned};
+use weir_core::step::{ComputeStep, CoveredStep, Planned};
 use weir_crds::{ModelSpec, MultimodalJobSpec, StepSpec};
 use weir_io::StoreRegistry;
 use weir_io::fetch::{FetchError, fetch, fetch_cached};
@@ -40,7 +40,7 @@ pub enum PlanError {
 /// the columns no later step nor the sink reads ([`needed_after_each_step`]). Consecutive image
 /// steps whose columns in between nothing else reads run as one pass per image ([`image_chains`]),
 /// built at the first one's position; the others keep theirs, passing morsels on
-/// ([`DoneEarlier`]), unless `include` leaves some step of the chain out (each is then built
+/// ([`CoveredStep`]), unless `include` leaves some step of the chain out (each is then built
 /// alone).
 ///
 /// # Errors
@@ -70,7 +70,7 @@ pub async fn build_steps_where(
                 })?;
                 Planned::wrap_pruned(built.ops(), concurrency, needed_of(*chain.end()), Arc::new(ComputeStep(built)))
             } else {
-                Arc::new(DoneEarlier::new(step.op()))
+                Arc::new(CoveredStep::new(step.op()))
             }));
             continue;
         }

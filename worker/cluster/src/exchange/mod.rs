@@ -21,7 +21,7 @@ mod remote;
 mod server;
 
 pub use lease_check::{AcceptAnyLease, CoordinatorLeases, LEASE_CHECK_TTL, LeaseCheck};
-pub use remote::{CoveredStep, RemoteStep, Router};
+pub use remote::{RemoteStep, Router};
 pub use server::{StepServer, bind as server_bind, serve_steps};
 
 use std::ops::RangeInclusive;

@@ -133,7 +133,7 @@ fn flight_client(endpoint: &str, secret: &JobSecret) -> Result<FlightClient, Ste
 /// Consecutive steps of the job (`steps`, indices in `spec.steps`), run by a worker of another
 /// pool in one exchange per morsel, so a morsel crosses the network once each way however many
 /// steps the segment has. In the pipeline it takes the place of the segment's first step, and each
-/// later step of the segment is a [`CoveredStep`].
+/// later step of the segment is a [`CoveredStep`](weir_core::step::CoveredStep).
 pub struct RemoteStep {
     steps: RangeInclusive<usize>,
     name: String,
@@ -225,32 +225,5 @@ impl Step for RemoteStep {
         ctx: StepContext,
     ) -> BoxFuture<'static, Result<StepOutput, StepError>> {
         self.exchange(input, ctx).boxed()
-    }
-}
-
-/// A step that a [`RemoteStep`] before it already ran as part of its segment: morsels pass through
-/// unchanged. It keeps the step's place (and index) in the pipeline, so error records and
-/// per-step counters keep their positions; the segment's busy time is counted on its first step.
-pub struct CoveredStep {
-    name: String,
-}
-
-impl CoveredStep {
-    pub fn new(name: &str) -> Self {
-        Self { name: name.to_string() }
-    }
-}
-
-impl Step for CoveredStep {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn process(
-        self: Arc<Self>,
-        input: RecordBatch,
-        _ctx: StepContext,
-    ) -> BoxFuture<'static, Result<StepOutput, StepError>> {
-        futures::future::ready(Ok(StepOutput { busy: Some(Duration::ZERO), ..StepOutput::ok(input) })).boxed()
     }
 }

@@ -135,21 +135,21 @@ impl Link {
 
     /// The column the link reads.
     pub fn input(&self) -> &str {
-        match self {
-            Link::Decode(d) => &d.input,
-            Link::Resize(r) => &r.input,
-            Link::Crop(c) => &c.input,
-            Link::Encode(e) => &e.input,
-        }
+        self.columns().0
     }
 
     /// The column the link makes.
     pub fn output(&self) -> &str {
+        self.columns().1
+    }
+
+    /// The columns the link reads and makes.
+    fn columns(&self) -> (&str, &str) {
         match self {
-            Link::Decode(d) => &d.output,
-            Link::Resize(r) => &r.output,
-            Link::Crop(c) => &c.output,
-            Link::Encode(e) => &e.output,
+            Link::Decode(d) => (&d.input, &d.output),
+            Link::Resize(r) => (&r.input, &r.output),
+            Link::Crop(c) => (&c.input, &c.output),
+            Link::Encode(e) => (&e.input, &e.output),
         }
     }
 
@@ -233,27 +233,23 @@ impl Kernel for ImageChain {
 
 /// The chain's column: images, or encoded bytes after an encode.
 fn output_column(last: &Link, values: Vec<Option<Value<'_>>>) -> Result<ArrayRef, StepError> {
-    let unexpected = || StepError::Other("an image chain's link made another kind of value than its step".into());
     if let Link::Encode(_) = last {
-        let encoded = values
-            .into_iter()
-            .map(|v| match v {
-                Some(Value::EncodedOwned(bytes)) => Ok(Some(bytes)),
-                None => Ok(None),
-                Some(_) => Err(unexpected()),
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let encoded = each_as(values, |v| if let Value::EncodedOwned(bytes) = v { Some(bytes) } else { None })?;
         return Ok(Arc::new(BinaryArray::from_iter(encoded)));
     }
-    let images = values
-        .into_iter()
-        .map(|v| match v {
-            Some(Value::Image(image)) => Ok(Some(image)),
-            None => Ok(None),
-            Some(_) => Err(unexpected()),
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(image_array_owned(images))
+    Ok(image_array_owned(each_as(values, |v| if let Value::Image(image) = v { Some(image) } else { None })?))
+}
+
+/// Every row's value as the kind `kind` takes (`None` rows stay `None`).
+///
+/// # Errors
+/// When a value is of another kind: a link made another kind of value than its step (a bug).
+fn each_as<T>(
+    values: Vec<Option<Value<'_>>>,
+    kind: impl Fn(Value<'_>) -> Option<T>,
+) -> Result<Vec<Option<T>>, StepError> {
+    let unexpected = || StepError::Other("an image chain's link made another kind of value than its step".into());
+    values.into_iter().map(|v| v.map(|v| kind(v).ok_or_else(unexpected)).transpose()).collect()
 }
 
 #[cfg(test)]
