@@ -178,27 +178,27 @@ pub trait Step: Send + Sync + 'static {
 /// keeps only those columns and the internal `_weir_*` ones: memory, exchanges and the sink stop
 /// carrying a column once it is dead.
 pub struct Planned {
-    name: Cow<'static, str>,
+    name: &'static str,
     concurrency: Option<usize>,
     needed_after: Option<Arc<[String]>>,
     step: Arc<dyn Step>,
 }
 
 impl Planned {
-    pub fn wrap(name: impl Into<Cow<'static, str>>, concurrency: Option<usize>, step: Arc<dyn Step>) -> Arc<dyn Step> {
+    pub fn wrap(name: &'static str, concurrency: Option<usize>, step: Arc<dyn Step>) -> Arc<dyn Step> {
         Self::wrap_pruned(name, concurrency, None, step)
     }
 
     /// As [`Planned::wrap`], keeping only the columns in `needed_after` (and internal ones) after
     /// the step; `None` keeps every column.
     pub fn wrap_pruned(
-        name: impl Into<Cow<'static, str>>,
+        name: &'static str,
         concurrency: Option<usize>,
         needed_after: Option<Vec<String>>,
         step: Arc<dyn Step>,
     ) -> Arc<dyn Step> {
         let needed_after = needed_after.map(Arc::from);
-        Arc::new(Self { name: name.into(), concurrency: concurrency.map(|n| n.max(1)), needed_after, step })
+        Arc::new(Self { name, concurrency: concurrency.map(|n| n.max(1)), needed_after, step })
     }
 }
 
@@ -214,7 +214,7 @@ fn prune_output(mut output: StepOutput, needed: Arc<[String]>) -> Result<StepOut
 
 impl Step for Planned {
     fn name(&self) -> &str {
-        &self.name
+        self.name
     }
 
     fn concurrency(&self) -> Option<usize> {

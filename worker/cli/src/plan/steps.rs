@@ -68,7 +68,7 @@ pub async fn build_steps_where(
                     op: spec.steps[index].op(),
                     source,
                 })?;
-                Planned::wrap_pruned(built.ops(), concurrency, needed_of(*chain.end()), Arc::new(ComputeStep(built)))
+                Planned::wrap_pruned(step.op(), concurrency, needed_of(*chain.end()), Arc::new(ComputeStep(built)))
             } else {
                 Arc::new(CoveredStep::new(step.op()))
             }));

@@ -102,11 +102,6 @@ impl ImageChain {
         Ok(Self { links })
     }
 
-    /// The ops chained, joined by `+` (`image.decode+image.resize+image.encode`).
-    pub fn ops(&self) -> String {
-        self.links.iter().map(|(_, step)| step.op).collect::<Vec<_>>().join("+")
-    }
-
     /// Takes one row through every link; on failure, the link that failed and its message.
     fn run<'a>(&self, row: Value<'a>) -> Result<Value<'a>, (usize, String)> {
         let mut value = row;
