@@ -213,12 +213,16 @@ impl Kernel for ImageChain {
                         step: step.op.to_string(),
                         row_ref: row_ref(refs.as_ref(), row),
                     };
-                    failures.push(RowFailure { row, message, origin: Some(origin) });
+                    failures.push((position, RowFailure { row, message, origin: Some(origin) }));
                     None
                 }
                 None => None,
             });
         }
+        // In the order the steps one after another report them (step by step, rows in order
+        // within a step): under `onRowError: fail` the job stops on the first, and names it.
+        failures.sort_by_key(|(position, failure)| (*position, failure.row));
+        let failures = failures.into_iter().map(|(_, failure)| failure).collect();
         let column = output_column(last, values)?;
         let mut output = StepOutput::with_column(input, last.output(), column, failures)?;
         output.peak_alloc = peaks.total();
@@ -340,8 +344,6 @@ mod tests {
             }));
             batch = output.batch;
         }
-        // A chain reports failures in row order, separate steps in step order.
-        failures.sort();
         (batch, failures)
     }
 
@@ -357,8 +359,6 @@ mod tests {
                 (origin.row_ref.clone(), origin.step_index, origin.step.clone(), f.message.clone())
             })
             .collect::<Named>();
-        let mut failures = failures;
-        failures.sort();
         (output.batch, failures)
     }
 
@@ -395,8 +395,8 @@ mod tests {
             input(),
         );
         let steps: Vec<(&str, &str)> = failures.iter().map(|f| (f.0.as_str(), f.2.as_str())).collect();
-        let expected = [("file-1", "image.crop"), ("file-2", "image.decode"), ("file-4", "image.decode")];
-        assert_eq!(steps, expected, "the input fails in two steps");
+        let expected = [("file-2", "image.decode"), ("file-4", "image.decode"), ("file-1", "image.crop")];
+        assert_eq!(steps, expected, "the input fails in two steps, listed step by step");
     }
 
     #[test]
