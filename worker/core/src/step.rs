@@ -1,6 +1,5 @@
 //! The [`Step`] trait: a morsel in, a morsel out, with row-level failures kept apart from fatal ones.
 
-use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -245,19 +244,19 @@ impl Step for Planned {
 /// step's place (and index) in the pipeline, so error records, per-step counters, pools and
 /// exchanged segments keep the manifest's positions; the busy time is counted on the first step.
 pub struct CoveredStep {
-    name: Cow<'static, str>,
+    name: &'static str,
 }
 
 impl CoveredStep {
-    /// The step `name`, whose work a step at an earlier position does.
-    pub fn new(name: impl Into<Cow<'static, str>>) -> Self {
-        Self { name: name.into() }
+    /// The step `name` (its `op`), whose work a step at an earlier position does.
+    pub fn new(name: &'static str) -> Self {
+        Self { name }
     }
 }
 
 impl Step for CoveredStep {
     fn name(&self) -> &str {
-        &self.name
+        self.name
     }
 
     fn process(
