@@ -1,5 +1,5 @@
-//! Our BERT encoder for the CPU: candle's matrix products and layer norms, with each layer's
-//! bias, GELU, residual add and masked softmax fused into passes on the compute pool.
+//! Our BERT encoder for the CPU: our linear layers ([`super::dense`]), candle's layer norms and
+//! attention products, and a masked softmax run on the compute pool.
 //!
 //! candle's `BertModel` computes the exact GELU one element at a time through libm's `erff`, and
 //! adds biases, residuals and the attention mask on candle's own element-wise thread pool, which
@@ -8,12 +8,14 @@
 //! are loops the compiler vectorises, run where the products run. Tensor names, configuration
 //! and results are `BertModel`'s (a test compares the two on the real weights).
 
-use candle_core::{CpuStorage, InplaceOp1, InplaceOp2, Layout, Tensor};
+use candle_core::{CpuStorage, InplaceOp1, Layout, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{Config, HiddenAct};
 use rayon::prelude::*;
 
-use crate::nn::{contiguous_f32, contiguous_f32_mut};
+use super::dense::{Dense, Ending};
+use super::math::exp_non_positive;
+use crate::nn::contiguous_f32_mut;
 
 /// A BERT encoder (absolute positions, exact GELU) in f32 on the CPU.
 pub struct CpuBert {
@@ -119,9 +121,9 @@ impl Layer {
     fn load(vb: VarBuilder, config: &Config) -> candle_core::Result<Self> {
         let (hidden, inner) = (config.hidden_size, config.intermediate_size);
         let attention = vb.pp("attention");
-        let part = |name: &str| Dense::load(attention.pp("self").pp(name), hidden, hidden);
+        let part = |name: &str| attention.pp("self").pp(name);
         Ok(Self {
-            qkv: Dense::concat(&[part("query")?, part("key")?, part("value")?])?,
+            qkv: Dense::side_by_side(&[part("query"), part("key"), part("value")], hidden, hidden)?,
             attention_out: Dense::load(attention.pp("output").pp("dense"), hidden, hidden)?,
             attention_norm: Norm::load(attention.pp("output").pp("LayerNorm"), config)?,
             intermediate: Dense::load(vb.pp("intermediate").pp("dense"), hidden, inner)?,
@@ -148,40 +150,6 @@ impl Layer {
     }
 }
 
-/// A linear layer with its weight stored transposed, `(in, out)`, for `x W`.
-struct Dense {
-    weight: Tensor,
-    bias: Vec<f32>,
-}
-
-impl Dense {
-    fn load(vb: VarBuilder, inputs: usize, outputs: usize) -> candle_core::Result<Self> {
-        let weight = vb.get((outputs, inputs), "weight")?.t()?.contiguous()?;
-        Ok(Self { weight, bias: vb.get(outputs, "bias")?.to_vec1()? })
-    }
-
-    /// The layers side by side: one product gives all their outputs, in order.
-    fn concat(parts: &[Dense]) -> candle_core::Result<Self> {
-        let weights: Vec<&Tensor> = parts.iter().map(|p| &p.weight).collect();
-        Ok(Self {
-            weight: Tensor::cat(&weights, 1)?,
-            bias: parts.iter().flat_map(|p| p.bias.iter().copied()).collect(),
-        })
-    }
-
-    /// `x W + b` for the rows of `x`, then `ending`.
-    fn forward(&self, x: &Tensor, ending: Ending) -> candle_core::Result<Tensor> {
-        // A fresh tensor: the endings write it in place.
-        let y = x.matmul(&self.weight)?;
-        let op = RowEnding { bias: &self.bias, gelu: matches!(ending, Ending::BiasGelu) };
-        match ending {
-            Ending::BiasResidual(residual) => y.inplace_op2(residual, &op)?,
-            Ending::Bias | Ending::BiasGelu => y.inplace_op1(&op)?,
-        }
-        Ok(y)
-    }
-}
-
 /// A layer norm over the last dimension (candle's fused kernel).
 struct Norm {
     weight: Tensor,
@@ -197,115 +165,6 @@ impl Norm {
 
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         candle_nn::ops::layer_norm(x, &self.weight, &self.bias, self.eps)
-    }
-}
-
-/// What follows a product.
-#[derive(Clone, Copy)]
-enum Ending<'t> {
-    Bias,
-    BiasGelu,
-    /// The bias, then this tensor (of the product's shape) added.
-    BiasResidual(&'t Tensor),
-}
-
-/// `act(y + b [+ residual])` on each row `y`, in place: the residual where the op is given one
-/// (as an [`InplaceOp2`]), `act` the exact GELU where `gelu` says, else nothing.
-struct RowEnding<'a> {
-    bias: &'a [f32],
-    gelu: bool,
-}
-
-/// Rows of about this many values per task.
-const ROW_CHUNK: usize = 1 << 14;
-
-impl RowEnding<'_> {
-    fn rows<'s>(&self, storage: &'s mut CpuStorage, layout: &Layout) -> candle_core::Result<&'s mut [f32]> {
-        if layout.dims().last() != Some(&self.bias.len()) {
-            candle_core::bail!("row-ending of {} biases on {:?}", self.bias.len(), layout.dims())
-        }
-        contiguous_f32_mut("row-ending", storage, layout)
-    }
-
-    fn chunk(&self) -> usize {
-        (ROW_CHUNK / self.bias.len().max(1)).max(1) * self.bias.len().max(1)
-    }
-
-    fn apply(&self, rows: &mut [f32], residual: Option<&[f32]>) {
-        #[cfg(target_arch = "x86_64")]
-        if crate::nn::has_avx2_fma() {
-            // SAFETY: the CPU has AVX2 and FMA (checked on the line above).
-            return unsafe { self.apply_avx2(rows, residual) };
-        }
-        self.apply_with(rows, residual);
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
-    fn apply_avx2(&self, rows: &mut [f32], residual: Option<&[f32]>) {
-        self.apply_with(rows, residual);
-    }
-
-    #[inline(always)]
-    fn apply_with(&self, rows: &mut [f32], residual: Option<&[f32]>) {
-        for (index, row) in rows.chunks_exact_mut(self.bias.len()).enumerate() {
-            // `for` loops, not `for_each`: a closure's fold is compiled apart from the AVX2
-            // caller (without its target features), as `perf annotate` showed.
-            // One loop per case, so that no loop computes a GELU it then discards.
-            match (residual.map(|residual| &residual[index * self.bias.len()..][..self.bias.len()]), self.gelu) {
-                (Some(residual), false) => {
-                    for ((v, b), r) in row.iter_mut().zip(self.bias).zip(residual) {
-                        *v += b + r;
-                    }
-                }
-                (Some(residual), true) => {
-                    for ((v, b), r) in row.iter_mut().zip(self.bias).zip(residual) {
-                        *v = gelu(*v + b + r);
-                    }
-                }
-                (None, false) => {
-                    for (v, b) in row.iter_mut().zip(self.bias) {
-                        *v += b;
-                    }
-                }
-                (None, true) => {
-                    for (v, b) in row.iter_mut().zip(self.bias) {
-                        *v = gelu(*v + b);
-                    }
-                }
-            }
-        }
-    }
-}
-
-impl InplaceOp1 for RowEnding<'_> {
-    fn name(&self) -> &'static str {
-        "row-ending"
-    }
-
-    fn cpu_fwd(&self, storage: &mut CpuStorage, layout: &Layout) -> candle_core::Result<()> {
-        let chunk = self.chunk();
-        self.rows(storage, layout)?.par_chunks_mut(chunk).for_each(|rows| self.apply(rows, None));
-        Ok(())
-    }
-}
-
-impl InplaceOp2 for RowEnding<'_> {
-    fn name(&self) -> &'static str {
-        "row-ending-residual"
-    }
-
-    fn cpu_fwd(&self, s1: &mut CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> candle_core::Result<()> {
-        let residual = contiguous_f32("row-ending residual", s2, l2)?;
-        if l1.dims() != l2.dims() {
-            candle_core::bail!("row-ending of {:?} with a residual of {:?}", l1.dims(), l2.dims())
-        }
-        let chunk = self.chunk();
-        self.rows(s1, l1)?
-            .par_chunks_mut(chunk)
-            .zip(residual.par_chunks(chunk))
-            .for_each(|(rows, residual)| self.apply(rows, Some(residual)));
-        Ok(())
     }
 }
 
@@ -384,77 +243,11 @@ fn softmax_line(line: &mut [f32], kept: &[bool], scale: f32) {
     }
 }
 
-/// The exact GELU, `x Φ(x) = x (1 + erf(x / √2)) / 2`, as `BertModel`'s `gelu_erf` (within a few
-/// units in the last place).
-#[inline(always)]
-fn gelu(x: f32) -> f32 {
-    0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2))
-}
-
-/// `erf(x)` without branches (so that loops over it vectorise): fdlibm's rational form below
-/// 0.84375, Abramowitz and Stegun's 7.1.26 above (absolute error under 1.5e-7).
-#[inline(always)]
-fn erf(x: f32) -> f32 {
-    let a = x.abs();
-    let z = x * x;
-    let p = 1.283_791_7e-1 + z * (-3.250_421e-1 + z * (-2.848_175e-2 + z * (-5.770_270_3e-3 + z * -2.376_301_7e-5)));
-    let q =
-        1.0 + z * (3.979_172e-1 + z * (6.502_225e-2 + z * (5.081_306e-3 + z * (1.324_947_4e-4 + z * -3.960_228_3e-6))));
-    let small = x + x * (p / q);
-    let t = 1.0 / (1.0 + 0.327_591_1 * a);
-    let poly = t * (0.254_829_6 + t * (-0.284_496_74 + t * (1.421_413_8 + t * (-1.453_152 + t * 1.061_405_4))));
-    let large = (1.0 - poly * exp_non_positive(-z)).copysign(x);
-    if a < 0.843_75 { small } else { large }
-}
-
-/// `e^x` for `x ≤ 0` without branches (Cephes' `expf`: a degree-5 polynomial on the reduced
-/// argument, scaled by a power of two built from its bits); `e^-87` below -87.
-#[inline(always)]
-fn exp_non_positive(x: f32) -> f32 {
-    // Adding and subtracting 1.5 × 2²³ rounds to the nearest integer without `floor`, which
-    // is a library call where the target lacks SSE4.1 (and stops the loop vectorising).
-    const ROUND: f32 = 12_582_912.0;
-    let x = x.max(-87.0);
-    let n = (x * std::f32::consts::LOG2_E + ROUND) - ROUND;
-    let r = x - n * 0.693_359_4 + n * 2.121_944_4e-4;
-    let p =
-        ((((1.987_569_1e-4 * r + 1.398_2e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r + 1.666_666_5e-1) * r + 0.5;
-    let e = p * r * r + r + 1.0;
-    // n is in [-126, 0]: 2^n is a normal float; |r| ≤ ln 2 / 2.
-    e * f32::from_bits(((n as i32 + 127) as u32) << 23)
-}
-
 #[cfg(test)]
 mod tests {
     use candle_core::{Device, Tensor};
 
     use super::*;
-
-    #[test]
-    fn the_gelu_matches_candles_exact_one() -> candle_core::Result<()> {
-        let xs: Vec<f32> =
-            (-40_000..=40_000).map(|i| i as f32 * 2.5e-4).chain([-30.0, -12.0, 15.0, 1e-20, -1e-30]).collect();
-        let reference = Tensor::new(xs.as_slice(), &Device::Cpu)?.gelu_erf()?.to_vec1::<f32>()?;
-        // Relative to max(1, |x|): erf's 1.5e-7 times |x| / 2, and f32 rounding on both sides.
-        let (worst, at) = xs
-            .iter()
-            .zip(reference)
-            .map(|(x, want)| ((gelu(*x) - want).abs() / x.abs().max(1.0), *x))
-            .fold((0f32, 0f32), |a, b| if b.0 > a.0 { b } else { a });
-        println!("largest GELU difference {worst:.2e} (relative to max(1, |x|)), at x = {at}");
-        assert!(worst <= 4e-7, "gelu({at}) differs from candle's by {worst:e} (relative to max(1, |x|))");
-        Ok(())
-    }
-
-    #[test]
-    fn the_exponential_is_accurate_where_softmax_uses_it() {
-        for i in 0..=86_000 {
-            let x = -(i as f32) * 1e-3;
-            let (ours, want) = (exp_non_positive(x), x.exp());
-            assert!((ours - want).abs() <= 3e-7 * want.max(f32::MIN_POSITIVE), "exp({x}) = {ours}, want {want}");
-        }
-        assert_eq!(exp_non_positive(-200.0), exp_non_positive(-87.0));
-    }
 
     /// Scaled scores plus `f32::MIN` where masked, through candle's softmax: the reference.
     #[test]

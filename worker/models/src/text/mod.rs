@@ -1,6 +1,8 @@
 //! Text models: BERT-family sentence embeddings.
 
 pub mod bert;
+mod dense;
 pub mod encoder;
+mod math;
 
 pub use bert::SentenceEmbedder;
