@@ -33,6 +33,8 @@ enum UnitState {
 #[derive(Debug, Clone)]
 struct Entry {
     state: UnitState,
+    /// The unit's place in the order units are leased in.
+    rank: usize,
     /// Attempts handed out in this epoch.
     issued: u32,
     /// Attempts that failed (not handed back, not expired with a shutdown).
@@ -75,26 +77,27 @@ pub enum FailureVerdict {
 #[derive(Debug)]
 pub struct UnitTable {
     units: HashMap<u64, Entry>,
-    /// Pending unit ids, in id order, so work proceeds roughly in source order.
-    pending: BTreeSet<u64>,
+    /// Pending units as `(rank, id)`: leased in the order the table was given them.
+    pending: BTreeSet<(usize, u64)>,
     epoch: u32,
     ttl: Duration,
     max_failures: u32,
 }
 
 impl UnitTable {
-    /// A table of `ids`, all pending except `committed`, handing out attempts of `epoch`.
+    /// A table of `ids`, all pending except `committed`, handing out attempts of `epoch`; pending
+    /// units are leased in the order of `ids` (a unit pending again keeps its place).
     pub fn new(ids: impl IntoIterator<Item = u64>, committed: &BTreeSet<u64>, epoch: u32, ttl: Duration) -> Self {
         let mut units = HashMap::new();
         let mut pending = BTreeSet::new();
-        for id in ids {
+        for (rank, id) in ids.into_iter().enumerate() {
             let state = if committed.contains(&id) {
                 UnitState::Committed
             } else {
-                pending.insert(id);
+                pending.insert((rank, id));
                 UnitState::Pending { not_before: None }
             };
-            units.insert(id, Entry { state, issued: 0, failures: 0 });
+            units.insert(id, Entry { state, rank, issued: 0, failures: 0 });
         }
         Self { units, pending, epoch, ttl, max_failures: 4 }
     }
@@ -116,10 +119,11 @@ impl UnitTable {
     /// `peers` units are ready: near the end of a job the last units go to workers that would
     /// otherwise sit idle, not into the queue of a busy one.
     pub fn lease(&mut self, worker: &str, peers: usize, now: Instant) -> LeaseDecision {
-        let mut ready = self.pending.iter().copied().filter(|id| match self.units.get(id).map(|e| &e.state) {
-            Some(UnitState::Pending { not_before }) => not_before.is_none_or(|t| t <= now),
-            _ => false,
-        });
+        let mut ready =
+            self.pending.iter().map(|&(_, id)| id).filter(|id| match self.units.get(id).map(|e| &e.state) {
+                Some(UnitState::Pending { not_before }) => not_before.is_none_or(|t| t <= now),
+                _ => false,
+            });
         let Some(id) = ready.next() else {
             return self.wait_decision(now);
         };
@@ -135,7 +139,7 @@ impl UnitTable {
         if entry.issued >= ATTEMPTS_PER_EPOCH {
             return LeaseDecision::Exhausted { unit: id };
         }
-        self.pending.remove(&id);
+        self.pending.remove(&(entry.rank, id));
         let attempt = epoch.saturating_mul(ATTEMPTS_PER_EPOCH).saturating_add(entry.issued);
         entry.issued += 1;
         entry.state = UnitState::Leased { attempt, worker: worker.to_string(), expires: now + ttl };
@@ -149,7 +153,7 @@ impl UnitTable {
         let earliest = self
             .pending
             .iter()
-            .filter_map(|id| match self.units.get(id).map(|e| &e.state) {
+            .filter_map(|(_, id)| match self.units.get(id).map(|e| &e.state) {
                 Some(UnitState::Pending { not_before: Some(t) }) => Some(t.saturating_duration_since(now)),
                 _ => None,
             })
@@ -183,7 +187,7 @@ impl UnitTable {
             {
                 expired.push((id, *attempt, worker.clone()));
                 entry.state = UnitState::Pending { not_before: None };
-                self.pending.insert(id);
+                self.pending.insert((entry.rank, id));
             }
         }
         expired.sort();
@@ -205,7 +209,7 @@ impl UnitTable {
             && entry.state == UnitState::Committed
         {
             entry.state = UnitState::Pending { not_before: None };
-            self.pending.insert(unit);
+            self.pending.insert((entry.rank, unit));
         }
     }
 
@@ -222,7 +226,7 @@ impl UnitTable {
     pub fn mark_committed(&mut self, unit: u64) {
         if let Some(entry) = self.units.get_mut(&unit) {
             entry.state = UnitState::Committed;
-            self.pending.remove(&unit);
+            self.pending.remove(&(entry.rank, unit));
         }
     }
 
@@ -236,7 +240,7 @@ impl UnitTable {
         }
         if handed_back {
             entry.state = UnitState::Pending { not_before: None };
-            self.pending.insert(unit);
+            self.pending.insert((entry.rank, unit));
             return FailureVerdict::Retry;
         }
         entry.failures += 1;
@@ -246,7 +250,7 @@ impl UnitTable {
         }
         let delay = RETRY_DELAY.saturating_mul(1 << (entry.failures - 1).min(16)).min(MAX_RETRY_DELAY);
         entry.state = UnitState::Pending { not_before: Some(now + delay) };
-        self.pending.insert(unit);
+        self.pending.insert((entry.rank, unit));
         FailureVerdict::Retry
     }
 
@@ -329,6 +333,20 @@ mod tests {
         assert_eq!(t.lease("a", 1, now), LeaseDecision::Granted { unit: 0, attempt: 0 });
         assert_eq!(t.lease("b", 1, now), LeaseDecision::Granted { unit: 1, attempt: 0 });
         assert!(matches!(t.lease("a", 1, now), LeaseDecision::Wait(_)));
+    }
+
+    #[test]
+    fn units_are_leased_in_the_order_given_and_one_pending_again_keeps_its_place() {
+        let now = Instant::now();
+        let mut t = UnitTable::new([2, 0, 1], &BTreeSet::new(), 0, TTL);
+        assert_eq!(t.lease("a", 1, now), LeaseDecision::Granted { unit: 2, attempt: 0 });
+        assert_eq!(t.fail(2, 0, true, now), FailureVerdict::Retry);
+        assert_eq!(t.lease("a", 1, now), LeaseDecision::Granted { unit: 2, attempt: 1 });
+        assert_eq!(t.lease("b", 1, now), LeaseDecision::Granted { unit: 0, attempt: 0 });
+        assert_eq!(t.expire(now + TTL).len(), 2);
+        assert_eq!(t.lease("c", 1, now), LeaseDecision::Granted { unit: 2, attempt: 2 });
+        assert_eq!(t.lease("d", 1, now), LeaseDecision::Granted { unit: 0, attempt: 1 });
+        assert_eq!(t.lease("e", 1, now), LeaseDecision::Granted { unit: 1, attempt: 0 });
     }
 
     #[test]

@@ -42,6 +42,17 @@ impl WorkUnit {
             UnitInput::ParquetRowGroups { rows, .. } => *rows,
         }
     }
+
+    /// The order units are handed out in: largest first (bytes of its files, or rows of its row
+    /// groups), then by id. A large unit started last would run alone at the end of the job, its
+    /// worker busy while the others have nothing left (the longest-first rule of scheduling).
+    pub fn lease_order(&self) -> (std::cmp::Reverse<u64>, u64) {
+        let size = match &self.input {
+            UnitInput::Files(files) => files.iter().map(|f| f.size).sum(),
+            UnitInput::ParquetRowGroups { rows, .. } => *rows,
+        };
+        (std::cmp::Reverse(size), self.id)
+    }
 }
 
 /// Reads the rows of a unit.
@@ -100,4 +111,29 @@ pub trait UnitSink: Send + 'static {
 
     /// Bytes buffered in memory and not yet written out (counted against the memory budget).
     fn buffered_bytes(&self) -> u64;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn files(id: u64, sizes: &[u64]) -> WorkUnit {
+        let files = sizes.iter().map(|&size| FileEntry { uri: format!("f{id}-{size}"), size }).collect();
+        WorkUnit { id, attempt: 0, input: UnitInput::Files(files) }
+    }
+
+    #[test]
+    fn the_largest_unit_is_leased_first_and_equal_ones_by_id() {
+        let mut units = vec![files(0, &[10, 10]), files(1, &[5]), files(2, &[30]), files(3, &[20]), files(4, &[])];
+        units.sort_by_key(WorkUnit::lease_order);
+        assert_eq!(units.iter().map(|u| u.id).collect::<Vec<_>>(), [2, 0, 3, 1, 4]);
+        let groups = |id, rows| WorkUnit {
+            id,
+            attempt: 0,
+            input: UnitInput::ParquetRowGroups { uri: "t.parquet".into(), row_groups: vec![0], rows },
+        };
+        let mut units = vec![groups(0, 100), groups(1, 900), groups(2, 100)];
+        units.sort_by_key(WorkUnit::lease_order);
+        assert_eq!(units.iter().map(|u| u.id).collect::<Vec<_>>(), [1, 0, 2]);
+    }
 }

@@ -78,7 +78,9 @@ impl LocalCoordinator {
         });
         let units_total = units.len() as u64;
         let attempt = epoch.saturating_mul(ATTEMPTS_PER_EPOCH);
-        let pending = units.into_iter().filter(|u| !done.contains(&u.id)).map(|u| WorkUnit { attempt, ..u }).collect();
+        let mut pending: Vec<WorkUnit> =
+            units.into_iter().filter(|u| !done.contains(&u.id)).map(|u| WorkUnit { attempt, ..u }).collect();
+        pending.sort_by_key(WorkUnit::lease_order);
         Ok(Self { spec: spec.clone(), stores, checkpoint, units_total, pending, committed })
     }
 
@@ -91,7 +93,8 @@ impl LocalCoordinator {
         self.committed
     }
 
-    /// The units this run must do, in id order; empty after the first call.
+    /// The units this run must do, largest first ([`WorkUnit::lease_order`]); empty after the
+    /// first call.
     pub fn take_pending(&mut self) -> Vec<WorkUnit> {
         std::mem::take(&mut self.pending)
     }

@@ -151,7 +151,9 @@ impl Coordinator {
             (units, epoch, checkpoint.committed().await?)
         };
         let ids: BTreeSet<u64> = committed.keys().copied().collect();
-        let table = UnitTable::new(units.iter().map(|u| u.id), &ids, epoch, options.lease_ttl)
+        let mut lease_order: Vec<&WorkUnit> = units.iter().collect();
+        lease_order.sort_by_key(|u| u.lease_order());
+        let table = UnitTable::new(lease_order.iter().map(|u| u.id), &ids, epoch, options.lease_ttl)
             .with_max_failures(options.max_failures);
         let rows_total = units.iter().map(WorkUnit::rows).sum();
         let state = JobState::new(table, committed.into_values(), rows_total, epoch, already_complete);
