@@ -424,7 +424,7 @@ fn coordinator_and_workers_serve_prometheus_metrics_while_running() {
 fn gpu_pool_steps_run_on_gpu_workers_over_flight_and_a_killed_gpu_worker_loses_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let images = dir.path().join("images");
-    write_jpeg_set(&images, JpegSet { count: 1000, min_side: 300, max_side: 500, seed: 11, ..JpegSet::default() })
+    write_jpeg_set(&images, JpegSet { count: 2000, min_side: 300, max_side: 500, seed: 11, ..JpegSet::default() })
         .expect("jpegs");
     write_bad_files(&images).expect("bad files");
     let manifest = image_job(dir.path(), &images, 20);
@@ -442,15 +442,26 @@ fn gpu_pool_steps_run_on_gpu_workers_over_flight_and_a_killed_gpu_worker_loses_n
         .expect("weir run");
     let started = Instant::now();
     let mut kills = 0;
+    // Each gpu worker is killed once it has served for a while (by the clock of its first sight
+    // here), not at fixed times of the run, which a fast run outlasted.
+    let (mut current, mut killed) = (None::<(u32, Instant)>, None::<u32>);
     while run.try_wait().expect("wait").is_none() && kills < 2 {
         assert!(started.elapsed() < Duration::from_secs(300), "the run did not finish");
         std::thread::sleep(Duration::from_millis(100));
-        if started.elapsed() >= Duration::from_millis(1500 + 1500 * kills)
-            && let Some((pid, _)) = children(run.id()).into_iter().find(|(_, cmd)| cmd.contains("--pool gpu"))
-        {
+        let Some((pid, _)) = children(run.id()).into_iter().find(|(_, cmd)| cmd.contains("--pool gpu")) else {
+            continue;
+        };
+        if killed == Some(pid) {
+            continue;
+        }
+        let since = match current {
+            Some((seen, since)) if seen == pid => since,
+            _ => current.insert((pid, Instant::now())).1,
+        };
+        if since.elapsed() >= Duration::from_millis(600) {
             eprintln!("chaos: SIGKILL the gpu worker (pid {pid}) at {:.1}s", started.elapsed().as_secs_f64());
             sigkill(pid);
-            kills += 1;
+            (killed, kills) = (Some(pid), kills + 1);
         }
     }
     let output = run.wait_with_output().expect("wait");

@@ -124,7 +124,7 @@ mod tests {
 
     #[test]
     fn the_largest_unit_is_leased_first_and_equal_ones_by_id() {
-        let mut units = vec![files(0, &[10, 10]), files(1, &[5]), files(2, &[30]), files(3, &[20]), files(4, &[])];
+        let mut units = [files(0, &[10, 10]), files(1, &[5]), files(2, &[30]), files(3, &[20]), files(4, &[])];
         units.sort_by_key(WorkUnit::lease_order);
         assert_eq!(units.iter().map(|u| u.id).collect::<Vec<_>>(), [2, 0, 3, 1, 4]);
         let groups = |id, rows| WorkUnit {
@@ -132,7 +132,7 @@ mod tests {
             attempt: 0,
             input: UnitInput::ParquetRowGroups { uri: "t.parquet".into(), row_groups: vec![0], rows },
         };
-        let mut units = vec![groups(0, 100), groups(1, 900), groups(2, 100)];
+        let mut units = [groups(0, 100), groups(1, 900), groups(2, 100)];
         units.sort_by_key(WorkUnit::lease_order);
         assert_eq!(units.iter().map(|u| u.id).collect::<Vec<_>>(), [1, 0, 2]);
     }

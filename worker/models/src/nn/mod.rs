@@ -44,6 +44,19 @@ pub(crate) fn contiguous_f32<'a>(op: &str, storage: &'a CpuStorage, layout: &Lay
     Ok(&data[start..end])
 }
 
+/// Calls `read` with the elements of `tensor`, row-major in f32, borrowing them where the tensor is
+/// a contiguous f32 one on the CPU already (a large weight is then not copied while it is packed).
+///
+/// # Errors
+/// When the tensor is not on the CPU or cannot be made f32.
+pub(crate) fn with_f32<R>(op: &str, tensor: &Tensor, read: impl FnOnce(&[f32]) -> R) -> candle_core::Result<R> {
+    // Both are the same tensor again (no copy) when it is f32 and contiguous already.
+    let tensor = tensor.to_dtype(candle_core::DType::F32)?.contiguous()?;
+    let (storage, layout) = tensor.storage_and_layout();
+    let candle_core::Storage::Cpu(storage) = &*storage else { candle_core::bail!("{op} reads tensors on the CPU") };
+    Ok(read(contiguous_f32(op, storage, layout)?))
+}
+
 /// [`contiguous_f32`] for a kernel that writes the tensor in place.
 ///
 /// # Errors

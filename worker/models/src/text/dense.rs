@@ -15,7 +15,7 @@ use candle_nn::VarBuilder;
 use rayon::prelude::*;
 
 use super::math::gelu;
-use crate::nn::{contiguous_f32, contiguous_f32_mut, has_avx512};
+use crate::nn::{contiguous_f32, contiguous_f32_mut, has_avx512, with_f32};
 
 /// Rows (tokens) in a micro-tile.
 const ROWS: usize = 8;
@@ -65,16 +65,16 @@ impl Dense {
             weights.push(vb.get((outputs, inputs), "weight")?);
             bias.extend(vb.get(outputs, "bias")?.to_vec1::<f32>()?);
         }
-        Self::new(&Tensor::cat(&weights, 0)?, bias, has_avx512())
+        Self::new(&weights, bias, has_avx512())
     }
 
-    /// The layer of `weight` (`(outputs, inputs)`) and `bias`, for our kernel where `packed`
-    /// says (the CPU must have AVX-512F), else for candle's product.
-    fn new(weight: &Tensor, bias: Vec<f32>, packed: bool) -> candle_core::Result<Self> {
+    /// The layer of `parts` (weights of `(outputs, inputs)` side by side) and their `bias`, for
+    /// our kernel where `packed` says (the CPU must have AVX-512F), else for candle's product.
+    fn new(parts: &[Tensor], bias: Vec<f32>, packed: bool) -> candle_core::Result<Self> {
         let product = if packed {
-            Product::Packed(Packed::new(weight, bias)?)
+            Product::Packed(Packed::new(parts, bias)?)
         } else {
-            Product::Transposed { weight: weight.t()?.contiguous()?, bias }
+            Product::Transposed { weight: Tensor::cat(parts, 0)?.t()?.contiguous()?, bias }
         };
         Ok(Self { product })
     }
@@ -127,27 +127,41 @@ struct Packed {
 }
 
 impl Packed {
-    /// Packs `weight` (`(outputs, inputs)`, f32) and its `bias` (one per output).
+    /// Packs `parts` (weights of `(outputs, inputs)`, their outputs one after another) and their
+    /// `bias` (one per output), reading each weight where it lies.
     ///
     /// # Errors
-    /// When `weight` is not a matrix with at least one input or `bias` has another length than
-    /// its outputs.
-    fn new(weight: &Tensor, mut bias: Vec<f32>) -> candle_core::Result<Self> {
-        let (outputs, inputs) = weight.dims2()?;
-        if inputs == 0 {
-            candle_core::bail!("a dense layer needs at least one input");
+    /// When a part is not a matrix of the first one's inputs (at least one), or `bias` has
+    /// another length than the outputs.
+    fn new(parts: &[Tensor], mut bias: Vec<f32>) -> candle_core::Result<Self> {
+        let inputs = match parts.first() {
+            Some(first) => first.dims2()?.1,
+            None => candle_core::bail!("a dense layer needs a weight"),
+        };
+        let mut outputs = 0;
+        for part in parts {
+            match part.dims2()? {
+                (rows, columns) if columns == inputs && inputs > 0 => outputs += rows,
+                dims => candle_core::bail!("a dense layer's weights of {dims:?} beside ones of {inputs} inputs"),
+            }
         }
         if bias.len() != outputs {
             candle_core::bail!("{} biases for {outputs} outputs", bias.len());
         }
-        let rows: Vec<f32> = weight.flatten_all()?.to_dtype(candle_core::DType::F32)?.to_vec1()?;
         let panel_count = outputs.div_ceil(COLUMNS);
         let mut panels = vec![0f32; panel_count * inputs * COLUMNS];
-        for (output, row) in rows.chunks_exact(inputs).enumerate() {
-            let panel = &mut panels[(output / COLUMNS) * inputs * COLUMNS..];
-            for (input, &w) in row.iter().enumerate() {
-                panel[input * COLUMNS + output % COLUMNS] = w;
-            }
+        let mut first_output = 0;
+        for part in parts {
+            with_f32("dense weight", part, |rows| {
+                for (row, weights) in rows.chunks_exact(inputs).enumerate() {
+                    let output = first_output + row;
+                    let panel = &mut panels[(output / COLUMNS) * inputs * COLUMNS..];
+                    for (input, &w) in weights.iter().enumerate() {
+                        panel[input * COLUMNS + output % COLUMNS] = w;
+                    }
+                }
+            })?;
+            first_output += part.dim(0)?;
         }
         bias.resize(panel_count * COLUMNS, 0.0);
         Ok(Self { inputs, outputs, panels, bias })
@@ -473,7 +487,7 @@ mod tests {
         let bias = Tensor::randn(0f32, 1., outputs, &dev)?;
         let x = Tensor::randn(0f32, 1., (rows, inputs), &dev)?;
         let reference = x.matmul(&weight.t()?)?.broadcast_add(&bias)?;
-        Ok((Dense::new(&weight, bias.to_vec1()?, packed)?, reference, x))
+        Ok((Dense::new(&[weight], bias.to_vec1()?, packed)?, reference, x))
     }
 
     /// Both products where the CPU has AVX-512, else candle's alone.

@@ -8,19 +8,20 @@
 //! are loops the compiler vectorises, run where the products run. Tensor names, configuration
 //! and results are `BertModel`'s (a test compares the two on the real weights).
 
-use candle_core::{CpuStorage, InplaceOp1, Layout, Tensor};
+use candle_core::{CpuStorage, DType, InplaceOp1, Layout, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{Config, HiddenAct};
 use rayon::prelude::*;
 
 use super::dense::{Dense, Ending};
 use super::math::exp_non_positive;
-use crate::nn::contiguous_f32_mut;
+use crate::nn::{contiguous_f32_mut, with_f32};
 
 /// A BERT encoder (absolute positions, exact GELU) in f32 on the CPU.
 pub struct CpuBert {
-    /// `(vocabulary, hidden)`, row-major.
-    words: Vec<f32>,
+    /// `(vocabulary, hidden)`, f32: the loaded tensor itself (read in place, not copied: it is
+    /// half of a small model's weights).
+    words: Tensor,
     /// `(positions, hidden)`, row-major.
     positions: Vec<f32>,
     /// Token type 0's embedding (every text here is one segment).
@@ -57,7 +58,7 @@ impl CpuBert {
             .map(|index| Layer::load(vb.pp(format!("encoder.layer.{index}")), config))
             .collect::<candle_core::Result<Vec<_>>>()?;
         Ok(Self {
-            words: table("word_embeddings", config.vocab_size)?,
+            words: embeddings.get((config.vocab_size, hidden), "word_embeddings.weight")?.to_dtype(DType::F32)?,
             positions: table("position_embeddings", config.max_position_embeddings)?,
             segment: segment.get(..hidden).map(<[f32]>::to_vec).unwrap_or_else(|| vec![0.0; hidden]),
             embedding_norm: Norm::load(embeddings.pp("LayerNorm"), config)?,
@@ -78,14 +79,7 @@ impl CpuBert {
         if longest * self.hidden > self.positions.len() {
             candle_core::bail!("{longest} tokens is more than the model's positions");
         }
-        let mut x = Vec::with_capacity(ids.len() * self.hidden);
-        for (index, &id) in ids.iter().enumerate() {
-            let Some(word) = self.words.get(id as usize * self.hidden..(id as usize + 1) * self.hidden) else {
-                candle_core::bail!("token id {id} is outside the vocabulary")
-            };
-            let position = &self.positions[(index % longest) * self.hidden..][..self.hidden];
-            x.extend(word.iter().zip(position).zip(&self.segment).map(|((w, p), s)| w + p + s));
-        }
+        let x = with_f32("word embeddings", &self.words, |words| self.embed(words, ids, longest))??;
         let mut x =
             self.embedding_norm.forward(&Tensor::from_vec(x, (ids.len(), self.hidden), &candle_core::Device::Cpu)?)?;
         let kept: Vec<bool> = lengths.iter().flat_map(|&n| (0..longest).map(move |t| t < n)).collect();
@@ -94,6 +88,19 @@ impl CpuBert {
             x = layer.forward(&x, shape, &kept)?;
         }
         x.reshape((rows, longest, self.hidden))
+    }
+
+    /// Each token's word, position and segment embeddings summed, `(tokens, hidden)` row-major.
+    fn embed(&self, words: &[f32], ids: &[u32], longest: usize) -> candle_core::Result<Vec<f32>> {
+        let mut x = Vec::with_capacity(ids.len() * self.hidden);
+        for (index, &id) in ids.iter().enumerate() {
+            let Some(word) = words.get(id as usize * self.hidden..(id as usize + 1) * self.hidden) else {
+                candle_core::bail!("token id {id} is outside the vocabulary")
+            };
+            let position = &self.positions[(index % longest) * self.hidden..][..self.hidden];
+            x.extend(word.iter().zip(position).zip(&self.segment).map(|((w, p), s)| w + p + s));
+        }
+        Ok(x)
     }
 }
 
