@@ -429,6 +429,8 @@ mod tests {
             (2, 3, 4, 8, 8, Pad::symmetric(1), Activation::None, CHUNK_BYTES),
             (3, 16, 8, 7, 7, Pad::symmetric(1), Activation::Relu, CHUNK_BYTES),
             (2, 5, 3, 13, 9, Pad::symmetric(0), Activation::None, CHUNK_BYTES),
+            // MTCNN's P-Net at its smallest pyramid level: one output from a part of a tile.
+            (1, 16, 32, 3, 3, Pad::symmetric(0), Activation::None, CHUNK_BYTES),
             (1, 8, 10, 1, 1, Pad::symmetric(1), Activation::Relu6, CHUNK_BYTES),
             (2, 4, 6, 11, 6, Pad::tf_same(11, 6, 3, 1), Activation::LeakyRelu(0.1), CHUNK_BYTES),
             (5, 6, 7, 10, 12, Pad::symmetric(1), Activation::Relu, 1),

@@ -3,11 +3,15 @@
 use candle_core::{Device, Tensor};
 
 use crate::ModelError;
-use crate::nn::Pad;
-use crate::nn::bias::BiasPrelu;
+use crate::nn::bias::{BiasActivation, BiasPrelu};
 use crate::nn::conv::Linear;
 use crate::nn::im2col::FlatFilters;
+use crate::nn::winograd::WinogradFilters;
+use crate::nn::{Activation, Pad};
 use crate::weights::Weights;
+
+/// The fewest input channels a 3x3 layer runs Winograd's convolution with.
+const WINOGRAD_MIN_INPUTS: usize = 16;
 
 /// A plain valid (unpadded) stride-1 convolution with bias.
 struct Conv {
@@ -15,6 +19,9 @@ struct Conv {
     bias: Tensor,
     /// The CPU's im2col convolution.
     dense_cpu: Option<FlatFilters>,
+    /// The CPU's Winograd convolution of a 3x3 layer, with an ending that adds nothing (the
+    /// layer's bias comes with its PReLU).
+    winograd_cpu: Option<(WinogradFilters, BiasActivation)>,
 }
 
 impl Conv {
@@ -22,7 +29,14 @@ impl Conv {
         let weight = w.get(&format!("{name}.weight"), &shape)?.to_device(device)?;
         let bias = w.get(&format!("{name}.bias"), &[shape[0]])?.to_device(device)?.reshape((1, shape[0], 1, 1))?;
         let dense_cpu = if device.is_cpu() { Some(FlatFilters::new(&weight)?) } else { None };
-        Ok(Self { weight, bias, dense_cpu })
+        let winograd_cpu = match shape {
+            [out, inputs, 3, 3] if device.is_cpu() && inputs >= WINOGRAD_MIN_INPUTS => Some((
+                WinogradFilters::new(&weight)?,
+                BiasActivation { bias: vec![0.0; out], activation: Activation::None },
+            )),
+            _ => None,
+        };
+        Ok(Self { weight, bias, dense_cpu, winograd_cpu })
     }
 
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
@@ -74,8 +88,13 @@ impl ConvPrelu {
     }
 
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        match (&self.conv.dense_cpu, &self.ending_cpu) {
-            (Some(dense), Some(ending)) => {
+        match (&self.conv.winograd_cpu, &self.conv.dense_cpu, &self.ending_cpu) {
+            (Some((filters, nothing)), _, Some(ending)) => {
+                let y = filters.conv(x, Pad::symmetric(0), nothing)?;
+                y.inplace_op1(ending)?;
+                Ok(y)
+            }
+            (_, Some(dense), Some(ending)) => {
                 // The convolution's own fresh output.
                 let y = dense.conv(x, 1, Pad::symmetric(0))?.contiguous()?;
                 y.inplace_op1(ending)?;
