@@ -96,6 +96,10 @@ impl Dense {
             Product::Transposed { weight, bias } => {
                 // A fresh tensor: the endings write it in place.
                 let y = x.matmul(weight)?;
+                if y.elem_count() == 0 {
+                    // candle refuses in-place ops on empty tensors; there is nothing to end.
+                    return Ok(y);
+                }
                 let op = RowEnding { bias, gelu };
                 match ending {
                     Ending::BiasResidual(residual) => y.inplace_op2(residual, &op)?,
@@ -188,6 +192,9 @@ impl PackedProduct<'_> {
     fn run(&self, x: &[f32], rows: usize, residual: Option<&[f32]>) -> (CpuStorage, Shape) {
         let Packed { inputs, outputs, .. } = *self.packed;
         let shape = Shape::from((rows, outputs));
+        if rows * outputs == 0 {
+            return (CpuStorage::F32(Vec::new()), shape);
+        }
         // Left uninitialised: every element is written by exactly one tile.
         let mut out = Vec::with_capacity(rows * outputs);
         // Enough tasks for every thread when there are few rows.
@@ -502,14 +509,28 @@ mod tests {
 
     fn largest_difference(a: &Tensor, b: &Tensor) -> candle_core::Result<f32> {
         assert_eq!(a.dims(), b.dims());
+        if a.elem_count() == 0 {
+            return Ok(0.0);
+        }
         (a - b)?.abs()?.max_all()?.to_scalar::<f32>()
     }
 
     /// Each ending on sizes that end in every kind of partial tile: rows short of a tile and of
-    /// a block, columns short of a vector and of a panel, one input, long inputs.
+    /// a block, columns short of a vector and of a panel, one input, long inputs, and no rows or
+    /// no outputs at all.
     #[test]
     fn a_dense_layer_gives_candles_product_with_its_ending() -> candle_core::Result<()> {
-        let sizes = [(1, 1, 1), (7, 3, 5), (8, 40, 48), (9, 17, 100), (70, 384, 1152), (131, 1536, 384), (200, 64, 33)];
+        let sizes = [
+            (1, 1, 1),
+            (7, 3, 5),
+            (8, 40, 48),
+            (9, 17, 100),
+            (70, 384, 1152),
+            (131, 1536, 384),
+            (200, 64, 33),
+            (0, 8, 16),
+            (5, 8, 0),
+        ];
         for ((rows, inputs, outputs), packed) in
             sizes.into_iter().flat_map(|s| products().into_iter().map(move |p| (s, p)))
         {
