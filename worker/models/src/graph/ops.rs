@@ -7,6 +7,8 @@ use super::fuse;
 use super::spec::NodeSpec;
 use crate::nn::bias::BiasActivation;
 use crate::nn::im2col::FlatFilters;
+use crate::nn::pointwise::PointwiseConv;
+use crate::nn::winograd::WinogradFilters;
 use crate::nn::{Activation, Pad};
 
 /// The op types [`Kernel::decode`] knows, for error messages.
@@ -46,6 +48,11 @@ pub struct Conv {
     filter: Tensor,
     /// The CPU's im2col form of `filter`.
     dense_cpu: Option<FlatFilters>,
+    /// Our 1x1 kernel (bias and activation included), for an unpadded 1x1 stride-1 layer on a
+    /// CPU with AVX-512.
+    pointwise_cpu: Option<PointwiseConv>,
+    /// Winograd's form of a 3x3 stride-1 layer's filters, on the CPU (with `bias_cpu`).
+    winograd_cpu: Option<WinogradFilters>,
     stride: usize,
     /// TF's `SAME` padding (computed from the input size); otherwise `pad`.
     same: bool,
@@ -64,6 +71,12 @@ impl Conv {
             let (_, _, h, w) = x.dims4()?;
             let kernel = self.filter.dim(2)?;
             let pad = if self.same { Pad::tf_same(h, w, kernel, self.stride) } else { self.pad };
+            if let Some(op) = self.pointwise_cpu.as_ref().filter(|_| pad.is_zero()) {
+                return x.contiguous()?.apply_op1_no_bwd(op);
+            }
+            if let (Some(filters), Some(epilogue)) = (&self.winograd_cpu, &self.bias_cpu) {
+                return filters.conv(x, pad, epilogue);
+            }
             let y = match &self.dense_cpu {
                 Some(dense) => dense.conv(x, self.stride, pad)?,
                 None => pad.apply(x)?.conv2d(&self.filter, 0, self.stride, 1, 1)?,
@@ -300,11 +313,28 @@ fn decode_conv(node: &NodeSpec, operands: &Operands<'_>, device: &Device) -> Res
     };
     let bias_cpu = match (&bias, device.is_cpu()) {
         (Some(bias), true) => Some(BiasActivation { bias: bias.to_vec1().map_err(failed)?, activation }),
-        (None, true) if activation != Activation::None => Some(BiasActivation { bias: vec![0.0; out], activation }),
-        _ => None,
+        (None, true) => Some(BiasActivation { bias: vec![0.0; out], activation }),
+        (_, false) => None,
+    };
+    let (pointwise_cpu, winograd_cpu) = match (&bias_cpu, kh, stride) {
+        (Some(ending), 1, 1) => (PointwiseConv::new(&filter, &ending.bias, activation).map_err(failed)?, None),
+        (Some(_), 3, 1) => (None, Some(WinogradFilters::new(&filter).map_err(failed)?)),
+        _ => (None, None),
     };
     let bias = bias.map(|b| b.reshape((1, out, 1, 1)).and_then(|b| b.to_device(device))).transpose().map_err(failed)?;
-    Ok(Kernel::Conv2d(Box::new(Conv { filter, dense_cpu, stride, same, pad, nhwc, bias, activation, bias_cpu })))
+    Ok(Kernel::Conv2d(Box::new(Conv {
+        filter,
+        dense_cpu,
+        pointwise_cpu,
+        winograd_cpu,
+        stride,
+        same,
+        pad,
+        nhwc,
+        bias,
+        activation,
+        bias_cpu,
+    })))
 }
 
 /// Whether a node's `data_format` is NHWC (TensorFlow's default) rather than NCHW.

@@ -140,7 +140,7 @@ impl Pad {
         (out(h, self.top, self.bottom), out(w, self.left, self.right))
     }
 
-    fn is_zero(&self) -> bool {
+    pub(crate) fn is_zero(&self) -> bool {
         *self == Self::symmetric(0)
     }
 
