@@ -51,8 +51,9 @@ pub struct Conv {
     /// Our 1x1 kernel (bias and activation included), for an unpadded 1x1 stride-1 layer on a
     /// CPU with AVX-512.
     pointwise_cpu: Option<PointwiseConv>,
-    /// Winograd's form of a 3x3 stride-1 layer's filters, on the CPU (with `bias_cpu`).
-    winograd_cpu: Option<WinogradFilters>,
+    /// Winograd's form of a 3x3 stride-1 layer's filters, on the CPU, with its bias and
+    /// activation (zero and none where the layer has neither).
+    winograd_cpu: Option<(WinogradFilters, BiasActivation)>,
     stride: usize,
     /// TF's `SAME` padding (computed from the input size); otherwise `pad`.
     same: bool,
@@ -74,7 +75,7 @@ impl Conv {
             if let Some(op) = self.pointwise_cpu.as_ref().filter(|_| pad.is_zero()) {
                 return x.contiguous()?.apply_op1_no_bwd(op);
             }
-            if let (Some(filters), Some(epilogue)) = (&self.winograd_cpu, &self.bias_cpu) {
+            if let Some((filters, epilogue)) = &self.winograd_cpu {
                 return filters.conv(x, pad, epilogue);
             }
             let y = match &self.dense_cpu {
@@ -313,12 +314,14 @@ fn decode_conv(node: &NodeSpec, operands: &Operands<'_>, device: &Device) -> Res
     };
     let bias_cpu = match (&bias, device.is_cpu()) {
         (Some(bias), true) => Some(BiasActivation { bias: bias.to_vec1().map_err(failed)?, activation }),
-        (None, true) => Some(BiasActivation { bias: vec![0.0; out], activation }),
-        (_, false) => None,
+        (None, true) if activation != Activation::None => Some(BiasActivation { bias: vec![0.0; out], activation }),
+        _ => None,
     };
-    let (pointwise_cpu, winograd_cpu) = match (&bias_cpu, kh, stride) {
-        (Some(ending), 1, 1) => (PointwiseConv::new(&filter, &ending.bias, activation).map_err(failed)?, None),
-        (Some(_), 3, 1) => (None, Some(WinogradFilters::new(&filter).map_err(failed)?)),
+    // The kernels below apply bias and activation themselves, zero and none where there are none.
+    let ending = || bias_cpu.clone().unwrap_or_else(|| BiasActivation { bias: vec![0.0; out], activation });
+    let (pointwise_cpu, winograd_cpu) = match (device.is_cpu(), kh, stride) {
+        (true, 1, 1) => (PointwiseConv::new(&filter, &ending().bias, activation).map_err(failed)?, None),
+        (true, 3, 1) => (None, Some((WinogradFilters::new(&filter).map_err(failed)?, ending()))),
         _ => (None, None),
     };
     let bias = bias.map(|b| b.reshape((1, out, 1, 1)).and_then(|b| b.to_device(device))).transpose().map_err(failed)?;
