@@ -168,3 +168,44 @@ fn a_video_served_over_http_is_read_through_a_temporary_file() {
     let errors = read_parquet_dir(&out.join("_errors"));
     assert_eq!(strings(&errors, "message"), [format!("{missing}: not found")]);
 }
+
+/// The libraries the dynamic loader reports loading for `cmd` (glibc's `LD_DEBUG=files`), and the
+/// command's output.
+fn loaded_libraries(cmd: &mut std::process::Command) -> (std::process::Output, String) {
+    let output = cmd.env("LD_DEBUG", "files").output().expect("spawn weir");
+    let loaded = text(&output.stderr).lines().filter(|line| line.contains("file=")).collect::<Vec<_>>().join("\n");
+    (output, loaded)
+}
+
+#[test]
+fn ffmpeg_is_loaded_by_a_job_that_reads_video_and_not_at_start() {
+    let (output, loaded) = loaded_libraries(weir().arg("--version"));
+    assert!(output.status.success());
+    assert!(loaded.contains("libturbojpeg"), "LD_DEBUG reports the libraries loaded: {loaded}");
+    assert!(
+        !loaded.contains("libavcodec") && !loaded.contains("libavutil"),
+        "weir loads FFmpeg at start: an FFmpeg function is called that weir-ffmpeg-loader does not define \
+         (list them: readelf --dyn-syms -W <weir> | grep -E '@LIB(AV|SW)'), so the linker took it from the library:\n{loaded}"
+    );
+
+    let tmp = tempfile::tempdir().expect("tmp");
+    let clips = tmp.path().join("clips");
+    std::fs::create_dir_all(&clips).expect("mkdir");
+    write_video(&clips.join("clip.mp4"), VideoSpec::small(2.0, 10));
+    let out = tmp.path().join("out");
+    let spec = format!(
+        "  source: {{files: {{uri: \"{}\"}}}}
+  steps:
+    - {{op: video.metadata, input: uri, output: meta}}
+    - {{op: select, columns: [uri, meta]}}
+  sink: {{parquet: {{uri: \"{}\"}}}}
+",
+        clips.display(),
+        out.display()
+    );
+    let manifest = write_manifest(tmp.path(), "video", &spec);
+    let (output, loaded) = loaded_libraries(weir().arg("run").arg(&manifest).arg("--no-progress"));
+    assert!(output.status.success(), "stderr: {}", text(&output.stderr));
+    assert!(loaded.contains("file=libavformat.so") && loaded.contains("dynamically loaded"), "{loaded}");
+    assert_eq!(read_parquet_dir(&out).iter().map(|b| b.num_rows()).sum::<usize>(), 1);
+}

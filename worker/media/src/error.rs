@@ -44,6 +44,8 @@ pub enum MediaError {
     /// A local path FFmpeg cannot open (a directory, or not UTF-8).
     #[error("{0}")]
     BadPath(String),
+    #[error("FFmpeg cannot start: {0}")]
+    Unavailable(crate::open::InitError),
     #[error("internal error: the decoder panicked on this file")]
     Panicked,
 }

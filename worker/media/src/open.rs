@@ -11,22 +11,37 @@ use ffmpeg::media::Type;
 use ffmpeg::{Dictionary, Rational, codec, decoder};
 use ffmpeg_next as ffmpeg;
 
+use weir_ffmpeg_loader::LoadError;
+
 use crate::MediaError;
 use crate::container::check_iso_bmff;
 
 /// `AV_TIME_BASE`: the unit of container-level times (microseconds).
 pub const TIME_BASE: f64 = 1_000_000.0;
 
-static INIT: OnceLock<Result<(), ffmpeg::Error>> = OnceLock::new();
+static INIT: OnceLock<Result<(), InitError>> = OnceLock::new();
 
-/// Initialises FFmpeg once per process and silences its log: its lines name no file and would
-/// interleave across threads, and every failure reaches the user as a row failure instead.
+/// Why FFmpeg could not start.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+pub enum InitError {
+    /// Its shared libraries could not be loaded ([`weir_ffmpeg_loader`]).
+    #[error(transparent)]
+    Load(&'static LoadError),
+    #[error("{0}")]
+    Init(ffmpeg::Error),
+}
+
+/// Loads FFmpeg's libraries (the process does not load them at start: [`weir_ffmpeg_loader`]) and
+/// initialises FFmpeg, once per process, and silences its log: its lines name no file and would
+/// interleave across threads, and every failure reaches the user as a row failure instead. Every
+/// step that reads media calls this when it is built, before any other FFmpeg call.
 ///
 /// # Errors
-/// When FFmpeg cannot initialise (the same error on every call).
-pub fn init() -> Result<(), ffmpeg::Error> {
+/// When FFmpeg cannot be loaded or initialised (the same error on every call).
+pub fn init() -> Result<(), InitError> {
     *INIT.get_or_init(|| {
-        ffmpeg::init()?;
+        weir_ffmpeg_loader::load().map_err(InitError::Load)?;
+        ffmpeg::init().map_err(InitError::Init)?;
         ffmpeg::util::log::set_level(ffmpeg::util::log::Level::Fatal);
         Ok(())
     })
@@ -41,7 +56,7 @@ pub fn init() -> Result<(), ffmpeg::Error> {
 /// [`MediaError::NotMedia`] for anything FFmpeg cannot read, [`MediaError::BadPath`],
 /// [`MediaError::Io`].
 pub fn open(path: &Path) -> Result<Input, MediaError> {
-    init().map_err(MediaError::ffmpeg("initialising FFmpeg"))?;
+    init().map_err(MediaError::Unavailable)?;
     let mut file = File::open(path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => MediaError::NotFound,
         _ => MediaError::Io { context: "opening the file", source: e },
