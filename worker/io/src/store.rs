@@ -5,7 +5,8 @@
 mod watch;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::path::PathBuf;
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
@@ -52,6 +53,16 @@ pub struct Location {
 }
 
 impl Location {
+    /// The file this location names, when it is on the local filesystem (`file://` or a path): the
+    /// one the local store reads for it.
+    pub fn local_file(&self) -> Option<PathBuf> {
+        static LOCAL: LazyLock<LocalFileSystem> = LazyLock::new(LocalFileSystem::new);
+        if self.base != "file://" {
+            return None;
+        }
+        LOCAL.path_to_filesystem(&self.path).ok()
+    }
+
     /// The URI of `path` in this location's store.
     pub fn uri_of(&self, path: &Path) -> String {
         match self.base.strip_suffix("//") {
