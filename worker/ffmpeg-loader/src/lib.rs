@@ -13,8 +13,11 @@
 //! # Adding a function
 //! A call to an FFmpeg function missing from the list below still works, but the linker then
 //! takes that function from its library, which makes the process load FFmpeg at start again; the
-//! test `the_weir_binary_does_not_load_ffmpeg_at_start` (in `weir-cli`) fails and names it. Each
-//! entry's signature is checked at compile time against `ffmpeg-sys-next`'s declaration.
+//! test `ffmpeg_is_loaded_by_a_job_that_reads_video_and_not_at_start` (in `weir`'s
+//! `tests/video.rs`) fails. Each entry's signature is checked at compile time against
+//! `ffmpeg-sys-next`'s declaration. The list is that of FFmpeg 5.1 (Debian bookworm, what CI
+//! builds against); the functions FFmpeg 7 removed are left out when building against it, and
+//! the ones `ffmpeg-next` calls instead there are taken from the libraries at start.
 //!
 //! # Guarantees
 //! [`load`] opens the libraries of the FFmpeg major versions Weir was built against
@@ -83,16 +86,17 @@ unsafe fn function<F: Copy>(library: &Library, name: &str, function: &'static st
 }
 
 /// Defines [`Functions`], its loading, and one exported function per entry that calls through it.
+/// An entry's attributes (a `cfg` on the FFmpeg version) apply to all of these.
 macro_rules! ffmpeg_functions {
     ($(
         $library:ident ($major:path) {
-            $( fn $name:ident ( $( $arg:ident : $ty:ty ),* ) $( -> $ret:ty )?; )*
+            $( $(#[$attr:meta])* fn $name:ident ( $( $arg:ident : $ty:ty ),* ) $( -> $ret:ty )?; )*
         }
     )*) => {
         /// Pointers to the FFmpeg functions Weir calls, and the libraries that hold them.
         #[allow(non_snake_case)] // FFmpeg's names.
         struct Functions {
-            $( $( $name: unsafe extern "C" fn( $( $ty ),* ) $( -> $ret )?, )* )*
+            $( $( $(#[$attr])* $name: unsafe extern "C" fn( $( $ty ),* ) $( -> $ret )?, )* )*
             _libraries: Vec<Library>,
         }
 
@@ -103,22 +107,25 @@ macro_rules! ffmpeg_functions {
                 $(
                     let library = open(stringify!($library), $major)?;
                     $(
+                        $(#[$attr])*
                         // SAFETY: the type is the one checked against ffmpeg-sys-next's declaration below.
                         let $name = unsafe { function(&library, stringify!($library), stringify!($name))? };
                     )*
                     libraries.push(library);
                 )*
-                Ok(Self { $( $( $name, )* )* _libraries: libraries })
+                Ok(Self { $( $( $(#[$attr])* $name, )* )* _libraries: libraries })
             }
         }
 
         $( $(
+            $(#[$attr])*
             const _: unsafe extern "C" fn( $( $ty ),* ) $( -> $ret )? = ffi::$name;
 
             /// FFmpeg's function of this name, called through the loaded library.
             ///
             /// # Safety
             /// FFmpeg's own contract for the function.
+            $(#[$attr])*
             #[unsafe(no_mangle)]
             pub unsafe extern "C" fn $name( $( $arg: $ty ),* ) $( -> $ret )? {
                 // SAFETY: the pointer is FFmpeg's function of this signature; the caller keeps its contract.
@@ -136,7 +143,9 @@ ffmpeg_functions! {
         fn av_frame_free(frame: *mut *mut AVFrame);
         fn av_frame_get_buffer(frame: *mut AVFrame, align: c_int) -> c_int;
         fn av_freep(ptr: *mut c_void);
+        #[cfg(not(feature = "ffmpeg_7_0"))] // Removed in FFmpeg 7 with the old channel layouts.
         fn av_get_channel_layout_nb_channels(channel_layout: u64) -> c_int;
+        #[cfg(not(feature = "ffmpeg_7_0"))] // Removed in FFmpeg 7 with the old channel layouts.
         fn av_get_default_channel_layout(nb_channels: c_int) -> i64;
         fn av_log_set_level(level: c_int);
         fn av_opt_set_dict(obj: *mut c_void, options: *mut *mut AVDictionary) -> c_int;
@@ -144,6 +153,7 @@ ffmpeg_functions! {
         fn av_strerror(errnum: c_int, errbuf: *mut c_char, errbuf_size: usize) -> c_int;
     }
     swresample(ffi::LIBSWRESAMPLE_VERSION_MAJOR) {
+        #[cfg(not(feature = "ffmpeg_7_0"))] // Removed in FFmpeg 7 with the old channel layouts.
         fn swr_alloc_set_opts(
             s: *mut SwrContext,
             out_ch_layout: i64,
