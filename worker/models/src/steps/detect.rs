@@ -75,7 +75,6 @@ pub struct DetectObjects {
     input: String,
     output: String,
     detector: Detector,
-    in_flight: usize,
 }
 
 /// Loads the detector `config` names from `assets`.
@@ -116,13 +115,12 @@ pub fn kernel(config: &ImageDetect, assets: &ModelAssets) -> Result<DetectObject
             Detector::Mtcnn(Box::new(Mtcnn::load(&config.model, &weights)?), options)
         }
     };
-    let in_flight = device::batches_in_flight(detector.device());
-    Ok(DetectObjects { input: config.input.clone(), output: config.output.clone(), detector, in_flight })
+    Ok(DetectObjects { input: config.input.clone(), output: config.output.clone(), detector })
 }
 
 impl Kernel for DetectObjects {
     fn concurrency(&self) -> Option<usize> {
-        Some(self.in_flight)
+        Some(device::BATCHES_IN_FLIGHT)
     }
 
     fn apply(&self, input: &RecordBatch) -> Result<StepOutput, StepError> {

@@ -37,7 +37,6 @@ pub struct ImageModelStep {
     model: VisionModel,
     head: Head,
     batch_size: usize,
-    in_flight: usize,
 }
 
 fn load(spec: &ModelSpec, assets: &ModelAssets) -> Result<VisionModel, ModelError> {
@@ -45,14 +44,12 @@ fn load(spec: &ModelSpec, assets: &ModelAssets) -> Result<VisionModel, ModelErro
 }
 
 fn kernel(input: &str, output: &str, model: VisionModel, head: Head, batch_size: Option<u32>) -> ImageModelStep {
-    let in_flight = device::batches_in_flight(model.device());
     ImageModelStep {
         input: input.to_string(),
         output: output.to_string(),
         model,
         head,
         batch_size: batch_size.map_or(DEFAULT_BATCH_SIZE, |b| b as usize),
-        in_flight,
     }
 }
 
@@ -155,7 +152,7 @@ fn ranked_column(ranked: &[Option<Vec<(usize, f32)>>], labels: &[String]) -> Arr
 
 impl Kernel for ImageModelStep {
     fn concurrency(&self) -> Option<usize> {
-        Some(self.in_flight)
+        Some(device::BATCHES_IN_FLIGHT)
     }
 
     fn apply(&self, input: &RecordBatch) -> Result<StepOutput, StepError> {

@@ -22,7 +22,6 @@ pub struct EmbedText {
     output: String,
     embedder: SentenceEmbedder,
     batch_size: usize,
-    in_flight: usize,
 }
 
 /// Loads the model `config` names from `assets` (weights, tokenizer, config).
@@ -32,19 +31,17 @@ pub struct EmbedText {
 /// unavailable device.
 pub fn build(config: &TextEmbed, assets: &ModelAssets) -> Result<Arc<dyn Step>, BuildError> {
     let embedder = SentenceEmbedder::load(&config.model, assets, config.max_length, config.normalize.unwrap_or(true))?;
-    let in_flight = device::batches_in_flight(embedder.device());
     Ok(Arc::new(ComputeStep(EmbedText {
         input: config.input.clone(),
         output: config.output.clone(),
         embedder,
         batch_size: config.batch_size.map_or(DEFAULT_BATCH_SIZE, |b| b as usize),
-        in_flight,
     })))
 }
 
 impl Kernel for EmbedText {
     fn concurrency(&self) -> Option<usize> {
-        Some(self.in_flight)
+        Some(device::BATCHES_IN_FLIGHT)
     }
 
     fn apply(&self, input: &RecordBatch) -> Result<StepOutput, StepError> {

@@ -27,7 +27,6 @@ pub struct TranscribeAudio {
     transcriber: Transcriber,
     options: Options,
     batch_size: usize,
-    in_flight: usize,
 }
 
 /// Loads the Whisper model and tokenizer `config` names from `assets`.
@@ -46,14 +45,12 @@ pub fn build(config: &AudioTranscribe, assets: &ModelAssets) -> Result<Arc<dyn S
 pub fn kernel(config: &AudioTranscribe, assets: &ModelAssets) -> Result<TranscribeAudio, BuildError> {
     let options = Options { language: config.language.clone(), timestamps: config.timestamps.unwrap_or(false) };
     let transcriber = Transcriber::load(&config.model, assets, &options)?;
-    let in_flight = device::batches_in_flight(transcriber.device());
     Ok(TranscribeAudio {
         input: config.input.clone(),
         output: config.output.clone(),
         transcriber,
         options,
         batch_size: config.batch_size.map_or(DEFAULT_BATCH_SIZE, |b| b as usize),
-        in_flight,
     })
 }
 
@@ -72,7 +69,7 @@ fn whisper_input(audio: AudioView<'_>) -> Result<&[f32], String> {
 
 impl Kernel for TranscribeAudio {
     fn concurrency(&self) -> Option<usize> {
-        Some(self.in_flight)
+        Some(device::BATCHES_IN_FLIGHT)
     }
 
     fn apply(&self, input: &RecordBatch) -> Result<StepOutput, StepError> {
