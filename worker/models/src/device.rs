@@ -38,10 +38,15 @@ pub fn dtype(wanted: Option<ModelDtype>, device: &Device) -> DType {
     }
 }
 
-/// Batches a model step keeps in flight, on any device. On a GPU, so the device never waits for
-/// the host to prepare the next batch. On a CPU too, though each batch's layers already use every
-/// compute thread: a batch also has parts that run on one thread (preparing its images, copies,
-/// the head) and waits at the end of each parallel layer, and a second batch fills them. With one
-/// batch the two cores of the peers' host were 82% busy on pipeline A (`perf record` samples per
-/// 250 ms); with two, `benches/peers/paired.sh` gave A 0.746x the wall time and C 0.907x.
-pub const BATCHES_IN_FLIGHT: usize = 2;
+/// Batches a model step keeps in flight (its concurrency): two on a GPU, so the device never waits
+/// for the host to prepare the next batch; on a CPU `None`, one per compute thread, like any
+/// compute step. Each batch's layers already use every compute thread, but a batch also has parts
+/// that run on one thread (preparing its images, copies, the head) and waits at the end of each
+/// parallel layer, which the other batches fill: with one batch at a time the two cores of the
+/// peers' host were 82% busy on pipeline A (`perf record` samples per 250 ms), and one per thread
+/// made A 0.746x and C 0.907x the wall time (`benches/peers/paired.sh`). One per thread, not a
+/// fixed two: a slot no thread can run is no capacity, and the autoscaler reads a step's
+/// utilisation as busy time over its slots (with `--threads 1`, two slots read 0.5 when saturated).
+pub fn batches_in_flight(device: &Device) -> Option<usize> {
+    if device.is_cpu() { None } else { Some(2) }
+}

@@ -120,7 +120,7 @@ pub fn kernel(config: &ImageDetect, assets: &ModelAssets) -> Result<DetectObject
 
 impl Kernel for DetectObjects {
     fn concurrency(&self) -> Option<usize> {
-        Some(device::BATCHES_IN_FLIGHT)
+        device::batches_in_flight(self.detector.device())
     }
 
     fn apply(&self, input: &RecordBatch) -> Result<StepOutput, StepError> {

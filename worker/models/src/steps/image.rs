@@ -152,7 +152,7 @@ fn ranked_column(ranked: &[Option<Vec<(usize, f32)>>], labels: &[String]) -> Arr
 
 impl Kernel for ImageModelStep {
     fn concurrency(&self) -> Option<usize> {
-        Some(device::BATCHES_IN_FLIGHT)
+        device::batches_in_flight(self.model.device())
     }
 
     fn apply(&self, input: &RecordBatch) -> Result<StepOutput, StepError> {

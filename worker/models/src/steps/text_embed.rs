@@ -41,7 +41,7 @@ pub fn build(config: &TextEmbed, assets: &ModelAssets) -> Result<Arc<dyn Step>, 
 
 impl Kernel for EmbedText {
     fn concurrency(&self) -> Option<usize> {
-        Some(device::BATCHES_IN_FLIGHT)
+        device::batches_in_flight(self.embedder.device())
     }
 
     fn apply(&self, input: &RecordBatch) -> Result<StepOutput, StepError> {

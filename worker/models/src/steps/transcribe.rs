@@ -69,7 +69,7 @@ fn whisper_input(audio: AudioView<'_>) -> Result<&[f32], String> {
 
 impl Kernel for TranscribeAudio {
     fn concurrency(&self) -> Option<usize> {
-        Some(device::BATCHES_IN_FLIGHT)
+        device::batches_in_flight(self.transcriber.device())
     }
 
     fn apply(&self, input: &RecordBatch) -> Result<StepOutput, StepError> {
