@@ -272,8 +272,9 @@ pub async fn supervise(options: &SuperviseOptions, shutdown: CancellationToken) 
     coordinator_args.extend(["--metrics-listen".into(), format!("127.0.0.1:{metrics_port}").into()]);
     coordinator_args.extend(options.coordinator_args.iter().map(OsString::from));
     coordinator_args.extend(options.child_args.iter().map(OsString::from));
-    let coordinator =
+    let mut coordinator =
         Managed::start(Role::Coordinator, "coordinator".into(), coordinator_args, metrics_port, secret_dir.clone())?;
+    wait_listening(&mut coordinator, port).await;
     let mut family = Family {
         options,
         endpoint: endpoint.clone(),
@@ -414,8 +415,54 @@ async fn scale(family: &mut Family<'_>, scaler: &mut LocalAutoscaler) -> Result<
 }
 
 /// A port free on 127.0.0.1 now (a child binds it a moment later).
+/// How long the workers wait for the coordinator to listen before they start anyway (the watch
+/// loop then reports whatever kept it from listening).
+const COORDINATOR_START: Duration = Duration::from_secs(30);
+
+/// Returns once the coordinator accepts connections on `port`, has exited, or
+/// [`COORDINATOR_START`] has passed. The workers start after it: each binds its exchange port on
+/// `127.0.0.1:0`, and the kernel may hand a worker the port [`free_port`] found for the coordinator
+/// if the coordinator has not bound it yet (seen once the workers started in 3 ms).
+async fn wait_listening(coordinator: &mut Managed, port: u16) {
+    let deadline = Instant::now() + COORDINATOR_START;
+    while Instant::now() < deadline && coordinator.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None))) {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A port for a child to listen on, free when checked, and outside the kernel's ephemeral range
+/// where there is room below it: a port the kernel hands out for `bind(:0)` (every worker's
+/// exchange port, and any other process's) can be taken between this check and the child's own
+/// bind, which failed runs with `binding 127.0.0.1:N: Address already in use` once the children
+/// started in milliseconds. Below the range only an explicit bind of the same port can take it.
 fn free_port() -> Result<u16, SuperviseError> {
+    let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let below = ephemeral_start.saturating_sub(BELOW_EPHEMERAL_FROM);
+    for _ in 0..PORT_TRIES.min(usize::from(below)) {
+        let port = BELOW_EPHEMERAL_FROM + (random() % u64::from(below)) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).map_err(SuperviseError::Port)
+}
+
+/// The lowest port [`free_port`] picks from, clear of the well-known and commonly configured ones.
+const BELOW_EPHEMERAL_FROM: u16 = 20000;
+
+/// Ports [`free_port`] tries below the ephemeral range before it takes one the kernel picks.
+const PORT_TRIES: usize = 64;
+
+/// A random number (std's hasher keys are random per process and per `RandomState`).
+fn random() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    std::collections::hash_map::RandomState::new().build_hasher().finish()
 }
 
 /// SIGTERM to every child still running, then SIGKILL to those not gone within 15 s.
@@ -430,5 +477,22 @@ async fn stop_all(children: &mut [Managed]) {
             }
             child.lived += child.started.elapsed().as_secs_f64();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_free_port_lies_below_the_ephemeral_range_and_can_be_bound() {
+        let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").expect("the kernel's range");
+        let start: u16 = range.split_whitespace().next().and_then(|s| s.parse().ok()).expect("its start");
+        let ports: Vec<u16> = (0..20).map(|_| free_port().expect("a port")).collect();
+        for &port in &ports {
+            assert!(start <= BELOW_EPHEMERAL_FROM || (BELOW_EPHEMERAL_FROM..start).contains(&port), "{port}");
+            TcpListener::bind(("127.0.0.1", port)).expect("the port is free");
+        }
+        assert!(ports.iter().any(|p| *p != ports[0]), "{ports:?} are not spread");
     }
 }
