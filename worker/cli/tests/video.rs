@@ -147,17 +147,8 @@ fn a_video_served_over_http_is_read_through_a_temporary_file() {
     let (clip, missing) = (format!("{base}/clip.mp4"), format!("{base}/missing.mp4"));
     write_uri_parquet(&tmp.path().join("in/input.parquet"), &[clip.clone(), missing.clone()]);
     let out = tmp.path().join("out");
-    let spec = format!(
-        "  source: {{parquet: {{uri: \"{}\"}}}}
-  steps:
-    - {{op: video.metadata, input: uri, output: meta}}
-    - {{op: select, columns: [uri, meta]}}
-  sink: {{parquet: {{uri: \"{}\"}}}}
-  errorPolicy: {{onRowError: skip, maxErrorRatio: 0.5}}
-",
-        tmp.path().join("in").display(),
-        out.display()
-    );
+    let source = format!("parquet: {{uri: \"{}\"}}", tmp.path().join("in").display());
+    let spec = metadata_spec(&source, &out, "  errorPolicy: {onRowError: skip, maxErrorRatio: 0.5}\n");
     let result = run(&write_manifest(tmp.path(), "http", &spec), &[]);
     assert!(result.status.success(), "stderr: {}", text(&result.stderr));
     let rows = read_parquet_dir(&out);
@@ -167,6 +158,20 @@ fn a_video_served_over_http_is_read_through_a_temporary_file() {
     assert_eq!(frames.value(0), 20);
     let errors = read_parquet_dir(&out.join("_errors"));
     assert_eq!(strings(&errors, "message"), [format!("{missing}: not found")]);
+}
+
+/// A job's spec: `video.metadata` of every row of `source` (a source's YAML), `[uri, meta]` into
+/// Parquet at `out`, then `extra` lines.
+fn metadata_spec(source: &str, out: &Path, extra: &str) -> String {
+    format!(
+        "  source: {{{source}}}
+  steps:
+    - {{op: video.metadata, input: uri, output: meta}}
+    - {{op: select, columns: [uri, meta]}}
+  sink: {{parquet: {{uri: \"{}\"}}}}
+{extra}",
+        out.display()
+    )
 }
 
 /// The libraries the dynamic loader reports loading for `cmd` (glibc's `LD_DEBUG=files`), and the
@@ -193,16 +198,7 @@ fn ffmpeg_is_loaded_by_a_job_that_reads_video_and_not_at_start() {
     std::fs::create_dir_all(&clips).expect("mkdir");
     write_video(&clips.join("clip.mp4"), VideoSpec::small(2.0, 10));
     let out = tmp.path().join("out");
-    let spec = format!(
-        "  source: {{files: {{uri: \"{}\"}}}}
-  steps:
-    - {{op: video.metadata, input: uri, output: meta}}
-    - {{op: select, columns: [uri, meta]}}
-  sink: {{parquet: {{uri: \"{}\"}}}}
-",
-        clips.display(),
-        out.display()
-    );
+    let spec = metadata_spec(&format!("files: {{uri: \"{}\"}}", clips.display()), &out, "");
     let manifest = write_manifest(tmp.path(), "video", &spec);
     let (output, loaded) = loaded_libraries(weir().arg("run").arg(&manifest).arg("--no-progress"));
     assert!(output.status.success(), "stderr: {}", text(&output.stderr));

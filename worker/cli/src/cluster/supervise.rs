@@ -414,7 +414,6 @@ async fn scale(family: &mut Family<'_>, scaler: &mut LocalAutoscaler) -> Result<
     Ok(changed)
 }
 
-/// A port free on 127.0.0.1 now (a child binds it a moment later).
 /// How long the workers wait for the coordinator to listen before they start anyway (the watch
 /// loop then reports whatever kept it from listening).
 const COORDINATOR_START: Duration = Duration::from_secs(30);
